@@ -1,0 +1,10 @@
+"""One module per procedure step; `built_steps()` lists those that exist, in document order."""
+
+from __future__ import annotations
+
+from ..engine import Step
+
+
+def built_steps() -> list[Step]:
+    """Instances of every built step, in the procedure's order."""
+    return []

@@ -1,0 +1,251 @@
+"""The operator console: plans, diffs, checkpoints, progress and recaps — secrets masked.
+
+The rich Console is injected (tests render to a StringIO at a fixed width). Every string that
+reaches it passes the `Masker` first, and the Console's file is wrapped by a masking writer too,
+so a secret is caught even where a renderable was built elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO, Any
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from .plan import Status, StepResult, TargetPlan
+
+MASK = "********"
+
+
+class CheckpointDeclined(Exception):
+    """The operator said no (exit 3)."""
+
+
+class NeedsPerson(Exception):
+    """A checkpoint needs an answer but there is no TTY and no --yes (exit 3)."""
+
+
+class Masker:
+    """Replaces every registered secret (and its base64 form) in text."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, secret: str | None) -> None:
+        if not secret or len(secret) < 4:
+            return
+        import base64
+
+        with self._lock:
+            self._secrets.add(secret)
+            self._secrets.add(base64.b64encode(secret.encode()).decode().rstrip("="))
+            ordered = sorted(self._secrets, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
+
+    def mask(self, text: str) -> str:
+        pattern = self._pattern
+        return pattern.sub(MASK, text) if pattern else text
+
+
+class MaskingWriter(io.TextIOBase):
+    """File wrapper: masks whatever is written (defence in depth below rich)."""
+
+    def __init__(self, inner: IO[str], masker: Masker) -> None:
+        self._inner, self._masker = inner, masker
+
+    def write(self, s: str) -> int:
+        self._inner.write(self._masker.mask(s))
+        return len(s)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+
+_STATUS_STYLE = {
+    Status.OK: "green",
+    Status.CHANGED: "yellow",
+    Status.FAILED: "bold red",
+    Status.UNREACHABLE: "bold magenta",
+    Status.SKIPPED: "cyan",
+}
+
+
+def make_console(
+    masker: Masker, *, file: IO[str] | None = None, width: int | None = None
+) -> Console:
+    """A rich Console writing through the masker."""
+    target = file if file is not None else sys.stdout
+    return Console(file=MaskingWriter(target, masker), width=width, highlight=False,
+                   force_terminal=None if file is None else False)
+
+
+class Ui:
+    """What steps and tasks show the operator; never prints an unmasked secret."""
+
+    def __init__(
+        self,
+        console: Console,
+        masker: Masker,
+        *,
+        assume_yes: bool = False,
+        verbose: bool = False,
+        interactive: bool | None = None,
+        stdin: IO[str] | None = None,
+    ) -> None:
+        self.console = console
+        self.masker = masker
+        self.assume_yes = assume_yes
+        self.verbose = verbose
+        self._stdin = stdin if stdin is not None else sys.stdin
+        self.interactive = self._stdin.isatty() if interactive is None else interactive
+        self._lock = threading.Lock()
+
+    # -- text ------------------------------------------------------------------------------
+    def m(self, text: str) -> str:
+        """Mask and escape for rich markup."""
+        return escape(self.masker.mask(text))
+
+    def print(self, text: str = "", *, style: str | None = None) -> None:
+        with self._lock:
+            self.console.print(Text(self.masker.mask(text), style=style or ""))
+
+    def info(self, text: str) -> None:
+        self.print(text)
+
+    def warn(self, text: str) -> None:
+        self.print(f"warning: {text}", style="yellow")
+
+    def error(self, text: str) -> None:
+        self.print(f"error: {text}", style="bold red")
+
+    def command(self, host: str, cmd: str, *, mutating: bool) -> None:
+        """--verbose: show each remote command (masked, first lines only)."""
+        if not self.verbose:
+            return
+        first = cmd if len(cmd) < 400 else cmd[:400] + " …"
+        self.print(f"  [{host}] {'$' if mutating else '?'} {first}", style="dim")
+
+    # -- plan ------------------------------------------------------------------------------
+    def step_title(self, name: str, title: str) -> None:
+        with self._lock:
+            self.console.rule(Text(self.masker.mask(f"{name} — {title}"), style="bold"))
+
+    def show_plan(self, step: str, plans: Sequence[TargetPlan]) -> None:
+        tree = Tree(Text(f"plan: {step}", style="bold"))
+        for plan in plans:
+            if plan.error:
+                label = "UNREACHABLE" if plan.unreachable else "ERROR"
+                tree.add(Text(self.masker.mask(f"{plan.target}: {label}: {plan.error}"),
+                              style="bold red"))
+                continue
+            if not plan.changes:
+                tree.add(Text(f"{plan.target}: ok (no changes)", style="green"))
+                continue
+            branch = tree.add(
+                Text(f"{plan.target}: {len(plan.changes)} change(s)", style="yellow")
+            )
+            for ch in plan.changes:
+                line = f"{ch.action} {ch.resource}" + (f" — {ch.summary}" if ch.summary else "")
+                node = branch.add(Text(self.masker.mask(line)))
+                if ch.diff:
+                    node.add(Syntax(self.masker.mask(ch.diff.rstrip("\n")), "diff",
+                                    theme="ansi_dark", word_wrap=True))
+        with self._lock:
+            self.console.print(tree)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoint(self, question: str, *, default: bool = False) -> None:
+        """Ask the operator; returns when confirmed, raises otherwise (exit 3)."""
+        q = self.masker.mask(question)
+        with self._lock:
+            self.console.print(Panel(Text(q), title="checkpoint", border_style="cyan"))
+        if self.assume_yes:
+            self.print("checkpoint: confirmed by --yes", style="cyan")
+            return
+        if not self.interactive:
+            raise NeedsPerson(
+                f"checkpoint needs a person: {q} (no TTY; re-run with --yes to confirm)"
+            )
+        hint = "[Y/n]" if default else "[y/N]"
+        with self._lock:
+            self.console.print(f"{escape(q)} {hint} ", end="")
+        answer = self._stdin.readline().strip().lower()
+        ok = default if not answer else answer in ("y", "yes")
+        if not ok:
+            raise CheckpointDeclined(f"declined: {q}")
+
+    def ask_secret(self, prompt: str) -> str:
+        """Ask for a secret without echo (TTY only); registered with the masker."""
+        if not self.interactive:
+            raise NeedsPerson(f"needs a person: {prompt} (no TTY)")
+        import getpass
+
+        value = getpass.getpass(f"{prompt}: ")
+        self.masker.register(value)
+        return value
+
+    # -- progress --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def status(self, text: str) -> Iterator[None]:
+        """A spinner for a wait of unknown length (quiet when not a terminal)."""
+        if not self.console.is_terminal:
+            yield
+            return
+        with self.console.status(Text(self.masker.mask(text))):
+            yield
+
+    def wait(self, description: str, total: float) -> Any:
+        """A progress bar for a wait with a known length (seconds)."""
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        return Progress(
+            TextColumn(self.m(description)), BarColumn(), TimeElapsedColumn(),
+            console=self.console, transient=True, disable=not self.console.is_terminal,
+        )
+
+    # -- tables and recap -----------------------------------------------------------------
+    def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+        t = Table(title=self.masker.mask(title), title_justify="left")
+        for c in columns:
+            t.add_column(c)
+        for row in rows:
+            t.add_row(*(self.masker.mask(str(v)) for v in row))
+        with self._lock:
+            self.console.print(t)
+
+    def recap(self, results: Sequence[StepResult]) -> str:
+        """Print a table per target and the plain `recap:` line; return that line."""
+        t = Table(title="recap" + (" (dry-run: nothing changed)" if any(
+            r.dry_run for r in results) else ""), title_justify="left")
+        for col in ("step", "target", "status", "changes", "message"):
+            t.add_column(col)
+        counts = dict.fromkeys(Status, 0)
+        for sr in results:
+            for r in sr.results:
+                counts[r.status] += 1
+                t.add_row(sr.step, r.target, Text(r.status.value, style=_STATUS_STYLE[r.status]),
+                          str(len(r.changes)), self.masker.mask(r.message))
+        line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
+        with self._lock:
+            self.console.print(Group(t))
+            self.console.print(Text(line), soft_wrap=True)
+        return line

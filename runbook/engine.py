@@ -1,0 +1,196 @@
+"""Run one step over its targets: plan (parallel) → show → checkpoint → apply → verify → results.
+
+An unreachable or failing target does not stop the others, unless the step declares
+`all_or_nothing` (e.g. heartbeat: both nodes must get the same config) — then nothing is applied
+anywhere. `--dry-run` stops after the plan; the targets themselves refuse mutating calls.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .plan import Change, Status, StepResult, TargetPlan, TargetResult
+from .remote import HostUnreachable
+from .resources import Resource
+
+if TYPE_CHECKING:
+    from .console import Ui
+    from .inventory import Inventory
+
+
+class StepFailed(RuntimeError):
+    """Raised by a step's own verify when the result is not what was wanted."""
+
+
+@dataclass
+class RunOptions:
+    dry_run: bool = False
+    yes: bool = False
+    verbose: bool = False
+    hosts: tuple[str, ...] = ()
+
+
+@dataclass
+class StepContext:
+    """Everything a step may look at: inventory, targets, console, options."""
+
+    inventory: Inventory
+    ui: Ui
+    options: RunOptions
+    targets: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Step(ABC):
+    """A procedure step: which targets, which resources, what to verify."""
+
+    name: str = ""
+    title: str = ""
+    all_or_nothing: bool = False
+    serial: bool = False
+
+    @abstractmethod
+    def target_names(self, ctx: StepContext) -> list[str]:
+        """Names of the targets this step runs on (host names or `CLOUD`)."""
+
+    @abstractmethod
+    def resources(self, ctx: StepContext, target: str) -> list[Resource]:
+        """The wanted state of one target, in apply order."""
+
+    def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
+        """A question for the operator before applying, or None."""
+        return None
+
+    def verify(self, ctx: StepContext, target: str) -> None:
+        """Step-specific verification after apply (raise StepFailed)."""
+
+
+def _parallel(fn: Callable[[str], Any], names: Sequence[str], *, serial: bool = False) -> list[Any]:
+    if serial or len(names) <= 1:
+        return [fn(n) for n in names]
+    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+        return list(pool.map(fn, names))
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def plan_target(step: Step, ctx: StepContext, name: str) -> TargetPlan:
+    """Gather facts in one round trip and compare with the wanted state."""
+    target = ctx.targets[name]
+    try:
+        resources = step.resources(ctx, name)
+        facts = target.gather([r.probe() for r in resources])
+        changes = []
+        for res, fact in zip(resources, facts, strict=True):
+            change = res.check(target, fact)
+            if change is not None:
+                target.touched.add(res.key)
+                changes.append(change)
+        return TargetPlan(name, tuple(changes))
+    except HostUnreachable as exc:
+        return TargetPlan(name, error=_describe(exc), unreachable=True)
+    except Exception as exc:  # a broken target must not stop the others
+        return TargetPlan(name, error=_describe(exc))
+
+
+def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
+    """Apply changed resources in order, then verify that everything checks clean."""
+    target = ctx.targets[name]
+    applied: list[Change] = []
+    try:
+        resources = step.resources(ctx, name)
+        for res in resources:
+            change = res.check(target, target.probe(res.probe()))
+            if change is None:
+                continue
+            target.touched.add(res.key)
+            with ctx.ui.status(f"{name}: {change.action} {change.resource}"):
+                res.apply(target)
+            applied.append(change)
+        target.touched.clear()
+        facts = target.gather([r.probe() for r in resources])
+        left = [
+            c
+            for r, f in zip(resources, facts, strict=True)
+            if (c := r.check(target, f)) is not None
+        ]
+        if left:
+            raise StepFailed(
+                "not converged after apply: " + "; ".join(f"{c.resource} ({c.action})" for c in left)
+            )
+        step.verify(ctx, name)
+    except HostUnreachable as exc:
+        return TargetResult(name, Status.UNREACHABLE, tuple(applied), _describe(exc))
+    except Exception as exc:
+        return TargetResult(name, Status.FAILED, tuple(applied), _describe(exc))
+    status = Status.CHANGED if applied else Status.OK
+    return TargetResult(name, status, tuple(applied))
+
+
+def run_step(step: Step, ctx: StepContext) -> StepResult:
+    """The whole flow for one step; returns results (exit codes are the caller's business)."""
+    ui = ctx.ui
+    ui.step_title(step.name, step.title)
+    names = step.target_names(ctx)
+    with ui.status(f"{step.name}: gathering facts on {len(names)} target(s)"):
+        plans: list[TargetPlan] = _parallel(lambda n: plan_target(step, ctx, n), names)
+    ui.show_plan(step.name, plans)
+
+    broken = [p for p in plans if p.error]
+    if broken and step.all_or_nothing:
+        results = [
+            TargetResult(
+                p.target,
+                Status.UNREACHABLE if p.unreachable else Status.FAILED if p.error else Status.SKIPPED,
+                message=p.error or "not applied: step needs every target and another one failed",
+            )
+            for p in plans
+        ]
+        return StepResult(step.name, tuple(results), ctx.options.dry_run)
+
+    if ctx.options.dry_run:
+        results = [_plan_only(p) for p in plans]
+        return StepResult(step.name, tuple(results), True)
+
+    todo = [p.target for p in plans if p.changes and not p.error]
+    if todo:
+        question = step.checkpoint(ctx, plans)
+        if question:
+            ui.checkpoint(question)
+    done: dict[str, TargetResult] = {}
+    for r in _parallel(lambda n: apply_target(step, ctx, n), todo, serial=step.serial):
+        done[r.target] = r
+    results = []
+    for p in plans:
+        if p.error:
+            results.append(_plan_only(p))
+        elif p.target in done:
+            results.append(done[p.target])
+        else:
+            # nothing to change: still run the step's own verify
+            results.append(_verify_only(step, ctx, p.target))
+    return StepResult(step.name, tuple(results), False)
+
+
+def _plan_only(p: TargetPlan) -> TargetResult:
+    if p.unreachable:
+        return TargetResult(p.target, Status.UNREACHABLE, message=p.error)
+    if p.error:
+        return TargetResult(p.target, Status.FAILED, message=p.error)
+    return TargetResult(p.target, Status.CHANGED if p.changes else Status.OK, p.changes)
+
+
+def _verify_only(step: Step, ctx: StepContext, name: str) -> TargetResult:
+    try:
+        step.verify(ctx, name)
+    except HostUnreachable as exc:
+        return TargetResult(name, Status.UNREACHABLE, message=_describe(exc))
+    except Exception as exc:
+        return TargetResult(name, Status.FAILED, message=_describe(exc))
+    return TargetResult(name, Status.OK)

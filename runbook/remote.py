@@ -1,0 +1,382 @@
+"""Remote hosts: one Fabric connection per host per run, read-only queries vs mutating runs.
+
+The split between `query` (read-only, allowed in --dry-run) and `run`/`write_file` (mutating,
+refused in --dry-run) is what makes the dry-run promise checkable: a dry-run Host raises
+`DryRunViolation` on every mutating call, so a step that tries to change something during
+planning fails loudly instead of changing a production host.
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import paramiko
+from fabric import Config, Connection
+
+if TYPE_CHECKING:
+    from .inventory import HostSpec, Inventory
+
+MARK = "==RB-FACT=="
+
+
+class DryRunViolation(RuntimeError):
+    """A mutating call was attempted while running with --dry-run."""
+
+
+class HostUnreachable(RuntimeError):
+    """The host could not be reached (network, auth or host-key problem)."""
+
+
+class CommandFailed(RuntimeError):
+    """A remote command exited with an unexpected code."""
+
+    def __init__(self, host: str, cmd: str, exited: int, stderr: str) -> None:
+        self.host, self.cmd, self.exited, self.stderr = host, cmd, exited, stderr
+        tail = stderr.strip().splitlines()[-3:]
+        super().__init__(f"{host}: `{cmd}` exited {exited}: {' | '.join(tail)}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of a remote command."""
+
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Output of one probe snippet, gathered in a batch with the others."""
+
+    stdout: str
+    rc: int
+
+
+class CommandLog(Protocol):
+    """Receives every command run (for --verbose); masking is the receiver's job."""
+
+    def __call__(self, host: str, cmd: str, *, mutating: bool) -> None: ...
+
+
+class Host:
+    """A target host; subclasses provide `_exec`. Mutating calls are refused in dry-run."""
+
+    def __init__(
+        self, name: str, *, dry_run: bool = False, log: CommandLog | None = None
+    ) -> None:
+        self.name = name
+        self.dry_run = dry_run
+        self._log = log
+        # Keys of resources that changed (or would change) in this run: lets a Service
+        # know that a file it watches was rewritten.
+        self.touched: set[str] = set()
+
+    # -- to be provided by subclasses -------------------------------------------------
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the connection (no-op by default)."""
+
+    # -- public API ---------------------------------------------------------------------
+    def query(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = 60,
+        ok_codes: Sequence[int] | None = (0,),
+        stdin: str | None = None,
+    ) -> Result:
+        """Run a read-only command (allowed in dry-run)."""
+        return self._call(cmd, mutating=False, timeout=timeout, ok_codes=ok_codes, stdin=stdin)
+
+    def run(
+        self,
+        cmd: str,
+        *,
+        timeout: float | None = 600,
+        ok_codes: Sequence[int] | None = (0,),
+        stdin: str | None = None,
+    ) -> Result:
+        """Run a mutating command. Secrets go through `stdin`, never into `cmd`."""
+        if self.dry_run:
+            raise DryRunViolation(f"{self.name}: refused in --dry-run: {cmd}")
+        return self._call(cmd, mutating=True, timeout=timeout, ok_codes=ok_codes, stdin=stdin)
+
+    def _call(
+        self,
+        cmd: str,
+        *,
+        mutating: bool,
+        timeout: float | None,
+        ok_codes: Sequence[int] | None,
+        stdin: str | None,
+    ) -> Result:
+        if self._log is not None:
+            self._log(self.name, cmd, mutating=mutating)
+        res = self._exec(cmd, stdin=stdin, timeout=timeout)
+        if ok_codes is not None and res.exited not in ok_codes:
+            raise CommandFailed(self.name, cmd, res.exited, res.stderr)
+        return res
+
+    def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
+        """Run every probe snippet in ONE round trip; None probes give None facts."""
+        wanted = [(i, p) for i, p in enumerate(probes) if p]
+        facts: list[Fact | None] = [None] * len(probes)
+        if not wanted:
+            return facts
+        token = uuid.uuid4().hex[:8]
+        parts = []
+        for i, probe in wanted:
+            parts.append(
+                f"echo '{MARK}{token}:{i}'; ( {probe} ) 2>/dev/null; __rc=$?; "
+                f"echo; echo \"{MARK}{token}:rc:$__rc\""
+            )
+        out = self.query("; ".join(parts), ok_codes=None).stdout
+        for i, _ in wanted:
+            start = out.find(f"{MARK}{token}:{i}\n")
+            if start < 0:
+                raise CommandFailed(self.name, "fact gathering", -1, "probe output missing")
+            body_start = start + len(f"{MARK}{token}:{i}\n")
+            end = out.find(f"{MARK}{token}:rc:", body_start)
+            rc_end = out.find("\n", end)
+            rc = int(out[end + len(f"{MARK}{token}:rc:") : rc_end if rc_end >= 0 else None])
+            body = out[body_start:end]
+            # strip the newline we appended after the probe output
+            body = body[:-1] if body.endswith("\n") else body
+            facts[i] = Fact(stdout=body, rc=rc)
+        return facts
+
+    def probe(self, snippet: str | None) -> Fact | None:
+        """Gather a single fact (one round trip)."""
+        return self.gather([snippet])[0]
+
+    def read_file(self, path: str) -> bytes | None:
+        """Return the file's bytes, or None when it does not exist."""
+        q = shlex.quote(path)
+        res = self.query(f"test -f {q} && base64 -w0 {q}", ok_codes=None)
+        if res.exited != 0:
+            return None
+        return base64.b64decode(res.stdout.strip() or b"")
+
+    def write_file(
+        self,
+        path: str,
+        content: bytes,
+        *,
+        mode: int = 0o644,
+        owner: str = "root",
+        group: str = "root",
+        backup: bool = True,
+    ) -> None:
+        """Atomic write: temp file in the same directory, chmod/chown, keep a backup, rename.
+
+        Content travels through stdin (never argv), so secrets in files stay out of `ps`.
+        """
+        q = shlex.quote(path)
+        tmp = shlex.quote(f"{path}.rb-tmp")
+        directory = shlex.quote(str(Path(path).parent))
+        script = (
+            f"set -e; umask 077; mkdir -p {directory}; base64 -d > {tmp}; "
+            f"chown {shlex.quote(owner)}:{shlex.quote(group)} {tmp}; chmod {mode:o} {tmp}; "
+            + (f"if [ -f {q} ]; then cp -p {q} {q}.rb-bak; fi; " if backup else "")
+            + f"mv -f {tmp} {q}"
+        )
+        self.run(script, stdin=base64.b64encode(content).decode() + "\n")
+
+
+class SSHHost(Host):
+    """A host reached with Fabric; `sudo -n` wraps commands when the SSH user is not root."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        inventory: Inventory,
+        *,
+        keys: HostKeyPolicy,
+        dry_run: bool = False,
+        log: CommandLog | None = None,
+        gateway: Connection | None = None,
+    ) -> None:
+        super().__init__(spec.name, dry_run=dry_run, log=log)
+        ssh = inventory.ssh
+        self.user = ssh.user
+        cfg = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+        connect_kwargs: dict[str, Any] = {
+            "key_filename": [str(Path(ssh.identity).expanduser())],
+            "look_for_keys": False,
+            "allow_agent": False,
+            "banner_timeout": ssh.connect_timeout,
+            "auth_timeout": ssh.connect_timeout,
+        }
+        gw: Any = gateway
+        if gw is None and ssh.proxy_command:
+            gw = ssh.proxy_command.replace("%h", spec.address).replace("%p", str(ssh.port))
+        self.conn = Connection(
+            spec.address,
+            user=ssh.user,
+            port=ssh.port,
+            config=cfg,
+            connect_timeout=ssh.connect_timeout,
+            connect_kwargs=connect_kwargs,
+            gateway=gw,
+        )
+        keys.install(self.conn.client)
+        self._lock = threading.Lock()
+
+    def _wrap(self, cmd: str) -> str:
+        if self.user == "root":
+            return cmd
+        return f"sudo -n -- sh -c {shlex.quote(cmd)}"
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        import io
+
+        try:
+            with self._lock:
+                r = self.conn.run(
+                    self._wrap(cmd),
+                    hide=True,
+                    warn=True,
+                    timeout=timeout,
+                    in_stream=io.StringIO(stdin) if stdin is not None else False,
+                )
+        except paramiko.BadHostKeyException as exc:
+            raise HostUnreachable(
+                f"{self.name}: host key CHANGED for {exc.hostname} — refusing to connect. If the "
+                "server was rebuilt, remove its old entry from known_hosts after verifying the "
+                "new fingerprint out of band."
+            ) from exc
+        except UnknownHostKey as exc:
+            raise HostUnreachable(str(exc)) from exc
+        except paramiko.AuthenticationException as exc:
+            raise HostUnreachable(f"{self.name}: SSH authentication failed: {exc}") from exc
+        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+            raise HostUnreachable(f"{self.name}: unreachable: {exc or type(exc).__name__}") from exc
+        return Result(stdout=r.stdout, stderr=r.stderr, exited=r.exited)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class UnknownHostKey(paramiko.SSHException):
+    """Raised by the host-key policy for a key not in known_hosts."""
+
+
+class HostKeyPolicy:
+    """known_hosts handling: user's file + the inventory's; unknown refused unless accepted.
+
+    A changed key is always refused (paramiko's BadHostKeyException); with
+    `accept_new=True` unknown keys are recorded in the inventory's known_hosts file.
+    """
+
+    def __init__(self, known_hosts: Path, *, accept_new: bool = False) -> None:
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+        self._lock = threading.Lock()
+
+    def install(self, client: paramiko.SSHClient) -> None:
+        user_file = Path("~/.ssh/known_hosts").expanduser()
+        if user_file.exists():
+            client.load_system_host_keys(str(user_file))
+        if self.known_hosts.exists():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(self._policy())
+
+    def _policy(self) -> paramiko.MissingHostKeyPolicy:
+        outer = self
+
+        class _Policy(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(
+                self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+            ) -> None:
+                fingerprint = base64.b64encode(
+                    __import__("hashlib").sha256(key.asbytes()).digest()
+                ).decode().rstrip("=")
+                if not outer.accept_new:
+                    raise UnknownHostKey(
+                        f"{hostname}: unknown host key ({key.get_name()} SHA256:{fingerprint}). "
+                        "Verify the fingerprint, then re-run with --accept-new-host-keys to record "
+                        f"it in {outer.known_hosts}."
+                    )
+                outer.record(hostname, key)
+                client.get_host_keys().add(hostname, key.get_name(), key)
+
+        return _Policy()
+
+    def record(self, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with self.known_hosts.open("a") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+
+
+def known_hosts_path(inventory: Inventory) -> Path:
+    """The inventory's known_hosts file; relative paths resolve against the inventory's dir."""
+    path = Path(inventory.ssh.known_hosts).expanduser()
+    return path if path.is_absolute() else inventory.base_dir / path
+
+
+def connect_all(
+    inventory: Inventory,
+    names: Sequence[str],
+    *,
+    dry_run: bool,
+    accept_new_host_keys: bool = False,
+    log: CommandLog | None = None,
+    factory: Callable[..., Host] | None = None,
+) -> dict[str, Host]:
+    """Create (lazily connecting) Host objects; one per host for the whole run."""
+    keys = HostKeyPolicy(known_hosts_path(inventory), accept_new=accept_new_host_keys)
+    hosts: dict[str, Host] = {}
+    for name in names:
+        spec = inventory.hosts[name]
+        if factory is not None:
+            hosts[name] = factory(spec, dry_run=dry_run, log=log)
+            continue
+        gateway = None
+        if spec.gateway:
+            gateway = _gateway_connection(spec.gateway, inventory, keys)
+        hosts[name] = SSHHost(
+            spec, inventory, keys=keys, dry_run=dry_run, log=log, gateway=gateway
+        )
+    return hosts
+
+
+def _gateway_connection(gateway: str, inventory: Inventory, keys: HostKeyPolicy) -> Connection:
+    """A jump host: an inventory host name or `user@host:port`."""
+    if gateway in inventory.hosts:
+        target = inventory.hosts[gateway].address
+        user, port = inventory.ssh.user, inventory.ssh.port
+    else:
+        user_part, _, hostport = gateway.rpartition("@")
+        host, _, port_s = hostport.partition(":")
+        target, user = host, user_part or inventory.ssh.user
+        port = int(port_s) if port_s else 22
+    conn = Connection(
+        target,
+        user=user,
+        port=port,
+        config=Config(overrides={"load_ssh_configs": False}),
+        connect_timeout=inventory.ssh.connect_timeout,
+        connect_kwargs={
+            "key_filename": [str(Path(inventory.ssh.identity).expanduser())],
+            "look_for_keys": False,
+            "allow_agent": False,
+        },
+    )
+    keys.install(conn.client)
+    return conn

@@ -1,0 +1,151 @@
+"""Shared task plumbing: load the inventory, build the console, run steps, map exit codes.
+
+Exit codes (DESIGN §3): 0 done; 1 a step failed on some host; 2 bad input; 3 a checkpoint was
+declined or needs a person.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from ..console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from ..engine import RunOptions, Step, StepContext, run_step
+from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
+from ..plan import CLOUD, StepResult
+
+EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT = 1, 2, 3
+
+STEP_HELP = {
+    "host": "Limit to this host (repeatable; an inventory name, e.g. k8slb01).",
+    "dry_run": "Show the plan (diffs, secrets masked) and stop: nothing is changed anywhere.",
+    "yes": "Confirm every checkpoint automatically (needed without a TTY).",
+    "verbose": "Show every remote command (secrets masked).",
+    "accept_new_host_keys": "Record unknown SSH host keys in known_hosts instead of refusing.",
+}
+
+
+def inventory_path(c: Context) -> Path:
+    """`runbook.inventory` from Invoke config (invoke.yaml, -f, INVOKE_RUNBOOK_INVENTORY)."""
+    try:
+        value = c.config.runbook.inventory
+    except AttributeError:
+        value = "hosts.yaml"
+    return Path(os.path.expanduser(str(value)))
+
+
+def new_ui(*, yes: bool = False, verbose: bool = False) -> Ui:
+    masker = Masker()
+    return Ui(make_console(masker), masker, assume_yes=yes, verbose=verbose)
+
+
+def fail_input(ui: Ui, problems: Sequence[object], *, header: str = "") -> Exit:
+    """Print every problem (file: key: reason) and return the Exit(2) to raise."""
+    if header:
+        ui.error(header)
+    for p in problems:
+        ui.print(f"  {p}", style="red")
+    return Exit(code=EXIT_INPUT)
+
+
+def load(c: Context, ui: Ui) -> Inventory:
+    """Load and validate the inventory, or exit 2 with every problem listed."""
+    path = inventory_path(c)
+    try:
+        inv = load_inventory(path)
+    except InventoryError as exc:
+        raise fail_input(ui, exc.problems, header=f"invalid inventory {path}:") from None
+    for w in inv.warnings:
+        ui.warn(str(w))
+    return inv
+
+
+def hosts_for(
+    inv: Inventory, ui: Ui, names: Sequence[str], *, roles: Sequence[str] | None, task: str
+) -> list[str]:
+    """Validate --host names against the inventory and the task's roles (exit 2 if wrong)."""
+    try:
+        specs = select_hosts(inv, list(names), roles=roles, task=task)
+    except InventoryError as exc:
+        raise fail_input(ui, exc.problems, header=f"bad --host for {task}:") from None
+    return [s.name for s in specs]
+
+
+def register_secrets(inv: Inventory, ui: Ui) -> None:
+    """Every secret known at start is masked from here on."""
+    token = os.environ.get(inv.hcloud.token_env)
+    ui.masker.register(token)
+
+
+def execute(
+    c: Context,
+    steps: Sequence[Step],
+    *,
+    task: str,
+    host: Sequence[str] | None = None,
+    roles: Sequence[str] | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+    needs_cloud: bool = False,
+    extra: dict[str, Any] | None = None,
+    ui: Ui | None = None,
+) -> list[StepResult]:
+    """Run steps in order over the selected hosts; stop after the first failed step."""
+    ui = ui or new_ui(yes=yes, verbose=verbose)
+    inv = load(c, ui)
+    register_secrets(inv, ui)
+    selected = hosts_for(inv, ui, host or [], roles=roles, task=task)
+    options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
+    ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
+    from ..remote import connect_all
+
+    ctx.targets.update(
+        connect_all(inv, selected, dry_run=dry_run, accept_new_host_keys=accept_new_host_keys,
+                    log=ui.command)
+    )
+    if needs_cloud:
+        from ..cloud import CloudTarget, CloudTokenMissing
+
+        try:
+            ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+        except CloudTokenMissing as exc:
+            raise fail_input(ui, [exc]) from None
+    results: list[StepResult] = []
+    code = 0
+    try:
+        for step in steps:
+            res = run_step(step, ctx)
+            results.append(res)
+            if res.failed:
+                code = EXIT_FAILED
+                break
+    except (CheckpointDeclined, NeedsPerson) as exc:
+        ui.error(str(exc))
+        code = EXIT_CHECKPOINT
+    finally:
+        for t in ctx.targets.values():
+            close = getattr(t, "close", None)
+            if close:
+                close()
+    ui.recap(results)
+    if code:
+        raise Exit(code=code)
+    return results
+
+
+def not_built(task: str, issue: str) -> Callable[..., None]:
+    """A task whose step arrives with a later issue: say so plainly, exit 1."""
+
+    def _run(*_: Any, **__: Any) -> None:
+        sys.stderr.write(f"{task}: this step is not built yet (arrives with {issue}).\n")
+        raise Exit(code=EXIT_FAILED)
+
+    return _run

@@ -1,0 +1,219 @@
+"""Every resource: changed on the first apply, ok on the second; checks read real state."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from runbook.remote import DryRunViolation
+from runbook.resources import (
+    AptRepo,
+    File,
+    GuardedCommand,
+    LineInFile,
+    Packages,
+    Resource,
+    Service,
+    Sysctl,
+)
+from tests.fakehost import LocalHost
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> LocalHost:
+    return LocalHost("h1", tmp_path / "state")
+
+
+def converge(host: LocalHost, res: Resource) -> tuple[object, object]:
+    """check → apply → check; returns (first change, second change)."""
+    first = res.check(host, host.probe(res.probe()))
+    if first is not None:
+        host.touched.add(res.key)
+        res.apply(host)
+    second = res.check(host, host.probe(res.probe()))
+    return first, second
+
+
+def test_file_create_then_ok(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "ha.d" / "ha.cf"
+    f = File(str(path), "keepalive 1\ndeadtime 3\n", mode=0o600)
+    first, second = converge(host, f)
+    assert first is not None and first.action == "create"
+    assert "+keepalive 1" in first.diff
+    assert second is None
+    assert path.read_text() == "keepalive 1\ndeadtime 3\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_file_update_shows_diff_and_keeps_backup(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("old line\n")
+    os.chmod(path, 0o644)
+    f = File(str(path), "new line\n")
+    first, second = converge(host, f)
+    assert first is not None and first.action == "update"
+    assert "-old line" in first.diff and "+new line" in first.diff
+    assert second is None
+    assert Path(f"{path}.rb-bak").read_text() == "old line\n"
+
+
+def test_file_mode_only_change(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "authkeys"
+    path.write_text("auth 1\n")
+    os.chmod(path, 0o644)
+    first, second = converge(host, File(str(path), "auth 1\n", mode=0o600))
+    assert first is not None and first.action == "chmod/chown" and first.summary == "644 root root -> 600 root root"
+    assert second is None and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_secret_file_diff_hides_content(host: LocalHost, tmp_path: Path) -> None:
+    f = File(str(tmp_path / "authkeys"), "auth 1\n1 sha1 s3cr3tvalue\n", mode=0o600, secret=True)
+    change = f.check(host, host.probe(f.probe()))
+    assert change is not None and "s3cr3tvalue" not in change.diff
+
+
+def test_file_content_travels_on_stdin_not_argv(host: LocalHost, tmp_path: Path) -> None:
+    f = File(str(tmp_path / "env"), "HCLOUD_TOKEN=tok-abcdef123456\n", mode=0o600, secret=True)
+    converge(host, f)
+    assert all("tok-abcdef123456" not in cmd for cmd, _ in host.commands)
+
+
+def test_file_validation_failure_installs_nothing(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "haproxy.cfg"
+    path.write_text("good\n")
+    f = File(str(path), "bad\n", validate="grep -q good %s")
+    with pytest.raises(ValueError, match="validation failed"):
+        f.apply(host)
+    assert path.read_text() == "good\n"
+    ok = File(str(path), "good too\n", validate="grep -q good %s")
+    ok.apply(host)
+    assert path.read_text() == "good too\n"
+
+
+def test_line_in_file_add_replace_remove(host: LocalHost, tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n")
+    swap_off = LineInFile(str(fstab), "# /swapfile none swap sw 0 0", r"^[^#].*\sswap\s", present=False)
+    first, second = converge(host, swap_off)
+    assert first is not None and first.action == "remove"
+    assert second is None and "swap" not in fstab.read_text()
+    line = LineInFile(str(fstab), "tmpfs /tmp tmpfs defaults 0 0", r"^tmpfs /tmp ")
+    first, second = converge(host, line)
+    assert first is not None and first.action == "add" and second is None
+    repl = LineInFile(str(fstab), "tmpfs /tmp tmpfs size=1G 0 0", r"^tmpfs /tmp ")
+    first, second = converge(host, repl)
+    assert first is not None and first.action == "replace" and second is None
+    assert fstab.read_text().count("tmpfs /tmp") == 1
+
+
+def test_sysctl_runtime_and_persistent(host: LocalHost, tmp_path: Path) -> None:
+    conf = tmp_path / "sysctl.d" / "90-runbook.conf"
+    conf.parent.mkdir()
+    s = Sysctl("net.ipv4.ip_nonlocal_bind", "1", file=str(conf))
+    first, second = converge(host, s)
+    assert first is not None and "runtime 0 -> 1" in first.summary
+    assert second is None
+    assert "net.ipv4.ip_nonlocal_bind = 1" in conf.read_text()
+    assert (host.state / "sysctl" / "net.ipv4.ip_nonlocal_bind").read_text().strip() == "1"
+
+
+def test_sysctl_detects_runtime_drift(host: LocalHost, tmp_path: Path) -> None:
+    conf = tmp_path / "90.conf"
+    s = Sysctl("net.ipv4.ip_forward", "1", file=str(conf))
+    converge(host, s)
+    (host.state / "sysctl" / "net.ipv4.ip_forward").write_text("0\n")  # someone reset it
+    change = s.check(host, host.probe(s.probe()))
+    assert change is not None and "runtime 0 -> 1" in change.summary
+
+
+def test_apt_repo_keyring_and_source(host: LocalHost, tmp_path: Path) -> None:
+    (tmp_path / "keyrings").mkdir()
+    (tmp_path / "sources").mkdir()
+    repo = AptRepo(
+        "kubernetes",
+        "deb [signed-by=/etc/apt/keyrings/k.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /",
+        keyring=str(tmp_path / "keyrings" / "k.gpg"),
+        key_url="https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key",
+        list_dir=str(tmp_path / "sources"),
+    )
+    first, second = converge(host, repo)
+    assert first is not None and "keyring" in first.summary and "source" in first.summary
+    assert second is None
+    assert "apt-get update -q" in host.calls()
+
+
+def test_packages_install_and_hold(host: LocalHost) -> None:
+    pk = Packages(["kubelet", "kubeadm"], hold=True)
+    first, second = converge(host, pk)
+    assert first is not None and first.summary.startswith("install kubelet kubeadm")
+    assert second is None
+    assert any("--no-install-recommends" in c for c in host.calls())
+    assert "apt-mark hold kubelet kubeadm" in host.calls()
+    # a second converge runs no apt at all
+    n = len(host.calls())
+    assert converge(host, pk) == (None, None) and len(host.calls()) == n
+
+
+def test_packages_only_missing_installed(host: LocalHost) -> None:
+    (host.state / "pkgs").mkdir(parents=True, exist_ok=True)
+    (host.state / "pkgs" / "haproxy").touch()
+    pk = Packages(["haproxy", "heartbeat"])
+    first, _ = converge(host, pk)
+    assert first is not None and first.summary == "install heartbeat"
+    installs = [c for c in host.calls() if " install " in f" {c} "]
+    assert installs and "haproxy" not in installs[0].split("install", 1)[1]
+
+
+def test_service_enable_start_then_reload_on_watched_change(host: LocalHost, tmp_path: Path) -> None:
+    host.add_unit("haproxy")
+    cfg = File(str(tmp_path / "haproxy.cfg"), "global\n")
+    svc = Service("haproxy", watch=[cfg.key], on_change="reload")
+    first, second = converge(host, svc)
+    assert first is not None and first.action == "enable+start" and second is None
+    # nothing changed: no reload
+    assert converge(host, svc) == (None, None)
+    # the watched file changes in this run -> reload once
+    f1, _ = converge(host, cfg)
+    assert f1 is not None
+    change = svc.check(host, host.probe(svc.probe()))
+    assert change is not None and change.action == "reload" and cfg.key in change.summary
+    svc.apply(host)
+    assert host.calls()[-1] == "systemctl reload haproxy"
+    assert svc.check(host, host.probe(svc.probe())) is None
+
+
+def test_service_stopped(host: LocalHost) -> None:
+    host.add_unit("apache2")
+    (host.state / "units" / "apache2.active").touch()
+    svc = Service("apache2", enabled=False, running=False)
+    first, second = converge(host, svc)
+    assert first is not None and first.action == "stop" and second is None
+
+
+def test_guarded_command_runs_once(host: LocalHost, tmp_path: Path) -> None:
+    marker = tmp_path / "initialised"
+    cmd = GuardedCommand("init", f"touch {marker}", guard=f"test -e {marker}")
+    first, second = converge(host, cmd)
+    assert first is not None and first.action == "run" and second is None
+    assert marker.exists()
+
+
+def test_guarded_command_secret_via_stdin(host: LocalHost, tmp_path: Path) -> None:
+    out = tmp_path / "token"
+    cmd = GuardedCommand("store", f"umask 077; cat > {out}", guard=f"test -s {out}",
+                         stdin=lambda: "join-token-abcdef")
+    converge(host, cmd)
+    assert out.read_text() == "join-token-abcdef"
+    assert all("join-token-abcdef" not in c for c, _ in host.commands)
+
+
+def test_dry_run_host_refuses_mutation(tmp_path: Path) -> None:
+    h = LocalHost("h", tmp_path / "s", dry_run=True)
+    f = File(str(tmp_path / "x"), "x\n")
+    assert f.check(h, h.probe(f.probe())) is not None  # planning works
+    with pytest.raises(DryRunViolation):
+        f.apply(h)
+    assert not (tmp_path / "x").exists()
