@@ -1,0 +1,354 @@
+"""HTTP front of the simulated API: routing, bearer auth, rate limit, faults, admin endpoints.
+
+Stdlib only (`http.server.ThreadingHTTPServer`), so the lab needs nothing beyond the runbook's
+own environment. A listener may live in another network namespace: its socket is created by a
+short-lived thread that enters the namespace (setns affects only the calling thread), so the
+process itself stays in the root namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lab.fakecloud.errors import ApiError, invalid_field
+from lab.fakecloud.faults import Call
+from lab.fakecloud.model import FakeCloud, Response
+
+__all__ = ["FakeCloud", "Listener", "Running", "start"]
+
+log = logging.getLogger(__name__)
+CLONE_NEWNET = 0x40000000
+MAX_BODY = 1 << 20
+_COLL = r"(?P<coll>servers|networks|floating_ips)"
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [
+    ("GET", re.compile(rf"^/{_COLL}$"), "list"),
+    ("POST", re.compile(r"^/networks$"), "create_network"),
+    ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)$"), "get"),
+    ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions$"), "res_actions"),
+    ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions/(?P<aid>[^/]+)$"), "res_action"),
+    ("POST", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions/(?P<cmd>[a-z_]+)$"), "action"),
+    ("GET", re.compile(r"^/actions$"), "actions"),
+    ("GET", re.compile(r"^/actions/(?P<aid>[^/]+)$"), "get_action"),
+]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where to listen; `netns` names a namespace under /run/netns; admin adds /_lab/."""
+
+    host: str
+    port: int
+    netns: str | None = None
+    admin: bool = False
+
+
+@dataclass
+class Running:
+    """Handle on started listeners; `addresses` holds the real (host, port) of each."""
+
+    cloud: FakeCloud
+    servers: list[_Server] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(str(s.server_address[0]), int(s.server_address[1])) for s in self.servers]
+
+    def stop(self, *, close_cloud: bool = True) -> None:
+        """Stop listening; by default also stop the action timers (state stays on disk)."""
+        for srv in self.servers:
+            srv.stopping.set()
+            srv.shutdown()
+            srv.server_close()
+        for t in self.threads:
+            t.join(timeout=5)
+        if close_cloud:
+            self.cloud.close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], cloud: FakeCloud, admin: bool) -> None:
+        super().__init__(addr, _Handler)
+        self.cloud = cloud
+        self.admin = admin
+        self.stopping = threading.Event()
+
+
+def _int_id(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise invalid_field(name, "must be an integer") from exc
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    server_version = "fakecloud"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    # ----- plumbing -------------------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ApiError("invalid_input", "request body too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Correlation-Id", uuid.uuid4().hex[:16])
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        auth = self.headers.get("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        return scheme.lower() == "bearer" and self.server.cloud.check_token(token.strip())
+
+    def _serve(self, method: str) -> None:
+        t0 = time.monotonic()
+        url = urlsplit(self.path)
+        path = url.path.rstrip("/") or "/"
+        if path.startswith("/v1/") or path == "/v1":
+            path = path[3:] or "/"
+        query = parse_qs(url.query, keep_blank_values=True)
+        cloud = self.server.cloud
+        try:
+            raw = self._read_body()
+        except (ValueError, ApiError):
+            self.close_connection = True
+            self._send(400, ApiError("json_error", "unreadable request body").body())
+            return
+        if path.startswith("/_lab/") and self.server.admin:
+            self._admin(method, path, raw)
+            return
+        status: int | None = None
+        try:
+            status = self._public(method, path, query, raw)
+        finally:
+            cloud.calls.add(Call(time.time(), method, self.path, status, time.monotonic() - t0))
+
+    def _public(
+        self, method: str, path: str, query: dict[str, list[str]], raw: bytes
+    ) -> int | None:
+        cloud = self.server.cloud
+        verdict = cloud.faults.judge()
+        if verdict.outage == "503":
+            err = ApiError("unavailable", "service is currently unavailable (outage)")
+            self._send(err.status, err.body(), cloud.bucket.headers())
+            return err.status
+        if verdict.outage is not None:
+            if verdict.outage == "hang":
+                while cloud.faults.in_outage() and not self.server.stopping.wait(0.05):
+                    pass
+            self.close_connection = True  # closed without an answer, like a dead endpoint
+            return None
+        if verdict.delay > 0:
+            time.sleep(verdict.delay)
+        try:
+            if verdict.fail_code is not None:
+                raise ApiError(verdict.fail_code, f"{verdict.fail_code} (injected fault)")
+            if not self._authorized():
+                raise ApiError("unauthorized")
+            if not cloud.bucket.take():
+                raise ApiError("rate_limit_exceeded", "limit of requests per hour reached")
+            status, body = self._route(method, path, query, raw)
+        except ApiError as err:
+            status, body = err.status, err.body()
+        except Exception:
+            log.exception("internal error on %s %s", method, path)
+            internal = ApiError("server_error")
+            status, body = internal.status, internal.body()
+        self._send(status, body, cloud.bucket.headers())
+        return status
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Response:
+        from lab.fakecloud.inputs import parse_body
+
+        cloud = self.server.cloud
+        known_path = False
+        for m, rx, name in _ROUTES:
+            match = rx.match(path)
+            if match is None:
+                continue
+            known_path = True
+            if m != method:
+                continue
+            g = match.groupdict()
+            coll = g.get("coll", "")
+            if name == "list":
+                return cloud.list_resources(coll, query)
+            if name == "create_network":
+                return cloud.create_network(parse_body(raw))
+            if name == "get":
+                return cloud.get_resource(coll, _int_id(g["id"], "id"))
+            if name == "res_actions":
+                return cloud.resource_actions(coll, _int_id(g["id"], "id"), query)
+            if name == "res_action":
+                rid, aid = _int_id(g["id"], "id"), _int_id(g["aid"], "action_id")
+                return cloud.resource_actions(coll, rid, query, aid)
+            if name == "action":
+                body = parse_body(raw)
+                return cloud.resource_action(coll, _int_id(g["id"], "id"), g["cmd"], body)
+            if name == "actions":
+                return cloud.list_actions(query)
+            return cloud.get_action(_int_id(g["aid"], "id"))
+        if known_path:
+            raise ApiError("method_not_allowed", f"method {method} not allowed on {path}")
+        raise ApiError("not_found", f"no such endpoint: {path}")
+
+    # ----- admin ----------------------------------------------------------------------------
+    def _admin(self, method: str, path: str, raw: bytes) -> None:
+        cloud = self.server.cloud
+        if not self._authorized():
+            err = ApiError("unauthorized")
+            self._send(err.status, err.body())
+            return
+        try:
+            if path == "/_lab/state" and method == "GET":
+                self._send(200, cloud.snapshot())
+            elif path == "/_lab/calls" and method == "GET":
+                self._send(200, {"calls": cloud.calls.dump()})
+            elif path == "/_lab/faults" and method in ("GET", "POST", "DELETE"):
+                if method == "DELETE":
+                    cloud.faults.clear()
+                elif method == "POST":
+                    self._configure_faults(raw)
+                self._send(200, {"faults": asdict(cloud.faults.view())})
+            else:
+                raise ApiError("not_found", f"no such admin endpoint: {method} {path}")
+        except ApiError as err:
+            self._send(err.status, err.body())
+
+    def _configure_faults(self, raw: bytes) -> None:
+        from lab.fakecloud.inputs import parse_body
+
+        body = parse_body(raw)
+        known = {"latency", "fail_next", "code", "outage", "outage_mode", "fail_actions", "clear"}
+        unknown = set(body) - known
+        if unknown:
+            raise invalid_field(sorted(unknown)[0], "unknown fault setting")
+        faults = self.server.cloud.faults
+        if body.get("clear"):
+            faults.clear()
+        try:
+            faults.configure(
+                latency=_opt_number(body, "latency"),
+                fail_next=_opt_whole(body, "fail_next"),
+                code=body.get("code"),
+                outage=_opt_number(body, "outage"),
+                outage_mode=body.get("outage_mode"),
+                fail_actions=_opt_whole(body, "fail_actions"),
+            )
+        except ValueError as exc:
+            raise ApiError("invalid_input", str(exc)) from exc
+
+
+def _opt_number(body: dict[str, Any], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise invalid_field(name, "must be a number")
+    return float(value)
+
+
+def _opt_whole(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid_field(name, "must be an integer")
+    return value
+
+
+def _setns(fd: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _bind_in_netns(listener: Listener, cloud: FakeCloud) -> _Server:
+    """Create the listening socket inside `listener.netns` from a throw-away thread."""
+    result: list[_Server] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{listener.netns}", os.O_RDONLY)
+        try:
+            _setns(target)
+            try:
+                result.append(_Server((listener.host, listener.port), cloud, listener.admin))
+            finally:
+                _setns(own)  # if this fails the thread ends anyway; nobody else is affected
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            os.close(own)
+            os.close(target)
+
+    t = threading.Thread(target=work, name=f"bind-{listener.netns}")
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def start(cloud: FakeCloud, listeners: list[Listener]) -> Running:
+    """Start one ThreadingHTTPServer per listener, each served by its own thread."""
+    running = Running(cloud)
+    try:
+        for lst in listeners:
+            if lst.netns:
+                srv = _bind_in_netns(lst, cloud)
+            else:
+                srv = _Server((lst.host, lst.port), cloud, lst.admin)
+            running.servers.append(srv)
+            t = threading.Thread(
+                target=srv.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                daemon=True,
+                name=f"fakecloud-{lst.host}:{srv.server_address[1]}",
+            )
+            t.start()
+            running.threads.append(t)
+    except BaseException:
+        running.stop(close_cloud=False)
+        raise
+    return running
