@@ -94,8 +94,12 @@ def make_console(
 ) -> Console:
     """A rich Console writing through the masker."""
     target = file if file is not None else sys.stdout
-    return Console(file=MaskingWriter(target, masker), width=width, highlight=False,
-                   force_terminal=None if file is None else False)
+    return Console(
+        file=MaskingWriter(target, masker),  # type: ignore[arg-type]
+        width=width,
+        highlight=False,
+        force_terminal=None if file is None else False,
+    )
 
 
 class Ui:
@@ -154,21 +158,28 @@ class Ui:
         for plan in plans:
             if plan.error:
                 label = "UNREACHABLE" if plan.unreachable else "ERROR"
-                tree.add(Text(self.masker.mask(f"{plan.target}: {label}: {plan.error}"),
-                              style="bold red"))
+                tree.add(
+                    Text(
+                        self.masker.mask(f"{plan.target}: {label}: {plan.error}"), style="bold red"
+                    )
+                )
                 continue
             if not plan.changes:
                 tree.add(Text(f"{plan.target}: ok (no changes)", style="green"))
                 continue
-            branch = tree.add(
-                Text(f"{plan.target}: {len(plan.changes)} change(s)", style="yellow")
-            )
+            branch = tree.add(Text(f"{plan.target}: {len(plan.changes)} change(s)", style="yellow"))
             for ch in plan.changes:
                 line = f"{ch.action} {ch.resource}" + (f" — {ch.summary}" if ch.summary else "")
                 node = branch.add(Text(self.masker.mask(line)))
                 if ch.diff:
-                    node.add(Syntax(self.masker.mask(ch.diff.rstrip("\n")), "diff",
-                                    theme="ansi_dark", word_wrap=True))
+                    node.add(
+                        Syntax(
+                            self.masker.mask(ch.diff.rstrip("\n")),
+                            "diff",
+                            theme="ansi_dark",
+                            word_wrap=True,
+                        )
+                    )
         with self._lock:
             self.console.print(tree)
 
@@ -218,8 +229,12 @@ class Ui:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         return Progress(
-            TextColumn(self.m(description)), BarColumn(), TimeElapsedColumn(),
-            console=self.console, transient=True, disable=not self.console.is_terminal,
+            TextColumn(self.m(description)),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
         )
 
     # -- tables and recap -----------------------------------------------------------------
@@ -234,16 +249,24 @@ class Ui:
 
     def recap(self, results: Sequence[StepResult]) -> str:
         """Print a table per target and the plain `recap:` line; return that line."""
-        t = Table(title="recap" + (" (dry-run: nothing changed)" if any(
-            r.dry_run for r in results) else ""), title_justify="left")
+        t = Table(
+            title="recap"
+            + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else ""),
+            title_justify="left",
+        )
         for col in ("step", "target", "status", "changes", "message"):
             t.add_column(col)
         counts = dict.fromkeys(Status, 0)
         for sr in results:
             for r in sr.results:
                 counts[r.status] += 1
-                t.add_row(sr.step, r.target, Text(r.status.value, style=_STATUS_STYLE[r.status]),
-                          str(len(r.changes)), self.masker.mask(r.message))
+                t.add_row(
+                    sr.step,
+                    r.target,
+                    Text(r.status.value, style=_STATUS_STYLE[r.status]),
+                    str(len(r.changes)),
+                    self.masker.mask(r.message),
+                )
         line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
         with self._lock:
             self.console.print(Group(t))

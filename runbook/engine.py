@@ -65,7 +65,7 @@ class Step(ABC):
         """A question for the operator before applying, or None."""
         return None
 
-    def verify(self, ctx: StepContext, target: str) -> None:
+    def verify(self, ctx: StepContext, target: str) -> None:  # noqa: B027 - optional hook
         """Step-specific verification after apply (raise StepFailed)."""
 
 
@@ -122,7 +122,8 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
         ]
         if left:
             raise StepFailed(
-                "not converged after apply: " + "; ".join(f"{c.resource} ({c.action})" for c in left)
+                "not converged after apply: "
+                + "; ".join(f"{c.resource} ({c.action})" for c in left)
             )
         step.verify(ctx, name)
     except HostUnreachable as exc:
@@ -147,7 +148,11 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
         results = [
             TargetResult(
                 p.target,
-                Status.UNREACHABLE if p.unreachable else Status.FAILED if p.error else Status.SKIPPED,
+                Status.UNREACHABLE
+                if p.unreachable
+                else Status.FAILED
+                if p.error
+                else Status.SKIPPED,
                 message=p.error or "not applied: step needs every target and another one failed",
             )
             for p in plans

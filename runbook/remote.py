@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import shlex
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -74,9 +73,7 @@ class CommandLog(Protocol):
 class Host:
     """A target host; subclasses provide `_exec`. Mutating calls are refused in dry-run."""
 
-    def __init__(
-        self, name: str, *, dry_run: bool = False, log: CommandLog | None = None
-    ) -> None:
+    def __init__(self, name: str, *, dry_run: bool = False, log: CommandLog | None = None) -> None:
         self.name = name
         self.dry_run = dry_run
         self._log = log
@@ -143,7 +140,7 @@ class Host:
         for i, probe in wanted:
             parts.append(
                 f"echo '{MARK}{token}:{i}'; ( {probe} ) 2>/dev/null; __rc=$?; "
-                f"echo; echo \"{MARK}{token}:rc:$__rc\""
+                f'echo; echo "{MARK}{token}:rc:$__rc"'
             )
         out = self.query("; ".join(parts), ok_codes=None).stdout
         for i, _ in wanted:
@@ -215,9 +212,10 @@ class SSHHost(Host):
         ssh = inventory.ssh
         self.user = ssh.user
         cfg = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
+        identity = inventory.identity_path
         connect_kwargs: dict[str, Any] = {
-            "key_filename": [str(Path(ssh.identity).expanduser())],
-            "look_for_keys": False,
+            **({"key_filename": [str(identity)]} if identity else {}),
+            "look_for_keys": identity is None,
             "allow_agent": False,
             "banner_timeout": ssh.connect_timeout,
             "auth_timeout": ssh.connect_timeout,
@@ -264,7 +262,7 @@ class SSHHost(Host):
             raise HostUnreachable(str(exc)) from exc
         except paramiko.AuthenticationException as exc:
             raise HostUnreachable(f"{self.name}: SSH authentication failed: {exc}") from exc
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             raise HostUnreachable(f"{self.name}: unreachable: {exc or type(exc).__name__}") from exc
         return Result(stdout=r.stdout, stderr=r.stderr, exited=r.exited)
 
@@ -303,9 +301,11 @@ class HostKeyPolicy:
             def missing_host_key(
                 self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
             ) -> None:
-                fingerprint = base64.b64encode(
-                    __import__("hashlib").sha256(key.asbytes()).digest()
-                ).decode().rstrip("=")
+                fingerprint = (
+                    base64.b64encode(__import__("hashlib").sha256(key.asbytes()).digest())
+                    .decode()
+                    .rstrip("=")
+                )
                 if not outer.accept_new:
                     raise UnknownHostKey(
                         f"{hostname}: unknown host key ({key.get_name()} SHA256:{fingerprint}). "
@@ -324,12 +324,6 @@ class HostKeyPolicy:
                 fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-def known_hosts_path(inventory: Inventory) -> Path:
-    """The inventory's known_hosts file; relative paths resolve against the inventory's dir."""
-    path = Path(inventory.ssh.known_hosts).expanduser()
-    return path if path.is_absolute() else inventory.base_dir / path
-
-
 def connect_all(
     inventory: Inventory,
     names: Sequence[str],
@@ -340,7 +334,7 @@ def connect_all(
     factory: Callable[..., Host] | None = None,
 ) -> dict[str, Host]:
     """Create (lazily connecting) Host objects; one per host for the whole run."""
-    keys = HostKeyPolicy(known_hosts_path(inventory), accept_new=accept_new_host_keys)
+    keys = HostKeyPolicy(inventory.known_hosts_path, accept_new=accept_new_host_keys)
     hosts: dict[str, Host] = {}
     for name in names:
         spec = inventory.hosts[name]
@@ -349,23 +343,21 @@ def connect_all(
             continue
         gateway = None
         if spec.gateway:
-            gateway = _gateway_connection(spec.gateway, inventory, keys)
-        hosts[name] = SSHHost(
-            spec, inventory, keys=keys, dry_run=dry_run, log=log, gateway=gateway
-        )
+            gateway = _gateway_connection(spec, inventory, keys)
+        hosts[name] = SSHHost(spec, inventory, keys=keys, dry_run=dry_run, log=log, gateway=gateway)
     return hosts
 
 
-def _gateway_connection(gateway: str, inventory: Inventory, keys: HostKeyPolicy) -> Connection:
-    """A jump host: an inventory host name or `user@host:port`."""
-    if gateway in inventory.hosts:
-        target = inventory.hosts[gateway].address
-        user, port = inventory.ssh.user, inventory.ssh.port
+def _gateway_connection(spec: HostSpec, inventory: Inventory, keys: HostKeyPolicy) -> Connection:
+    """A jump host: another inventory host or an explicit `user@host:port`."""
+    gw = inventory.gateway_for(spec)
+    if gw is None:  # pragma: no cover - caller checks
+        raise ValueError("no gateway")
+    if hasattr(gw, "address"):
+        target, user, port = gw.address, inventory.ssh.user, inventory.ssh.port
     else:
-        user_part, _, hostport = gateway.rpartition("@")
-        host, _, port_s = hostport.partition(":")
-        target, user = host, user_part or inventory.ssh.user
-        port = int(port_s) if port_s else 22
+        target, user, port = gw.host, gw.user or inventory.ssh.user, gw.port or 22
+    identity = inventory.identity_path
     conn = Connection(
         target,
         user=user,
@@ -373,8 +365,8 @@ def _gateway_connection(gateway: str, inventory: Inventory, keys: HostKeyPolicy)
         config=Config(overrides={"load_ssh_configs": False}),
         connect_timeout=inventory.ssh.connect_timeout,
         connect_kwargs={
-            "key_filename": [str(Path(inventory.ssh.identity).expanduser())],
-            "look_for_keys": False,
+            **({"key_filename": [str(identity)]} if identity else {}),
+            "look_for_keys": identity is None,
             "allow_agent": False,
         },
     )

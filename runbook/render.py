@@ -18,8 +18,9 @@ def render_host(inv: Inventory, host: str, out: Path) -> list[tuple[str, str, st
     """
     masker = Masker()
     ui = Ui(make_console(masker), masker, interactive=False)
-    ctx = StepContext(inventory=inv, ui=ui, options=RunOptions(dry_run=True),
-                      extra={"render": True})
+    ctx = StepContext(
+        inventory=inv, ui=ui, options=RunOptions(dry_run=True), extra={"render": True}
+    )
     rows: list[tuple[str, str, str]] = []
     for step in built_steps():
         if host not in step.target_names(ctx):

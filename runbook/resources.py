@@ -71,8 +71,12 @@ class File(Resource):
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
         if fact is None or fact.rc == 3:
-            return Change(self.key, "create", f"mode {self.mode:o} {self.owner}:{self.group}",
-                          self._diff("", self.content))
+            return Change(
+                self.key,
+                "create",
+                f"mode {self.mode:o} {self.owner}:{self.group}",
+                self._diff("", self.content),
+            )
         meta, _, b64 = fact.stdout.partition("\n")
         import base64
 
@@ -105,8 +109,10 @@ class File(Resource):
         if self.validate:
             tmp = f"/tmp/rb-validate-{hashlib.sha256(self.path.encode()).hexdigest()[:10]}"
             host.write_file(tmp, data, mode=0o600, backup=False)
-            res = host.run(self.validate.replace("%s", _q(tmp)) + f"; rc=$?; rm -f {_q(tmp)}; "
-                           "exit $rc", ok_codes=None)
+            res = host.run(
+                self.validate.replace("%s", _q(tmp)) + f"; rc=$?; rm -f {_q(tmp)}; exit $rc",
+                ok_codes=None,
+            )
             if res.exited != 0:
                 raise ValueError(
                     f"{self.path}: validation failed, file not installed:\n{res.stdout}{res.stderr}"
@@ -139,7 +145,9 @@ class LineInFile(Resource):
             return Change(self.key, action, f"{self.path}: {self.line}")
         if not lines:
             return None
-        return Change(self.key, "remove", f"{self.path}: {len(lines)} line(s) matching {self.match}")
+        return Change(
+            self.key, "remove", f"{self.path}: {len(lines)} line(s) matching {self.match}"
+        )
 
     def apply(self, host: Host) -> None:
         p, m = _q(self.path), _q(self.match)
@@ -187,8 +195,11 @@ class Sysctl(Resource):
         return Change(self.key, "set", "; ".join(problems))
 
     def apply(self, host: Host) -> None:
-        LineInFile(self.file, f"{self.name} = {self.value}",
-                   rf"^[[:space:]]*{self.name.replace('.', '[.]')}[[:space:]]*=").apply(host)
+        LineInFile(
+            self.file,
+            f"{self.name} = {self.value}",
+            rf"^[[:space:]]*{self.name.replace('.', '[.]')}[[:space:]]*=",
+        ).apply(host)
         host.run(f"sysctl -q -w {_q(self.name)}={_q(self.value)}")
 
 

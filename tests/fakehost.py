@@ -26,16 +26,24 @@ class LocalHost(Host):
 
     def _call(self, cmd, *, mutating, timeout, ok_codes, stdin):  # type: ignore[override]
         self.commands.append((cmd, mutating))
-        return super()._call(cmd, mutating=mutating, timeout=timeout, ok_codes=ok_codes,
-                             stdin=stdin)
+        return super()._call(
+            cmd, mutating=mutating, timeout=timeout, ok_codes=ok_codes, stdin=stdin
+        )
 
     def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
         if self.unreachable:
             raise HostUnreachable(f"{self.name}: unreachable: connection refused")
-        env = dict(os.environ, PATH=f"{FAKEBIN}:{os.environ['PATH']}",
-                   RB_FAKE_STATE=str(self.state))
-        p = subprocess.run(["bash", "-c", cmd], input=stdin or "", capture_output=True,
-                           text=True, env=env, timeout=timeout or 60)
+        env = dict(
+            os.environ, PATH=f"{FAKEBIN}:{os.environ['PATH']}", RB_FAKE_STATE=str(self.state)
+        )
+        p = subprocess.run(
+            ["bash", "-c", cmd],
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout or 60,
+        )
         return Result(p.stdout, p.stderr, p.returncode)
 
     # helpers for tests

@@ -22,12 +22,24 @@ def ui_at(width: int = 80, **kw: object) -> tuple[Ui, io.StringIO]:
 
 def test_plan_tree_with_diff() -> None:
     ui, out = ui_at()
-    ui.show_plan("haproxy", [
-        TargetPlan("k8slb01", (Change("file:/etc/haproxy/haproxy.cfg", "update", "",
-                                      "--- a\n+++ b\n-bind :6443\n+bind 10.143.0.50:6443\n"),)),
-        TargetPlan("k8slb02"),
-        TargetPlan("k8slb03", error="connection refused", unreachable=True),
-    ])
+    ui.show_plan(
+        "haproxy",
+        [
+            TargetPlan(
+                "k8slb01",
+                (
+                    Change(
+                        "file:/etc/haproxy/haproxy.cfg",
+                        "update",
+                        "",
+                        "--- a\n+++ b\n-bind :6443\n+bind 10.143.0.50:6443\n",
+                    ),
+                ),
+            ),
+            TargetPlan("k8slb02"),
+            TargetPlan("k8slb03", error="connection refused", unreachable=True),
+        ],
+    )
     text = out.getvalue()
     assert "plan: haproxy" in text
     assert "k8slb01: 1 change(s)" in text
@@ -41,8 +53,22 @@ def test_masking_everywhere() -> None:
     ui, out = ui_at(width=40)
     b64 = base64.b64encode(SECRET.encode()).decode().rstrip("=")
     ui.print(f"token is {SECRET}")
-    ui.show_plan("lb", [TargetPlan("h", (Change("file:/etc/env", "create", f"x {SECRET}",
-                                                f"+HCLOUD_TOKEN={SECRET}\n+B64={b64}\n"),))])
+    ui.show_plan(
+        "lb",
+        [
+            TargetPlan(
+                "h",
+                (
+                    Change(
+                        "file:/etc/env",
+                        "create",
+                        f"x {SECRET}",
+                        f"+HCLOUD_TOKEN={SECRET}\n+B64={b64}\n",
+                    ),
+                ),
+            )
+        ],
+    )
     ui.table("t", ["k"], [[SECRET]])
     ui.error(f"failed with {SECRET}")
     ui.recap([StepResult("lb", (TargetResult("h", Status.FAILED, (), f"bad {SECRET}"),))])
@@ -62,11 +88,18 @@ def test_short_values_are_not_registered() -> None:
 
 def test_recap_line_and_counts() -> None:
     ui, out = ui_at(width=120)
-    line = ui.recap([
-        StepResult("heartbeat", (TargetResult("k8slb01", Status.CHANGED, (Change("f", "create"),)),
-                                 TargetResult("k8slb02", Status.OK))),
-        StepResult("haproxy", (TargetResult("k8slb01", Status.UNREACHABLE, (), "timeout"),)),
-    ])
+    line = ui.recap(
+        [
+            StepResult(
+                "heartbeat",
+                (
+                    TargetResult("k8slb01", Status.CHANGED, (Change("f", "create"),)),
+                    TargetResult("k8slb02", Status.OK),
+                ),
+            ),
+            StepResult("haproxy", (TargetResult("k8slb01", Status.UNREACHABLE, (), "timeout"),)),
+        ]
+    )
     assert line == "recap: ok=1 changed=1 failed=0 unreachable=1 skipped=0"
     assert out.getvalue().rstrip().endswith(line)
 
@@ -85,8 +118,9 @@ def test_checkpoint_no_tty_fails_at_once_printing_the_question() -> None:
     assert "Create the DNS record" in out.getvalue()
 
 
-@pytest.mark.parametrize(("answer", "ok"), [("y\n", True), ("yes\n", True), ("\n", False),
-                                             ("n\n", False), ("", False)])
+@pytest.mark.parametrize(
+    ("answer", "ok"), [("y\n", True), ("yes\n", True), ("\n", False), ("n\n", False), ("", False)]
+)
 def test_checkpoint_tty_answers(answer: str, ok: bool) -> None:
     ui, _ = ui_at(interactive=True, stdin=io.StringIO(answer))
     if ok:

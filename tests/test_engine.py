@@ -34,8 +34,16 @@ class Boom(Resource):
 class FileStep(Step):
     name, title = "files", "write a file on each host"
 
-    def __init__(self, root: Path, names: Sequence[str], *, all_or_nothing: bool = False,
-                 question: str | None = None, broken: str = "", verify_fails: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        names: Sequence[str],
+        *,
+        all_or_nothing: bool = False,
+        question: str | None = None,
+        broken: str = "",
+        verify_fails: str = "",
+    ) -> None:
         self.root, self.names = root, list(names)
         self.all_or_nothing = all_or_nothing
         self.question, self.broken, self.verify_fails = question, broken, verify_fails
@@ -59,14 +67,28 @@ class FileStep(Step):
             raise StepFailed("backend DOWN")
 
 
-def make_ctx(hosts: dict[str, Host], *, dry_run: bool = False, yes: bool = True,
-             interactive: bool = False, answer: str = "") -> tuple[StepContext, io.StringIO]:
+def make_ctx(
+    hosts: dict[str, Host],
+    *,
+    dry_run: bool = False,
+    yes: bool = True,
+    interactive: bool = False,
+    answer: str = "",
+) -> tuple[StepContext, io.StringIO]:
     out = io.StringIO()
     masker = Masker()
-    ui = Ui(make_console(masker, file=out, width=100), masker, assume_yes=yes,
-            interactive=interactive, stdin=io.StringIO(answer))
-    ctx = StepContext(inventory=SimpleNamespace(), ui=ui,  # type: ignore[arg-type]
-                      options=RunOptions(dry_run=dry_run, yes=yes))
+    ui = Ui(
+        make_console(masker, file=out, width=100),
+        masker,
+        assume_yes=yes,
+        interactive=interactive,
+        stdin=io.StringIO(answer),
+    )
+    ctx = StepContext(
+        inventory=SimpleNamespace(),
+        ui=ui,  # type: ignore[arg-type]
+        options=RunOptions(dry_run=dry_run, yes=yes),
+    )
     ctx.targets.update(hosts)
     return ctx, out
 
@@ -159,8 +181,9 @@ def test_checkpoint_declined_and_confirmed(tmp_path: Path, hosts: dict[str, Loca
     with pytest.raises(CheckpointDeclined):  # default is No
         run_step(step, ctx)
     assert hosts["a"].mutating() == []
-    ctx, _ = make_ctx({"a": LocalHost("a", hosts["a"].state)}, yes=False, interactive=True,
-                      answer="y\n")
+    ctx, _ = make_ctx(
+        {"a": LocalHost("a", hosts["a"].state)}, yes=False, interactive=True, answer="y\n"
+    )
     assert run_step(step, ctx).results[0].status is Status.CHANGED
 
 

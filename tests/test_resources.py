@@ -65,7 +65,11 @@ def test_file_mode_only_change(host: LocalHost, tmp_path: Path) -> None:
     path.write_text("auth 1\n")
     os.chmod(path, 0o644)
     first, second = converge(host, File(str(path), "auth 1\n", mode=0o600))
-    assert first is not None and first.action == "chmod/chown" and first.summary == "644 root root -> 600 root root"
+    assert (
+        first is not None
+        and first.action == "chmod/chown"
+        and first.summary == "644 root root -> 600 root root"
+    )
     assert second is None and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
@@ -96,7 +100,9 @@ def test_file_validation_failure_installs_nothing(host: LocalHost, tmp_path: Pat
 def test_line_in_file_add_replace_remove(host: LocalHost, tmp_path: Path) -> None:
     fstab = tmp_path / "fstab"
     fstab.write_text("UUID=1 / ext4 defaults 0 1\n/swapfile none swap sw 0 0\n")
-    swap_off = LineInFile(str(fstab), "# /swapfile none swap sw 0 0", r"^[^#].*\sswap\s", present=False)
+    swap_off = LineInFile(
+        str(fstab), "# /swapfile none swap sw 0 0", r"^[^#].*\sswap\s", present=False
+    )
     first, second = converge(host, swap_off)
     assert first is not None and first.action == "remove"
     assert second is None and "swap" not in fstab.read_text()
@@ -167,7 +173,9 @@ def test_packages_only_missing_installed(host: LocalHost) -> None:
     assert installs and "haproxy" not in installs[0].split("install", 1)[1]
 
 
-def test_service_enable_start_then_reload_on_watched_change(host: LocalHost, tmp_path: Path) -> None:
+def test_service_enable_start_then_reload_on_watched_change(
+    host: LocalHost, tmp_path: Path
+) -> None:
     host.add_unit("haproxy")
     cfg = File(str(tmp_path / "haproxy.cfg"), "global\n")
     svc = Service("haproxy", watch=[cfg.key], on_change="reload")
@@ -203,8 +211,12 @@ def test_guarded_command_runs_once(host: LocalHost, tmp_path: Path) -> None:
 
 def test_guarded_command_secret_via_stdin(host: LocalHost, tmp_path: Path) -> None:
     out = tmp_path / "token"
-    cmd = GuardedCommand("store", f"umask 077; cat > {out}", guard=f"test -s {out}",
-                         stdin=lambda: "join-token-abcdef")
+    cmd = GuardedCommand(
+        "store",
+        f"umask 077; cat > {out}",
+        guard=f"test -s {out}",
+        stdin=lambda: "join-token-abcdef",
+    )
     converge(host, cmd)
     assert out.read_text() == "join-token-abcdef"
     assert all("join-token-abcdef" not in c for c, _ in host.commands)

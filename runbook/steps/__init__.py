@@ -7,4 +7,8 @@ from ..engine import Step
 
 def built_steps() -> list[Step]:
     """Instances of every built step, in the procedure's order."""
-    return []
+    from .lb import LbStep
+    from .network import NetworkStep
+    from .prepare import PrepareStep
+
+    return [PrepareStep(), NetworkStep(), LbStep()]

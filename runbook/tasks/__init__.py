@@ -10,7 +10,14 @@ from . import cluster, core, lb
 def namespace() -> Collection:
     """The runbook's whole namespace (without the lab)."""
     ns = Collection()
-    for t in (core.validate, core.render, core.prepare, core.network, core.walkthrough, core.status):
+    for t in (
+        core.validate,
+        core.render,
+        core.prepare,
+        core.network,
+        core.walkthrough,
+        core.status,
+    ):
         ns.add_task(t)
     ns.add_collection(Collection.from_module(lb, name="lb"))
     ns.add_collection(Collection.from_module(cluster, name="cluster"))

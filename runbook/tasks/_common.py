@@ -95,6 +95,7 @@ def execute(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
     needs_cloud: bool = False,
+    connect_hosts: bool = True,
     extra: dict[str, Any] | None = None,
     ui: Ui | None = None,
 ) -> list[StepResult]:
@@ -107,10 +108,16 @@ def execute(
     ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
     from ..remote import connect_all
 
-    ctx.targets.update(
-        connect_all(inv, selected, dry_run=dry_run, accept_new_host_keys=accept_new_host_keys,
-                    log=ui.command)
-    )
+    if connect_hosts:
+        ctx.targets.update(
+            connect_all(
+                inv,
+                selected,
+                dry_run=dry_run,
+                accept_new_host_keys=accept_new_host_keys,
+                log=ui.command,
+            )
+        )
     if needs_cloud:
         from ..cloud import CloudTarget, CloudTokenMissing
 

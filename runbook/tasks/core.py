@@ -8,7 +8,7 @@ from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from ..inventory import summary_facts, summary_rows
+from ..inventory import SUMMARY_COLUMNS, summary_facts, summary_rows
 from . import _common as common
 from ._common import STEP_HELP, not_built
 
@@ -19,8 +19,7 @@ def validate(c: Context, verbose: bool = False) -> None:
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
     rows = summary_rows(inv)
-    ui.table(f"inventory {common.inventory_path(c)}", ["host", "role", "private IP", "address",
-                                                      "public IP"], rows)
+    ui.table(f"inventory {common.inventory_path(c)}", SUMMARY_COLUMNS, rows)
     ui.table("cluster", ["what", "value"], summary_facts(inv))
     ui.print(f"valid: {len(rows)} hosts, {len(inv.warnings)} warning(s)", style="green")
 
@@ -57,8 +56,20 @@ def prepare(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """Step 1: packages, repos, sysctls, swap off, /etc/hosts on every host (reboot checkpoint)."""
-    not_built("prepare", "issue 4 (LB hosts) and issue 5 (Kubernetes hosts)")()
+    """Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host."""
+    from ..steps.prepare import PrepareStep
+
+    common.execute(
+        c,
+        [PrepareStep()],
+        task="prepare",
+        host=host,
+        roles=None,
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+    )
 
 
 @task(help=_step_opts(), iterable=["host"])
@@ -71,11 +82,27 @@ def network(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 2: Hetzner network + subnet, every server attached with its fixed private IP."""
-    not_built("network", "issue 4")()
+    from ..steps.network import NetworkStep
+
+    common.execute(
+        c,
+        [NetworkStep()],
+        task="network",
+        host=host,
+        roles=None,
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+        needs_cloud=True,
+        connect_hosts=False,
+    )
 
 
 @task(
-    help=_step_opts({"from_step": "Start at this step (e.g. heartbeat); earlier ones are checked."}),
+    help=_step_opts(
+        {"from_step": "Start at this step (e.g. heartbeat); earlier ones are checked."}
+    ),
     iterable=["host"],
 )
 def walkthrough(

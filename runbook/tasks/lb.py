@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.context import Context
 
+from . import _common as common
 from ._common import STEP_HELP, not_built
 
 
@@ -18,7 +19,20 @@ def setup(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified."""
-    not_built("lb.setup", "issue 4")()
+    from ..steps.lb import LbStep
+
+    common.execute(
+        c,
+        [LbStep()],
+        task="lb.setup",
+        host=host,
+        roles=["lb"],
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+        needs_cloud=True,
+    )
 
 
 @task(help=STEP_HELP, iterable=["host"])

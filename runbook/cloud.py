@@ -1,0 +1,366 @@
+"""Hetzner Cloud operations through `hcloud`, shaped like resources so they appear in the plan.
+
+The cloud is one more target (`CLOUD`) of a step: its resources read with the client during
+check and write only in apply. A dry-run CloudTarget refuses writes like a dry-run Host.
+`locked` (423) is retried here: the hcloud client retries rate limits and conflicts, not locks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from hcloud import APIException, Client
+from hcloud.networks import NetworkSubnet
+
+from .plan import CLOUD, Change
+from .remote import DryRunViolation, Fact
+from .resources import Resource
+
+if TYPE_CHECKING:
+    from .console import Ui
+    from .inventory import Inventory
+
+T = TypeVar("T")
+RETRY_CODES = {
+    "locked",
+    "rate_limit_exceeded",
+    "conflict",
+    "server_error",
+    "unavailable",
+    "timeout",
+    "service_error",
+}
+
+
+class CloudTokenMissing(Exception):
+    """The inventory's token variable is not set (exit 2)."""
+
+
+class CloudError(RuntimeError):
+    """A cloud precondition does not hold (e.g. a server that does not exist)."""
+
+
+class CloudTarget:
+    """The Hetzner project as a target: reads any time, writes only outside dry-run."""
+
+    name = CLOUD
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        dry_run: bool = False,
+        ui: Ui | None = None,
+        retry_seconds: float = 60,
+    ) -> None:
+        self.client = client
+        self.dry_run = dry_run
+        self.ui = ui
+        self.retry_seconds = retry_seconds
+        self.touched: set[str] = set()
+
+    @classmethod
+    def from_inventory(
+        cls,
+        inv: Inventory,
+        *,
+        dry_run: bool,
+        ui: Ui | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> CloudTarget:
+        from .inventory import InventoryError
+
+        try:
+            token = inv.token(os.environ if environ is None else environ)
+        except InventoryError as exc:
+            raise CloudTokenMissing("; ".join(str(p) for p in exc.problems)) from None
+        if ui is not None:
+            ui.masker.register(token)
+        client = Client(
+            token=token,
+            api_endpoint=inv.hcloud.endpoint,
+            application_name="hetzner-ha-runbook",
+            timeout=inv.hcloud.timeout,
+            poll_interval=0.2,
+        )
+        return cls(client, dry_run=dry_run, ui=ui)
+
+    def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
+        return [None] * len(probes)
+
+    def probe(self, snippet: str | None) -> Fact | None:
+        return None
+
+    def close(self) -> None:
+        """Nothing to release (requests session is closed with the process)."""
+
+    def write(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a mutating API call: refused in dry-run, logged, retried on transient errors."""
+        if self.dry_run:
+            raise DryRunViolation(f"hcloud: refused in --dry-run: {what}")
+        if self.ui is not None:
+            self.ui.command(CLOUD, what, mutating=True)
+        return retry(fn, deadline=self.retry_seconds)
+
+    # -- read helpers --------------------------------------------------------------------
+    def server(self, name: str) -> Any:
+        srv = retry(lambda: self.client.servers.get_by_name(name), deadline=self.retry_seconds)
+        if srv is None:
+            raise CloudError(f"server {name} not found in the Hetzner project (create it first)")
+        return srv
+
+    def network(self, name: str) -> Any:
+        return retry(lambda: self.client.networks.get_by_name(name), deadline=self.retry_seconds)
+
+    def floating_ip(self, name: str) -> Any:
+        fip = retry(lambda: self.client.floating_ips.get_by_name(name), deadline=self.retry_seconds)
+        if fip is None:
+            raise CloudError(
+                f"floating IP {name} not found in the Hetzner project (order it first)"
+            )
+        return fip
+
+
+def retry(fn: Callable[[], T], *, deadline: float = 60, base: float = 0.5) -> T:
+    """Retry transient API errors (incl. `locked`) with exponential backoff until a deadline."""
+    end = time.monotonic() + deadline
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except APIException as exc:
+            if str(exc.code) not in RETRY_CODES or time.monotonic() >= end:
+                raise
+        except (ConnectionError, TimeoutError, OSError):
+            if time.monotonic() >= end:
+                raise
+        attempt += 1
+        delay = min(8.0, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        time.sleep(max(0.0, min(delay, end - time.monotonic())))
+
+
+def _private_net(server: Any, network_id: int) -> Any:
+    for pn in server.private_net or []:
+        if pn.network.id == network_id:
+            return pn
+    return None
+
+
+def _wait(action: Any) -> None:
+    action.wait_until_finished(max_retries=300)
+
+
+@dataclass
+class Network(Resource):
+    """The private network with its cloud subnet."""
+
+    name: str
+    ip_range: str
+    subnet: str
+    zone: str
+
+    @property
+    def key(self) -> str:
+        return f"network:{self.name}"
+
+    def check(self, target: Any, fact: Fact | None) -> Change | None:
+        net = target.network(self.name)
+        if net is None:
+            return Change(
+                self.key, "create", f"{self.ip_range}, subnet {self.subnet} ({self.zone})"
+            )
+        if net.ip_range != self.ip_range:
+            raise CloudError(
+                f"network {self.name} exists with ip_range {net.ip_range}, the inventory says "
+                f"{self.ip_range}: a network's range cannot be changed in place"
+            )
+        if not any(s.ip_range == self.subnet for s in net.subnets or []):
+            return Change(self.key, "add subnet", f"{self.subnet} ({self.zone})")
+        return None
+
+    def apply(self, target: Any) -> None:
+        net = target.network(self.name)
+        sub = NetworkSubnet(ip_range=self.subnet, network_zone=self.zone, type="cloud")
+        if net is None:
+            target.write(
+                f"create network {self.name}",
+                lambda: target.client.networks.create(
+                    name=self.name, ip_range=self.ip_range, subnets=[sub]
+                ),
+            )
+        else:
+            _wait(
+                target.write(
+                    f"add subnet {self.subnet}", lambda: target.client.networks.add_subnet(net, sub)
+                )
+            )
+
+
+@dataclass
+class ServerAttached(Resource):
+    """A server attached to the network with its fixed private IP."""
+
+    server: str
+    network: str
+    ip: str
+
+    @property
+    def key(self) -> str:
+        return f"attach:{self.server}"
+
+    def check(self, target: Any, fact: Fact | None) -> Change | None:
+        srv = target.server(self.server)
+        net = target.network(self.network)
+        if net is None:
+            return Change(self.key, "attach", f"{self.ip} (after the network is created)")
+        pn = _private_net(srv, net.id)
+        if pn is None:
+            return Change(self.key, "attach", f"{self.server} → {self.network} as {self.ip}")
+        if pn.ip != self.ip:
+            raise CloudError(
+                f"{self.server} is attached to {self.network} as {pn.ip}, the inventory says "
+                f"{self.ip}; detaching changes its address: do it deliberately in the console"
+            )
+        return None
+
+    def apply(self, target: Any) -> None:
+        srv, net = target.server(self.server), target.network(self.network)
+        _wait(
+            target.write(
+                f"attach {self.server} to {self.network} as {self.ip}",
+                lambda: target.client.servers.attach_to_network(srv, net, ip=self.ip),
+            )
+        )
+
+
+@dataclass
+class AliasIPHeld(Resource):
+    """The VIP is an alias IP of one of `holders`; if of none, it goes to `holders[0]`.
+
+    After a failover the VIP legitimately sits on the other LB: re-running the step must not
+    move it back (auto_failback off), so any holder counts as converged.
+    """
+
+    vip: str
+    network: str
+    holders: Sequence[str]
+
+    @property
+    def key(self) -> str:
+        return f"alias-ip:{self.vip}"
+
+    def _state(self, target: Any) -> tuple[Any, list[tuple[str, Any]]]:
+        net = target.network(self.network)
+        if net is None:
+            raise CloudError(f"network {self.network} does not exist: run `inv network` first")
+        who = []
+        for name in self.holders:
+            pn = _private_net(target.server(name), net.id)
+            if pn is None:
+                raise CloudError(f"{name} is not attached to {self.network}: run `inv network`")
+            if self.vip in (pn.alias_ips or []):
+                who.append((name, pn))
+        return net, who
+
+    def check(self, target: Any, fact: Fact | None) -> Change | None:
+        _, who = self._state(target)
+        if len(who) == 1:
+            return None
+        if not who:
+            return Change(self.key, "assign", f"alias IP {self.vip} → {self.holders[0]}")
+        return Change(self.key, "fix", f"{self.vip} on {len(who)} servers; keep {who[0][0]}")
+
+    def apply(self, target: Any) -> None:
+        net, who = self._state(target)
+        if not who:
+            srv = target.server(self.holders[0])
+            pn = _private_net(srv, net.id)
+            aliases = sorted({*(pn.alias_ips or []), self.vip})
+            _wait(
+                target.write(
+                    f"change_alias_ips {self.holders[0]} {aliases}",
+                    lambda: target.client.servers.change_alias_ips(srv, net, aliases),
+                )
+            )
+            return
+        for name, pn in who[1:]:
+            srv = target.server(name)
+            rest = [a for a in pn.alias_ips if a != self.vip]
+            _wait(
+                target.write(
+                    f"change_alias_ips {name} {rest}",
+                    lambda srv=srv, rest=rest: target.client.servers.change_alias_ips(
+                        srv, net, rest
+                    ),
+                )
+            )
+
+
+@dataclass
+class FloatingIPHeld(Resource):
+    """The floating IP is assigned to one of `holders`; unassigned or elsewhere → holders[0]."""
+
+    name: str
+    address: str
+    holders: Sequence[str]
+
+    @property
+    def key(self) -> str:
+        return f"floating-ip:{self.name}"
+
+    def check(self, target: Any, fact: Fact | None) -> Change | None:
+        fip = target.floating_ip(self.name)
+        if fip.ip != self.address:
+            raise CloudError(
+                f"floating IP {self.name} is {fip.ip}, the inventory says {self.address}"
+            )
+        ids = {target.server(h).id: h for h in self.holders}
+        if fip.server is not None and fip.server.id in ids:
+            return None
+        now = "unassigned" if fip.server is None else f"on server id {fip.server.id}"
+        return Change(self.key, "assign", f"{self.address} ({now}) → {self.holders[0]}")
+
+    def apply(self, target: Any) -> None:
+        fip, srv = target.floating_ip(self.name), target.server(self.holders[0])
+        _wait(
+            target.write(
+                f"assign floating IP {self.name} to {self.holders[0]}",
+                lambda: target.client.floating_ips.assign(fip, srv),
+            )
+        )
+
+
+@dataclass
+class FloatingDnsPtr(Resource):
+    """Reverse DNS of the floating IP."""
+
+    name: str
+    address: str
+    dns_ptr: str
+
+    @property
+    def key(self) -> str:
+        return f"dns-ptr:{self.address}"
+
+    def check(self, target: Any, fact: Fact | None) -> Change | None:
+        fip = target.floating_ip(self.name)
+        current = {e["ip"]: e["dns_ptr"] for e in (fip.dns_ptr or [])}
+        if current.get(self.address) == self.dns_ptr:
+            return None
+        return Change(
+            self.key, "set", f"{self.address} PTR {current.get(self.address)} → {self.dns_ptr}"
+        )
+
+    def apply(self, target: Any) -> None:
+        fip = target.floating_ip(self.name)
+        _wait(
+            target.write(
+                f"change_dns_ptr {self.address} {self.dns_ptr}",
+                lambda: target.client.floating_ips.change_dns_ptr(fip, self.address, self.dns_ptr),
+            )
+        )
