@@ -240,14 +240,19 @@ class FakeCloud:
         """GET /actions needs `id` since 2025 (listing all actions was removed)."""
         if not query.get("id"):
             raise invalid_field("id", "Missing required field")
-        try:
-            ids = {int(v) for v in query["id"]}
-        except ValueError as exc:
-            raise invalid_field("id", "must be an integer") from exc
         with self._lock:
-            found = [a for a in self._state["actions"] if a["id"] in ids]
-            page, meta = inputs.paginate(found, query)
-            return 200, {"actions": copy.deepcopy(page), "meta": meta}
+            return _action_answer(self._state["actions"], query, None)
+
+    def kind_actions(
+        self, collection: str, query: dict[str, list[str]], aid: int | None = None
+    ) -> Response:
+        """GET /{collection}/actions[/{id}]: actions touching any resource of that kind."""
+        kind = ops.KINDS[collection]
+        with self._lock:
+            mine = [
+                a for a in self._state["actions"] if any(r["type"] == kind for r in a["resources"])
+            ]
+            return _action_answer(mine, query, aid)
 
     def resource_actions(
         self, collection: str, rid: int, query: dict[str, list[str]], aid: int | None = None
@@ -259,15 +264,26 @@ class FakeCloud:
             mine = [
                 a for a in self._state["actions"] if {"id": rid, "type": kind} in a["resources"]
             ]
-            if aid is not None:
-                hit = next((a for a in mine if a["id"] == aid), None)
-                if hit is None:
-                    raise ApiError("not_found", f"action with ID '{aid}' not found")
-                return 200, {"action": copy.deepcopy(hit)}
-            if query.get("status"):
-                mine = [a for a in mine if a["status"] in query["status"]]
-            page, meta = inputs.paginate(_sorted(mine, query.get("sort", [])), query)
-            return 200, {"actions": copy.deepcopy(page), "meta": meta}
+            return _action_answer(mine, query, aid)
+
+
+def _action_answer(actions: list[JSON], query: dict[str, list[str]], aid: int | None) -> Response:
+    """One action by id, or the filtered (`id`, `status`), sorted, paginated list."""
+    if aid is not None:
+        hit = next((a for a in actions if a["id"] == aid), None)
+        if hit is None:
+            raise ApiError("not_found", f"action with ID '{aid}' not found")
+        return 200, {"action": copy.deepcopy(hit)}
+    if query.get("id"):
+        try:
+            ids = {int(v) for v in query["id"]}
+        except ValueError as exc:
+            raise invalid_field("id", "must be an integer") from exc
+        actions = [a for a in actions if a["id"] in ids]
+    if query.get("status"):
+        actions = [a for a in actions if a["status"] in query["status"]]
+    page, meta = inputs.paginate(_sorted(actions, query.get("sort", [])), query)
+    return 200, {"actions": copy.deepcopy(page), "meta": meta}
 
 
 def _sorted(items: list[JSON], sort: list[str]) -> list[JSON]:

@@ -1,0 +1,200 @@
+"""Raw HTTP behaviour: error envelope, auth, rate limit, faults, admin endpoints, call log."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+
+import pytest
+
+from lab.fakecloud.errors import STATUS_BY_CODE
+from tests.fakecloud.conftest import Env, MakeEnv
+
+
+def server_id(env: Env, name: str) -> int:
+    return int(env.call("GET", f"/servers?name={name}").body["servers"][0]["id"])
+
+
+def make_net(env: Env) -> int:
+    body = {
+        "name": "k8s",
+        "ip_range": "10.143.0.0/16",
+        "subnets": [{"type": "cloud", "network_zone": "eu-central", "ip_range": "10.143.0.0/24"}],
+    }
+    r = env.call("POST", "/networks", body)
+    assert r.status == 201
+    return int(r.body["network"]["id"])
+
+
+def test_error_envelope_json_error_and_invalid_input(env: Env) -> None:
+    lb = server_id(env, "k8slb01")
+    bad_json = env.call("POST", f"/servers/{lb}/actions/attach_to_network", raw=b"{not json")
+    assert bad_json.status == 400 and bad_json.body["error"]["code"] == "json_error"
+    not_object = env.call("POST", "/networks", raw=b"[1, 2]")
+    assert not_object.body["error"]["code"] == "json_error"
+    wrong_type = env.call("POST", f"/servers/{lb}/actions/attach_to_network", {"network": "k8s"})
+    assert wrong_type.status == 422
+    assert wrong_type.body["error"]["code"] == "invalid_input"
+    assert wrong_type.body["error"]["details"]["fields"][0]["name"] == "network"
+    missing = env.call("POST", "/networks", {"ip_range": "10.0.0.0/16"})
+    assert missing.body["error"]["details"]["fields"] == [
+        {"name": "name", "messages": ["Missing required field"]}
+    ]
+    net = make_net(env)
+    aliases = env.call(
+        "POST",
+        f"/servers/{lb}/actions/attach_to_network",
+        {"network": net, "ip": "10.143.0.5", "alias_ips": "10.143.0.50"},
+    )
+    assert aliases.body["error"]["details"]["fields"][0]["name"] == "alias_ips"
+    assert env.call("GET", "/servers/abc").status == 422
+    assert env.call("GET", "/servers/424242").body["error"]["code"] == "not_found"
+    assert env.call("GET", "/nothing").status == 404
+    assert env.call("GET", "/servers?label_selector=a%3D%3D%3Db").status == 422
+
+
+def test_auth_required_and_token_compared(env: Env) -> None:
+    for token in (None, "wrong", env.token + "x", env.token[:-1]):
+        r = env.call("GET", "/servers", token=token)
+        assert r.status == 401, token
+        assert r.body["error"]["code"] == "unauthorized"
+        assert "RateLimit-Limit" in r.headers
+    assert env.call("GET", "/servers").status == 200
+    assert env.call("GET", "/_lab/state", token="wrong").status == 401
+
+
+def test_rate_limit_headers_and_429(make_env: MakeEnv) -> None:
+    env = make_env(rate_limit=3, rate_refill_per_s=0.01)
+    seen = []
+    for _ in range(3):
+        r = env.call("GET", "/servers")
+        assert r.status == 200
+        seen.append(int(r.headers["RateLimit-Remaining"]))
+        assert r.headers["RateLimit-Limit"] == "3"
+    assert seen == [2, 1, 0]
+    limited = env.call("GET", "/servers")
+    assert limited.status == 429 and limited.body["error"]["code"] == "rate_limit_exceeded"
+    assert limited.headers["RateLimit-Remaining"] == "0"
+    assert int(limited.headers["RateLimit-Reset"]) > time.time() + 60  # 0.01/s: ~300 s to full
+
+
+def test_rate_limit_refills(make_env: MakeEnv) -> None:
+    env = make_env(rate_limit=2, rate_refill_per_s=20.0)
+    statuses = [env.call("GET", "/servers").status for _ in range(3)]
+    assert statuses[:2] == [200, 200]
+    time.sleep(0.12)  # 20 tokens/s: two tokens back
+    assert env.call("GET", "/servers").status == 200
+
+
+def test_fault_latency(env: Env) -> None:
+    t0 = time.monotonic()
+    env.call("GET", "/servers")
+    base = time.monotonic() - t0
+    assert env.call("POST", "/_lab/faults", {"latency": 0.3}).status == 200
+    t0 = time.monotonic()
+    assert env.call("GET", "/servers").status == 200
+    slow = time.monotonic() - t0
+    assert 0.3 <= slow < 0.3 + base + 0.5
+    t0 = time.monotonic()
+    assert env.call("GET", "/_lab/state").status == 200  # admin endpoints are not slowed
+    assert time.monotonic() - t0 < 0.3
+    env.call("DELETE", "/_lab/faults")
+    t0 = time.monotonic()
+    env.call("GET", "/servers")
+    assert time.monotonic() - t0 < 0.3
+
+
+@pytest.mark.parametrize(
+    "code", ["rate_limit_exceeded", "locked", "unavailable", "server_error", "timeout", "conflict"]
+)
+def test_fault_fail_next_then_recover(env: Env, code: str) -> None:
+    r = env.call("POST", "/_lab/faults", {"fail_next": 2, "code": code})
+    assert r.body["faults"]["fail_next"] == 2
+    for _ in range(2):
+        failed = env.call("GET", "/servers")
+        assert failed.status == STATUS_BY_CODE[code]
+        assert failed.body["error"]["code"] == code
+    assert env.call("GET", "/servers").status == 200
+    assert env.call("GET", "/_lab/faults").body["faults"]["fail_next"] == 0
+
+
+def test_fault_bad_settings_rejected(env: Env) -> None:
+    assert env.call("POST", "/_lab/faults", {"code": "no_such_code"}).status == 422
+    assert env.call("POST", "/_lab/faults", {"latency": "slow"}).status == 422
+    assert env.call("POST", "/_lab/faults", {"bogus": 1}).status == 422
+    assert env.call("GET", "/_lab/faults").body["faults"]["fail_code"] == "unavailable"
+
+
+def test_outage_closes_connections_then_recovers(env: Env) -> None:
+    env.call("POST", "/_lab/faults", {"outage": 0.4})
+    t0 = time.monotonic()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        env.call("GET", "/servers")
+    assert env.call("GET", "/_lab/state").status == 200  # the admin side stays up
+    while time.monotonic() - t0 < 0.45:
+        time.sleep(0.05)
+    assert env.call("GET", "/servers").status == 200
+    assert any(c["status"] is None for c in env.call("GET", "/_lab/calls").body["calls"])
+
+
+def test_outage_hang_and_503_modes(env: Env) -> None:
+    env.call("POST", "/_lab/faults", {"outage": 5, "outage_mode": "hang"})
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        env.call("GET", "/servers", timeout=0.3)
+    assert 0.3 <= time.monotonic() - t0 < 1.0
+    env.call("POST", "/_lab/faults", {"outage": 5, "outage_mode": "503"})
+    r = env.call("GET", "/servers")
+    assert r.status == 503 and r.body["error"]["code"] == "unavailable"
+    env.call("DELETE", "/_lab/faults")
+    assert env.call("GET", "/servers").status == 200
+
+
+def test_fail_actions_end_in_error(env: Env) -> None:
+    env.call("POST", "/_lab/faults", {"fail_actions": 1})
+    fip = env.call("GET", "/floating_ips?name=k8s-api").body["floating_ips"][0]["id"]
+    lb = server_id(env, "k8slb01")
+    action = env.call("POST", f"/floating_ips/{fip}/actions/assign", {"server": lb}).body["action"]
+    assert env.cloud.wait_idle(2)
+    done = env.call("GET", f"/actions/{action['id']}").body["action"]
+    assert done["status"] == "error" and done["error"]["code"] == "action_failed"
+    assert env.call("GET", f"/floating_ips/{fip}").body["floating_ip"]["server"] is None
+
+
+def test_call_log_and_state_never_hold_the_token(env: Env) -> None:
+    net = make_net(env)
+    lb = server_id(env, "k8slb01")
+    env.call(
+        "POST", f"/servers/{lb}/actions/attach_to_network", {"network": net, "ip": "10.143.0.5"}
+    )
+    env.call("GET", "/servers", token="wrong")
+    assert env.cloud.wait_idle(2)
+    calls = env.call("GET", "/_lab/calls").body["calls"]
+    assert [(c["method"], c["path"], c["status"]) for c in calls[-3:]] == [
+        ("GET", "/servers?name=k8slb01", 200),
+        ("POST", f"/servers/{lb}/actions/attach_to_network", 201),
+        ("GET", "/servers", 401),
+    ]
+    assert set(calls[0]) == {"time", "method", "path", "status", "duration"}
+    assert env.token not in json.dumps(calls)
+    assert env.token not in env.state_path.read_text()
+    assert env.token not in json.dumps(env.call("GET", "/_lab/state").body)
+
+
+def test_admin_endpoints_only_on_admin_listener(env: Env) -> None:
+    from lab.fakecloud.server import Listener, start
+
+    plain = start(env.cloud, [Listener("127.0.0.1", 0)])
+    try:
+        host, port = plain.addresses[0]
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("GET", "/_lab/state", headers={"Authorization": f"Bearer {env.token}"})
+        resp = conn.getresponse()
+        assert resp.status == 404
+        resp.read()
+        conn.request("GET", "/v1/servers", headers={"Authorization": f"Bearer {env.token}"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        plain.stop(close_cloud=False)
