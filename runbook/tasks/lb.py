@@ -61,10 +61,75 @@ def haproxy(
     not_built("lb.haproxy", "issue 4")()
 
 
-@task(help={"verbose": "Show the commands run (secrets masked)."})
-def status(c: Context, verbose: bool = False) -> None:
-    """Heartbeat state per node, VIP holder locally and per API, HAProxy backend states."""
-    not_built("lb.status", "issue 4")()
+@task(
+    help={
+        "verbose": "Show the commands run (secrets masked).",
+        "accept_new_host_keys": STEP_HELP["accept_new_host_keys"],
+    }
+)
+def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False) -> None:
+    """Heartbeat state per node, VIP holder locally and per API, HAProxy backend states.
+
+    Exit 1 when the pair is not healthy: an LB unreachable, no or two local VIP holders, or the
+    API routing the VIP/floating IP to another node than the one holding them.
+    """
+    from invoke.exceptions import Exit
+
+    from ..cloud import CloudTarget, CloudTokenMissing
+    from ..lbstatus import cloud_holders, collect
+    from ..remote import connect_all
+
+    ui = common.new_ui(verbose=verbose)
+    inv = common.load(c, ui)
+    common.register_secrets(inv, ui)
+    names = [h.name for h in inv.hosts_with_role("lb")]
+    hosts = connect_all(inv, names, dry_run=True, accept_new_host_keys=accept_new_host_keys,
+                        log=ui.command)
+    try:
+        nodes = collect(inv, hosts)
+    finally:
+        for h in hosts.values():
+            h.close()
+    try:
+        client = CloudTarget.from_inventory(inv, dry_run=True, ui=ui).client
+        api_vip, api_fip = cloud_holders(inv, client)
+    except CloudTokenMissing as exc:
+        ui.warn(f"API not asked: {exc}")
+        api_vip = api_fip = "?"
+    except Exception as exc:  # the API being down is a status, not a crash
+        ui.warn(f"API not reachable: {exc}")
+        api_vip = api_fip = "?"
+    rows = []
+    for n in nodes:
+        if not n.reachable:
+            rows.append((n.name, "UNREACHABLE", "", "", "", n.error))
+            continue
+        up = sum(1 for _, st in n.backends if st.startswith("UP"))
+        rows.append((n.name, n.heartbeat, "yes" if n.holds_vip else "no",
+                     "yes" if n.holds_fip else "no", n.haproxy, f"{up}/{len(n.backends)} UP"))
+    ui.table("load balancers", ["node", "heartbeat", "VIP here", "floating IP here",
+                                "haproxy", "backends"], rows)
+    for n in nodes:
+        if n.backends:
+            ui.table(f"{n.name} backends", ["server", "status"], n.backends)
+    ui.table("cloud API", ["what", "routed to"], [
+        (f"VIP {inv.load_balancer.vip}", api_vip),
+        (f"floating IP {inv.load_balancer.floating_ip.address}", api_fip),
+    ])
+    local_vip = [n.name for n in nodes if n.holds_vip]
+    problems = [f"{n.name} unreachable" for n in nodes if not n.reachable]
+    if len(local_vip) != 1:
+        problems.append(f"VIP held locally by {len(local_vip)} nodes ({', '.join(local_vip)})")
+    elif api_vip not in ("?", local_vip[0]):
+        problems.append(f"API routes the VIP to {api_vip}, but {local_vip[0]} holds it")
+    local_fip = [n.name for n in nodes if n.holds_fip]
+    if len(local_fip) == 1 and api_fip not in ("?", local_fip[0]):
+        problems.append(f"API routes the floating IP to {api_fip}, but {local_fip[0]} holds it")
+    if problems:
+        for p in problems:
+            ui.error(p)
+        raise Exit(code=common.EXIT_FAILED)
+    ui.print(f"healthy: {local_vip[0]} holds the VIP, the API agrees", style="green")
 
 
 @task(

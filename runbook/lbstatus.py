@@ -1,0 +1,103 @@
+"""`inv lb.status`: the LB pair as Heartbeat, the kernel, the cloud API and HAProxy see it.
+
+Read-only: one round trip per LB (all facts in one probe batch) plus a few API reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shlex
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .inventory import Inventory
+from .remote import Host, HostUnreachable
+
+# HAProxy's runtime API through python3 (always on Debian): no socat needed on the LBs.
+SHOW_STAT = (
+    "python3 -c \"import socket;s=socket.socket(socket.AF_UNIX);"
+    "s.connect('/run/haproxy/admin.sock');s.sendall(b'show stat\\n');"
+    "import sys;b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
+    "sys.stdout.write(b.decode())\""
+)
+
+
+@dataclass(frozen=True)
+class LbNode:
+    name: str
+    reachable: bool
+    heartbeat: str = "?"
+    holds_vip: bool = False
+    holds_fip: bool = False
+    haproxy: str = "?"
+    backends: tuple[tuple[str, str], ...] = ()
+    error: str = ""
+
+
+def _probes(inv: Inventory) -> list[str]:
+    lb = inv.load_balancer
+    return [
+        "systemctl is-active heartbeat; cl_status hbstatus >/dev/null 2>&1 && echo hb-running",
+        f"ip -o -4 addr show dev {shlex.quote(lb.interface)}",
+        f"ip -o -4 addr show dev {shlex.quote(lb.public_interface)}",
+        "systemctl is-active haproxy",
+        SHOW_STAT,
+    ]
+
+
+def node_status(inv: Inventory, host: Host) -> LbNode:
+    """Facts of one LB in one round trip."""
+    try:
+        facts = host.gather(_probes(inv))
+    except HostUnreachable as exc:
+        return LbNode(host.name, False, error=str(exc))
+    hb, priv, pub, hap, stat = (f.stdout if f else "" for f in facts)
+    vip = f" {inv.load_balancer.vip}/"
+    fip = f" {inv.load_balancer.floating_ip.address}/"
+    backends = parse_stat(stat)
+    hb_state = "running" if "hb-running" in hb else (hb.split() or ["?"])[0]
+    return LbNode(
+        host.name, True, hb_state, vip in priv, fip in pub, (hap.split() or ["?"])[0],
+        tuple(backends),
+    )
+
+
+def parse_stat(text: str) -> list[tuple[str, str]]:
+    """(proxy/server, status) of every backend server in `show stat` CSV output."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("# "):
+        return []
+    rows = csv.DictReader(io.StringIO("\n".join([lines[0][2:], *lines[1:]])))
+    out = []
+    for row in rows:
+        if row.get("svname") in ("FRONTEND", "BACKEND"):
+            continue
+        out.append((f"{row.get('pxname')}/{row.get('svname')}", row.get("status", "?")))
+    return out
+
+
+def cloud_holders(inv: Inventory, client: Any) -> tuple[str, str]:
+    """Who holds the VIP and the floating IP according to the API."""
+    net = client.networks.get_by_name(inv.hcloud.network.name)
+    vip_holder = "-"
+    for lb in inv.hosts_with_role("lb"):
+        srv = client.servers.get_by_name(lb.name)
+        for pn in (srv.private_net if srv else []) or []:
+            if net is not None and pn.network.id == net.id and str(inv.load_balancer.vip) in (
+                pn.alias_ips or []
+            ):
+                vip_holder = lb.name
+    fip = client.floating_ips.get_by_name(inv.load_balancer.floating_ip.name)
+    fip_holder = "-"
+    if fip is not None and fip.server is not None:
+        ids = {client.servers.get_by_name(h.name).id: h.name for h in inv.hosts_with_role("lb")}
+        fip_holder = ids.get(fip.server.id, f"server id {fip.server.id}")
+    return vip_holder, fip_holder
+
+
+def collect(inv: Inventory, hosts: Mapping[str, Host]) -> list[LbNode]:
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        return list(pool.map(lambda h: node_status(inv, h), hosts.values()))
