@@ -1,0 +1,309 @@
+"""Reading ``hosts.yaml``: YAML that refuses duplicate keys, then each section validated alone.
+
+PyYAML silently keeps the last of two equal keys (a host listed twice would vanish), so the
+document is composed first and its mappings are searched for duplicates before construction.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from runbook.inventory import rules
+from runbook.inventory.fields import is_hostname
+from runbook.inventory.models import (
+    ClusterSpec,
+    HcloudSpec,
+    HostSpec,
+    Inventory,
+    InventoryError,
+    KubernetesSpec,
+    LoadBalancerSpec,
+    Problem,
+    SSHSpec,
+)
+
+#: Top-level sections in file order with their models (``hosts`` is validated host by host).
+SECTIONS: dict[str, type[BaseModel] | None] = {
+    "cluster": ClusterSpec,
+    "ssh": SSHSpec,
+    "hcloud": HcloudSpec,
+    "hosts": None,
+    "load_balancer": LoadBalancerSpec,
+    "kubernetes": KubernetesSpec,
+}
+OPTIONAL_SECTIONS = frozenset({"ssh"})
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Read and validate an inventory file; raises InventoryError listing every problem."""
+    data, problems = read_yaml(path)
+    return _parse(data, path=path, problems=problems)
+
+
+def parse_inventory(data: object, *, path: Path) -> Inventory:
+    """Validate already-loaded data as if it came from ``path`` (for tests and generators)."""
+    return _parse(data, path=path, problems=[])
+
+
+def read_yaml(path: Path) -> tuple[object, list[Problem]]:
+    """The document and its duplicate-key problems; unreadable or unparsable files raise."""
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InventoryError([Problem(file, "(file)", f"cannot read: {reason}")]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, []
+        duplicates = list(_duplicates(file, node, "", set()))
+        return loader.construct_document(node), duplicates
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+        reason = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and exc.context_mark:
+            reason = f"{reason} ({exc.context} at line {exc.context_mark.line + 1})"
+        raise InventoryError([Problem(file, where, f"invalid YAML: {reason}")]) from None
+    except yaml.YAMLError as exc:
+        raise InventoryError([Problem(file, "(yaml)", f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+
+
+def _duplicates(file: str, node: yaml.Node, path: str, seen: set[int]) -> Iterator[Problem]:
+    if id(node) in seen:  # anchors/aliases: visit each node once (also stops recursive aliases)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
+            sub = f"{path}.{name}" if path else name
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and name in first:
+                yield Problem(
+                    file,
+                    sub,
+                    f"listed twice (lines {first[name]} and {line}); YAML "
+                    "would silently keep only the last one",
+                )
+            else:
+                first.setdefault(name, line)
+            yield from _duplicates(file, value_node, sub, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicates(file, item, f"{path}[{i}]", seen)
+
+
+def _parse(data: object, *, path: Path, problems: list[Problem]) -> Inventory:
+    file = str(path)
+    problems = list(problems)
+    if not isinstance(data, dict):
+        what = "the file is empty" if data is None else f"got {_show(data)}"
+        problems.append(
+            Problem(
+                file,
+                "(top level)",
+                f"expected a mapping with the keys {', '.join(SECTIONS)}; {what}",
+            )
+        )
+        raise InventoryError(problems)
+    for key in data:
+        if key not in SECTIONS:
+            problems.append(Problem(file, str(key), _unknown(str(key), list(SECTIONS))))
+    parts: dict[str, Any] = {}
+    partial = False
+    for section, model in SECTIONS.items():
+        if section not in data:
+            if section not in OPTIONAL_SECTIONS:
+                problems.append(Problem(file, section, "required key is missing"))
+            continue
+        if model is None:
+            continue
+        parts[section], bad = _validate(file, model, data[section], (section,), problems)
+        partial = partial or bad
+    hosts, complete = _hosts(file, data.get("hosts"), problems) if "hosts" in data else ({}, False)
+    partial = partial or not complete
+    view = rules.Parts(
+        hcloud=parts.get("hcloud"),
+        hosts=hosts,
+        hosts_complete=complete,
+        load_balancer=parts.get("load_balancer"),
+        kubernetes=parts.get("kubernetes"),
+        partial=partial,
+    )
+    warnings: list[Problem] = []
+    for finding in rules.findings(view):
+        (warnings if finding.warning else problems).append(
+            Problem(file, finding.key, finding.reason)
+        )
+    if problems:
+        raise InventoryError(problems)
+    inventory = Inventory(**{k: v for k, v in parts.items() if v is not None}, hosts=hosts)
+    inventory._path = path
+    inventory._warnings = tuple(warnings)
+    return inventory
+
+
+def _hosts(file: str, raw: object, problems: list[Problem]) -> tuple[dict[str, HostSpec], bool]:
+    """Validate host by host, so one bad host does not hide the problems of the others."""
+    if not isinstance(raw, dict):
+        problems.append(
+            Problem(file, "hosts", f"expected a mapping of host name to host, got {_show(raw)}")
+        )
+        return {}, False
+    if not raw:
+        problems.append(Problem(file, "hosts", "no hosts"))
+    hosts: dict[str, HostSpec] = {}
+    complete = True
+    for name, value in raw.items():
+        key = f"hosts.{name}"
+        if not isinstance(name, str) or not is_hostname(name):
+            problems.append(Problem(file, key, _bad_hostname(name)))
+            complete = False
+            if not isinstance(name, str):
+                continue
+        if isinstance(value, dict):
+            if "name" in value:
+                problems.append(
+                    Problem(
+                        file, f"{key}.name", "unknown key: a host's name is its key under hosts"
+                    )
+                )
+                complete = False
+            value = {**value, "name": name}
+        host, bad = _validate(file, HostSpec, value, ("hosts", name), problems)
+        complete = complete and not bad
+        if host is not None:
+            hosts[name] = host  # salvaged hosts too: the per-host rules still check them
+    return hosts, complete
+
+
+def _bad_hostname(name: object) -> str:
+    if not isinstance(name, str):
+        return f"host names must be strings, got {_show(name)} (quote it)"
+    if is_hostname(name.lower()):
+        return (
+            f"{name!r} has upper-case letters: use {name.lower()!r} (Kubernetes node names "
+            "must be lower-case and Heartbeat compares them lower-case)"
+        )
+    if len(name) > 63:
+        return f"{name!r} is longer than 63 characters"
+    return (
+        f"{name!r} is not a valid host name: an RFC 1123 label of lower-case letters, digits "
+        "and '-', not starting or ending with '-'"
+    )
+
+
+def _validate(
+    file: str, model: type[BaseModel], raw: object, loc: tuple[str, ...], problems: list[Problem]
+) -> tuple[Any, bool]:
+    """(validated model, False), or (what could be salvaged for the rules, True) on errors."""
+    try:
+        return model.model_validate(raw), False
+    except ValidationError as exc:
+        for err in exc.errors():
+            full = (*loc, *err["loc"])
+            problems.append(Problem(file, _key(full), _reason(err, model, tuple(err["loc"]))))
+        return _salvage(model, raw), True
+
+
+def _salvage(model: type[BaseModel], raw: object) -> BaseModel | None:
+    """The fields of ``raw`` that are valid on their own, for the semantic rules only.
+
+    Invalid fields are left out (reading them raises AttributeError, which skips the rule);
+    field validators of the model itself do not run: their errors are already reported.
+    """
+    if not isinstance(raw, dict):
+        return None
+    values: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if name not in raw:
+            continue
+        nested = _nested_model(field.annotation)
+        if nested is not None and isinstance(raw[name], dict):
+            value, _ = _validate("", nested, raw[name], (), [])
+            if value is not None:
+                values[name] = value
+            continue
+        try:
+            field_type: Any = Annotated[field.annotation, field]  # FieldInfo carries the metadata
+            values[name] = TypeAdapter(field_type).validate_python(raw[name])
+        except ValidationError:
+            continue
+    salvaged = model.model_construct(**values)
+    for name in model.model_fields:
+        if name in raw and name not in values:
+            salvaged.__dict__.pop(name, None)  # not the default: the file said something invalid
+    return salvaged
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _reason(err: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return _unknown(str(loc[-1]), _fields_at(model, loc[:-1]))
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping of keys, got {_show(value)}"
+    if kind == "value_error":
+        return str(msg).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{_show(value)} is not allowed; expected {err['ctx']['expected']}"
+    text = str(msg)
+    return f"{text[:1].lower()}{text[1:]} (got {_show(value)})"
+
+
+def _unknown(name: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = f" (allowed: {', '.join(allowed)})" if allowed else ""
+    return f"unknown key{hint}{listing}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at ``loc`` inside ``model`` (for 'did you mean' hints)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part)) if current else None
+        current = _nested_model(field.annotation) if field else None
+    if current is None:
+        return []
+    return [f for f in current.model_fields if not (current is HostSpec and f == "name")]
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

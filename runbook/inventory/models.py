@@ -1,0 +1,318 @@
+"""Models of ``hosts.yaml`` (SPEC §2) and the problem type every refusal is reported in.
+
+Models are frozen: the validated inventory is a value that every step reads and none changes.
+Cross-field rules live in ``rules``; here are only the checks a single field can make.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from runbook.inventory.fields import (
+    MIN_MINOR,
+    VERSION_RE,
+    Address,
+    DNSName,
+    EnvName,
+    Iface,
+    IPv4,
+    K8sName,
+    Label,
+    Name,
+    Net,
+    Port,
+    PositiveFloat,
+    Seconds,
+    SSHEndpoint,
+    StrictBool,
+    SubjectAltName,
+    Url,
+    Zone,
+    parse_endpoint,
+)
+
+Role = Literal["control-plane", "lb", "worker"]
+ROLES: tuple[str, ...] = get_args(Role)
+API_PORT = 6443
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: where (file and dotted key path) and why, printed as ``file: key: reason``."""
+
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.reason}"
+
+
+class InventoryError(Exception):
+    """Bad input (exit code 2); ``problems`` holds every problem found, not only the first."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ClusterSpec(_Model):
+    name: Label
+
+
+class SSHSpec(_Model):
+    """How SSH reaches the hosts. Paths stay strings; ``~`` is expanded when they are used.
+
+    Note for operators: in YAML a bare ``~`` means null, so write ``~/.ssh/id_ed25519``.
+    """
+
+    user: Name = "root"
+    port: Port = 22
+    identity: str | None = None
+    known_hosts: str = ".runbook/known_hosts"
+    proxy_command: str | None = None  # OpenSSH ProxyCommand, %h and %p expanded (the lab uses it)
+    connect_timeout: PositiveFloat = 10.0
+
+
+class NetworkSpec(_Model):
+    name: Name
+    ip_range: Net
+    subnet: Net
+    zone: Zone
+
+
+class HcloudSpec(_Model):
+    """The Hetzner Cloud API; the token is read from ``token_env``, never from this file."""
+
+    token_env: EnvName = "HCLOUD_TOKEN"
+    endpoint: Url = "https://api.hetzner.cloud/v1"
+    host_endpoint: Url | None = None  # the API URL as the LB hosts reach it (failover script)
+    timeout: PositiveFloat = 10.0
+    failover_deadline: PositiveFloat = 30.0  # seconds the failover script keeps retrying
+    network: NetworkSpec
+
+    @property
+    def lb_endpoint(self) -> str:
+        """The URL the failover script on the LBs calls."""
+        return self.host_endpoint or self.endpoint
+
+
+class HostSpec(_Model):
+    """One server; ``name`` is its key under ``hosts`` (= Hetzner server name = ``--host``)."""
+
+    name: str
+    role: Role
+    private_ip: IPv4
+    address: Address  # how SSH reaches the host
+    gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
+    public_ip: IPv4 | None = None  # required for lb hosts (Heartbeat's second path)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_endpoint(value)
+        return value
+
+
+class FloatingIPSpec(_Model):
+    name: Name
+    address: IPv4
+    dns_ptr: DNSName | None = None
+
+
+class HeartbeatSpec(_Model):
+    """``ha.cf`` timing (whole seconds) and the authkeys digest."""
+
+    keepalive: Seconds
+    deadtime: Seconds
+    udpport: Port = 694
+    auth: Literal["sha1", "md5", "crc"] = "sha1"
+    auto_failback: StrictBool = False
+    warntime: Seconds | None = None
+    initdead: Seconds | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _refuse_crc(cls, value: str) -> str:
+        if value == "crc":
+            raise ValueError(
+                "crc is a checksum, not authentication: any host could forge "
+                "heartbeats and steal the VIP; use sha1"
+            )
+        return value
+
+    @property
+    def effective_warntime(self) -> int:
+        """Default: twice the keepalive, kept below the deadtime."""
+        if self.warntime is not None:
+            return self.warntime
+        return max(1, min(2 * self.keepalive, self.deadtime - 1))
+
+    @property
+    def effective_initdead(self) -> int:
+        """Default: at least 10 s and twice the deadtime (the network may come up late at boot)."""
+        return self.initdead if self.initdead is not None else max(10, 2 * self.deadtime)
+
+
+class InsecureAPISpec(_Model):
+    """The post's plain-HTTP endpoint, emulated by ``kubectl proxy`` under a ServiceAccount."""
+
+    enabled: StrictBool = False
+    role: K8sName = "view"
+    port: Port = 6080
+
+
+class LoadBalancerSpec(_Model):
+    """The LB pair. ``public_allow`` is HAProxy's allow-list for the floating IP frontend.
+
+    An empty ``public_allow`` means the frontend on the floating IP refuses every source except
+    loopback: the API is not reachable from the internet until the operator lists networks.
+    """
+
+    primary: str
+    vip: IPv4
+    floating_ip: FloatingIPSpec
+    interface: Iface = "ens10"
+    public_interface: Iface = "eth0"
+    heartbeat: HeartbeatSpec
+    public_allow: tuple[Net, ...] = ()
+    insecure_api: InsecureAPISpec = InsecureAPISpec()
+    reassert_interval: Seconds = 60  # the holder re-asserts the cloud assignment this often
+
+
+class EtcdSpec(_Model):
+    heartbeat_interval_ms: Seconds = 250
+    election_timeout_ms: Seconds = 5000
+
+
+class KubernetesSpec(_Model):
+    version: str
+    pod_subnet: Net
+    service_subnet: Net
+    dns_domain: DNSName = "cluster.local"
+    api_dns_name: DNSName | None = None
+    cert_sans: tuple[SubjectAltName, ...] = ()
+    etcd: EtcdSpec = EtcdSpec()
+    cni: Literal["weave", "calico", "flannel"] = "weave"
+    admin_user: K8sName = "admin-user"
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, int | float):
+            raise ValueError(
+                f'quote the version, e.g. "1.36": unquoted YAML reads {value!r} as '
+                "a number (1.30 would become 1.3)"
+            )
+        if isinstance(value, str):
+            match = VERSION_RE.match(value)
+            if not match:
+                raise ValueError(f'{value!r} is not a minor version of the form "1.NN"')
+            if int(match.group(1)) < MIN_MINOR:
+                raise ValueError(f"{value} is too old: kubeadm.k8s.io/v1beta4 needs 1.{MIN_MINOR}+")
+        return value
+
+    @property
+    def minor(self) -> int:
+        return int(self.version.split(".")[1])
+
+
+class Inventory(_Model):
+    """A validated cluster description; ``path``/``base_dir``/``warnings`` come from loading."""
+
+    cluster: ClusterSpec
+    ssh: SSHSpec = SSHSpec()
+    hcloud: HcloudSpec
+    hosts: dict[str, HostSpec]
+    load_balancer: LoadBalancerSpec
+    kubernetes: KubernetesSpec
+    _path: Path = PrivateAttr(default=Path("hosts.yaml"))
+    _warnings: tuple[Problem, ...] = PrivateAttr(default=())
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the file (known_hosts, identity) resolve against this directory."""
+        return self._path.absolute().parent
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return self._warnings
+
+    def resolve_path(self, value: str) -> Path:
+        """Expand ``~`` now (not at load time) and anchor relative paths at ``base_dir``."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.resolve_path(self.ssh.known_hosts)
+
+    @property
+    def identity_path(self) -> Path | None:
+        return None if self.ssh.identity is None else self.resolve_path(self.ssh.identity)
+
+    def hosts_with_role(self, *roles: str) -> list[HostSpec]:
+        """Hosts having one of ``roles`` (all hosts when none given), in inventory order."""
+        check_roles(roles)
+        return [h for h in self.hosts.values() if not roles or h.role in roles]
+
+    def host(self, name: str) -> HostSpec:
+        return self.hosts[name]
+
+    @property
+    def primary(self) -> HostSpec:
+        """The LB that holds the VIP and the floating IP first."""
+        return self.hosts[self.load_balancer.primary]
+
+    @property
+    def first_control_plane(self) -> HostSpec:
+        """Where ``kubeadm init`` runs: the first control plane in inventory order."""
+        return self.hosts_with_role("control-plane")[0]
+
+    @property
+    def control_plane_endpoint(self) -> str:
+        return f"{self.load_balancer.vip}:{API_PORT}"
+
+    def gateway_for(self, host: HostSpec) -> HostSpec | SSHEndpoint | None:
+        """The jump host of ``host``: another inventory host, an explicit endpoint, or none."""
+        if host.gateway is None:
+            return None
+        if host.gateway in self.hosts:
+            return self.hosts[host.gateway]
+        return parse_endpoint(host.gateway)
+
+    def token(self, environ: Mapping[str, str]) -> str:
+        """The Hetzner API token from the environment. Messages never contain its value."""
+        name = self.hcloud.token_env
+        value = environ.get(name)
+        if value is None:
+            reason = f"the environment variable {name} is not set"
+        elif not value.strip():
+            reason = f"the environment variable {name} is empty"
+        elif any(c.isspace() or not c.isprintable() for c in value):
+            reason = f"the environment variable {name} contains whitespace or control characters"
+        else:
+            return value
+        hint = "; export the Hetzner API token there (the inventory never holds it)"
+        raise InventoryError([Problem(str(self.path), "hcloud.token_env", reason + hint)])
+
+
+def check_roles(roles: Collection[str]) -> None:
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown roles {unknown}; known: {', '.join(ROLES)}")
