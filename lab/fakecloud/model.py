@@ -120,9 +120,7 @@ class FakeCloud:
     # ----- actions --------------------------------------------------------------------------
     def _start_action(self, plan: ops.Plan) -> Response:
         """Lock the resource, record a running action, schedule its completion."""
-        if any(tuple(p["lock"]) == plan.lock for p in self._state["pending"]):
-            kind, rid = plan.lock
-            raise ApiError("locked", f"{kind} {rid} is locked by another running action")
+        self._check_unlocked(plan.lock)
         aid = allocate_id(self._state)
         action = shapes.action(aid, plan.command, plan.resources)
         self._state["actions"].append(action)
@@ -140,6 +138,11 @@ class FakeCloud:
         self._persist()
         self._schedule(aid)
         return 201, {"action": copy.deepcopy(action)}
+
+    def _check_unlocked(self, lock: tuple[str, int]) -> None:
+        if any(tuple(p["lock"]) == lock for p in self._state["pending"]):
+            kind, rid = lock
+            raise ApiError("locked", f"{kind} {rid} is locked by another running action")
 
     def _set_locked(self, lock: tuple[str, int] | list[Any], value: bool) -> None:
         kind, rid = lock
@@ -219,6 +222,9 @@ class FakeCloud:
             raise ApiError("not_found", f"unknown action {command!r}")
         with self._lock:
             resource = ops.find(self._state, collection, rid)
+            self._check_unlocked(
+                (ops.KINDS[collection], rid)
+            )  # busy: locked before input is judged
             return self._start_action(planner(self._state, resource, body))
 
     def create_network(self, body: JSON) -> Response:

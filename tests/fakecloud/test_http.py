@@ -198,3 +198,28 @@ def test_admin_endpoints_only_on_admin_listener(env: Env) -> None:
         conn.close()
     finally:
         plain.stop(close_cloud=False)
+
+
+def test_server_locked_while_its_action_runs(make_env: MakeEnv) -> None:
+    env = make_env(action_seconds=0.3)
+    net = make_net(env)
+    lb = server_id(env, "k8slb01")
+    attach = {"network": net, "ip": "10.143.0.5"}
+    assert env.call("POST", f"/servers/{lb}/actions/attach_to_network", attach).status == 201
+    assert env.call("GET", f"/servers/{lb}").body["server"]["locked"] is True
+    second = env.call(
+        "POST", f"/servers/{lb}/actions/change_alias_ips", {"network": net, "alias_ips": []}
+    )
+    assert second.status == 423 and second.body["error"]["code"] == "locked"
+    # another server may claim neither the IP being attached nor anything else reserved
+    other = server_id(env, "k8slb02")
+    clash = env.call("POST", f"/servers/{other}/actions/attach_to_network", attach)
+    assert clash.body["error"]["code"] == "ip_not_available"
+    assert env.cloud.wait_idle(2)
+    assert env.call("GET", f"/servers/{lb}").body["server"]["locked"] is False
+
+
+def test_sort(env: Env) -> None:
+    names = [s["name"] for s in env.call("GET", "/servers?sort=name:desc").body["servers"]]
+    assert names == sorted(names, reverse=True)
+    assert env.call("GET", "/servers?sort=color").status == 422
