@@ -355,7 +355,7 @@ def start(cloud: FakeCloud, listeners: list[Listener]) -> Running:
             running.servers.append(srv)
             t = threading.Thread(
                 target=srv.serve_forever,
-                kwargs={"poll_interval": 0.1},
+                kwargs={"poll_interval": 0.05},
                 daemon=True,
                 name=f"fakecloud-{lst.host}:{srv.server_address[1]}",
             )

@@ -223,3 +223,24 @@ def test_sort(env: Env) -> None:
     names = [s["name"] for s in env.call("GET", "/servers?sort=name:desc").body["servers"]]
     assert names == sorted(names, reverse=True)
     assert env.call("GET", "/servers?sort=color").status == 422
+
+
+def test_subnet_without_range_takes_the_first_free_24(env: Env) -> None:
+    body = {
+        "name": "auto",
+        "ip_range": "10.150.0.0/16",
+        "subnets": [{"type": "cloud", "network_zone": "eu-central", "ip_range": None}],
+    }
+    net = env.call("POST", "/networks", body).body["network"]
+    assert [s["ip_range"] for s in net["subnets"]] == ["10.150.0.0/24"]
+    r = env.call(
+        "POST",
+        f"/networks/{net['id']}/actions/add_subnet",
+        {"type": "cloud", "network_zone": "eu-central"},
+    )
+    assert r.status == 201 and r.body["action"]["command"] == "add_subnet"
+    assert env.cloud.wait_idle(2)
+    got = env.call("GET", "/networks?name=auto").body["networks"][0]["subnets"]
+    assert [s["ip_range"] for s in got] == ["10.150.0.0/24", "10.150.1.0/24"]
+    wrong_zone = dict(body, name="z", subnets=[{"type": "cloud", "network_zone": "mars"}])
+    assert env.call("POST", "/networks", wrong_zone).body["error"]["code"] == "invalid_input"
