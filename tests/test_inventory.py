@@ -4,7 +4,7 @@ is refused with the exact key path and a reason; all problems are reported at on
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from runbook import netcheck
 from runbook.inventory import (
     Inventory,
     InventoryError,
@@ -21,6 +22,8 @@ from runbook.inventory import (
     SSHEndpoint,
     load_inventory,
     parse_endpoint,
+    parse_inventory,
+    rules,
     select_hosts,
     summary_facts,
     summary_rows,
@@ -770,3 +773,36 @@ def test_secret_detector_fires_on_planted_secrets() -> None:
 
 def test_hosts_yaml_holds_no_secret() -> None:
     assert secret_looking(REPO_HOSTS.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize(
+    ("address", "fragment"),
+    [
+        ("203.0.113.14", None),  # the lab's "internet" (documentation range) is accepted
+        ("198.51.100.5", None),
+        ("116.202.6.21", None),
+        ("172.20.0.1", "private RFC 1918"),
+        ("127.0.0.1", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("240.0.0.1", "reserved"),
+    ],
+)
+def test_public_addresses(address: str, fragment: str | None) -> None:
+    reason = netcheck.public_problem(IPv4Address(address), network=None)
+    assert reason is None if fragment is None else fragment in (reason or "")
+
+
+def test_rule_bugs_are_not_swallowed_when_everything_validated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """AttributeError only means "field missing" for salvaged sections; otherwise it is a bug."""
+
+    def broken(p: rules.Parts) -> Iterator[rules.Finding]:
+        raise AttributeError("typo in a rule")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(rules, "_RULES", (broken,))
+    with pytest.raises(AttributeError, match="typo in a rule"):
+        parse_inventory(good(), path=REPO_HOSTS)
