@@ -1,0 +1,108 @@
+"""The lab's local apt repository (hosts have no other network).
+
+Why `--download-only`: hosts overlay the root filesystem, so their dpkg database starts as the machine's;
+apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy, heartbeat and their
+dependencies) without installing anything here. The debs are cached under the state dir (kept by `down`);
+the repo is a flat `deb [trusted=yes] file:/run/labrepo ./` with Packages(.gz) and a minimal Release (without
+one apt probes Packages.xz/.bz2 and prints errors).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+
+PACKAGES_TXT = Path(__file__).with_name("packages.txt")
+
+
+@dataclass(frozen=True)
+class RepoResult:
+    packages: tuple[str, ...]
+    debs: int
+    size: int
+    downloaded: bool
+    seconds: float
+
+
+def wanted_packages(path: Path = PACKAGES_TXT) -> tuple[str, ...]:
+    lines = (ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines())
+    return tuple(ln for ln in lines if ln)
+
+
+def _manifest(pkgs: tuple[str, ...]) -> str:
+    return hashlib.sha256(" ".join(sorted(pkgs)).encode()).hexdigest()
+
+
+def _cache_complete(cache: Path, pkgs: tuple[str, ...]) -> bool:
+    mf = cache / "manifest.json"
+    try:
+        data = json.loads(mf.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("wanted") == _manifest(pkgs) and all((cache / d).exists() for d in data["debs"])
+
+
+def download(cache: Path, pkgs: tuple[str, ...]) -> None:
+    """apt-get --download-only into `cache` (package lists must exist: install-machine.sh updates them)."""
+    (cache / "partial").mkdir(parents=True, exist_ok=True)
+    argv = ["apt-get", "install", "--download-only", "--no-install-recommends", "-y", "-q",
+            "-o", f"Dir::Cache::archives={cache}", *pkgs]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    r = subprocess.run(argv, text=True, capture_output=True, env=env)
+    if r.returncode != 0 and "Unable to locate package" in r.stderr + r.stdout:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        r = subprocess.run(argv, text=True, capture_output=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"apt-get --download-only {' '.join(pkgs)} failed:\n{r.stderr.strip()}")
+    debs = sorted(p.name for p in cache.glob("*.deb"))
+    (cache / "manifest.json").write_text(json.dumps({"wanted": _manifest(pkgs), "debs": debs}))
+
+
+def index(repo: Path) -> None:
+    """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
+    r = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=repo,
+                       text=True, capture_output=True, check=True)
+    (repo / "Packages").write_text(r.stdout)
+    with open(repo / "Packages", "rb") as src, gzip.open(repo / "Packages.gz", "wb", 9) as dst:
+        shutil.copyfileobj(src, dst)
+    lines = ["Origin: rblab", "Label: rblab", "Suite: rblab", "Codename: rblab",
+             f"Date: {formatdate(usegmt=True)}", "Architectures: amd64 all", "SHA256:"]
+    for f in ("Packages", "Packages.gz"):
+        data = (repo / f).read_bytes()
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
+    (repo / "Release").write_text("\n".join(lines) + "\n")
+
+
+def build(cache: Path, repo: Path, pkgs: tuple[str, ...] | None = None) -> RepoResult:
+    """Ensure the repo offers `pkgs` (default: lab/packages.txt); skip what is already done."""
+    t0 = time.monotonic()
+    pkgs = pkgs or wanted_packages()
+    downloaded = False
+    if not _cache_complete(cache, pkgs):
+        download(cache, pkgs)
+        downloaded = True
+    debs = json.loads((cache / "manifest.json").read_text())["debs"]
+    repo.mkdir(parents=True, exist_ok=True)
+    stamp = repo / ".manifest"
+    want = _manifest(tuple(debs))
+    if not stamp.exists() or stamp.read_text() != want or not (repo / "Release").exists():
+        for old in repo.glob("*.deb"):
+            old.unlink()
+        for d in debs:
+            os.link(cache / d, repo / d) if _same_fs(cache, repo) else shutil.copy2(cache / d, repo / d)
+        index(repo)
+        stamp.write_text(want)
+    size = sum((cache / d).stat().st_size for d in debs)
+    return RepoResult(pkgs, len(debs), size, downloaded, time.monotonic() - t0)
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev

@@ -1,0 +1,94 @@
+"""Files `lab.up` prepares in <state>/tools for hostinit to install into every host.
+
+Why: the systemctl replacement (docker-systemctl-replacement, EUPL-1.2, by Guido U. Draheim) is taken from the
+installed wheel at up time (pinned in pyproject's `lab` extra), not vendored; hosts get it unmodified as
+/usr/lib/rblab/systemctl3.py behind a small wrapper. The wrapper sends the power verbs (reboot, halt, poweroff)
+to the host's init, as systemd's systemctl would; the replacement itself has no `reboot` and its `halt`
+signals PID 1 with SIGQUIT (also caught by hostinit).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+POWER = '''#!/usr/bin/python3
+"""rblab: reboot/halt/poweroff/shutdown of a lab host: ask the host's init (PID 1 of its PID namespace).
+hostinit stops services, ends every process of the host and the lab boots it again."""
+import os, signal, sys
+
+args = sys.argv[1:]
+verb = os.path.basename(sys.argv[0])
+if args[:1] == ["--as"]:
+    verb, args = args[1], args[2:]
+if "--help" in args or "-h" in args:
+    print(f"{verb} [-f] [-n] [-w]: rblab host power control (signals the host init)")
+    sys.exit(0)
+if verb == "shutdown":
+    if "-c" in args:
+        print("shutdown: nothing scheduled")
+        sys.exit(0)
+    verb = "reboot" if ("-r" in args or "--reboot" in args) else "poweroff"
+if "-w" in args or "--wtmp-only" in args:
+    sys.exit(0)
+sig = {"reboot": signal.SIGINT, "halt": signal.SIGRTMIN + 3, "poweroff": signal.SIGRTMIN + 4,
+       "kexec": signal.SIGRTMIN + 6}.get(verb, signal.SIGINT)
+os.kill(1, sig)
+sys.exit(0)
+'''
+
+SYSTEMCTL = '''#!/usr/bin/python3
+"""rblab: systemctl of a lab host = docker-systemctl-replacement (/usr/lib/rblab/systemctl3.py); the power
+verbs go to the host init (/usr/lib/rblab/rblab-power)."""
+import os, sys
+
+words = [a for a in sys.argv[1:] if not a.startswith("-")]
+if words and words[0] in ("reboot", "halt", "poweroff", "kexec"):
+    os.execv("/usr/lib/rblab/rblab-power", ["rblab-power", "--as", words[0]])
+os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.py", *sys.argv[1:]])
+'''
+
+JOURNALCTL = '''#!/usr/bin/python3
+"""rblab: journalctl of a lab host (docker-systemctl-replacement's journalctl3.py)."""
+import os, sys
+
+os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/journalctl3.py", *sys.argv[1:]])
+'''
+
+# Lab-only drop-ins (named lab-*.conf): the replacement polls Type=notify in 1 s steps (~3 s per start);
+# forking with a PID file returns in ~0.7 s. It reads the FIRST value of a key: reset with an empty one first.
+DROPINS = {
+    "haproxy.service.d/lab-forking.conf": (
+        "# rblab: lab-only (docker-systemctl-replacement polls Type=notify slowly)\n"
+        "[Service]\nType=\nType=forking\nPIDFile=/run/haproxy.pid\nExecStart=\n"
+        "ExecStart=/usr/sbin/haproxy -W -D -f $CONFIG -p $PIDFILE $EXTRAOPTS\n"
+    ),
+}
+
+
+def systemctl_package_dir() -> Path:
+    spec = importlib.util.find_spec("systemctl2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "docker-systemctl-replacement is not installed (pip install '.[lab]'); lab hosts need it"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def write_tools(tools: Path, pubkey: Path) -> None:
+    """(Re)write the tools dir; cheap and idempotent."""
+    tools.mkdir(parents=True, exist_ok=True)
+    pkg = systemctl_package_dir()
+    for name in ("systemctl3.py", "journalctl3.py"):
+        text = (pkg / name).read_text()
+        lines = text.split("\n", 1)
+        if lines[0].startswith("#!"):
+            text = "#! /usr/bin/python3\n" + lines[1]
+        (tools / name).write_text(text)
+    (tools / "rblab-power").write_text(POWER)
+    (tools / "systemctl-wrapper").write_text(SYSTEMCTL)
+    (tools / "journalctl-wrapper").write_text(JOURNALCTL)
+    shutil.copyfile(pubkey, tools / "lab_key.pub")
+    for f in tools.iterdir():
+        f.chmod(0o755 if f.name != "lab_key.pub" else 0o644)

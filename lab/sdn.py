@@ -1,0 +1,212 @@
+"""The lab's "software-defined network": routes follow the simulated Hetzner API's state.
+
+Why: on Hetzner, an alias IP or floating IP reaches a server only after the API assigned it there; moving the
+address on the host alone loses the traffic. `apply_state` is the fakecloud `on_change` hook (called after
+every completed mutation) and makes the lab route exactly what the state says:
+- router `rbl-router`: one /32 per attached server private IP and per alias IP → that server's link;
+  the subnet gateways (.1) on its `lo` (so hosts' onlink gateway answers ARP);
+- each attached host: `ens10` holds its private /32 and routes the network's ip_range via the gateway
+  (onlink), as Hetzner's DHCP configures it — a server not attached gets neither and is not routed;
+- `rbl-inet`: a floating IP /32 → the link of the server it is assigned to.
+Idempotent and fast (a few `ip -batch` calls); every route move is logged with a timestamp.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab import labstate, topology
+from lab.topology import INET_NS, ROUTER_NS, host_ns, inet_link, router_link
+
+NETNS_DIR = Path("/run/netns")
+
+
+@dataclass(frozen=True)
+class HostNet:
+    """Private-side config of one attached host."""
+
+    ip: str
+    ip_range: str
+    gateway: str
+
+
+@dataclass
+class Desired:
+    router: dict[str, str] = field(default_factory=dict)  # dst /32 → router link
+    gateways: set[str] = field(default_factory=set)
+    inet: dict[str, str] = field(default_factory=dict)  # floating IP /32 → inet link
+    hosts: dict[str, HostNet] = field(default_factory=dict)
+
+
+def desired(state: dict[str, Any], lab_hosts: set[str]) -> Desired:
+    """What the API state means for the lab's routing (pure; unit-tested)."""
+    d = Desired()
+    nets = {n["id"]: n for n in state.get("networks", [])}
+    by_id = {s["id"]: s for s in state.get("servers", [])}
+    for srv in state.get("servers", []):
+        name = srv["name"]
+        if name not in lab_hosts:
+            continue
+        for pn in srv.get("private_net", []):
+            net = nets.get(pn["network"])
+            if net is None or not pn.get("ip"):
+                continue
+            for a in [pn["ip"], *pn.get("alias_ips", [])]:
+                d.router[a] = router_link(name)
+            gw = _gateway(net, pn["ip"])
+            d.gateways.add(gw)
+            # one interface (ens10) per host in the lab: the first attached network wins
+            d.hosts.setdefault(name, HostNet(pn["ip"], net["ip_range"], gw))
+    for fip in state.get("floating_ips", []):
+        srv = by_id.get(fip.get("server"))
+        if srv is not None and srv["name"] in lab_hosts:
+            d.inet[fip["ip"]] = inet_link(srv["name"])
+    return d
+
+
+def _gateway(net: dict[str, Any], ip: str) -> str:
+    addr = ipaddress.ip_address(ip)
+    for sub in net.get("subnets", []):
+        if addr in ipaddress.ip_network(sub["ip_range"]):
+            return str(sub.get("gateway") or next(ipaddress.ip_network(sub["ip_range"]).hosts()))
+    return str(next(ipaddress.ip_network(net["ip_range"]).hosts()))
+
+
+def _ns_ok(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def _ip_json(ns: str, *args: str) -> list[dict[str, Any]]:
+    r = subprocess.run(["ip", "-n", ns, "-j", *args], text=True, capture_output=True, check=True)
+    return json.loads(r.stdout or "[]")
+
+
+def _batch(ns: str, cmds: list[str]) -> None:
+    if not cmds:
+        return
+    r = subprocess.run(["ip", "-n", ns, "-force", "-batch", "-"], input="\n".join(cmds) + "\n",
+                       text=True, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"sdn: ip -n {ns}: {r.stderr.strip()}")
+
+
+def _host_routes(ns: str, prefix: str) -> dict[str, str]:
+    """Current /32 routes in `ns` whose device starts with `prefix` (the ones sdn manages)."""
+    out = {}
+    for r in _ip_json(ns, "route", "show"):
+        dst, dev = r.get("dst", ""), r.get("dev", "")
+        if dev.startswith(prefix) and "/" not in dst and dst != "default":
+            out[dst] = dev
+    return out
+
+
+def _sync_routes(ns: str, prefix: str, want: dict[str, str], keep: set[str], log: list[str]) -> None:
+    have = _host_routes(ns, prefix)
+    cmds = []
+    for dst, dev in sorted(want.items()):
+        if have.get(dst) != dev:
+            cmds.append(f"route replace {dst}/32 dev {dev}")
+            log.append(f"{ns} {dst}/32: {have.get(dst, '-')} -> {dev}")
+    for dst, dev in sorted(have.items()):
+        if dst not in want and dst not in keep:
+            cmds.append(f"route del {dst}/32 dev {dev}")
+            log.append(f"{ns} {dst}/32: {dev} -> -")
+    _batch(ns, cmds)
+
+
+@contextmanager
+def _locked(p: labstate.LabPaths) -> Iterator[None]:
+    p.run.mkdir(parents=True, exist_ok=True)
+    with open(p.run / "sdn.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
+    """Make the lab's routes match `state` (the fakecloud on_change hook). Idempotent.
+
+    `only_host`: after a host reboot, re-apply its private side even though the record says it is applied."""
+    p = labstate.paths()
+    topo = topology.load()
+    lab_hosts = set(topo.names)
+    d = desired(state, lab_hosts)
+    moves: list[str] = []
+    with _locked(p):
+        if _ns_ok(ROUTER_NS):
+            have_gw = {a["local"] for i in _ip_json(ROUTER_NS, "-4", "addr", "show", "dev", "lo")
+                       for a in i.get("addr_info", []) if not a["local"].startswith("127.")}
+            _batch(ROUTER_NS, [f"address add {g}/32 dev lo" for g in sorted(d.gateways - have_gw)]
+                   + [f"address del {g}/32 dev lo" for g in sorted(have_gw - d.gateways)])
+            _sync_routes(ROUTER_NS, "r-", d.router, set(), moves)
+        if _ns_ok(INET_NS):
+            static = {h.public_ip for h in topo.hosts} | {topology.CLIENT_IP, topology.OP_IP}
+            _sync_routes(INET_NS, "i-", d.inet, static, moves)
+        applied = _load_applied(p)
+        for name in topo.names:
+            ns = host_ns(name)
+            if not _ns_ok(ns):
+                continue
+            want = d.hosts.get(name)
+            old = applied.get(name)
+            old_net = HostNet(**old) if old else None
+            if want == old_net and name != only_host:
+                continue
+            cmds = []
+            if old_net and (want is None or old_net.ip != want.ip):
+                cmds.append(f"address del {old_net.ip}/32 dev ens10")
+            if old_net and (want is None or old_net.ip_range != want.ip_range
+                            or old_net.gateway != want.gateway):
+                cmds.append(f"route del {old_net.ip_range} dev ens10")
+            if want:
+                cmds += [f"address replace {want.ip}/32 dev ens10",
+                         f"route replace {want.ip_range} via {want.gateway} dev ens10 onlink"]
+                applied[name] = want.__dict__
+            else:
+                applied.pop(name, None)
+            _batch(ns, cmds)
+            moves.append(f"{ns} ens10: {old_net} -> {want}")
+        _save_applied(p, applied)
+        if moves:
+            p.logs.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+            with open(p.sdn_log, "a") as fh:
+                fh.writelines(f"{stamp} {m}\n" for m in moves)
+
+
+def _load_applied(p: labstate.LabPaths) -> dict[str, dict[str, str]]:
+    try:
+        data: dict[str, dict[str, str]] = json.loads(p.sdn_applied.read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_applied(p: labstate.LabPaths, applied: dict[str, dict[str, str]]) -> None:
+    tmp = p.sdn_applied.with_suffix(".tmp")
+    tmp.write_text(json.dumps(applied, indent=1, sort_keys=True))
+    tmp.replace(p.sdn_applied)
+
+
+def apply_from_file(*, only_host: str | None = None) -> None:
+    """Re-apply the persisted API state (after `up` or a host reboot)."""
+    p = labstate.paths()
+    state = json.loads(p.cloud_state.read_text()) if p.cloud_state.exists() else {}
+    apply_state(state, only_host=only_host)
+
+
+def forget_host(name: str) -> None:
+    """A rebooted host lost its runtime addresses: drop its entry so the next apply re-adds them."""
+    p = labstate.paths()
+    with _locked(p):
+        applied = _load_applied(p)
+        applied.pop(name, None)
+        _save_applied(p, applied)

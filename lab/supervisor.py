@@ -1,0 +1,160 @@
+"""Root-namespace supervisor of the lab hosts: boots every host's init and boots it again after it exits.
+
+Why: a reboot inside a host (`reboot`, `halt`, Heartbeat's `reboot -nf`, `kill` of the init ...) can only end
+that host's PID namespace. The supervisor turns that into a reboot like a cloud server's: the host's network
+namespace stays (its NIC), runtime addresses are reset, the API's routing is applied again, and a new
+PID/UTS/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts every host
+down (SIGTERM to each init: stop services, end processes; SIGKILL after a timeout) and exits.
+
+Run: python -m lab.supervisor --config <state>/lab-config.json   (started and recorded by `inv lab.up`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import labstate, netns, sdn, topology
+
+HOSTINIT = Path(__file__).with_name("hostinit.py")
+STOP_TIMEOUT = 25.0
+
+_stopping = threading.Event()
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervisor: {msg}", flush=True)
+
+
+def init_argv(cfg_path: Path, name: str) -> list[str]:
+    return [
+        "nsenter", f"--net=/run/netns/{topology.host_ns(name)}", "--",
+        "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--mount", "--propagation", "private",
+        "/usr/bin/python3", str(HOSTINIT), "--config", str(cfg_path), "--host", name,
+    ]
+
+
+def _child_of(pid: int, timeout: float = 5.0) -> int | None:
+    """unshare --fork's child = the host init (PID 1 inside)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return None
+        if kids:
+            return int(kids[0])
+        time.sleep(0.01)
+    return None
+
+
+class HostRunner(threading.Thread):
+    def __init__(self, cfg_path: Path, topo: topology.Topology, name: str) -> None:
+        super().__init__(name=f"host-{name}", daemon=True)
+        self.cfg_path, self.topo, self.host = cfg_path, topo, name
+        self.paths = labstate.paths()
+        self.init: labstate.ProcRef | None = None
+        self.boots = 0
+
+    def run(self) -> None:
+        recent: list[float] = []
+        while not _stopping.is_set():
+            now = time.monotonic()
+            recent = [t for t in recent if now - t < 30] + [now]
+            if len(recent) > 5:
+                log(f"{self.host}: boot loop (5 boots in 30 s); waiting 10 s")
+                if _stopping.wait(10):
+                    break
+            if self.boots:
+                self.reset_network()
+            self.boot_once()
+        log(f"{self.host}: stopped")
+
+    def reset_network(self) -> None:
+        try:
+            netns.reset_host_network(self.topo, self.host)
+            sdn.forget_host(self.host)
+            sdn.apply_from_file(only_host=self.host)
+        except Exception as e:  # keep booting even if the network reset failed
+            log(f"{self.host}: network reset failed: {e}")
+
+    def boot_once(self) -> None:
+        self.boots += 1
+        logf = open(self.paths.logs / f"{self.host}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            init_argv(self.cfg_path, self.host), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            close_fds=True, start_new_session=True, env=netns.HOST_ENV,
+        )
+        logf.close()
+        pid = _child_of(proc.pid)
+        if pid is not None:
+            try:
+                self.init = labstate.ProcRef.of(f"init-{self.host}", pid)
+                f = self.paths.init_pid_file(self.host)
+                f.write_text(f"{pid} {self.init.start} {self.boots}\n")
+            except ProcessLookupError:
+                self.init = None
+        log(f"{self.host}: boot {self.boots}, init pid {pid}")
+        if _stopping.is_set():
+            self.stop_init()
+        rc = proc.wait()
+        self.paths.init_pid_file(self.host).unlink(missing_ok=True)
+        self.init = None
+        if not _stopping.is_set():
+            log(f"{self.host}: init exited ({rc}); rebooting")
+            time.sleep(0.2)
+
+    def stop_init(self) -> None:
+        init = self.init
+        if init is None:
+            return
+        init.signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while init.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if init.alive():
+            log(f"{self.host}: init did not stop in {STOP_TIMEOUT}s; SIGKILL (ends its PID namespace)")
+            init.signal(signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.supervisor", description=__doc__)
+    ap.add_argument("--config", type=Path, required=True, help="lab-config.json written by lab.up")
+    args = ap.parse_args(argv)
+    cfg: dict[str, Any] = json.loads(args.config.read_text())
+    os.environ["RBLAB_STATE"] = cfg["state"]
+    topo = topology.load(Path(cfg["inventory"]))
+    runners = [HostRunner(args.config, topo, name) for name in topo.names]
+
+    def on_term(signum: int, _frame: object) -> None:
+        _stopping.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    for r in runners:
+        r.start()
+    log(f"running {len(runners)} hosts")
+    while not _stopping.wait(0.5):
+        pass
+    log("stopping hosts")
+    stoppers = [threading.Thread(target=r.stop_init) for r in runners]
+    for t in stoppers:
+        t.start()
+    for t in stoppers:
+        t.join()
+    for r in runners:
+        r.join(timeout=STOP_TIMEOUT + 5)
+    log("all hosts down")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
