@@ -18,10 +18,10 @@ from .remote import Host, HostUnreachable
 
 # HAProxy's runtime API through python3 (always on Debian): no socat needed on the LBs.
 SHOW_STAT = (
-    "python3 -c \"import socket;s=socket.socket(socket.AF_UNIX);"
+    'python3 -c "import socket;s=socket.socket(socket.AF_UNIX);'
     "s.connect('/run/haproxy/admin.sock');s.sendall(b'show stat\\n');"
     "import sys;b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
-    "sys.stdout.write(b.decode())\""
+    'sys.stdout.write(b.decode())"'
 )
 
 
@@ -60,7 +60,12 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
     backends = parse_stat(stat)
     hb_state = "running" if "hb-running" in hb else (hb.split() or ["?"])[0]
     return LbNode(
-        host.name, True, hb_state, vip in priv, fip in pub, (hap.split() or ["?"])[0],
+        host.name,
+        True,
+        hb_state,
+        vip in priv,
+        fip in pub,
+        (hap.split() or ["?"])[0],
         tuple(backends),
     )
 
@@ -86,8 +91,10 @@ def cloud_holders(inv: Inventory, client: Any) -> tuple[str, str]:
     for lb in inv.hosts_with_role("lb"):
         srv = client.servers.get_by_name(lb.name)
         for pn in (srv.private_net if srv else []) or []:
-            if net is not None and pn.network.id == net.id and str(inv.load_balancer.vip) in (
-                pn.alias_ips or []
+            if (
+                net is not None
+                and pn.network.id == net.id
+                and str(inv.load_balancer.vip) in (pn.alias_ips or [])
             ):
                 vip_holder = lb.name
     fip = client.floating_ips.get_by_name(inv.load_balancer.floating_ip.name)

@@ -83,8 +83,9 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
     inv = common.load(c, ui)
     common.register_secrets(inv, ui)
     names = [h.name for h in inv.hosts_with_role("lb")]
-    hosts = connect_all(inv, names, dry_run=True, accept_new_host_keys=accept_new_host_keys,
-                        log=ui.command)
+    hosts = connect_all(
+        inv, names, dry_run=True, accept_new_host_keys=accept_new_host_keys, log=ui.command
+    )
     try:
         nodes = collect(inv, hosts)
     finally:
@@ -105,17 +106,32 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
             rows.append((n.name, "UNREACHABLE", "", "", "", n.error))
             continue
         up = sum(1 for _, st in n.backends if st.startswith("UP"))
-        rows.append((n.name, n.heartbeat, "yes" if n.holds_vip else "no",
-                     "yes" if n.holds_fip else "no", n.haproxy, f"{up}/{len(n.backends)} UP"))
-    ui.table("load balancers", ["node", "heartbeat", "VIP here", "floating IP here",
-                                "haproxy", "backends"], rows)
+        rows.append(
+            (
+                n.name,
+                n.heartbeat,
+                "yes" if n.holds_vip else "no",
+                "yes" if n.holds_fip else "no",
+                n.haproxy,
+                f"{up}/{len(n.backends)} UP",
+            )
+        )
+    ui.table(
+        "load balancers",
+        ["node", "heartbeat", "VIP here", "floating IP here", "haproxy", "backends"],
+        rows,
+    )
     for n in nodes:
         if n.backends:
             ui.table(f"{n.name} backends", ["server", "status"], n.backends)
-    ui.table("cloud API", ["what", "routed to"], [
-        (f"VIP {inv.load_balancer.vip}", api_vip),
-        (f"floating IP {inv.load_balancer.floating_ip.address}", api_fip),
-    ])
+    ui.table(
+        "cloud API",
+        ["what", "routed to"],
+        [
+            (f"VIP {inv.load_balancer.vip}", api_vip),
+            (f"floating IP {inv.load_balancer.floating_ip.address}", api_fip),
+        ],
+    )
     local_vip = [n.name for n in nodes if n.holds_vip]
     problems = [f"{n.name} unreachable" for n in nodes if not n.reachable]
     if len(local_vip) != 1:
@@ -135,11 +151,58 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
 @task(
     name="failover-drill",
     help={
-        "mode": "How to fail the holder: stop (heartbeat stop), kill, linkdown (lab only).",
-        "yes": "Confirm the drill's checkpoints automatically.",
-        "seconds": "How long to probe after the failure (seconds).",
+        "mode": "How to fail the VIP holder: stop (graceful heartbeat stop), kill (SIGKILL "
+        "heartbeat), linkdown (both interfaces down for half the probe time; restores itself).",
+        "yes": "Confirm the drill's checkpoint automatically.",
+        "seconds": "How long to probe after the failure (seconds, default 15).",
+        "probe_host": "Host that runs the probe (default: the first control plane).",
+        "verbose": "Show the commands run (secrets masked).",
+        "accept_new_host_keys": STEP_HELP["accept_new_host_keys"],
     },
 )
-def failover_drill(c: Context, mode: str = "stop", yes: bool = False, seconds: int = 15) -> None:
+def failover_drill(
+    c: Context,
+    mode: str = "stop",
+    yes: bool = False,
+    seconds: int = 15,
+    probe_host: str = "",
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
     """Guided drill: fail the VIP holder, measure the outage on VIP:6443 and the floating IP."""
-    not_built("lb.failover-drill", "issue 4")()
+    from invoke.exceptions import Exit
+
+    from ..console import CheckpointDeclined, NeedsPerson
+    from ..drill import MODES, DrillError, run_drill
+    from ..remote import connect_all
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    inv = common.load(c, ui)
+    common.register_secrets(inv, ui)
+    if mode not in MODES:
+        raise common.fail_input(ui, [f"--mode: {mode!r} is not one of {', '.join(MODES)}"])
+    if not 3 <= seconds <= 600:
+        raise common.fail_input(ui, [f"--seconds: {seconds} is outside 3..600"])
+    prober = probe_host or inv.first_control_plane.name
+    common.hosts_for(inv, ui, [prober], roles=["control-plane", "worker"], task="failover-drill")
+    names = [h.name for h in inv.hosts_with_role("lb")]
+    hosts = connect_all(
+        inv,
+        [*names, prober],
+        dry_run=False,
+        accept_new_host_keys=accept_new_host_keys,
+        log=ui.command,
+    )
+    try:
+        run_drill(
+            inv, {n: hosts[n] for n in names}, hosts[prober], ui, mode=mode, seconds=float(seconds)
+        )
+    except (CheckpointDeclined, NeedsPerson) as exc:
+        ui.error(str(exc))
+        raise Exit(code=common.EXIT_CHECKPOINT) from None
+    except DrillError as exc:
+        ui.error(str(exc))
+        raise Exit(code=common.EXIT_FAILED) from None
+    finally:
+        for h in hosts.values():
+            h.close()

@@ -1,0 +1,167 @@
+"""`inv lb.failover-drill`: fail the VIP holder, measure the outage a client sees, restore.
+
+The probe runs on a non-LB host of the cluster (it reaches the private VIP and, over the public
+network, the floating IP), opening a new TCP connection to each every 100 ms. The post's version
+of this drill is "shut the primary down and count lost pings" (~5).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .console import Ui
+from .inventory import Inventory
+from .lbstatus import LbNode, collect
+from .remote import Host
+
+FILES = Path(__file__).resolve().parent.parent / "files"
+PROBE_PATH = "/usr/local/lib/runbook/tcp-probe"
+PROBE_OUT = "/run/runbook-drill.json"
+HB_PID = "/var/run/heartbeat.pid"
+MODES = ("stop", "kill", "linkdown")
+
+
+class DrillError(RuntimeError):
+    """The pair is not in a state where a drill makes sense."""
+
+
+@dataclass(frozen=True)
+class DrillResult:
+    mode: str
+    failed_node: str
+    holder_after: str
+    targets: dict[str, Any] = field(default_factory=dict)
+
+    def outage(self, target: str) -> float:
+        return float(self.targets.get(target, {}).get("longest_outage_s", -1))
+
+
+def holder_of(nodes: list[LbNode]) -> str:
+    holders = [n.name for n in nodes if n.reachable and n.holds_vip]
+    if len(holders) != 1:
+        raise DrillError(
+            f"expected exactly one LB holding the VIP, found {holders or 'none'}: "
+            "run `inv lb.status` and `inv lb.setup` first"
+        )
+    return holders[0]
+
+
+def fail_command(inv: Inventory, mode: str, seconds: float) -> str:
+    """What the drill runs on the holder; linkdown restores itself (SSH goes down with it)."""
+    lb = inv.load_balancer
+    if mode == "stop":
+        return "systemctl stop heartbeat"
+    if mode == "kill":
+        return f'kill -9 "$(cat {HB_PID})"'
+    if mode == "linkdown":
+        priv, pub = shlex.quote(lb.interface), shlex.quote(lb.public_interface)
+        down = max(1.0, seconds / 2)
+        script = (
+            f"ip route save table main > /run/runbook-routes; "
+            f"ip link set {priv} down; ip link set {pub} down; sleep {down:.1f}; "
+            f"ip link set {pub} up; ip link set {priv} up; sleep 0.2; "
+            "ip route restore < /run/runbook-routes 2>/dev/null; rm -f /run/runbook-routes"
+        )
+        return f"nohup sh -c {shlex.quote(script)} >/dev/null 2>&1 </dev/null &"
+    raise DrillError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+
+
+def restore_command(mode: str) -> str:
+    if mode == "stop":
+        return "systemctl start heartbeat"
+    if mode == "kill":
+        return "systemctl restart heartbeat"
+    return "true"  # linkdown restores itself
+
+
+def run_drill(
+    inv: Inventory,
+    lbs: Mapping[str, Host],
+    probe_host: Host,
+    ui: Ui,
+    *,
+    mode: str,
+    seconds: float,
+) -> DrillResult:
+    """Checkpoint → probe → fail → wait → restore → report."""
+    if mode not in MODES:
+        raise DrillError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    holder = holder_of(collect(inv, lbs))
+    lb = inv.load_balancer
+    vip_t = f"{lb.vip}:6443"
+    fip_t = f"{lb.floating_ip.address}:6443"
+    ui.checkpoint(
+        f"Fail {holder} ({mode}) now? The VIP {lb.vip} and the floating IP "
+        f"{lb.floating_ip.address} should move to the peer; {probe_host.name} probes both for "
+        f"{seconds:.0f} s."
+    )
+    probe_host.write_file(PROBE_PATH, (FILES / "tcp-probe").read_bytes(), mode=0o755, backup=False)
+    args = " ".join(f"--target {shlex.quote(t)}" for t in (vip_t, fip_t))
+    probe_host.run(
+        f"rm -f {PROBE_OUT}; nohup {PROBE_PATH} {args} --duration {seconds:.1f} "
+        f"> {PROBE_OUT}.tmp 2>&1 </dev/null && mv {PROBE_OUT}.tmp {PROBE_OUT} &"
+    )
+    time.sleep(1.5)  # a baseline before the failure
+    ui.print(f"failing {holder}: {mode}")
+    lbs[holder].run(fail_command(inv, mode, seconds))
+    with ui.wait(f"probing {vip_t} and {fip_t}", seconds) as bar:
+        task = bar.add_task("probe", total=seconds)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.5)
+            bar.update(task, completed=seconds - (end - time.monotonic()))
+    data = _read_probe(probe_host, timeout=15)
+    if mode == "linkdown":
+        _wait_back(lbs[holder], timeout=seconds + 30)
+    lbs[holder].run(restore_command(mode))
+    time.sleep(1)
+    after = collect(inv, lbs)
+    now = [n.name for n in after if n.holds_vip]
+    res = DrillResult(mode, holder, ",".join(now) or "none", data.get("targets", {}))
+    deadtime = lb.heartbeat.deadtime
+    ui.table(
+        f"failover drill: {mode} on {holder}",
+        ["target", "longest outage", "failed/attempts", f"target ≤ {deadtime + 1} s"],
+        [
+            (
+                t,
+                f"{res.outage(t):.2f} s",
+                f"{v['failures']}/{v['attempts']}",
+                "yes" if res.outage(t) <= deadtime + 1 else "NO",
+            )
+            for t, v in res.targets.items()
+        ],
+    )
+    ui.print(f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(mode)})")
+    return res
+
+
+def _read_probe(host: Host, *, timeout: float) -> dict[str, Any]:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        raw = host.read_file(PROBE_OUT)
+        if raw:
+            return dict(json.loads(raw))
+        time.sleep(0.5)
+    raise DrillError(f"{host.name}: the probe produced no result in {PROBE_OUT}")
+
+
+def _wait_back(host: Host, *, timeout: float) -> None:
+    from .remote import HostUnreachable
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            host.close()
+            if host.query("true", ok_codes=None).exited == 0:
+                return
+        except HostUnreachable:
+            pass
+        time.sleep(1)
+    raise DrillError(f"{host.name}: not reachable {timeout:.0f} s after the link test")
