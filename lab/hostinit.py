@@ -249,7 +249,7 @@ class Init:
                 return
             if self.sshd is not None and pid == self.sshd.pid:
                 self.sshd.returncode = os.waitstatus_to_exitcode(status)
-                log(f"sshd exited ({self.sshd.returncode}); respawning")
+                log(f"sshd exited ({self.sshd.returncode})")
                 self.sshd = None
 
     def boot(self) -> None:

@@ -207,8 +207,11 @@ class Units:
         for t in self.timers.values():
             if now < t.next_due:
                 continue
-            log(f"timer {t.name}: start {t.service}")
-            systemctl("start", t.service, timeout=300)
+            # the replacement keeps a finished oneshot "active" and will not start it again: restart it
+            oneshot = last(read_unit(t.service), "Service", "Type", "simple") == "oneshot"
+            verb = "restart" if oneshot else "start"
+            log(f"timer {t.name}: {verb} {t.service}")
+            systemctl(verb, t.service, timeout=300)
             done = time.time()
             nxt = []
             if t.on_active is not None:

@@ -9,10 +9,15 @@ namespaces, so no lab address or route ever exists in the root namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab import labstate
 from lab.topology import (
@@ -165,12 +170,46 @@ def host_exec(
     )
 
 
-def host_spawn(name: str, argv: Sequence[str], **kw: object) -> subprocess.Popen[bytes]:
-    """Start `argv` on a host in the background (caller owns the Popen; it ends with the host)."""
-    return subprocess.Popen(host_argv(name, argv), env=HOST_ENV, close_fds=True, **kw)  # type: ignore[call-overload]
+@dataclass
+class HostProc:
+    """A background process on a lab host: `nsenter` (root ns) and the command it forked (host PID ns)."""
+
+    popen: subprocess.Popen[bytes]
+    pid: int | None  # root-namespace PID of the command itself
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the command (nsenter does not forward signals), then reap nsenter."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            self.popen.kill()
+            self.popen.wait()
 
 
-def ns_exec(ns: str, argv: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+def host_spawn(name: str, argv: Sequence[str], **kw: Any) -> HostProc:
+    """Start `argv` on a host in the background; it also ends when the host reboots or the lab goes down."""
+    popen = subprocess.Popen(host_argv(name, argv), env=HOST_ENV, close_fds=True, **kw)
+    pid = None
+    for _ in range(200):
+        try:
+            kids = Path(f"/proc/{popen.pid}/task/{popen.pid}/children").read_text().split()
+        except OSError:
+            break
+        if kids:
+            pid = int(kids[0])
+            break
+        time.sleep(0.01)
+    return HostProc(popen, pid)
+
+
+def ns_exec(ns: str, argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     """Run in a plain lab network namespace (rbl-client, rbl-op, rbl-router ...)."""
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], text=True, capture_output=True,
-                          env={**os.environ}, **kw)  # type: ignore[call-overload]
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], text=True, capture_output=True, **kw)

@@ -173,7 +173,8 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
             else:
                 applied.pop(name, None)
             _batch(ns, cmds)
-            moves.append(f"{ns} ens10: {old_net} -> {want}")
+            if want != old_net:
+                moves.append(f"{ns} ens10: {old_net} -> {want}")
         _save_applied(p, applied)
         if moves:
             p.logs.mkdir(parents=True, exist_ok=True)

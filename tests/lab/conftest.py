@@ -1,0 +1,37 @@
+"""Lab tests: one lab per session (own state dir), built by `lab.up` and removed by `lab.down`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+TEST_STATE = Path(os.environ.get("RBLAB_TEST_STATE", "/var/lib/rblab-test"))
+
+
+@pytest.fixture(scope="session")
+def lab_up() -> Iterator[dict[str, float]]:
+    """Bring the lab up once (fresh host layers, cached apt debs kept) and down at the end."""
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root (network, mount and PID namespaces)")
+    os.environ["RBLAB_STATE"] = str(TEST_STATE)
+    from lab import control, netns
+
+    running = netns.lab_netns()
+    if running:
+        pytest.fail(f"another lab is running ({', '.join(running)}): `inv lab.down` it first")
+    for d in ("hosts", "run", "cloud-state.json", "lab-record.json", "logs"):
+        p = TEST_STATE / d
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    res = control.up()
+    timings = {"up": time.monotonic() - t0, "up_internal": res.seconds}
+    yield timings
+    control.down()
