@@ -1,0 +1,261 @@
+"""The load-balancer tier's files, rendered from the inventory (pure functions, no host access).
+
+The steps (prepare, lb, heartbeat, haproxy) install what these functions return; tests render
+them without any host. Everything the inventory holds comes from the inventory: addresses,
+interfaces, names, timings. Secrets (the Heartbeat key, the API token) are parameters, because
+they live on the hosts, never in ``hosts.yaml``; files holding them are marked ``secret`` so
+plans show that they change, never their content.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from runbook.inventory import API_PORT, HostSpec, Inventory
+from runbook.templates import render, source
+
+HA_CF_PATH = "/etc/ha.d/ha.cf"
+AUTHKEYS_PATH = "/etc/ha.d/authkeys"
+HARESOURCES_PATH = "/etc/ha.d/haresources"
+FAILOVER_SCRIPT_PATH = "/etc/ha.d/resource.d/hcloud-failover"
+FAILOVER_ENV_PATH = "/etc/hcloud-failover.env"
+REASSERT_SERVICE_PATH = "/etc/systemd/system/hcloud-reassert.service"
+REASSERT_TIMER_PATH = "/etc/systemd/system/hcloud-reassert.timer"
+WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
+WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
+HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
+HOSTS_PATH = "/etc/hosts"
+# for resources.File(validate=...): checked on the new content before it replaces the old one
+HAPROXY_VALIDATE = "haproxy -c -q -f %s"
+LOG_FACILITY = "local0"
+WATCHDOG_GRACE_S = 3  # haproxy down this long after one restart attempt → hb_standby
+WATCHDOG_INTERVAL_S = 1
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One file for a host: where, what, and with which owner/mode; ``secret``: mask in plans."""
+
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+    secret: bool = False
+
+
+# ----- helpers ------------------------------------------------------------------------------
+def lb_hosts(inv: Inventory) -> list[HostSpec]:
+    """The load balancers in inventory order (= Heartbeat's node order)."""
+    return inv.hosts_with_role("lb")
+
+
+def _lb(inv: Inventory, host_name: str) -> HostSpec:
+    host = inv.hosts.get(host_name)
+    if host is None or host.role != "lb":
+        raise ValueError(f"{host_name!r} is not a load balancer of the inventory")
+    return host
+
+
+def _public_ip(host: HostSpec) -> IPv4Address:
+    if host.public_ip is None:
+        raise ValueError(f"hosts.{host.name}.public_ip is required on lb hosts")
+    return host.public_ip
+
+
+def _peers(inv: Inventory, host_name: str) -> list[str]:
+    return [h.name for h in lb_hosts(inv) if h.name != host_name]
+
+
+def _check_secret(value: str, what: str) -> str:
+    """Refuse values that would break the file's syntax; the message never shows the value."""
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"the {what} must be non-empty, without whitespace or control characters")
+    return value
+
+
+def _common(inv: Inventory) -> dict[str, Any]:
+    return {"inventory_file": inv.path.name, "cluster": inv.cluster.name}
+
+
+# ----- Heartbeat ----------------------------------------------------------------------------
+def ha_cf(inv: Inventory) -> str:
+    """``/etc/ha.d/ha.cf``: identical on every LB (both paths list every LB; Heartbeat skips
+    its own address), ``auto_failback`` explicit, ``crm off``, syslog, no debug."""
+    lbs = lb_hosts(inv)
+    lb = inv.load_balancer
+    hb = lb.heartbeat
+    return render(
+        "ha.cf.j2",
+        **_common(inv),
+        logfacility=LOG_FACILITY,
+        keepalive=hb.keepalive,
+        warntime=hb.effective_warntime,
+        deadtime=hb.deadtime,
+        initdead=hb.effective_initdead,
+        udpport=hb.udpport,
+        interface=lb.interface,
+        public_interface=lb.public_interface,
+        private_ips=[str(h.private_ip) for h in lbs],
+        public_ips=[str(_public_ip(h)) for h in lbs],
+        auto_failback=hb.auto_failback,
+        nodes=[h.name.lower() for h in lbs],
+    )
+
+
+def authkeys(inv: Inventory, *, authkey: str) -> str:
+    """``/etc/ha.d/authkeys`` (mode 0600): one key, the inventory's digest method."""
+    return render(
+        "authkeys.j2",
+        method=inv.load_balancer.heartbeat.auth,
+        secret=_check_secret(authkey, "Heartbeat auth key"),
+    )
+
+
+def haresources(inv: Inventory) -> str:
+    """``/etc/ha.d/haresources``: the script before the addresses (see the template)."""
+    lb = inv.load_balancer
+    return render(
+        "haresources.j2",
+        primary=inv.primary.name.lower(),
+        vip=str(lb.vip),
+        interface=lb.interface,
+        floating_ip=str(lb.floating_ip.address),
+        public_interface=lb.public_interface,
+    )
+
+
+def failover_script() -> str:
+    """The resource script (static: all its settings come from the env file)."""
+    return source("hcloud-failover")
+
+
+def heartbeat_files(inv: Inventory, host_name: str, *, authkey: str) -> list[RenderedFile]:
+    """Everything Heartbeat reads on ``host_name``: ha.cf, authkeys, haresources, the script."""
+    _lb(inv, host_name)
+    return [
+        RenderedFile(HA_CF_PATH, ha_cf(inv)),
+        RenderedFile(AUTHKEYS_PATH, authkeys(inv, authkey=authkey), mode=0o600, secret=True),
+        RenderedFile(HARESOURCES_PATH, haresources(inv)),
+        RenderedFile(FAILOVER_SCRIPT_PATH, failover_script(), mode=0o755),
+    ]
+
+
+# ----- failover settings, re-assert timer, HAProxy watchdog ---------------------------------
+def failover_env(inv: Inventory, host_name: str, *, token: str) -> str:
+    """``/etc/hcloud-failover.env`` (root 0600): the script's settings, the token among them."""
+    _lb(inv, host_name)
+    hc = inv.hcloud
+    return render(
+        "hcloud-failover.env.j2",
+        token=_check_secret(token, "API token"),
+        endpoint=hc.lb_endpoint,
+        self_name=host_name,
+        peers=_peers(inv, host_name),
+        network=hc.network.name,
+        vip=str(inv.load_balancer.vip),
+        floating_ip=inv.load_balancer.floating_ip.name,
+        deadline=f"{hc.failover_deadline:g}",
+        timeout=f"{hc.timeout:g}",
+    )
+
+
+def failover_files(inv: Inventory, host_name: str, *, token: str) -> list[RenderedFile]:
+    """The env file and the re-assert service + timer (enable ``hcloud-reassert.timer``)."""
+    interval = inv.load_balancer.reassert_interval
+    return [
+        RenderedFile(
+            FAILOVER_ENV_PATH, failover_env(inv, host_name, token=token), mode=0o600, secret=True
+        ),
+        RenderedFile(
+            REASSERT_SERVICE_PATH,
+            render(
+                "hcloud-reassert.service.j2",
+                env_path=FAILOVER_ENV_PATH,
+                script_path=FAILOVER_SCRIPT_PATH,
+            ),
+        ),
+        RenderedFile(REASSERT_TIMER_PATH, render("hcloud-reassert.timer.j2", interval=interval)),
+    ]
+
+
+def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
+    """The HAProxy watchdog loop and its unit (enable ``haproxy-watchdog.service``)."""
+    _lb(inv, host_name)
+    unit = render(
+        "haproxy-watchdog.service.j2",
+        vip=str(inv.load_balancer.vip),
+        peers=_peers(inv, host_name),
+        grace=WATCHDOG_GRACE_S,
+        interval=WATCHDOG_INTERVAL_S,
+        script_path=WATCHDOG_PATH,
+    )
+    return [
+        RenderedFile(WATCHDOG_PATH, source("haproxy-watchdog"), mode=0o755),
+        RenderedFile(WATCHDOG_SERVICE_PATH, unit),
+    ]
+
+
+# ----- HAProxy ------------------------------------------------------------------------------
+def haproxy_context(inv: Inventory, host_name: str) -> dict[str, Any]:
+    """The values ``haproxy.cfg.j2`` needs (exposed for tests and ``inv lb.status``)."""
+    host = _lb(inv, host_name)
+    lb = inv.load_balancer
+    insecure = lb.insecure_api
+    return {
+        **_common(inv),
+        "vip": str(lb.vip),
+        "own_private_ip": str(host.private_ip),
+        "floating_ip": str(lb.floating_ip.address),
+        "network_range": str(inv.hcloud.network.ip_range),
+        # loopback always, so an empty allow-list still parses and admits only local tools
+        "public_allow": ["127.0.0.0/8", *(str(n) for n in lb.public_allow)],
+        "api_port": API_PORT,
+        "control_planes": [
+            {"name": h.name, "ip": str(h.private_ip)} for h in inv.hosts_with_role("control-plane")
+        ],
+        "insecure": {"role": insecure.role, "port": insecure.port} if insecure.enabled else None,
+    }
+
+
+def haproxy_cfg(inv: Inventory, host_name: str) -> str:
+    """``/etc/haproxy/haproxy.cfg`` for ``host_name`` (its own private IP is bound too)."""
+    return render("haproxy.cfg.j2", **haproxy_context(inv, host_name))
+
+
+def haproxy_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
+    """Install with ``validate=HAPROXY_VALIDATE``, then ``systemctl reload haproxy``."""
+    return [RenderedFile(HAPROXY_CFG_PATH, haproxy_cfg(inv, host_name))]
+
+
+# ----- /etc/hosts ---------------------------------------------------------------------------
+def hosts_file(inv: Inventory) -> str:
+    """``/etc/hosts`` for every host: each cluster host on its private IP (FQDN when its
+    address is a name, then the short name), and the API name on the VIP."""
+    lines: list[dict[str, Any]] = []
+    for host in inv.hosts.values():
+        names = [host.name]
+        if not _is_ip(host.address) and host.address.lower() != host.name:
+            names.insert(0, host.address.lower())
+        lines.append({"ip": str(host.private_ip), "names": names})
+    api_name = inv.kubernetes.api_dns_name
+    if api_name:
+        lines.append({"ip": str(inv.load_balancer.vip), "names": [api_name.lower().rstrip(".")]})
+    return render("hosts.j2", **_common(inv), lines=lines)
+
+
+def hosts_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
+    """The same ``/etc/hosts`` on every host (``host_name`` is checked to be in the inventory)."""
+    if host_name not in inv.hosts:
+        raise ValueError(f"{host_name!r} is not a host of the inventory")
+    return [RenderedFile(HOSTS_PATH, hosts_file(inv))]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True

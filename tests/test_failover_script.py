@@ -1,0 +1,415 @@
+"""The Heartbeat resource script `hcloud-failover` against the simulated Hetzner API.
+
+The script runs as Heartbeat runs it: `/usr/bin/python3 <script> <action>` in a subprocess, with
+the action as its only argument. Its env file is rendered by `lbfiles.failover_env` from the
+repository's inventory (endpoint and deadline pointed at the in-process fake API). Two test-only
+overrides are used: HCLOUD_FAILOVER_ENV (env file path) and HCLOUD_FAILOVER_HOLDS (whether this
+node holds the VIP locally); HCLOUD_FAILOVER_LOG_COPY captures the syslog lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.fakecloud.server import FakeCloud, Listener, Running, start
+from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
+from runbook import lbfiles
+from runbook.inventory import Inventory, load_inventory
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = "/usr/bin/python3"
+SELF, PEER = "k8slb02", "k8slb01"
+VIP, OTHER_ALIAS = "10.143.0.50", "10.143.0.60"
+DEADLINE = 4.0
+
+
+@dataclass
+class Rig:
+    """A fake cloud where the PEER holds the VIP (plus another alias) and the floating IP."""
+
+    cloud: FakeCloud
+    running: Running
+    token: str
+    inv: Inventory
+    tmp: Path
+    script: Path
+    env_file: Path
+    log_copy: Path
+
+    @property
+    def url(self) -> str:
+        host, port = self.running.addresses[0]
+        return f"http://{host}:{port}/v1"
+
+    def server(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.cloud.snapshot()["servers"] if s["name"] == name)
+
+    def aliases(self, name: str) -> list[str]:
+        return list(self.server(name)["private_net"][0]["alias_ips"])
+
+    def fip_server(self) -> int | None:
+        fip = self.cloud.snapshot()["floating_ips"][0]
+        return fip["server"]  # type: ignore[no-any-return]
+
+    def calls(self) -> list[dict[str, Any]]:
+        return self.cloud.calls.dump()
+
+    def run(
+        self, action: str, *, holds: bool | None = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HCLOUD_FAILOVER_ENV": str(self.env_file),
+            "HCLOUD_FAILOVER_LOCK": str(self.tmp / "failover.lock"),
+            "HCLOUD_FAILOVER_LOG_COPY": str(self.log_copy),
+        }
+        if holds is not None:
+            env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
+        return subprocess.run(
+            [PYTHON, str(self.script), action],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+def _inventory_for(url: str) -> Inventory:
+    inv = load_inventory(REPO / "hosts.yaml")
+    hcloud = inv.hcloud.model_copy(
+        update={"host_endpoint": url, "failover_deadline": DEADLINE, "timeout": 2.0}
+    )
+    return inv.model_copy(update={"hcloud": hcloud})
+
+
+def _act(cloud: FakeCloud, coll: str, rid: int, cmd: str, body: dict[str, Any]) -> None:
+    status, _ = cloud.resource_action(coll, rid, cmd, body)
+    assert status == 201
+    assert cloud.wait_idle(5)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    base = load_inventory(REPO / "hosts.yaml")
+    lbs = {h.name: h for h in base.hosts_with_role("lb")}
+    state = tmp_path / "cloud.json"
+    seed(
+        state,
+        servers=[SeedServer(n, str(h.public_ip)) for n, h in lbs.items()],
+        floating_ips=[SeedFloatingIP(base.load_balancer.floating_ip.name, "203.0.113.100")],
+    )
+    token = "canary-" + secrets.token_hex(20)
+    cloud = FakeCloud(state, token, action_seconds=0.05)
+    running = start(cloud, [Listener("127.0.0.1", 0)])
+    net = base.hcloud.network
+    _, body = cloud.create_network(
+        {
+            "name": net.name,
+            "ip_range": str(net.ip_range),
+            "subnets": [{"type": "cloud", "network_zone": net.zone, "ip_range": str(net.subnet)}],
+        }
+    )
+    nid = body["network"]["id"]
+    ids = {s["name"]: s["id"] for s in cloud.snapshot()["servers"]}
+    for name, host in lbs.items():
+        aliases = [VIP, OTHER_ALIAS] if name == PEER else []
+        _act(
+            cloud,
+            "servers",
+            ids[name],
+            "attach_to_network",
+            {"network": nid, "ip": str(host.private_ip), "alias_ips": aliases},
+        )
+    fip_id = cloud.snapshot()["floating_ips"][0]["id"]
+    _act(cloud, "floating_ips", fip_id, "assign", {"server": ids[PEER]})
+
+    url = f"http://{running.addresses[0][0]}:{running.addresses[0][1]}/v1"
+    inv = _inventory_for(url)
+    script = tmp_path / "hcloud-failover"
+    script.write_text(lbfiles.failover_script())
+    script.chmod(0o755)
+    env_file = tmp_path / "hcloud-failover.env"
+    env_file.touch(mode=0o600)
+    env_file.write_text(lbfiles.failover_env(inv, SELF, token=token))
+    os.chmod(env_file, 0o600)
+    r = Rig(cloud, running, token, inv, tmp_path, script, env_file, tmp_path / "syslog.txt")
+    yield r
+    running.stop()
+
+
+def _writes(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in calls if c["method"] != "GET"]
+
+
+def _assert_moved(rig: Rig) -> None:
+    assert VIP in rig.aliases(SELF)
+    assert rig.aliases(PEER) == [OTHER_ALIAS]  # VIP gone, the peer's other alias kept
+    assert rig.fip_server() == rig.server(SELF)["id"]
+
+
+def _assert_no_token(rig: Rig, *outputs: str) -> None:
+    for text in (*outputs, rig.log_copy.read_text() if rig.log_copy.exists() else ""):
+        assert rig.token not in text
+    assert rig.token not in rig.script.read_text()
+
+
+# ----- start / idempotence ------------------------------------------------------------------
+def test_start_moves_alias_and_floating_ip_keeping_other_aliases(rig: Rig) -> None:
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    writes = _writes(rig.calls())
+    peer_id, self_id = rig.server(PEER)["id"], rig.server(SELF)["id"]
+    paths = [c["path"] for c in writes]
+    assert f"/v1/servers/{peer_id}/actions/change_alias_ips" in paths
+    assert f"/v1/servers/{self_id}/actions/change_alias_ips" in paths
+    assert any(p.endswith("/actions/assign") for p in paths)
+    # the peer is cleared before this server gets the VIP
+    assert paths.index(f"/v1/servers/{peer_id}/actions/change_alias_ips") < paths.index(
+        f"/v1/servers/{self_id}/actions/change_alias_ips"
+    )
+    # ids were resolved by name
+    gets = [c["path"] for c in rig.calls() if c["method"] == "GET"]
+    assert f"/v1/servers?name={SELF}" in gets and f"/v1/servers?name={PEER}" in gets
+    assert any(p.startswith("/v1/networks?name=") for p in gets)
+    assert any(p.startswith("/v1/floating_ips?name=") for p in gets)
+    assert any(p.startswith("/v1/actions/") for p in gets)  # actions awaited
+    log = rig.log_copy.read_text()
+    assert "attempt 1" in log and "routed to k8slb02" in log
+    _assert_no_token(rig, res.stdout, res.stderr)
+
+
+def test_second_start_makes_no_api_writes(rig: Rig) -> None:
+    assert rig.run("start").returncode == 0
+    before = len(rig.calls())
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    after = rig.calls()[before:]
+    assert after, "the second start must read the state"
+    assert _writes(after) == []
+    assert "unchanged" in res.stderr
+    _assert_moved(rig)
+
+
+def test_start_when_floating_ip_already_here_only_moves_alias(rig: Rig) -> None:
+    _act(
+        rig.cloud,
+        "floating_ips",
+        rig.cloud.snapshot()["floating_ips"][0]["id"],
+        "assign",
+        {"server": rig.server(SELF)["id"]},
+    )
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    paths = [c["path"] for c in _writes(rig.calls())]
+    assert not any(p.endswith("/actions/assign") for p in paths)
+    assert len(paths) == 2  # alias off the peer, alias on self
+    _assert_moved(rig)
+
+
+# ----- stop / status / reassert -------------------------------------------------------------
+def test_stop_always_exits_zero(rig: Rig) -> None:
+    assert rig.run("stop").returncode == 0
+    assert rig.run("stop").returncode == 0  # already stopped
+    rig.env_file.unlink()
+    assert rig.run("stop").returncode == 0  # even unconfigured
+    assert _writes(rig.calls()) == []
+
+
+def test_status_is_judged_by_output(rig: Rig) -> None:
+    held = rig.run("status", holds=True)
+    assert held.stdout.strip() == "running" and held.returncode == 0
+    free = rig.run("status", holds=False)
+    assert free.stdout.strip() == "stopped"
+    # Heartbeat's ResourceManager treats any "OK" or "running" in the output as held
+    assert "OK" not in free.stdout and "unning" not in free.stdout
+    assert rig.calls() == []  # status never calls the API
+
+
+def test_status_without_override_asks_ip(rig: Rig) -> None:
+    """The real check: the VIP is not on any interface of this (test) machine."""
+    res = rig.run("status", holds=None)
+    assert res.stdout.strip() == "stopped"
+
+
+def test_reassert_does_nothing_when_vip_not_local(rig: Rig) -> None:
+    res = rig.run("reassert", holds=False)
+    assert res.returncode == 0
+    assert rig.calls() == []
+    assert VIP in rig.aliases(PEER)
+
+
+def test_reassert_on_holder_repairs_then_stays_read_only(rig: Rig) -> None:
+    res = rig.run("reassert", holds=True)
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    before = len(rig.calls())
+    assert rig.run("reassert", holds=True).returncode == 0
+    assert _writes(rig.calls()[before:]) == []
+
+
+def test_usage_error(rig: Rig) -> None:
+    res = rig.run("bogus")
+    assert res.returncode == 2 and "usage" in res.stderr
+
+
+# ----- faults -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("code", "count", "status"),
+    [
+        ("rate_limit_exceeded", 3, 429),
+        ("locked", 3, 423),
+        ("unavailable", 4, 503),
+        ("server_error", 2, 500),
+        ("conflict", 2, 409),
+    ],
+)
+def test_transient_errors_are_retried(rig: Rig, code: str, count: int, status: int) -> None:
+    rig.cloud.faults.configure(fail_next=count, code=code)
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    statuses = [c["status"] for c in rig.calls()]
+    # the log records calls as they finish, and the lookups run in parallel: count, not order
+    assert statuses.count(status) == count
+    log = rig.log_copy.read_text()
+    assert f"{status} {code}" in log and "retrying" in log
+    _assert_no_token(rig, res.stdout, res.stderr)
+
+
+def test_failed_action_starts_over(rig: Rig) -> None:
+    rig.cloud.faults.configure(fail_actions=1)
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    assert "starting over" in res.stderr
+    _assert_moved(rig)
+
+
+def test_real_lock_on_the_server_is_waited_for(rig: Rig) -> None:
+    """A running action on the peer makes the API answer 423 for a while."""
+    rig.cloud.action_seconds = 0.8
+    peer_id = rig.server(PEER)["id"]
+    status, _ = rig.cloud.resource_action(
+        "servers",
+        peer_id,
+        "change_alias_ips",
+        {"network": rig.server(PEER)["private_net"][0]["network"], "alias_ips": [VIP, OTHER_ALIAS]},
+    )
+    assert status == 201
+    rig.cloud.action_seconds = 0.05
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    assert 423 in [c["status"] for c in rig.calls()]
+    _assert_moved(rig)
+
+
+def test_short_outage_within_deadline_recovers(rig: Rig) -> None:
+    rig.cloud.faults.configure(outage=1.5, outage_mode="close")
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    assert None in [c["status"] for c in rig.calls()]
+    _assert_moved(rig)
+
+
+@pytest.mark.parametrize("mode", ["close", "hang", "503"])
+def test_api_down_past_deadline_fails_in_time(rig: Rig, mode: str) -> None:
+    rig.cloud.faults.configure(outage=60, outage_mode=mode)
+    t0 = time.monotonic()
+    res = rig.run("start")
+    took = time.monotonic() - t0
+    assert res.returncode != 0
+    assert DEADLINE - 0.5 <= took <= DEADLINE + 1.5, took
+    assert "deadline" in res.stderr
+    assert VIP in rig.aliases(PEER)  # nothing changed
+    _assert_no_token(rig, res.stdout, res.stderr)
+
+
+def test_latency_measured(rig: Rig) -> None:
+    """The API answering in 0.3 s: the whole start (resolve, move, await, verify) stays short."""
+    rig.cloud.faults.configure(latency=0.3)
+    t0 = time.monotonic()
+    res = rig.run("start")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    print(f"start with 0.3 s API latency: {took:.2f} s")
+    assert took < 3.5
+
+
+# ----- configuration safety -----------------------------------------------------------------
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_env_file_readable_by_others_is_refused(rig: Rig, mode: int) -> None:
+    os.chmod(rig.env_file, mode)
+    res = rig.run("start")
+    assert res.returncode == 6
+    assert "refusing" in res.stderr and "0600" in res.stderr
+    assert rig.calls() == []
+    _assert_no_token(rig, res.stdout, res.stderr)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another owner")
+def test_env_file_not_owned_by_root_is_refused(rig: Rig) -> None:
+    os.chown(rig.env_file, 65534, 65534)
+    res = rig.run("start")
+    assert res.returncode == 6 and "owned by root" in res.stderr
+    assert rig.calls() == []
+
+
+def test_env_file_symlink_is_refused(rig: Rig) -> None:
+    link = rig.tmp / "link.env"
+    link.symlink_to(rig.env_file)
+    rig.env_file = link
+    res = rig.run("start")
+    assert res.returncode == 6
+    assert rig.calls() == []
+
+
+def test_token_never_in_argv_output_or_log(rig: Rig) -> None:
+    """Sample every process's command line while a slow failover runs."""
+    rig.cloud.faults.configure(latency=0.2, fail_next=2, code="rate_limit_exceeded")
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    with contextlib.suppress(OSError):  # the process may be gone already
+                        seen.append(
+                            Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                        )
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        res = rig.run("start")
+    finally:
+        stop.set()
+        sampler.join()
+    assert res.returncode == 0
+    assert any(str(rig.script) in s for s in seen), "the sampler must have seen the script"
+    assert not [s for s in seen if rig.token in s]
+    _assert_no_token(rig, res.stdout, res.stderr)
+    assert rig.token in rig.env_file.read_text()  # the env file is the only place
+
+
+def test_env_file_render_refuses_bad_tokens(rig: Rig) -> None:
+    with pytest.raises(ValueError) as err:
+        lbfiles.failover_env(rig.inv, SELF, token="abc\nVIP=1.2.3.4")
+    assert "abc" not in str(err.value)
+    with pytest.raises(ValueError):
+        lbfiles.failover_env(rig.inv, SELF, token="")
