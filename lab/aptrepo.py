@@ -1,9 +1,13 @@
 """The lab's local apt repository (hosts have no other network).
 
-Why `--download-only`: hosts overlay the root filesystem, so their dpkg database starts as the machine's;
-apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy, heartbeat and their
-dependencies) without installing anything here. The debs are cached under the state dir (kept by `down`);
-the repo is a flat `deb [trusted=yes] file:/run/labrepo ./` with Packages(.gz) and a minimal Release (without
+Why `--download-only`: hosts overlay the root filesystem, so their dpkg database starts as the
+machine's;
+apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy, heartbeat and
+their
+dependencies) without installing anything here. The debs are cached under the state dir (kept by
+`down`);
+the repo is a flat `deb [trusted=yes] file:/run/labrepo ./` with Packages(.gz) and a minimal Release
+(without
 one apt probes Packages.xz/.bz2 and prints errors).
 """
 
@@ -51,10 +55,20 @@ def _cache_complete(cache: Path, pkgs: tuple[str, ...]) -> bool:
 
 
 def download(cache: Path, pkgs: tuple[str, ...]) -> None:
-    """apt-get --download-only into `cache` (package lists must exist: install-machine.sh updates them)."""
+    """apt-get --download-only into `cache` (package lists must exist: install-machine.sh updates
+    them)."""
     (cache / "partial").mkdir(parents=True, exist_ok=True)
-    argv = ["apt-get", "install", "--download-only", "--no-install-recommends", "-y", "-q",
-            "-o", f"Dir::Cache::archives={cache}", *pkgs]
+    argv = [
+        "apt-get",
+        "install",
+        "--download-only",
+        "--no-install-recommends",
+        "-y",
+        "-q",
+        "-o",
+        f"Dir::Cache::archives={cache}",
+        *pkgs,
+    ]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     r = subprocess.run(argv, text=True, capture_output=True, env=env)
     if r.returncode != 0 and "Unable to locate package" in r.stderr + r.stdout:
@@ -68,13 +82,25 @@ def download(cache: Path, pkgs: tuple[str, ...]) -> None:
 
 def index(repo: Path) -> None:
     """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
-    r = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=repo,
-                       text=True, capture_output=True, check=True)
+    r = subprocess.run(
+        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
+        cwd=repo,
+        text=True,
+        capture_output=True,
+        check=True,
+    )
     (repo / "Packages").write_text(r.stdout)
     with open(repo / "Packages", "rb") as src, gzip.open(repo / "Packages.gz", "wb", 9) as dst:
         shutil.copyfileobj(src, dst)
-    lines = ["Origin: rblab", "Label: rblab", "Suite: rblab", "Codename: rblab",
-             f"Date: {formatdate(usegmt=True)}", "Architectures: amd64 all", "SHA256:"]
+    lines = [
+        "Origin: rblab",
+        "Label: rblab",
+        "Suite: rblab",
+        "Codename: rblab",
+        f"Date: {formatdate(usegmt=True)}",
+        "Architectures: amd64 all",
+        "SHA256:",
+    ]
     for f in ("Packages", "Packages.gz"):
         data = (repo / f).read_bytes()
         lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
@@ -97,7 +123,9 @@ def build(cache: Path, repo: Path, pkgs: tuple[str, ...] | None = None) -> RepoR
         for old in repo.glob("*.deb"):
             old.unlink()
         for d in debs:
-            os.link(cache / d, repo / d) if _same_fs(cache, repo) else shutil.copy2(cache / d, repo / d)
+            os.link(cache / d, repo / d) if _same_fs(cache, repo) else shutil.copy2(
+                cache / d, repo / d
+            )
         index(repo)
         stamp.write_text(want)
     size = sum((cache / d).stat().st_size for d in debs)

@@ -1,7 +1,9 @@
 """Bring the lab up and down (the logic behind `inv lab.up/status/down`; tests call it directly).
 
-Why a record-driven design: `down` must remove exactly what `up` made and end only processes the lab started
-(recorded PID + start time). `up` is idempotent: with the lab running it changes nothing; after a crash it
+Why a record-driven design: `down` must remove exactly what `up` made and end only processes the lab
+started
+(recorded PID + start time). `up` is idempotent: with the lab running it changes nothing; after a
+crash it
 refuses with a message pointing at `inv lab.down` rather than guessing.
 """
 
@@ -25,8 +27,15 @@ from lab import aptrepo, hosttools, labstate, netns, sdn, topology
 from lab.labstate import DEFAULT_STATE, LabPaths, ProcRef, Record
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-NEEDED = ("/usr/sbin/sshd", "/usr/bin/nc", "/usr/bin/dpkg-scanpackages", "/usr/bin/nsenter",
-          "/usr/bin/unshare", "/usr/bin/python3", "/usr/bin/ssh-keygen")
+NEEDED = (
+    "/usr/sbin/sshd",
+    "/usr/bin/nc",
+    "/usr/bin/dpkg-scanpackages",
+    "/usr/bin/nsenter",
+    "/usr/bin/unshare",
+    "/usr/bin/python3",
+    "/usr/bin/ssh-keygen",
+)
 Progress = Callable[[str], None]
 
 
@@ -51,14 +60,18 @@ def require_root() -> None:
 def check_machine() -> None:
     missing = [p for p in NEEDED if not Path(p).exists()]
     if missing:
-        raise LabError(f"missing {', '.join(missing)}: run `sudo bash lab/install-machine.sh` first")
+        raise LabError(
+            f"missing {', '.join(missing)}: run `sudo bash lab/install-machine.sh` first"
+        )
 
 
 def running(p: LabPaths, topo: topology.Topology) -> bool:
     """The lab is complete and alive: supervisor, API, every netns and host init."""
     rec = Record.load(p.record)
-    procs_ok = all(rec.proc(n) is not None and rec.proc(n).alive()  # type: ignore[union-attr]
-                   for n in ("supervisor", "api"))
+    procs_ok = all(
+        rec.proc(n) is not None and rec.proc(n).alive()  # type: ignore[union-attr]
+        for n in ("supervisor", "api")
+    )
     nets_ok = all(netns.netns_exists(n) for n in rec.netns) and bool(rec.netns)
     return procs_ok and nets_ok and all(host_running(h) for h in topo.names)
 
@@ -77,8 +90,10 @@ def stale_reason(p: LabPaths) -> str | None:
     if rec.empty() and not leftovers:
         return None
     dead = [r.name for r in rec.procs if not r.alive()]
-    return (f"a previous lab is incomplete (netns: {', '.join(leftovers) or 'none'}; "
-            f"dead processes: {', '.join(dead) or 'none'})")
+    return (
+        f"a previous lab is incomplete (netns: {', '.join(leftovers) or 'none'}; "
+        f"dead processes: {', '.join(dead) or 'none'})"
+    )
 
 
 def ensure_files(p: LabPaths, topo: topology.Topology) -> None:
@@ -86,41 +101,77 @@ def ensure_files(p: LabPaths, topo: topology.Topology) -> None:
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(p.root, 0o711)
     if not p.key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "rblab-operator",
-                        "-f", str(p.key)], check=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "rblab-operator",
+                "-f",
+                str(p.key),
+            ],
+            check=True,
+        )
     if not p.token.exists():
         fd = os.open(p.token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32) + "\n")
     hosttools.write_tools(p.tools, p.key.with_suffix(".pub"))
-    cfg = {"state": str(p.root), "layers": str(p.layers), "repo": str(p.repo), "tools": str(p.tools),
-           "inventory": str(topo.inventory),
-           "hosts": {h.name: {"role": h.role, "private_ip": h.private_ip, "public_ip": h.public_ip}
-                     for h in topo.hosts},
-           "dropins": hosttools.DROPINS}
+    cfg = {
+        "state": str(p.root),
+        "layers": str(p.layers),
+        "repo": str(p.repo),
+        "tools": str(p.tools),
+        "inventory": str(topo.inventory),
+        "hosts": {
+            h.name: {"role": h.role, "private_ip": h.private_ip, "public_ip": h.public_ip}
+            for h in topo.hosts
+        },
+        "dropins": hosttools.DROPINS,
+    }
     p.host_config.write_text(json.dumps(cfg, indent=1))
 
 
 def seed_cloud(p: LabPaths, topo: topology.Topology) -> None:
     from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
 
-    seed(p.cloud_state,
-         servers=[SeedServer(h.name, h.public_ip, {"role": h.role, "lab": "rblab"}) for h in topo.hosts],
-         floating_ips=[SeedFloatingIP(topo.floating_ip_name, topo.floating_ip)])
+    seed(
+        p.cloud_state,
+        servers=[
+            SeedServer(h.name, h.public_ip, {"role": h.role, "lab": "rblab"}) for h in topo.hosts
+        ],
+        floating_ips=[SeedFloatingIP(topo.floating_ip_name, topo.floating_ip)],
+    )
 
 
-def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, close_fds=True,
-                                start_new_session=True, cwd=REPO_ROOT, env=env)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=fh,
+            close_fds=True,
+            start_new_session=True,
+            cwd=REPO_ROOT,
+            env=env,
+        )
 
 
 def _wait(what: str, ok: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ok():
         if time.monotonic() > deadline:
-            raise LabError(f"timed out after {timeout:.0f}s waiting for {what} (logs: "
-                           f"{labstate.paths().logs}); clean up with `inv lab.down`")
+            raise LabError(
+                f"timed out after {timeout:.0f}s waiting for {what} (logs: "
+                f"{labstate.paths().logs}); clean up with `inv lab.down`"
+            )
         time.sleep(0.1)
 
 
@@ -133,34 +184,57 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def start_api(p: LabPaths, rec: Record) -> None:
-    argv = [sys.executable, "-m", "lab.fakecloud", "serve", "--state", str(p.cloud_state),
-            "--token-file", str(p.token), "--listen", f"127.0.0.1:{topology.API_ADMIN_PORT}:admin",
-            "--listen", f"{topology.INET_NS}={topology.API_IP}:80", "--on-change", "lab.sdn:apply_state"]
+    argv = [
+        sys.executable,
+        "-m",
+        "lab.fakecloud",
+        "serve",
+        "--state",
+        str(p.cloud_state),
+        "--token-file",
+        str(p.token),
+        "--listen",
+        f"127.0.0.1:{topology.API_ADMIN_PORT}:admin",
+        "--listen",
+        f"{topology.INET_NS}={topology.API_IP}:80",
+        "--on-change",
+        "lab.sdn:apply_state",
+    ]
     env = {k: v for k, v in os.environ.items() if "TOKEN" not in k} | {"RBLAB_STATE": str(p.root)}
     proc = _spawn(argv, p.logs / "api.log", env)
     rec.add_proc(ProcRef.of("api", proc.pid))
     rec.save(p.record)
-    _wait("the API on 127.0.0.1:8780", lambda: proc.poll() is None and _port_open(
-        "127.0.0.1", topology.API_ADMIN_PORT), 20)
+    _wait(
+        "the API on 127.0.0.1:8780",
+        lambda: proc.poll() is None and _port_open("127.0.0.1", topology.API_ADMIN_PORT),
+        20,
+    )
 
 
 def start_supervisor(p: LabPaths, rec: Record) -> None:
     env = {k: v for k, v in os.environ.items() if "TOKEN" not in k} | {"RBLAB_STATE": str(p.root)}
-    proc = _spawn([sys.executable, "-m", "lab.supervisor", "--config", str(p.host_config)],
-                  p.logs / "supervisor.log", env)
+    proc = _spawn(
+        [sys.executable, "-m", "lab.supervisor", "--config", str(p.host_config)],
+        p.logs / "supervisor.log",
+        env,
+    )
     rec.add_proc(ProcRef.of("supervisor", proc.pid))
     rec.save(p.record)
 
 
 def sshd_listening(name: str) -> bool:
-    r = netns.run("ip", "netns", "exec", topology.host_ns(name), "ss", "-Hltn", "sport = :22",
-                  check=False)
+    r = netns.run(
+        "ip", "netns", "exec", topology.host_ns(name), "ss", "-Hltn", "sport = :22", check=False
+    )
     return bool(r.stdout.strip())
 
 
 def host_pubkey(p: LabPaths, name: str) -> str | None:
     f = p.host_layer(name) / "etc.upper/ssh/ssh_host_ed25519_key.pub"
-    return f.read_text().split()[:2] and " ".join(f.read_text().split()[:2]) if f.exists() else None
+    if not f.exists():
+        return None
+    parts = f.read_text().split()
+    return " ".join(parts[:2]) if len(parts) >= 2 else None
 
 
 def write_known_hosts(p: LabPaths, topo: topology.Topology) -> None:
@@ -173,7 +247,8 @@ def write_known_hosts(p: LabPaths, topo: topology.Topology) -> None:
 
 
 def write_inventory(p: LabPaths, topo: topology.Topology) -> Path:
-    """The inventory the runbook uses: lab/hosts.yaml, or a copy pointing at a non-default state dir."""
+    """The inventory the runbook uses: lab/hosts.yaml, or a copy pointing at a non-default state
+    dir."""
     if str(p.root) == DEFAULT_STATE:
         return topo.inventory
     data = yaml.safe_load(topo.inventory.read_text())
@@ -185,7 +260,8 @@ def write_inventory(p: LabPaths, topo: topology.Topology) -> Path:
 
 
 def _boot_ok(p: LabPaths, name: str) -> bool:
-    """True once the host's init runs; raises when it keeps failing (boot loop), with its log's tail."""
+    """True once the host's init runs; raises when it keeps failing (boot loop), with its log's
+    tail."""
     try:
         boots = int(p.init_pid_file(name).read_text().split()[2])
     except (OSError, ValueError, IndexError):
@@ -193,9 +269,20 @@ def _boot_ok(p: LabPaths, name: str) -> bool:
     if boots >= 3:
         log = p.logs / f"{name}.log"
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-8:]) if log.exists() else ""
-        raise LabError(f"host {name} does not boot (boot {boots}); {log}:\n{tail}\n"
-                       "clean up with `inv lab.down`")
+        raise LabError(
+            f"host {name} does not boot (boot {boots}); {log}:\n{tail}\n"
+            "clean up with `inv lab.down`"
+        )
     return host_running(name) and Path(p.host_layer(name) / "etc.upper/rblab/first-boot").exists()
+
+
+def _ready(p: LabPaths, name: str, *, sshd: bool) -> Callable[[], bool]:
+    def ok() -> bool:
+        if not _boot_ok(p, name):
+            return False
+        return not sshd or (sshd_listening(name) and host_pubkey(p, name) is not None)
+
+    return ok
 
 
 def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult:
@@ -226,9 +313,8 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
     start_supervisor(p, rec)
     for h in topo.names:
         progress(f"waiting for {h} (init, sshd)")
-        _wait(f"host {h} init", lambda h=h: _boot_ok(p, h), timeout)
-        _wait(f"host {h} sshd", lambda h=h: _boot_ok(p, h) and sshd_listening(h)  # type: ignore[misc]
-              and host_pubkey(p, h) is not None, timeout)
+        _wait(f"host {h} init", _ready(p, h, sshd=False), timeout)
+        _wait(f"host {h} sshd", _ready(p, h, sshd=True), timeout)
     write_known_hosts(p, topo)
     return UpResult(True, write_inventory(p, topo), api_url, time.monotonic() - t0, repo)
 
@@ -257,7 +343,9 @@ def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[s
         done.append(f"stopped API {api.pid}")
     progress("namespaces")
     for ns in sorted(set(rec.netns) | set(netns.lab_netns())):
-        for pid in netns.netns_pids(ns):  # started inside a lab namespace (e.g. a probe), never outside
+        for pid in netns.netns_pids(
+            ns
+        ):  # started inside a lab namespace (e.g. a probe), never outside
             try:
                 os.kill(pid, 9)
                 done.append(f"killed leftover pid {pid} in {ns}")

@@ -1,11 +1,17 @@
 #!/usr/bin/python3
-"""PID 1 of a lab host (its own PID, UTS and mount namespace). Stdlib only: runs with Debian's /usr/bin/python3.
+"""PID 1 of a lab host (its own PID, UTS and mount namespace). Stdlib only: runs with Debian's
+/usr/bin/python3.
 
-Why an init of our own: without systemd, something must (a) build the host's private filesystem view,
-(b) start sshd and the enabled units at boot, (c) run timers and honour Restart= (gaps of the systemctl
-replacement), (d) reap orphans, and (e) catch reboot/halt requests, which in a PID namespace reach only this
-process, and turn them into a clean host reboot. Exit codes: 0 after SIGTERM (lab shutdown), 100 reboot
-request. The supervisor in the root namespace starts it again on the same layers either way unless the lab
+Why an init of our own: without systemd, something must (a) build the host's private filesystem
+view,
+(b) start sshd and the enabled units at boot, (c) run timers and honour Restart= (gaps of the
+systemctl
+replacement), (d) reap orphans, and (e) catch reboot/halt requests, which in a PID namespace reach
+only this
+process, and turn them into a clean host reboot. Exit codes: 0 after SIGTERM (lab shutdown), 100
+reboot
+request. The supervisor in the root namespace starts it again on the same layers either way unless
+the lab
 is going down.
 
 Started as: nsenter --net=/run/netns/rbl-NAME unshare --pid --fork --mount-proc --uts --mount
@@ -15,6 +21,7 @@ Started as: nsenter --net=/run/netns/rbl-NAME unshare --pid --fork --mount-proc 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -28,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hostunits  # noqa: E402  (sibling module, stdlib only)
+import hostunits
 
 REBOOT_EXIT = 100
 REBOOT_SIGNALS: list[int] = [
@@ -40,7 +47,7 @@ REBOOT_SIGNALS: list[int] = [
     *(signal.SIGRTMIN + n for n in (3, 4, 5, 6)),  # systemd halt/poweroff/reboot/kexec
 ]
 OVERLAY_DIRS = ("etc", "usr", "opt", "var/lib", "var/cache", "var/log", "root", "home")
-POLICY_RC = "#!/bin/sh\n# rblab: package scripts start no services (hostinit starts enabled units)\nexit 101\n"
+POLICY_RC = "#!/bin/sh\n# rblab: package scripts start no services (hostinit does)\nexit 101\n"
 
 _request: str | None = None  # "reboot" | "shutdown" (set by signal handlers)
 
@@ -53,7 +60,9 @@ def log(msg: str) -> None:
 HOST = "?"
 
 
-def sh(*argv: str, check: bool = True, timeout: float | None = 120) -> subprocess.CompletedProcess[str]:
+def sh(
+    *argv: str, check: bool = True, timeout: float | None = 120
+) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(list(argv), text=True, capture_output=True, timeout=timeout, close_fds=True)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: rc {r.returncode}: {r.stderr.strip()}")
@@ -76,9 +85,12 @@ def on_signal(signum: int, _frame: Any) -> None:
 
 
 def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
-    """Private /run, then overlays whose upper dirs are reached through a bind mount of the host's layer
-    dir (the path under the state dir is hidden once /var/lib is overlaid), /tmp, sysfs of this netns."""
-    # copies of the machine's /run/netns/* bind mounts would keep other namespaces alive from in here
+    """Private /run, then overlays whose upper dirs are reached through a bind mount of the host's
+    layer
+    dir (the path under the state dir is hidden once /var/lib is overlaid), /tmp, sysfs of this
+    netns."""
+    # copies of the machine's /run/netns/* bind mounts would keep other namespaces alive from in
+    # here
     sh("umount", "-R", "-l", "/run/netns", check=False)
     sh("mount", "-t", "tmpfs", "-o", "mode=755,nosuid,nodev", "tmpfs", "/run")
     layer.mkdir(parents=True, exist_ok=True)
@@ -125,7 +137,8 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def first_boot(name: str) -> None:
-    """Once per host (marker in its /etc layer): forget what the shared root fs had enabled or generated."""
+    """Once per host (marker in its /etc layer): forget what the shared root fs had enabled or
+    generated."""
     marker = Path("/etc/rblab/first-boot")
     if marker.exists():
         return
@@ -135,8 +148,18 @@ def first_boot(name: str) -> None:
             link.unlink()
     for key in Path("/etc/ssh").glob("ssh_host_*"):
         key.unlink()
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}", "-f",
-       "/etc/ssh/ssh_host_ed25519_key")
+    sh(
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        f"root@{name}",
+        "-f",
+        "/etc/ssh/ssh_host_ed25519_key",
+    )
     Path("/etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -144,7 +167,6 @@ def first_boot(name: str) -> None:
 
 def configure(cfg: dict[str, Any], name: str) -> None:
     """Every boot: files that make this namespace look like a Hetzner server of the lab."""
-    me = cfg["hosts"][name]
     write_if_changed(Path("/etc/hostname"), name + "\n")
     lines = ["127.0.0.1 localhost", f"127.0.1.1 {name}", "::1 localhost ip6-localhost ip6-loopback"]
     lines += [f"{h['private_ip']} {n}" for n, h in cfg["hosts"].items()]
@@ -166,13 +188,14 @@ def configure(cfg: dict[str, Any], name: str) -> None:
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     pub = Path("/run/rblab/tools/lab_key.pub").read_text()
     write_if_changed(ssh_dir / "authorized_keys", pub, 0o600)
-    # systemctl replacement + reboot family (they would otherwise be systemd's, talking to no manager)
+    # systemctl replacement + reboot family (they would otherwise be systemd's, talking to no
+    # manager)
     tools = Path("/run/rblab/tools")
     lib = Path("/usr/lib/rblab")
     lib.mkdir(exist_ok=True)
-    for f in ("systemctl3.py", "journalctl3.py", "rblab-power"):
-        src = (tools / f).read_bytes()
-        dst = lib / f
+    for fname in ("systemctl3.py", "journalctl3.py", "rblab-power"):
+        src = (tools / fname).read_bytes()
+        dst = lib / fname
         if not dst.exists() or dst.read_bytes() != src:
             dst.write_bytes(src)
             os.chmod(dst, 0o755)
@@ -191,7 +214,8 @@ def configure(cfg: dict[str, Any], name: str) -> None:
 
 
 def apply_net_sysctls() -> None:
-    """Boot-time sysctl, restricted to net.* keys: those are per network namespace (this host's); every
+    """Boot-time sysctl, restricted to net.* keys: those are per network namespace (this host's);
+    every
     other key is machine-wide and must not be changed by a lab host."""
     files = [Path("/etc/sysctl.conf"), *sorted(Path("/etc/sysctl.d").glob("*.conf"))]
     for f in files:
@@ -211,11 +235,18 @@ def apply_net_sysctls() -> None:
 
 
 def tmpfiles() -> None:
-    """Create /run (and /var/lib, /var/log) entries of installed packages; never unrestricted (that would
+    """Create /run (and /var/lib, /var/log) entries of installed packages; never unrestricted (that
+    would
     write into paths shared with the machine)."""
     if shutil.which("systemd-tmpfiles"):
-        sh("systemd-tmpfiles", "--create", "--prefix=/run", "--prefix=/var/lib", "--prefix=/var/log",
-           check=False)
+        sh(
+            "systemd-tmpfiles",
+            "--create",
+            "--prefix=/run",
+            "--prefix=/var/lib",
+            "--prefix=/var/log",
+            check=False,
+        )
 
 
 class Init:
@@ -233,8 +264,12 @@ class Init:
             return  # crash loop: retry after the window
         logf = open("/var/log/rblab-sshd.log", "ab")  # noqa: SIM115 (child keeps it)
         self.sshd = subprocess.Popen(
-            ["/usr/sbin/sshd", "-D", "-e"], stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            close_fds=True, start_new_session=True,
+            ["/usr/sbin/sshd", "-D", "-e"],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            close_fds=True,
+            start_new_session=True,
         )
         logf.close()
         log(f"sshd started (pid {self.sshd.pid})")
@@ -276,13 +311,12 @@ class Init:
         return _request
 
     def shutdown(self) -> None:
-        """Stop services (bounded), then every process of the host (we are PID 1: kill(-1) spares us)."""
+        """Stop services (bounded), then every process of the host (we are PID 1: kill(-1) spares
+        us)."""
         self.units.stop_all()
         for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(-1, sig)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 self.reap()

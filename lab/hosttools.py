@@ -1,9 +1,13 @@
 """Files `lab.up` prepares in <state>/tools for hostinit to install into every host.
 
-Why: the systemctl replacement (docker-systemctl-replacement, EUPL-1.2, by Guido U. Draheim) is taken from the
-installed wheel at up time (pinned in pyproject's `lab` extra), not vendored; hosts get it unmodified as
-/usr/lib/rblab/systemctl3.py behind a small wrapper. The wrapper sends the power verbs (reboot, halt, poweroff)
-to the host's init, as systemd's systemctl would; the replacement itself has no `reboot` and its `halt`
+Why: the systemctl replacement (docker-systemctl-replacement, EUPL-1.2, by Guido U. Draheim) is
+taken from the
+installed wheel at up time (pinned in pyproject's `lab` extra), not vendored; hosts get it
+unmodified as
+/usr/lib/rblab/systemctl3.py behind a small wrapper. The wrapper sends the power verbs (reboot,
+halt, poweroff)
+to the host's init, as systemd's systemctl would; the replacement itself has no `reboot` and its
+`halt`
 signals PID 1 with SIGQUIT (also caught by hostinit).
 """
 
@@ -14,7 +18,8 @@ import shutil
 from pathlib import Path
 
 POWER = '''#!/usr/bin/python3
-"""rblab: reboot/halt/poweroff/shutdown of a lab host: ask the host's init (PID 1 of its PID namespace).
+"""rblab: reboot/halt/poweroff/shutdown of a lab host: ask the host's init (PID 1 of its PID
+namespace).
 hostinit stops services, ends every process of the host and the lab boots it again."""
 import os, signal, sys
 
@@ -39,7 +44,8 @@ sys.exit(0)
 '''
 
 SYSTEMCTL = '''#!/usr/bin/python3
-"""rblab: systemctl of a lab host = docker-systemctl-replacement (/usr/lib/rblab/systemctl3.py); the power
+"""rblab: systemctl of a lab host = docker-systemctl-replacement (/usr/lib/rblab/systemctl3.py); the
+power
 verbs go to the host init (/usr/lib/rblab/rblab-power)."""
 import os, sys
 
@@ -56,8 +62,10 @@ import os, sys
 os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/journalctl3.py", *sys.argv[1:]])
 '''
 
-# Lab-only drop-ins (named lab-*.conf): the replacement polls Type=notify in 1 s steps (~3 s per start);
-# forking with a PID file returns in ~0.7 s. It reads the FIRST value of a key: reset with an empty one first.
+# Lab-only drop-ins (named lab-*.conf): the replacement polls Type=notify in 1 s steps (~3 s per
+# start);
+# forking with a PID file returns in ~0.7 s. It reads the FIRST value of a key: reset with an empty
+# one first.
 DROPINS = {
     "haproxy.service.d/lab-forking.conf": (
         "# rblab: lab-only (docker-systemctl-replacement polls Type=notify slowly)\n"
@@ -71,7 +79,7 @@ def systemctl_package_dir() -> Path:
     spec = importlib.util.find_spec("systemctl2")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
-            "docker-systemctl-replacement is not installed (pip install '.[lab]'); lab hosts need it"
+            "docker-systemctl-replacement is missing (pip install '.[lab]'); lab hosts need it"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

@@ -1,7 +1,9 @@
 """Unit handling for the lab host init (stdlib only; runs inside a host with Debian's python3).
 
-Why: docker-systemctl-replacement starts/stops units on request but has no manager loop, so it has no
-`.timer` support and ignores `Restart=`. The host init closes those gaps here, reading the same unit files
+Why: docker-systemctl-replacement starts/stops units on request but has no manager loop, so it has
+no
+`.timer` support and ignores `Restart=`. The host init closes those gaps here, reading the same unit
+files
 (and drop-ins) so the runbook can ship normal systemd units and timers.
 """
 
@@ -19,10 +21,28 @@ WANTS = ("multi-user.target.wants", "default.target.wants")
 RESTART_ON_FAILURE = {"always", "on-failure", "on-abnormal", "on-abort", "on-watchdog"}
 _SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
 _UNITS = {
-    "": 1.0, "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 0.001, "msec": 0.001,
-    "us": 1e-6, "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0, "h": 3600.0, "hr": 3600.0,
-    "hour": 3600.0, "hours": 3600.0, "d": 86400.0, "day": 86400.0, "days": 86400.0, "w": 604800.0,
-    "week": 604800.0, "weeks": 604800.0,
+    "": 1.0,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "ms": 0.001,
+    "msec": 0.001,
+    "us": 1e-6,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": 86400.0,
+    "day": 86400.0,
+    "days": 86400.0,
+    "w": 604800.0,
+    "week": 604800.0,
+    "weeks": 604800.0,
 }
 _CALENDAR = {"minutely": 60.0, "hourly": 3600.0, "daily": 86400.0, "weekly": 604800.0}
 
@@ -46,7 +66,8 @@ def parse_span(text: str) -> float | None:
 
 
 def parse_calendar(text: str) -> float | None:
-    """The simple OnCalendar= forms as a period aligned to the wall clock: minutely/hourly/daily/weekly,
+    """The simple OnCalendar= forms as a period aligned to the wall clock:
+    minutely/hourly/daily/weekly,
     '*:0/N' (every N minutes), '*:*:0/N' (every N seconds). None for anything else."""
     t = text.strip().lower()
     if t in _CALENDAR:
@@ -72,7 +93,8 @@ def find_unit(name: str) -> Path | None:
 
 
 def read_unit(name: str) -> dict[str, dict[str, list[str]]]:
-    """Sections → key → values of a unit file plus its drop-ins (an empty value resets, as in systemd)."""
+    """Sections → key → values of a unit file plus its drop-ins (an empty value resets, as in
+    systemd)."""
     files: list[Path] = []
     main = find_unit(name)
     if main:
@@ -116,8 +138,12 @@ def last(unit: dict[str, dict[str, list[str]]], section: str, key: str, default:
 def systemctl(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            ["/usr/bin/systemctl", *args], text=True, capture_output=True, timeout=timeout,
-            close_fds=True, stdin=subprocess.DEVNULL,
+            ["/usr/bin/systemctl", *args],
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            close_fds=True,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         log(f"systemctl {' '.join(args)}: timed out after {timeout}s")
@@ -165,7 +191,7 @@ class Units:
         log(f"start {unit}: rc {r.returncode} ({time.monotonic() - t0:.1f}s)")
 
     def stop_all(self) -> None:
-        """Stop running enabled services (bounded per unit: the replacement's stop has no timeout)."""
+        """Stop running enabled services (bounded: the replacement's stop has no timeout)."""
         for unit in reversed(self.enabled_services()):
             if self.main_pid_alive(unit) is not False:
                 r = systemctl("stop", unit, timeout=15)
@@ -207,7 +233,8 @@ class Units:
         for t in self.timers.values():
             if now < t.next_due:
                 continue
-            # the replacement keeps a finished oneshot "active" and will not start it again: restart it
+            # the replacement keeps a finished oneshot "active" and will not start it again: restart
+            # it
             oneshot = last(read_unit(t.service), "Service", "Type", "simple") == "oneshot"
             verb = "restart" if oneshot else "start"
             log(f"timer {t.name}: {verb} {t.service}")
@@ -234,7 +261,7 @@ class Units:
         return pid_alive(int(m.group(1))) if m else None
 
     def restart_failed(self) -> None:
-        """Restart= for enabled services: a unit the replacement reports `failed` is started again."""
+        """Restart= for enabled services: a unit reported `failed` is started again."""
         now = time.monotonic()
         for unit in self.enabled_services():
             u = read_unit(unit)
@@ -251,4 +278,3 @@ class Units:
                 log(f"{unit} failed; Restart={policy}: starting again")
                 self.restart_after.pop(unit, None)
                 self.start(unit)
-

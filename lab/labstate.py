@@ -1,7 +1,9 @@
 """Where the lab keeps its state, and the record of what `lab.up` created (what `lab.down` removes).
 
-Why a record: `down` must remove exactly what `up` made and end only processes the lab started. Every
-process is recorded with its PID *and* its kernel start time, so a PID reused by an unrelated process after a
+Why a record: `down` must remove exactly what `up` made and end only processes the lab started.
+Every
+process is recorded with its PID *and* its kernel start time, so a PID reused by an unrelated
+process after a
 crash is never signalled.
 """
 
@@ -30,7 +32,7 @@ class LabPaths:
 
     @property
     def layers(self) -> Path:
-        """Per-host overlay upper/work dirs (kept across reboots and `down`, removed by `--purge`)."""
+        """Per-host overlay upper/work dirs (kept by reboots and `down`; `--purge` removes)."""
         return self.root / "hosts"
 
     @property
@@ -157,7 +159,7 @@ class ProcRef:
 
 @dataclass
 class Record:
-    """What a running lab consists of (mutable: built up while `up` runs, saved after every step)."""
+    """What a running lab consists of (mutable: built while `up` runs, saved per step)."""
 
     netns: list[str] = field(default_factory=list)
     procs: list[ProcRef] = field(default_factory=list)
@@ -176,7 +178,11 @@ class Record:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        data = {"netns": self.netns, "procs": [asdict(p) for p in self.procs], "started": self.started}
+        data = {
+            "netns": self.netns,
+            "procs": [asdict(p) for p in self.procs],
+            "started": self.started,
+        }
         tmp.write_text(json.dumps(data, indent=1))
         tmp.replace(path)
 

@@ -1,8 +1,12 @@
-"""TCP probe for failover measurements: a new connection every `interval` from inside a lab namespace.
+"""TCP probe for failover measurements: a new connection every `interval` from inside a lab
+namespace.
 
-Why new connections: a client of the VIP/floating IP sees a failover as refused or timed-out connects; each
-attempt records whether it connected and what the server said first (e.g. the answering host's name), so a
-test can tell *who* answered and for how long nobody did. The probe runs in a thread of this process that
+Why new connections: a client of the VIP/floating IP sees a failover as refused or timed-out
+connects; each
+attempt records whether it connected and what the server said first (e.g. the answering host's
+name), so a
+test can tell *who* answered and for how long nobody did. The probe runs in a thread of this process
+that
 switched its network namespace (setns) — no helper process, nothing in the root namespace's network.
 """
 
@@ -21,7 +25,8 @@ from lab.topology import CLIENT_NS, host_ns
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
-# A one-line TCP responder for lab hosts: answers every connection with its text (default: hostname).
+# A one-line TCP responder for lab hosts: answers every connection with its text (default:
+# hostname).
 RESPONDER = (
     "import socket,sys\n"
     "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
@@ -35,7 +40,8 @@ RESPONDER = (
 
 
 def responder_argv(port: int, text: str | None = None, bind: str = "0.0.0.0") -> list[str]:
-    """argv for `lab.netns.host_spawn`: a TCP server on a host that answers with `text` or its hostname."""
+    """argv for `lab.netns.host_spawn`: a TCP server on a host that answers with `text` or its
+    hostname."""
     return ["/usr/bin/python3", "-c", RESPONDER, bind, str(port), *([text] if text else [])]
 
 
@@ -121,7 +127,8 @@ def probe(
     timeout: float = 0.3,
     until: Callable[[ProbeResult], bool] | None = None,
 ) -> ProbeResult:
-    """Connect to address:port every `interval` s from `netns` (or lab host `host`), for `duration` s or
+    """Connect to address:port every `interval` s from `netns` (or lab host `host`), for `duration`
+    s or
     `count` attempts (whichever ends first), or until `until(result_so_far)` is true."""
     ns = host_ns(host) if host else netns
     attempts: list[Attempt] = []
@@ -154,10 +161,14 @@ def probe(
     return ProbeResult(target, tuple(attempts))
 
 
-def background_probe(address: str, port: int, **kw: object) -> tuple[threading.Thread, list[ProbeResult]]:
-    """Start `probe` in the background; join the thread, then read the single result from the list."""
+def background_probe(
+    address: str, port: int, **kw: object
+) -> tuple[threading.Thread, list[ProbeResult]]:
+    """Start `probe` in the background; join the thread, then read the result."""
     out: list[ProbeResult] = []
-    th = threading.Thread(target=lambda: out.append(probe(address, port, **kw)),  # type: ignore[arg-type]
-                          daemon=True)
+    th = threading.Thread(
+        target=lambda: out.append(probe(address, port, **kw)),  # type: ignore[arg-type]
+        daemon=True,
+    )
     th.start()
     return th, out

@@ -1,11 +1,14 @@
 """The lab's "software-defined network": routes follow the simulated Hetzner API's state.
 
-Why: on Hetzner, an alias IP or floating IP reaches a server only after the API assigned it there; moving the
-address on the host alone loses the traffic. `apply_state` is the fakecloud `on_change` hook (called after
+Why: on Hetzner, an alias IP or floating IP reaches a server only after the API assigned it there;
+moving the
+address on the host alone loses the traffic. `apply_state` is the fakecloud `on_change` hook (called
+after
 every completed mutation) and makes the lab route exactly what the state says:
 - router `rbl-router`: one /32 per attached server private IP and per alias IP → that server's link;
   the subnet gateways (.1) on its `lo` (so hosts' onlink gateway answers ARP);
-- each attached host: `ens10` holds its private /32 and routes the network's ip_range via the gateway
+- each attached host: `ens10` holds its private /32 and routes the network's ip_range via the
+gateway
   (onlink), as Hetzner's DHCP configures it — a server not attached gets neither and is not routed;
 - `rbl-inet`: a floating IP /32 → the link of the server it is assigned to.
 Idempotent and fast (a few `ip -batch` calls); every route move is logged with a timestamp.
@@ -93,8 +96,12 @@ def _ip_json(ns: str, *args: str) -> list[dict[str, Any]]:
 def _batch(ns: str, cmds: list[str]) -> None:
     if not cmds:
         return
-    r = subprocess.run(["ip", "-n", ns, "-force", "-batch", "-"], input="\n".join(cmds) + "\n",
-                       text=True, capture_output=True)
+    r = subprocess.run(
+        ["ip", "-n", ns, "-force", "-batch", "-"],
+        input="\n".join(cmds) + "\n",
+        text=True,
+        capture_output=True,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"sdn: ip -n {ns}: {r.stderr.strip()}")
 
@@ -109,7 +116,9 @@ def _host_routes(ns: str, prefix: str) -> dict[str, str]:
     return out
 
 
-def _sync_routes(ns: str, prefix: str, want: dict[str, str], keep: set[str], log: list[str]) -> None:
+def _sync_routes(
+    ns: str, prefix: str, want: dict[str, str], keep: set[str], log: list[str]
+) -> None:
     have = _host_routes(ns, prefix)
     cmds = []
     for dst, dev in sorted(want.items()):
@@ -134,7 +143,8 @@ def _locked(p: labstate.LabPaths) -> Iterator[None]:
 def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
     """Make the lab's routes match `state` (the fakecloud on_change hook). Idempotent.
 
-    `only_host`: after a host reboot, re-apply its private side even though the record says it is applied."""
+    `only_host`: after a host reboot, re-apply its private side even though the record says it is
+    applied."""
     p = labstate.paths()
     topo = topology.load()
     lab_hosts = set(topo.names)
@@ -142,10 +152,17 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
     moves: list[str] = []
     with _locked(p):
         if _ns_ok(ROUTER_NS):
-            have_gw = {a["local"] for i in _ip_json(ROUTER_NS, "-4", "addr", "show", "dev", "lo")
-                       for a in i.get("addr_info", []) if not a["local"].startswith("127.")}
-            _batch(ROUTER_NS, [f"address add {g}/32 dev lo" for g in sorted(d.gateways - have_gw)]
-                   + [f"address del {g}/32 dev lo" for g in sorted(have_gw - d.gateways)])
+            have_gw = {
+                a["local"]
+                for i in _ip_json(ROUTER_NS, "-4", "addr", "show", "dev", "lo")
+                for a in i.get("addr_info", [])
+                if not a["local"].startswith("127.")
+            }
+            _batch(
+                ROUTER_NS,
+                [f"address add {g}/32 dev lo" for g in sorted(d.gateways - have_gw)]
+                + [f"address del {g}/32 dev lo" for g in sorted(have_gw - d.gateways)],
+            )
             _sync_routes(ROUTER_NS, "r-", d.router, set(), moves)
         if _ns_ok(INET_NS):
             static = {h.public_ip for h in topo.hosts} | {topology.CLIENT_IP, topology.OP_IP}
@@ -163,12 +180,15 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
             cmds = []
             if old_net and (want is None or old_net.ip != want.ip):
                 cmds.append(f"address del {old_net.ip}/32 dev ens10")
-            if old_net and (want is None or old_net.ip_range != want.ip_range
-                            or old_net.gateway != want.gateway):
+            if old_net and (
+                want is None or old_net.ip_range != want.ip_range or old_net.gateway != want.gateway
+            ):
                 cmds.append(f"route del {old_net.ip_range} dev ens10")
             if want:
-                cmds += [f"address replace {want.ip}/32 dev ens10",
-                         f"route replace {want.ip_range} via {want.gateway} dev ens10 onlink"]
+                cmds += [
+                    f"address replace {want.ip}/32 dev ens10",
+                    f"route replace {want.ip_range} via {want.gateway} dev ens10 onlink",
+                ]
                 applied[name] = want.__dict__
             else:
                 applied.pop(name, None)

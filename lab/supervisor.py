@@ -1,12 +1,18 @@
-"""Root-namespace supervisor of the lab hosts: boots every host's init and boots it again after it exits.
+"""Root-namespace supervisor of the lab hosts: boots every host's init and boots it again after it
+exits.
 
-Why: a reboot inside a host (`reboot`, `halt`, Heartbeat's `reboot -nf`, `kill` of the init ...) can only end
-that host's PID namespace. The supervisor turns that into a reboot like a cloud server's: the host's network
-namespace stays (its NIC), runtime addresses are reset, the API's routing is applied again, and a new
-PID/UTS/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts every host
+Why: a reboot inside a host (`reboot`, `halt`, Heartbeat's `reboot -nf`, `kill` of the init ...) can
+only end
+that host's PID namespace. The supervisor turns that into a reboot like a cloud server's: the host's
+network
+namespace stays (its NIC), runtime addresses are reset, the API's routing is applied again, and a
+new
+PID/UTS/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts
+every host
 down (SIGTERM to each init: stop services, end processes; SIGKILL after a timeout) and exits.
 
-Run: python -m lab.supervisor --config <state>/lab-config.json   (started and recorded by `inv lab.up`)
+Run: python -m lab.supervisor --config <state>/lab-config.json   (started and recorded by `inv
+lab.up`)
 """
 
 from __future__ import annotations
@@ -36,9 +42,23 @@ def log(msg: str) -> None:
 
 def init_argv(cfg_path: Path, name: str) -> list[str]:
     return [
-        "nsenter", f"--net=/run/netns/{topology.host_ns(name)}", "--",
-        "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--mount", "--propagation", "private",
-        "/usr/bin/python3", str(HOSTINIT), "--config", str(cfg_path), "--host", name,
+        "nsenter",
+        f"--net=/run/netns/{topology.host_ns(name)}",
+        "--",
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--uts",
+        "--mount",
+        "--propagation",
+        "private",
+        "/usr/bin/python3",
+        str(HOSTINIT),
+        "--config",
+        str(cfg_path),
+        "--host",
+        name,
     ]
 
 
@@ -90,8 +110,13 @@ class HostRunner(threading.Thread):
         self.boots += 1
         logf = open(self.paths.logs / f"{self.host}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
-            init_argv(self.cfg_path, self.host), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-            close_fds=True, start_new_session=True, env=netns.HOST_ENV,
+            init_argv(self.cfg_path, self.host),
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            close_fds=True,
+            start_new_session=True,
+            env=netns.HOST_ENV,
         )
         logf.close()
         pid = _child_of(proc.pid)
@@ -121,7 +146,7 @@ class HostRunner(threading.Thread):
         while init.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         if init.alive():
-            log(f"{self.host}: init did not stop in {STOP_TIMEOUT}s; SIGKILL (ends its PID namespace)")
+            log(f"{self.host}: init still up after {STOP_TIMEOUT}s; SIGKILL (ends its PID ns)")
             init.signal(signal.SIGKILL)
 
 

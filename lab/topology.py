@@ -1,6 +1,7 @@
 """The lab's topology, read from lab/hosts.yaml (the same file the runbook uses as its inventory).
 
-Why one file: the runbook is proven against exactly the hosts and addresses the lab builds, so the lab builds
+Why one file: the runbook is proven against exactly the hosts and addresses the lab builds, so the
+lab builds
 from the inventory instead of keeping a second list.
 """
 
@@ -15,7 +16,8 @@ import yaml
 
 HOSTS_YAML = Path(__file__).with_name("hosts.yaml")
 
-# Namespace names (all prefixed rbl-, so `down` can tell ours apart). Interface names stay < 16 chars.
+# Namespace names (all prefixed rbl-, so `down` can tell ours apart). Interface names stay < 16
+# chars.
 ROUTER_NS = "rbl-router"
 INET_NS = "rbl-inet"
 CLIENT_NS = "rbl-client"

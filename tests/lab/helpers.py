@@ -19,8 +19,9 @@ def wait_for(what: str, ok: Callable[[], bool], timeout: float = 20.0, step: flo
 
 
 def route_dev(ns: str, addr: str) -> str | None:
-    out = subprocess.run(["ip", "-n", ns, "route", "show", f"{addr}/32"], text=True,
-                         capture_output=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["ip", "-n", ns, "route", "show", f"{addr}/32"], text=True, capture_output=True, check=True
+    ).stdout.split()
     return out[out.index("dev") + 1] if "dev" in out else None
 
 

@@ -27,9 +27,16 @@ def fabric_conn(name: str) -> Connection:
     inv = yaml.safe_load(inv_path.read_text())
     ssh, host = inv["ssh"], inv["hosts"][name]
     conn = Connection(
-        host["address"], user=ssh["user"], port=ssh["port"], gateway=ssh["proxy_command"],
+        host["address"],
+        user=ssh["user"],
+        port=ssh["port"],
+        gateway=ssh["proxy_command"],
         connect_timeout=ssh["connect_timeout"],
-        connect_kwargs={"key_filename": ssh["identity"], "look_for_keys": False, "allow_agent": False},
+        connect_kwargs={
+            "key_filename": ssh["identity"],
+            "look_for_keys": False,
+            "allow_agent": False,
+        },
     )
     conn.client.load_host_keys(ssh["known_hosts"])
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -44,7 +51,9 @@ def test_fabric_reaches_every_host_with_its_own_hostname(lab_up: dict[str, float
 
 def test_root_namespace_has_no_lab_address_or_route(lab_up: dict[str, float]) -> None:
     addrs = subprocess.run(["ip", "-4", "-o", "addr"], text=True, capture_output=True).stdout
-    routes = subprocess.run(["ip", "route", "show", "table", "all"], text=True, capture_output=True).stdout
+    routes = subprocess.run(
+        ["ip", "route", "show", "table", "all"], text=True, capture_output=True
+    ).stdout
     for prefix in ("10.143.", "203.0.113.", "10.0.0."):
         assert prefix not in addrs and prefix not in routes
 
@@ -53,7 +62,9 @@ def test_etc_is_private_per_host(lab_up: dict[str, float]) -> None:
     name = f"rblab-test-{uuid.uuid4().hex[:8]}"
     netns.host_exec("k8scontrol01", ["sh", "-c", f"echo hello >/etc/{name}"])
     assert netns.host_exec("k8scontrol01", ["cat", f"/etc/{name}"]).stdout == "hello\n"
-    assert netns.host_exec("k8scontrol02", ["test", "-e", f"/etc/{name}"], check=False).returncode == 1
+    assert (
+        netns.host_exec("k8scontrol02", ["test", "-e", f"/etc/{name}"], check=False).returncode == 1
+    )
     assert not Path("/etc", name).exists()
 
 
@@ -65,16 +76,25 @@ def test_state_dir_is_hidden_inside_hosts(lab_up: dict[str, float]) -> None:
 
 
 def dpkg_installed(argv_prefix: list[str], pkg: str) -> bool:
-    r = subprocess.run([*argv_prefix, "dpkg-query", "-W", "-f=${Status}", pkg], text=True,
-                       capture_output=True)
+    r = subprocess.run(
+        [*argv_prefix, "dpkg-query", "-W", "-f=${Status}", pkg], text=True, capture_output=True
+    )
     return r.returncode == 0 and "install ok installed" in r.stdout
 
 
 def test_apt_installs_haproxy_from_lab_repo_into_one_host_only(lab_up: dict[str, float]) -> None:
     t0 = time.monotonic()
-    r = netns.host_exec("k8slb01", ["sh", "-c", "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
-                                    "apt-get install -y -q --no-install-recommends haproxy"], timeout=300,
-                        check=False)
+    r = netns.host_exec(
+        "k8slb01",
+        [
+            "sh",
+            "-c",
+            "apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+            "apt-get install -y -q --no-install-recommends haproxy",
+        ],
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     print(f"apt install haproxy in a host: {time.monotonic() - t0:.1f}s")
     assert "file:/run/labrepo" in r.stdout
@@ -84,7 +104,9 @@ def test_apt_installs_haproxy_from_lab_repo_into_one_host_only(lab_up: dict[str,
     assert not Path("/usr/sbin/haproxy").exists()
     # the unit runs under the systemctl replacement (lab drop-in: forking)
     netns.host_exec("k8slb01", ["systemctl", "start", "haproxy"], timeout=60)
-    assert netns.host_exec("k8slb01", ["systemctl", "is-active", "haproxy"]).stdout.strip() == "active"
+    assert (
+        netns.host_exec("k8slb01", ["systemctl", "is-active", "haproxy"]).stdout.strip() == "active"
+    )
 
 
 def init_of(name: str) -> tuple[int, int]:
@@ -93,15 +115,22 @@ def init_of(name: str) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("argv", [["reboot"], ["reboot", "-nf"], ["systemctl", "halt"]])
-def test_reboot_inside_a_host_reboots_only_that_host(lab_up: dict[str, float], argv: list[str]) -> None:
+def test_reboot_inside_a_host_reboots_only_that_host(
+    lab_up: dict[str, float], argv: list[str]
+) -> None:
     host = "k8node01"
     marker = f"/etc/rblab-reboot-{uuid.uuid4().hex[:6]}"
     netns.host_exec(host, ["sh", "-c", f"touch {marker} /tmp/gone-after-reboot"])
     others = {h: init_of(h) for h in ("k8node02", "k8scontrol01")}
-    pid, boots = init_of(host)
+    _pid, boots = init_of(host)
     netns.host_exec(host, argv, check=False, timeout=30)
-    took = wait_for(f"{host} rebooted", lambda: control.host_running(host) and init_of(host)[1] > boots
-                    and control.sshd_listening(host), timeout=30)
+    took = wait_for(
+        f"{host} rebooted",
+        lambda: (
+            control.host_running(host) and init_of(host)[1] > boots and control.sshd_listening(host)
+        ),
+        timeout=30,
+    )
     print(f"{' '.join(argv)}: host back with sshd after {took:.1f}s")
     with fabric_conn(host) as c:
         assert c.run("hostname", hide=True).stdout.strip() == host
@@ -114,7 +143,10 @@ def test_host_cannot_signal_machine_processes(lab_up: dict[str, float]) -> None:
     victim = subprocess.Popen(["sleep", "300"])
     try:
         host = "k8scontrol03"
-        assert netns.host_exec(host, ["test", "-e", f"/proc/{victim.pid}"], check=False).returncode == 1
+        assert (
+            netns.host_exec(host, ["test", "-e", f"/proc/{victim.pid}"], check=False).returncode
+            == 1
+        )
         r = netns.host_exec(host, ["kill", "-9", str(victim.pid)], check=False)
         assert r.returncode != 0
         netns.host_exec(host, ["kill", "-9", "-1"], check=False)  # every process the host can see
@@ -158,8 +190,11 @@ WantedBy=timers.target
 
 def test_restart_always_and_timers_are_honoured(lab_up: dict[str, float]) -> None:
     host = "k8node02"
-    for name, text in (("rblab-sleeper.service", UNIT), ("rblab-tick.service", TIMER_SVC),
-                       ("rblab-tick.timer", TIMER)):
+    for name, text in (
+        ("rblab-sleeper.service", UNIT),
+        ("rblab-tick.service", TIMER_SVC),
+        ("rblab-tick.timer", TIMER),
+    ):
         netns.host_exec(host, ["sh", "-c", f"cat >/etc/systemd/system/{name}"], input=text)
     netns.host_exec(host, ["systemctl", "enable", "--now", "rblab-sleeper.service"])
     netns.host_exec(host, ["systemctl", "enable", "rblab-tick.timer"])
@@ -173,7 +208,18 @@ def test_restart_always_and_timers_are_honoured(lab_up: dict[str, float]) -> Non
     netns.host_exec(host, ["kill", "-9", str(first)])
     took = wait_for("restart", lambda: main_pid() not in (0, first), timeout=15, step=0.3)
     print(f"Restart=always: restarted {took:.1f}s after kill -9")
-    wait_for("timer ran twice", lambda: len(netns.host_exec(
-        host, ["cat", "/var/log/rblab-tick.log"], check=False).stdout.split()) >= 2, timeout=20, step=0.5)
+    wait_for(
+        "timer ran twice",
+        lambda: (
+            len(
+                netns.host_exec(
+                    host, ["cat", "/var/log/rblab-tick.log"], check=False
+                ).stdout.split()
+            )
+            >= 2
+        ),
+        timeout=20,
+        step=0.5,
+    )
     netns.host_exec(host, ["systemctl", "disable", "--now", "rblab-sleeper.service"])
     netns.host_exec(host, ["systemctl", "disable", "rblab-tick.timer"])

@@ -1,8 +1,10 @@
-"""Runs last: `lab.down` removes every namespace, mount and process `lab.up` created (and is idempotent)."""
+"""Runs last: `lab.down` removes every namespace, mount and process `lab.up` created (and is
+idempotent)."""
 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,14 +23,21 @@ def test_up_again_changes_nothing(lab_up: dict[str, float]) -> None:
 def test_down_leaves_nothing(lab_up: dict[str, float]) -> None:
     p = labstate.paths()
     rec = labstate.Record.load(p.record)
-    inits = [labstate.ProcRef(f"init-{f.stem}", *map(int, f.read_text().split()[:2]))
-             for f in p.run.glob("*.init")]
+    inits = [
+        labstate.ProcRef(f"init-{f.stem}", *map(int, f.read_text().split()[:2]))
+        for f in p.run.glob("*.init")
+    ]
     assert len(inits) == 7 and all(i.alive() for i in inits)
     control.down()
     assert netns.lab_netns() == []
-    assert not [n for n in subprocess.run(["ip", "netns", "list"], text=True, capture_output=True)
-                .stdout.split() if n.startswith("rbl-")]
-    mounts = open("/proc/self/mountinfo").read()
+    assert not [
+        n
+        for n in subprocess.run(
+            ["ip", "netns", "list"], text=True, capture_output=True
+        ).stdout.split()
+        if n.startswith("rbl-")
+    ]
+    mounts = Path("/proc/self/mountinfo").read_text()
     assert str(p.root) not in mounts
     assert not [r for r in rec.procs + inits if r.alive()]
     assert control.down() == []  # idempotent
