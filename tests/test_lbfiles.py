@@ -1,0 +1,479 @@
+"""The load-balancer tier's rendered files: content rules, and the real tools' own checks.
+
+`haproxy -c` and Heartbeat's start-up config validation run for real, from the Debian packages
+extracted into a cache dir (never installed: the lab hosts overlay the root filesystem, which
+must stay without haproxy/heartbeat). They run inside throw-away mount/UTS/PID/network
+namespaces: /etc and /usr/lib are overlays there (config files at their real paths, the users
+haproxy/hacluster, Heartbeat's plugins), the network namespace is empty (nothing can leave), and
+every process ends with the namespace. If apt cannot provide the packages, these tests FAIL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runbook import lbfiles
+from runbook.inventory import Inventory, load_inventory
+
+REPO = Path(__file__).resolve().parent.parent
+INVENTORIES = [p for p in (REPO / "hosts.yaml", REPO / "lab" / "hosts.yaml") if p.exists()]
+CACHE = Path(os.environ.get("RBTEST_DEB_CACHE", "/var/cache/rbtest"))
+HAPROXY_DEBS = ["haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1"]
+HEARTBEAT_DEBS = [
+    "heartbeat",
+    "cluster-glue",
+    "libheartbeat2",
+    "libpils2",
+    "libplumb2",
+    "libplumbgpl2",
+    "libstonith1",
+    "libltdl7",
+]
+AUTHKEY = "0123456789abcdef0123456789abcdef"
+# ha.cf directives of Heartbeat 3.0.6 this runbook may emit, and the media directives
+HA_CF_ALLOWED = {
+    "logfacility", "keepalive", "warntime", "deadtime", "initdead", "udpport", "ucast",
+    "auto_failback", "crm", "node",
+}  # fmt: skip
+
+
+@pytest.fixture(params=INVENTORIES, ids=lambda p: str(p.relative_to(REPO)))
+def inv(request: pytest.FixtureRequest) -> Inventory:
+    return load_inventory(request.param)
+
+
+def _lbs(inv: Inventory) -> list[str]:
+    return [h.name for h in inv.hosts_with_role("lb")]
+
+
+def _changed(inv: Inventory, **lb_updates: Any) -> Inventory:
+    lb = inv.load_balancer.model_copy(update=lb_updates)
+    return inv.model_copy(update={"load_balancer": lb})
+
+
+# ----- ha.cf --------------------------------------------------------------------------------
+def _directives(text: str) -> list[tuple[str, list[str]]]:
+    """Heartbeat's reading: '#' starts a comment, the first word is the directive."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            word, *args = line.split()
+            out.append((word, args))
+    return out
+
+
+def test_ha_cf_identical_on_both_lbs_with_both_paths(inv: Inventory) -> None:
+    lbs = inv.hosts_with_role("lb")
+    rendered = {
+        name: {f.path: f for f in lbfiles.heartbeat_files(inv, name, authkey=AUTHKEY)}
+        for name in _lbs(inv)
+    }
+    texts = {r[lbfiles.HA_CF_PATH].content for r in rendered.values()}
+    assert len(texts) == 1, "ha.cf must be identical on every LB"
+    d = _directives(texts.pop())
+    ucast = [args for word, args in d if word == "ucast"]
+    lb = inv.load_balancer
+    assert [lb.interface, str(lbs[0].private_ip)] in ucast
+    for host in lbs:  # both peers on both paths
+        assert [lb.interface, str(host.private_ip)] in ucast
+        assert [lb.public_interface, str(host.public_ip)] in ucast
+    assert len(ucast) == 2 * len(lbs)
+    words = [w for w, _ in d]
+    assert words.index("udpport") < words.index("ucast")
+    assert ("auto_failback", ["off"]) in d
+    assert ("crm", ["off"]) in d
+    assert ("logfacility", ["local0"]) in d
+    assert "debug" not in words and "debugfile" not in words
+    assert [args for w, args in d if w == "node"] == [[n] for n in _lbs(inv)]
+
+
+def test_ha_cf_strict_heartbeat_rules(inv: Inventory) -> None:
+    """Heartbeat 3.0.6's documented rules (ha.cf(5), config.c) that its parser does not enforce
+    at start-up (udpport after a media line is silently ignored for that medium)."""
+    d = _directives(lbfiles.ha_cf(inv))
+    words = [w for w, _ in d]
+    assert set(words) <= HA_CF_ALLOWED, set(words) - HA_CF_ALLOWED
+    for single in ("logfacility", "keepalive", "warntime", "deadtime", "initdead", "udpport"):
+        assert words.count(single) == 1, single
+    values = {w: a for w, a in d if w != "ucast" and w != "node"}
+    keepalive, warntime, deadtime, initdead = (
+        int(values[k][0]) for k in ("keepalive", "warntime", "deadtime", "initdead")
+    )
+    assert deadtime > 2 * keepalive  # Heartbeat refuses to start otherwise
+    assert keepalive <= warntime < deadtime <= initdead
+    assert initdead >= 10
+    first_media = words.index("ucast")
+    assert words.index("udpport") < first_media
+    assert 1 <= int(values["udpport"][0]) <= 65535
+    for w, args in d:
+        if w == "ucast":
+            assert len(args) == 2 and re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", args[0])
+        if w == "node":
+            assert len(args) == 1 and args[0] == args[0].lower()
+    assert values["auto_failback"] in (["on"], ["off"])
+
+
+def test_ha_cf_follows_the_inventory(inv: Inventory) -> None:
+    hb = inv.load_balancer.heartbeat.model_copy(
+        update={"keepalive": 2, "deadtime": 7, "udpport": 7694, "auto_failback": True}
+    )
+    other = _changed(inv, heartbeat=hb, interface="enp7s0", public_interface="enp1s0")
+    d = dict((w, a) for w, a in _directives(lbfiles.ha_cf(other)) if w not in ("ucast", "node"))
+    assert d["keepalive"] == ["2"] and d["deadtime"] == ["7"] and d["udpport"] == ["7694"]
+    assert d["auto_failback"] == ["on"]
+    assert d["warntime"] == [str(hb.effective_warntime)]
+    assert d["initdead"] == [str(hb.effective_initdead)]
+    ucast = [a for w, a in _directives(lbfiles.ha_cf(other)) if w == "ucast"]
+    assert {a[0] for a in ucast} == {"enp7s0", "enp1s0"}
+
+
+# ----- authkeys, haresources, script ----------------------------------------------------------
+def test_authkeys_file(inv: Inventory) -> None:
+    files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[0], authkey=AUTHKEY)}
+    auth = files[lbfiles.AUTHKEYS_PATH]
+    assert auth.mode == 0o600 and auth.owner == "root" and auth.secret
+    assert auth.content == f"auth 1\n1 {inv.load_balancer.heartbeat.auth} {AUTHKEY}\n"
+    for bad in ("", "two words", "line\nbreak"):
+        with pytest.raises(ValueError) as err:
+            lbfiles.authkeys(inv, authkey=bad)
+        assert bad not in str(err.value) or not bad
+
+
+def test_haresources_fields(inv: Inventory) -> None:
+    lines = [
+        ln for ln in lbfiles.haresources(inv).splitlines() if ln.strip() and not ln.startswith("#")
+    ]
+    assert len(lines) == 1
+    node, *resources = lines[0].split()
+    lb = inv.load_balancer
+    assert node == lb.primary
+    # the script first: Heartbeat skips `start` when `status` already says running (VIP local)
+    assert resources == [
+        "hcloud-failover",
+        f"IPaddr2::{lb.vip}/32/{lb.interface}",
+        f"IPaddr2::{lb.floating_ip.address}/32/{lb.public_interface}",
+    ]
+    for res in resources[1:]:  # IPaddr2 fields: ip/bits/nic[:label]/broadcast
+        ip, bits, nic = res.split("::")[1].split("/")
+        assert IPv4Network(f"{ip}/{bits}").prefixlen == 32 and nic
+
+
+def test_resource_script_installed_executable(inv: Inventory) -> None:
+    files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[1], authkey=AUTHKEY)}
+    script = files[lbfiles.FAILOVER_SCRIPT_PATH]
+    assert script.mode == 0o755 and script.content.startswith("#!/usr/bin/python3\n")
+    assert script.content == (REPO / "files" / "hcloud-failover").read_text()
+    compile(script.content, "hcloud-failover", "exec")
+
+
+def test_heartbeat_files_refuse_non_lb(inv: Inventory) -> None:
+    cp = inv.hosts_with_role("control-plane")[0].name
+    with pytest.raises(ValueError):
+        lbfiles.heartbeat_files(inv, cp, authkey=AUTHKEY)
+
+
+def test_failover_env_and_units(inv: Inventory) -> None:
+    me, peer = _lbs(inv)[:2]
+    files = {f.path: f for f in lbfiles.failover_files(inv, me, token="tok-123")}
+    env = files[lbfiles.FAILOVER_ENV_PATH]
+    assert env.mode == 0o600 and env.secret and env.owner == "root"
+    values = dict(
+        ln.split("=", 1) for ln in env.content.splitlines() if ln and not ln.startswith("#")
+    )
+    assert values == {
+        "HCLOUD_TOKEN": "tok-123",
+        "HCLOUD_ENDPOINT": inv.hcloud.lb_endpoint,
+        "SELF": me,
+        "PEERS": ",".join(n for n in _lbs(inv) if n != me),
+        "NETWORK": inv.hcloud.network.name,
+        "VIP": str(inv.load_balancer.vip),
+        "FLOATING_IP": inv.load_balancer.floating_ip.name,
+        "DEADLINE": f"{inv.hcloud.failover_deadline:g}",
+        "TIMEOUT": f"{inv.hcloud.timeout:g}",
+    }
+    assert peer in values["PEERS"]
+    service = files[lbfiles.REASSERT_SERVICE_PATH].content
+    assert "Type=oneshot" in service
+    assert f"ExecStart={lbfiles.FAILOVER_SCRIPT_PATH} reassert" in service
+    assert "EnvironmentFile" not in service  # the token stays out of unit environments
+    timer = files[lbfiles.REASSERT_TIMER_PATH].content
+    n = inv.load_balancer.reassert_interval
+    assert f"OnUnitActiveSec={n}s" in timer and "WantedBy=timers.target" in timer
+
+
+def test_watchdog_files(inv: Inventory) -> None:
+    me = _lbs(inv)[0]
+    files = {f.path: f for f in lbfiles.watchdog_files(inv, me)}
+    assert files[lbfiles.WATCHDOG_PATH].mode == 0o755
+    subprocess.run(["sh", "-n", "-c", files[lbfiles.WATCHDOG_PATH].content], check=True)
+    unit = files[lbfiles.WATCHDOG_SERVICE_PATH].content
+    assert "Restart=always" in unit
+    assert f'Environment="WATCHDOG_VIP={inv.load_balancer.vip}"' in unit
+    assert f'"WATCHDOG_PEERS={" ".join(n for n in _lbs(inv) if n != me)}"' in unit
+
+
+def test_hosts_file(inv: Inventory) -> None:
+    text = lbfiles.hosts_file(inv)
+    rows = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert ["127.0.0.1", "localhost"] in rows
+    by_ip = {r[0]: r[1:] for r in rows}
+    for host in inv.hosts.values():
+        names = by_ip[str(host.private_ip)]
+        assert names[-1] == host.name
+        if not re.fullmatch(r"[\d.]+", host.address):
+            assert names[0] == host.address
+    for name in _lbs(inv):
+        assert lbfiles.hosts_files(inv, name)[0].content == text
+
+
+# ----- haproxy.cfg content --------------------------------------------------------------------
+def _binds(cfg: str) -> list[str]:
+    return [ln.split()[1] for ln in cfg.splitlines() if ln.strip().startswith("bind ")]
+
+
+def test_haproxy_cfg_binds_and_backends(inv: Inventory) -> None:
+    lb = inv.load_balancer
+    for name in _lbs(inv):
+        cfg = lbfiles.haproxy_cfg(inv, name)
+        own = inv.hosts[name].private_ip
+        assert sorted(_binds(cfg)) == sorted(
+            [f"{lb.vip}:6443", f"{lb.floating_ip.address}:6443", f"{own}:6443"]
+        )
+        assert not re.search(r"^\s*bind\s+(:|\*:|0\.0\.0\.0:)", cfg, re.M)
+        servers = re.findall(r"^\s*server\s+(\S+)\s+(\S+)", cfg, re.M)
+        assert servers == [
+            (h.name, f"{h.private_ip}:6443") for h in inv.hosts_with_role("control-plane")
+        ]
+        for line in (
+            "option httpchk",
+            "http-check connect ssl",
+            "http-check send meth GET uri /readyz",
+            "http-check expect status 200",
+            "default-server check check-ssl verify none inter 2s fall 3 rise 2",
+            "timeout tunnel 1h",
+            "stats socket /run/haproxy/admin.sock mode 660 level admin",
+            f"tcp-request connection reject unless {{ src {inv.hcloud.network.ip_range} }}",
+        ):
+            assert re.search(rf"^\s*{re.escape(line)}\s*$", cfg, re.M), line
+        assert "tcp-check" not in cfg and "6080" not in cfg
+        public = re.search(r"frontend k8s-api-public\n(.*?)\n\n", cfg, re.S)
+        assert public is not None
+        allow = " ".join(["127.0.0.0/8", *(str(n) for n in lb.public_allow)])
+        assert f"tcp-request connection reject unless {{ src {allow} }}" in public.group(1)
+        assert f"bind {lb.floating_ip.address}:6443" in public.group(1)
+
+
+def test_haproxy_insecure_frontend_only_when_enabled_and_only_on_vip(inv: Inventory) -> None:
+    insecure = inv.load_balancer.insecure_api.model_copy(update={"enabled": True, "port": 6081})
+    other = _changed(inv, insecure_api=insecure)
+    cfg = lbfiles.haproxy_cfg(other, _lbs(inv)[0])
+    assert f"{inv.load_balancer.vip}:6081" in _binds(cfg)
+    assert [b for b in _binds(cfg) if b.endswith(":6081")] == [f"{inv.load_balancer.vip}:6081"]
+    assert "WARNING" in cfg
+    assert len(re.findall(r"^\s*server .*:6081$", cfg, re.M)) == len(
+        inv.hosts_with_role("control-plane")
+    )
+
+
+# ----- the real tools -------------------------------------------------------------------------
+def _fetch_debs(names: list[str]) -> Path:
+    """Download (once) and extract the Debian packages into CACHE/root; fail loudly if apt can't."""
+    debs = CACHE / "debs"
+    root = CACHE / "root"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [n for n in names if not list(debs.glob(f"{n}_*.deb"))]
+    if missing:
+        if shutil.which("apt-get") is None:
+            pytest.fail(f"apt-get is not available to download {missing}")
+        res = subprocess.run(
+            ["apt-get", "download", *missing],
+            cwd=debs,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        still = [n for n in names if not list(debs.glob(f"{n}_*.deb"))]
+        if res.returncode != 0 or still:
+            pytest.fail(
+                f"apt-get download {' '.join(missing)} failed (rc {res.returncode}); "
+                f"these tests need the Debian packages: {res.stderr.strip()[-800:]}"
+            )
+    for n in names:
+        deb = sorted(debs.glob(f"{n}_*.deb"))[-1]
+        marker = root / ".extracted" / deb.name
+        if not marker.exists():
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def debroot() -> Path:
+    if os.geteuid() != 0:
+        pytest.fail("the haproxy/Heartbeat checks need root (mount namespaces with overlays)")
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed for the haproxy/Heartbeat checks")
+    return _fetch_debs(HAPROXY_DEBS + HEARTBEAT_DEBS)
+
+
+NS_SCRIPT = r"""
+set -e
+hostname "$NS_NODE"
+mount -t overlay overlay -o "lowerdir=$NS_ROOT/usr/lib:/usr/lib" /usr/lib
+mount -t overlay overlay -o "lowerdir=$NS_CONF/etc:/etc" /etc
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /var/lib
+mkdir -p /var/lib/heartbeat /run/heartbeat /run/haproxy
+export LD_LIBRARY_PATH="$NS_ROOT/usr/lib/x86_64-linux-gnu:$NS_ROOT/usr/lib"
+"$@"
+"""
+
+
+def _etc(tmp: Path, files: dict[str, tuple[str, int]]) -> Path:
+    """An /etc overlay layer: the given files plus passwd/group with the daemons' users."""
+    conf = tmp / "conf"
+    etc = conf / "etc"
+    etc.mkdir(parents=True)
+    passwd = Path("/etc/passwd").read_text()
+    group = Path("/etc/group").read_text()
+    daemons = (("hacluster", 3119, 3127, "haclient"), ("haproxy", 3120, 3128, "haproxy"))
+    for user, uid, gid, grp in daemons:
+        if not re.search(rf"^{user}:", passwd, re.M):
+            passwd += f"{user}:x:{uid}:{gid}::/nonexistent:/usr/sbin/nologin\n"
+        if not re.search(rf"^{grp}:", group, re.M):
+            group += f"{grp}:x:{gid}:\n"
+    (etc / "passwd").write_text(passwd)
+    (etc / "group").write_text(group)
+    for path, (content, mode) in files.items():
+        dest = conf / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(content)
+        dest.chmod(mode)
+    return conf
+
+
+def _ns_cmd(root: Path, conf: Path, node: str, argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    cmd = ["unshare", "--mount", "--uts", "--net", "--pid", "--fork", "--kill-child"]
+    cmd += ["--propagation", "private", "sh", "-c", NS_SCRIPT, "ns", *argv]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "NS_ROOT": str(root), "NS_CONF": str(conf)}
+    env["NS_NODE"] = node
+    return cmd, env
+
+
+def haproxy_check(root: Path, tmp: Path, cfg: str) -> subprocess.CompletedProcess[str]:
+    conf = _etc(tmp, {lbfiles.HAPROXY_CFG_PATH: (cfg, 0o644)})
+    binary = str(root / "usr/sbin/haproxy")
+    cmd, env = _ns_cmd(root, conf, "lbcheck", [binary, "-c", "-f", lbfiles.HAPROXY_CFG_PATH])
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def heartbeat_check(root: Path, tmp: Path, node: str, files: list[lbfiles.RenderedFile]) -> str:
+    """Start the real daemon (foreground, debug level 1) in the throw-away namespaces: it reads
+    ha.cf and authkeys ("Configuration validated"), then haresources, and only then logs "HA
+    configuration OK" — or refuses with "Configuration error". In the empty network namespace it
+    exits right after (no interfaces); `timeout` and --kill-child bound it anyway. Returns its
+    output."""
+    conf = _etc(tmp, {f.path: (f.content, f.mode) for f in files})
+    binary = str(root / "usr/libexec/heartbeat/heartbeat")
+    cmd, env = _ns_cmd(root, conf, node, ["timeout", "-s", "KILL", "10", binary, "-f", "-d"])
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, check=False)
+    return res.stdout + res.stderr
+
+
+def test_haproxy_check_accepts_rendered_configs(
+    inv: Inventory, debroot: Path, tmp_path: Path
+) -> None:
+    insecure = inv.load_balancer.insecure_api.model_copy(update={"enabled": True})
+    variants = {
+        "default": inv,
+        "insecure+allow": _changed(
+            inv, insecure_api=insecure, public_allow=(IPv4Network("192.0.2.0/24"),)
+        ),
+    }
+    for label, variant in variants.items():
+        for name in _lbs(inv):
+            res = haproxy_check(
+                debroot, tmp_path / f"{label}-{name}", lbfiles.haproxy_cfg(variant, name)
+            )
+            assert res.returncode == 0, f"{label}/{name}: {res.stdout}{res.stderr}"
+            assert "Configuration file is valid" in res.stdout + res.stderr
+            assert "[WARNING]" not in res.stdout + res.stderr, res.stderr
+
+
+def test_haproxy_check_is_real(debroot: Path, tmp_path: Path) -> None:
+    """The checker must be able to fail: a broken config is refused."""
+    inv = load_inventory(INVENTORIES[0])
+    cfg = lbfiles.haproxy_cfg(inv, _lbs(inv)[0]).replace(
+        "http-check expect status 200", "http-check expect nonsense"
+    )
+    res = haproxy_check(debroot, tmp_path, cfg)
+    assert res.returncode != 0
+    assert "ALERT" in res.stdout + res.stderr
+
+
+def test_heartbeat_accepts_rendered_config_on_every_lb(
+    inv: Inventory, debroot: Path, tmp_path: Path
+) -> None:
+    for name in _lbs(inv):
+        files = lbfiles.heartbeat_files(inv, name, authkey=AUTHKEY)
+        out = heartbeat_check(debroot, tmp_path / name, name, files)
+        assert "Configuration validated" in out, out
+        assert "HA configuration OK" in out, out  # haresources accepted too
+        assert "ERROR" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        ("deadtime", "Dead time"),
+        ("authkeys-mode", "Bad permissions on keyfile"),
+        ("node", "not in configuration"),
+        ("haresources", "Bad nodename"),
+    ],
+)
+def test_heartbeat_check_is_real(
+    debroot: Path, tmp_path: Path, breakage: str, message: str
+) -> None:
+    """Heartbeat's validation must be able to fail on what the rules above guard against."""
+    inv = load_inventory(INVENTORIES[0])
+    node = _lbs(inv)[0]
+    files = lbfiles.heartbeat_files(inv, node, authkey=AUTHKEY)
+
+    def swap(path: str, content: str | None = None, mode: int | None = None) -> None:
+        for i, f in enumerate(files):
+            if f.path == path:
+                files[i] = lbfiles.RenderedFile(
+                    f.path, content if content is not None else f.content, mode or f.mode
+                )
+
+    if breakage == "deadtime":
+        swap(
+            lbfiles.HA_CF_PATH,
+            re.sub(r"^deadtime \d+", "deadtime 1", lbfiles.ha_cf(inv), flags=re.M),
+        )
+    elif breakage == "authkeys-mode":
+        swap(lbfiles.AUTHKEYS_PATH, mode=0o644)
+    elif breakage == "node":
+        node = "somebody-else"
+    else:
+        swap(lbfiles.HARESOURCES_PATH, lbfiles.haresources(inv).replace(f"\n{node} ", "\nk8slb09 "))
+    out = heartbeat_check(debroot, tmp_path, node, files)
+    assert message in out, out
+    assert "Configuration error" in out or "not started" in out, out
+
+
+def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
+    """The lab overlays the root filesystem on its hosts: nothing may be installed there."""
+    assert not Path("/usr/sbin/haproxy").exists()
+    assert not Path("/usr/libexec/heartbeat/heartbeat").exists()
