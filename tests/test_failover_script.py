@@ -413,3 +413,25 @@ def test_env_file_render_refuses_bad_tokens(rig: Rig) -> None:
     assert "abc" not in str(err.value)
     with pytest.raises(ValueError):
         lbfiles.failover_env(rig.inv, SELF, token="")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throw-away network namespace")
+def test_status_real_check_sees_a_local_vip(rig: Rig) -> None:
+    """Without the override: the VIP on an interface (loopback of an own, empty netns) is
+    'running'; a neighbouring address (.5 for .50) is not mistaken for it."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HCLOUD_FAILOVER_ENV": str(rig.env_file)}
+
+    def status_with(address: str) -> str:
+        setup = f'ip link set lo up && ip addr add {address}/32 dev lo && exec "$0" "$1" status'
+        res = subprocess.run(
+            ["unshare", "--net", "sh", "-c", setup, PYTHON, str(rig.script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return res.stdout.strip()
+
+    assert status_with(VIP) == "running"
+    assert status_with("10.143.0.5") == "stopped"

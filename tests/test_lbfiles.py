@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
@@ -477,3 +479,152 @@ def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
     """The lab overlays the root filesystem on its hosts: nothing may be installed there."""
     assert not Path("/usr/sbin/haproxy").exists()
     assert not Path("/usr/libexec/heartbeat/heartbeat").exists()
+
+
+# ----- the HAProxy watchdog, with fake ip/systemctl/hb_standby/cl_status ----------------------
+FAKES = {
+    "ip": '[ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10"; true',
+    "systemctl": (
+        'echo "$*" >> "$W/systemctl.log"\n'
+        'case "$*" in\n'
+        '  *is-active*) [ -e "$W/haproxy-up" ] ;;\n'
+        '  *restart*) [ -e "$W/restart-works" ] && touch "$W/haproxy-up"; true ;;\n'
+        "esac"
+    ),
+    "hb_standby": 'date +%s.%N >> "$W/standby.log"; rm -f "$W/holds"',
+    "cl_status": 'echo "$*" >> "$W/cl_status.log"; cat "$W/peer"',
+}
+
+
+class Watchdog:
+    """The real watchdog script (as rendered) running against fake commands in a temp dir."""
+
+    def __init__(self, tmp: Path, inv: Inventory, grace: float, interval: float) -> None:
+        self.w = tmp
+        bindir = tmp / "bin"
+        bindir.mkdir()
+        for name, body in FAKES.items():
+            (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+            (bindir / name).chmod(0o755)
+        me = _lbs(inv)[0]
+        script = {f.path: f for f in lbfiles.watchdog_files(inv, me)}[lbfiles.WATCHDOG_PATH]
+        (tmp / "watchdog").write_text(script.content)
+        (tmp / "peer").write_text("active\n")
+        self.env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "W": str(tmp),
+            "WATCHDOG_VIP": str(inv.load_balancer.vip),
+            "WATCHDOG_PEERS": " ".join(n for n in _lbs(inv) if n != me),
+            "WATCHDOG_GRACE": f"{grace:g}",
+            "WATCHDOG_INTERVAL": f"{interval:g}",
+            "WATCHDOG_IP_CMD": str(bindir / "ip"),
+            "WATCHDOG_SYSTEMCTL_CMD": str(bindir / "systemctl"),
+            "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
+            "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
+        }
+        self.proc: subprocess.Popen[str] | None = None
+
+    def flag(self, name: str, on: bool = True) -> None:
+        path = self.w / name
+        if on:
+            path.touch()
+        else:
+            path.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["sh", str(self.w / "watchdog")],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.w / "stderr.log", "w"),  # noqa: SIM115 - closed with the process
+            start_new_session=True,  # its own process group: ended with it, by our PID
+        )
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=5)
+
+    def lines(self, name: str) -> list[str]:
+        path = self.w / name
+        return path.read_text().splitlines() if path.exists() else []
+
+    def wait_for(self, name: str, timeout: float) -> float | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.lines(name):
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
+
+
+@pytest.fixture
+def watchdog(tmp_path: Path) -> Iterator[Watchdog]:
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=1, interval=0.2)
+    yield dog
+    dog.stop()
+
+
+def test_watchdog_hands_over_when_haproxy_stays_down(watchdog: Watchdog) -> None:
+    watchdog.flag("holds")
+    watchdog.start()
+    time.sleep(0.5)
+    assert watchdog.lines("standby.log") == []
+    t0 = time.monotonic()
+    assert watchdog.wait_for("standby.log", 5) is not None
+    took = time.monotonic() - t0
+    assert took <= 1 + 1.5, took  # grace 1 s (+ whole-second clock, + poll interval)
+    calls = watchdog.lines("systemctl.log")
+    assert calls.count("--no-block restart haproxy") == 1  # one restart attempt first
+    time.sleep(1.5)
+    assert len(watchdog.lines("standby.log")) == 1  # VIP gone: no second hand-over
+
+
+def test_watchdog_restart_that_works_keeps_the_vip(watchdog: Watchdog) -> None:
+    watchdog.flag("holds")
+    watchdog.flag("restart-works")
+    watchdog.start()
+    time.sleep(3)
+    assert watchdog.lines("standby.log") == []
+    assert watchdog.lines("systemctl.log").count("--no-block restart haproxy") == 1
+
+
+def test_watchdog_keeps_vip_without_live_peer(watchdog: Watchdog) -> None:
+    watchdog.flag("holds")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    time.sleep(3)
+    assert watchdog.lines("standby.log") == []
+    assert watchdog.lines("cl_status.log")  # it asked Heartbeat about the peer
+    assert "no peer is active" in (watchdog.w / "stderr.log").read_text()
+
+
+def test_watchdog_idle_on_standby_node(watchdog: Watchdog) -> None:
+    watchdog.start()  # haproxy down, but this node does not hold the VIP
+    time.sleep(1.5)
+    assert watchdog.lines("standby.log") == []
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+def test_watchdog_with_installed_timings_hands_over_in_time(tmp_path: Path) -> None:
+    """With the unit's grace/interval: hb_standby ≤ 5 s after haproxy died, leaving ≥ 5 s of
+    the 10 s target for Heartbeat's graceful hand-over and the API moves."""
+    dog = Watchdog(
+        tmp_path,
+        load_inventory(INVENTORIES[0]),
+        grace=lbfiles.WATCHDOG_GRACE_S,
+        interval=lbfiles.WATCHDOG_INTERVAL_S,
+    )
+    dog.flag("holds")
+    dog.flag("haproxy-up")
+    dog.start()
+    try:
+        time.sleep(1.2)
+        dog.flag("haproxy-up", on=False)  # haproxy dies
+        t0 = time.monotonic()
+        seen = dog.wait_for("standby.log", 8)
+        assert seen is not None
+        print(f"watchdog: hb_standby {seen - t0:.2f} s after haproxy died")
+        assert seen - t0 <= 5.0
+    finally:
+        dog.stop()
