@@ -68,6 +68,9 @@ class Step(ABC):
     def verify(self, ctx: StepContext, target: str) -> None:  # noqa: B027 - optional hook
         """Step-specific verification after apply (raise StepFailed)."""
 
+    def verify_all(self, ctx: StepContext, targets: Sequence[str]) -> None:  # noqa: B027
+        """Verification across targets after every target is done (e.g. the LB pair)."""
+
 
 def _parallel(fn: Callable[[str], Any], names: Sequence[str], *, serial: bool = False) -> list[Any]:
     if serial or len(names) <= 1:
@@ -180,6 +183,14 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
         else:
             # nothing to change: still run the step's own verify
             results.append(_verify_only(step, ctx, p.target))
+    if not any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in results):
+        try:
+            with ui.status(f"{step.name}: verifying"):
+                step.verify_all(ctx, [p.target for p in plans])
+        except Exception as exc:
+            results = [
+                TargetResult(r.target, Status.FAILED, r.changes, _describe(exc)) for r in results
+            ]
     return StepResult(step.name, tuple(results), False)
 
 

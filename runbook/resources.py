@@ -373,3 +373,21 @@ class GuardedCommand(Resource):
 
     def apply(self, host: Host) -> None:
         host.run(self.command, stdin=self.stdin() if self.stdin else None, timeout=self.timeout)
+
+
+@dataclass
+class SystemdReload(Resource):
+    """`systemctl daemon-reload` when a unit file among `watch` changed in this run."""
+
+    watch: Sequence[str]
+
+    @property
+    def key(self) -> str:
+        return "systemd:daemon-reload"
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        why = [k for k in self.watch if k in host.touched]
+        return Change(self.key, "daemon-reload", ", ".join(why)) if why else None
+
+    def apply(self, host: Host) -> None:
+        host.run("systemctl daemon-reload")

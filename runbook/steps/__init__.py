@@ -7,8 +7,10 @@ from ..engine import Step
 
 def built_steps() -> list[Step]:
     """Instances of every built step, in the procedure's order."""
+    from .haproxy import HaproxyStep
+    from .heartbeat import HeartbeatStep
     from .lb import LbStep
     from .network import NetworkStep
     from .prepare import PrepareStep
 
-    return [PrepareStep(), NetworkStep(), LbStep()]
+    return [PrepareStep(), NetworkStep(), LbStep(), HeartbeatStep(), HaproxyStep()]

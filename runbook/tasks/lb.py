@@ -6,7 +6,7 @@ from invoke import task
 from invoke.context import Context
 
 from . import _common as common
-from ._common import STEP_HELP, not_built
+from ._common import STEP_HELP
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -45,7 +45,11 @@ def heartbeat(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 4 only: Heartbeat config, authkeys, failover resource script, restart, verify."""
-    not_built("lb.heartbeat", "issue 4")()
+    from ..steps.heartbeat import HeartbeatStep
+
+    common.execute(c, [HeartbeatStep()], task="lb.heartbeat", host=host, roles=["lb"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys)
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -58,7 +62,11 @@ def haproxy(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 5 only: haproxy.cfg validated before install, reloaded, backends verified."""
-    not_built("lb.haproxy", "issue 4")()
+    from ..steps.haproxy import HaproxyStep
+
+    common.execute(c, [HaproxyStep()], task="lb.haproxy", host=host, roles=["lb"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys)
 
 
 @task(
