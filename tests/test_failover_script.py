@@ -435,3 +435,30 @@ def test_status_real_check_sees_a_local_vip(rig: Rig) -> None:
 
     assert status_with(VIP) == "running"
     assert status_with("10.143.0.5") == "stopped"
+
+
+def test_missing_peer_does_not_block_failover(rig: Rig) -> None:
+    text = rig.env_file.read_text().replace(f"PEERS={PEER}", f"PEERS={PEER},k8slb09")
+    rig.env_file.write_text(text)
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    assert "peer k8slb09 not found" in res.stderr
+    _assert_moved(rig)
+
+
+def test_missing_self_fails_fast(rig: Rig) -> None:
+    rig.env_file.write_text(rig.env_file.read_text().replace(f"SELF={SELF}", "SELF=k8slb09"))
+    t0 = time.monotonic()
+    res = rig.run("start")
+    assert res.returncode == 1
+    assert time.monotonic() - t0 < DEADLINE  # a permanent answer: no retrying until the deadline
+    assert "0 resources named 'k8slb09'" in res.stderr
+    assert _writes(rig.calls()) == []
+
+
+def test_wrong_token_fails_fast_without_leaking(rig: Rig) -> None:
+    wrong = "wrong-" + secrets.token_hex(8)
+    rig.env_file.write_text(rig.env_file.read_text().replace(rig.token, wrong))
+    res = rig.run("start")
+    assert res.returncode == 1 and "401" in res.stderr
+    assert wrong not in res.stderr + res.stdout + rig.log_copy.read_text()
