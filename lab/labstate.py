@@ -9,6 +9,7 @@ crash is never signalled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,14 @@ def proc_starttime(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _proc_state(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return raw[raw.rindex(")") + 2]
+
+
 @dataclass(frozen=True)
 class ProcRef:
     """A process the lab started: PID + start time (identity that survives PID reuse)."""
@@ -128,7 +137,14 @@ class ProcRef:
         return cls(name, pid, start)
 
     def alive(self) -> bool:
-        return proc_starttime(self.pid) == self.start
+        """Running (a zombie counts as gone; one of our own children is reaped on the way)."""
+        if proc_starttime(self.pid) != self.start:
+            return False
+        if _proc_state(self.pid) == "Z":
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, os.WNOHANG)
+            return False
+        return True
 
     def signal(self, sig: int) -> bool:
         """Send `sig` only if the PID still names the process we started."""

@@ -46,7 +46,7 @@ def fabric_conn(name: str) -> Connection:
 def test_fabric_reaches_every_host_with_its_own_hostname(lab_up: dict[str, float]) -> None:
     for name in topology.load().names:
         with fabric_conn(name) as c:
-            assert c.run("hostname", hide=True).stdout.strip() == name
+            assert c.run("hostname", hide=True, in_stream=False).stdout.strip() == name
 
 
 def test_root_namespace_has_no_lab_address_or_route(lab_up: dict[str, float]) -> None:
@@ -133,9 +133,11 @@ def test_reboot_inside_a_host_reboots_only_that_host(
     )
     print(f"{' '.join(argv)}: host back with sshd after {took:.1f}s")
     with fabric_conn(host) as c:
-        assert c.run("hostname", hide=True).stdout.strip() == host
-        assert c.run(f"test -e {marker}", warn=True, hide=True).ok  # layers kept
-        assert not c.run("test -e /tmp/gone-after-reboot", warn=True, hide=True).ok  # fresh /tmp
+        assert c.run("hostname", hide=True, in_stream=False).stdout.strip() == host
+        assert c.run(f"test -e {marker}", warn=True, hide=True, in_stream=False).ok  # layers kept
+        assert not c.run(
+            "test -e /tmp/gone-after-reboot", warn=True, hide=True, in_stream=False
+        ).ok  # fresh /tmp
     assert {h: init_of(h) for h in others} == others
 
 
@@ -157,7 +159,7 @@ def test_host_cannot_signal_machine_processes(lab_up: dict[str, float]) -> None:
         # the host's init survives and respawns sshd
         wait_for("sshd back", lambda: control.sshd_listening(host), timeout=15)
         with fabric_conn(host) as c:
-            assert c.run("hostname", hide=True).stdout.strip() == host
+            assert c.run("hostname", hide=True, in_stream=False).stdout.strip() == host
     finally:
         victim.kill()
         victim.wait()

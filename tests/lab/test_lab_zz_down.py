@@ -4,6 +4,7 @@ idempotent)."""
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,9 @@ def test_down_leaves_nothing(lab_up: dict[str, float]) -> None:
         for f in p.run.glob("*.init")
     ]
     assert len(inits) == 7 and all(i.alive() for i in inits)
-    control.down()
+    t0 = time.monotonic()
+    for line in control.down(lambda m: print(f"{time.monotonic() - t0:.2f}s {m}")):
+        print(f"{time.monotonic() - t0:.2f}s {line}")
     assert netns.lab_netns() == []
     assert not [
         n
