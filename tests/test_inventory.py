@@ -806,3 +806,28 @@ def test_rule_bugs_are_not_swallowed_when_everything_validated(
     monkeypatch.setattr(rules, "_RULES", (broken,))
     with pytest.raises(AttributeError, match="typo in a rule"):
         parse_inventory(good(), path=REPO_HOSTS)
+
+
+def test_kubernetes_package_repo_and_cni_manifest_url(tmp_path: Path) -> None:
+    """Optional mirror keys: a signed mirror needs key_url; an unsigned one says trusted."""
+    data = good()
+    data["kubernetes"]["package_repo"] = {"url": "file:/run/labrepo", "trusted": True}
+    data["kubernetes"]["cni_manifest_url"] = "file:///srv/weave.yaml"
+    p = tmp_path / "ok.yaml"
+    p.write_text(yaml.safe_dump(data))
+    k8s = load_inventory(p).kubernetes
+    assert k8s.package_repo is not None and k8s.package_repo.trusted
+    assert k8s.cni_manifest_url == "file:///srv/weave.yaml"
+    for repo, reason in (
+        ({"url": "https://mirror.example/k8s"}, "key_url is required"),
+        ({"url": "file:/x", "key_url": "file:/x/k", "trusted": True}, "exclude each other"),
+        ({"url": "ftp://mirror", "trusted": True}, "not an http(s) or file: URL"),
+    ):
+        data["kubernetes"]["package_repo"] = repo
+        p.write_text(yaml.safe_dump(data))
+        with pytest.raises(InventoryError) as err:
+            load_inventory(p)
+        assert any(
+            pr.key.startswith("kubernetes.package_repo") and reason in pr.reason
+            for pr in err.value.problems
+        ), err.value.problems

@@ -121,6 +121,12 @@ def _check_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_fetch_url(value: str) -> str:
+    if not re.match(r"^(https?://[^\s/]+(/\S*)?|file:/\S+)$", value):
+        raise ValueError(f"{value!r} is not an http(s) or file: URL")
+    return value
+
+
 IPv4 = Annotated[IPv4Address, BeforeValidator(_ip_before)]
 Net = Annotated[IPv4Network, BeforeValidator(_net_before)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
@@ -133,6 +139,7 @@ Name = Annotated[str, _check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"), "a pla
 Iface = Annotated[str, _check(_IFACE_RE, "a network interface name (at most 15 characters)")]
 DNSName = Annotated[str, AfterValidator(_check_dns)]
 Url = Annotated[str, AfterValidator(_check_url)]
+FetchUrl = Annotated[str, AfterValidator(_check_fetch_url)]  # http(s) or file: (local mirrors)
 Zone = Annotated[str, _check(re.compile(r"^[a-z]+(-[a-z]+)+$"), "a network zone like eu-central")]
 EnvName = Annotated[str, _check(_ENV_RE, "an environment variable name")]
 Address = Annotated[str, AfterValidator(_check_address)]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from runbook.inventory.fields import (
     MIN_MINOR,
@@ -19,6 +19,7 @@ from runbook.inventory.fields import (
     Address,
     DNSName,
     EnvName,
+    FetchUrl,
     Iface,
     IPv4,
     K8sName,
@@ -196,6 +197,27 @@ class EtcdSpec(_Model):
     election_timeout_ms: Seconds = 5000
 
 
+class PackageRepoSpec(_Model):
+    """Where kubelet/kubeadm/kubectl come from (default: pkgs.k8s.io for ``version``).
+
+    ``trusted`` (an unsigned mirror, e.g. the lab's local repository) replaces ``signed-by``
+    with ``trusted=yes``; it is refused together with a ``key_url``, and a mirror that is not
+    trusted needs a ``key_url``.
+    """
+
+    url: FetchUrl
+    key_url: FetchUrl | None = None
+    trusted: StrictBool = False
+
+    @model_validator(mode="after")
+    def _key_or_trusted(self) -> PackageRepoSpec:
+        if self.trusted and self.key_url:
+            raise ValueError("key_url and trusted: true exclude each other")
+        if not self.trusted and not self.key_url:
+            raise ValueError("key_url is required (or trusted: true for an unsigned mirror)")
+        return self
+
+
 class KubernetesSpec(_Model):
     version: str
     pod_subnet: Net
@@ -206,6 +228,8 @@ class KubernetesSpec(_Model):
     etcd: EtcdSpec = EtcdSpec()
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
+    package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/
+    cni_manifest_url: FetchUrl | None = None  # None: the pinned upstream manifest of ``cni``
 
     @field_validator("version", mode="before")
     @classmethod
