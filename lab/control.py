@@ -87,7 +87,11 @@ def host_running(name: str) -> bool:
 def stale_reason(p: LabPaths) -> str | None:
     rec = Record.load(p.record)
     leftovers = netns.lab_netns()
-    if rec.empty() and not leftovers:
+    if not leftovers and not any(r.alive() for r in rec.procs):
+        # nothing of an earlier lab is left (e.g. the machine rebooted): forget its record
+        if p.run.exists():
+            shutil.rmtree(p.run)
+        p.record.unlink(missing_ok=True)
         return None
     dead = [r.name for r in rec.procs if not r.alive()]
     return (

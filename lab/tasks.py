@@ -79,7 +79,9 @@ def status(c: Context) -> None:
         f"{r.name} {r.pid} {'alive' if r.alive() else '[red]dead[/]'}" for r in rec.procs
     )
     console.print(f"state {p.root}; processes: {procs or 'none (lab down)'}")
-    table = Table("host", "role", "public", "private (API)", "init pid", "boots", "sshd")
+    table = Table(box=None)
+    for col in ("host", "role", "public", "private (API)", "init pid", "boots", "sshd"):
+        table.add_column(col, no_wrap=True)
     state = json.loads(p.cloud_state.read_text()) if p.cloud_state.exists() else {}
     servers = {s["name"]: s for s in state.get("servers", [])}
     for h in topo.hosts:
@@ -108,7 +110,9 @@ def status(c: Context) -> None:
             "[green]up[/]" if sshd else "[red]down[/]",
         )
     console.print(table)
-    routes = Table("address", "API holder", "route in lab")
+    routes = Table(box=None)
+    for col in ("address", "API holder", "route in lab"):
+        routes.add_column(col, no_wrap=True)
     holders = {
         a: s["name"]
         for s in state.get("servers", [])

@@ -21,6 +21,8 @@ def lab_up() -> Iterator[dict[str, float]]:
     os.environ["RBLAB_STATE"] = str(TEST_STATE)
     from lab import control, netns
 
+    if netns.lab_netns() and (TEST_STATE / "lab-record.json").exists():
+        control.down()  # left over by an interrupted test session (same state dir)
     running = netns.lab_netns()
     if running:
         pytest.fail(f"another lab is running ({', '.join(running)}): `inv lab.down` it first")

@@ -81,6 +81,20 @@ def test_attached_hosts_are_routed_unattached_are_not(cloud: Client) -> None:
     assert res.ok == 1 and res.answers[0].startswith("SSH-2.0")
 
 
+HOST_API_CALL = """
+import json, sys, urllib.request
+req = urllib.request.Request("http://203.0.113.254/v1/floating_ips",
+                             headers={"Authorization": "Bearer " + sys.stdin.read().strip()})
+print(json.load(urllib.request.urlopen(req, timeout=5))["floating_ips"][0]["ip"])
+"""
+
+
+def test_hosts_reach_the_api_inside_the_lab_token_not_in_argv(cloud: Client) -> None:
+    token = labstate.paths().token.read_text()
+    r = netns.host_exec("k8slb02", ["python3", "-c", HOST_API_CALL], input=token)
+    assert r.stdout.strip() == topology.load().floating_ip
+
+
 def test_vip_route_and_traffic_follow_change_alias_ips(cloud: Client, responders: None) -> None:
     vip = topology.load().vip
     for holder in ("k8slb01", "k8slb02", "k8slb01"):
