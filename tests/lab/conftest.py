@@ -13,6 +13,19 @@ import pytest
 TEST_STATE = Path(os.environ.get("RBLAB_TEST_STATE", "/var/lib/rblab-test"))
 
 
+def _down_dead_labs() -> None:
+    """Remove leftovers of an interrupted session (ours) or of a lab whose processes were all ended
+    (e.g. a session stopped before `inv lab.down`); a live lab of another state dir is left alone."""
+    from lab import control, labstate
+
+    for state in (TEST_STATE, Path(labstate.DEFAULT_STATE)):
+        record = labstate.Record.load(state / "lab-record.json")
+        if state == TEST_STATE or not any(r.alive() for r in record.procs):
+            os.environ["RBLAB_STATE"] = str(state)
+            control.down()
+    os.environ["RBLAB_STATE"] = str(TEST_STATE)
+
+
 @pytest.fixture(scope="session")
 def lab_up() -> Iterator[dict[str, float]]:
     """Bring the lab up once (fresh host layers, cached apt debs kept) and down at the end."""
@@ -21,8 +34,8 @@ def lab_up() -> Iterator[dict[str, float]]:
     os.environ["RBLAB_STATE"] = str(TEST_STATE)
     from lab import control, netns
 
-    if netns.lab_netns() and (TEST_STATE / "lab-record.json").exists():
-        control.down()  # left over by an interrupted test session (same state dir)
+    if netns.lab_netns():
+        _down_dead_labs()
     running = netns.lab_netns()
     if running:
         pytest.fail(f"another lab is running ({', '.join(running)}): `inv lab.down` it first")
