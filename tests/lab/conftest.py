@@ -14,15 +14,16 @@ TEST_STATE = Path(os.environ.get("RBLAB_TEST_STATE", "/var/lib/rblab-test"))
 
 
 def _down_dead_labs() -> None:
-    """Remove leftovers of an interrupted session (ours) or of a lab whose processes were all ended
-    (e.g. a session stopped before `inv lab.down`); a live lab of another state dir is left alone."""
+    """Remove what an interrupted session left (a lab whose processes are gone); never touch a live
+    lab of the default state dir (namespace names are global: only one lab at a time)."""
     from lab import control, labstate
 
+    default = labstate.Record.load(Path(labstate.DEFAULT_STATE) / "lab-record.json")
+    if any(r.alive() for r in default.procs):
+        pytest.fail("a lab (default state dir) is running: `inv lab.down` it first")
     for state in (TEST_STATE, Path(labstate.DEFAULT_STATE)):
-        record = labstate.Record.load(state / "lab-record.json")
-        if state == TEST_STATE or not any(r.alive() for r in record.procs):
-            os.environ["RBLAB_STATE"] = str(state)
-            control.down()
+        os.environ["RBLAB_STATE"] = str(state)
+        control.down()
     os.environ["RBLAB_STATE"] = str(TEST_STATE)
 
 
