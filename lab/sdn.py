@@ -94,6 +94,17 @@ def _ip_json(ns: str, *args: str) -> list[dict[str, Any]]:
 
 
 def _batch(ns: str, cmds: list[str]) -> None:
+    """Run `ip` commands, deletions first; deleting what is already gone (e.g. a route the kernel
+    flushed with the last address of its link) is not an error."""
+    dels = [c for c in cmds if c.split()[1:2] == ["del"]]
+    if dels:
+        subprocess.run(
+            ["ip", "-n", ns, "-force", "-batch", "-"],
+            input="\n".join(dels) + "\n",
+            text=True,
+            capture_output=True,
+        )
+    cmds = [c for c in cmds if c not in dels]
     if not cmds:
         return
     r = subprocess.run(
