@@ -193,7 +193,7 @@ def configure(cfg: dict[str, Any], name: str) -> None:
     tools = Path("/run/rblab/tools")
     lib = Path("/usr/lib/rblab")
     lib.mkdir(exist_ok=True)
-    for fname in ("systemctl3.py", "journalctl3.py", "rblab-power"):
+    for fname in ("systemctl3.py", "journalctl3.py", "rblab-power", "hostunits.py"):
         src = (tools / fname).read_bytes()
         dst = lib / fname
         if not dst.exists() or dst.read_bytes() != src:

@@ -52,6 +52,20 @@ import os, sys
 words = [a for a in sys.argv[1:] if not a.startswith("-")]
 if words and words[0] in ("reboot", "halt", "poweroff", "kexec"):
     os.execv("/usr/lib/rblab/rblab-power", ["rblab-power", "--as", words[0]])
+if words[:1] == ["start"] and len(words) > 1:
+    # systemd runs a finished oneshot (without RemainAfterExit=yes) again on start; the replacement
+    # keeps it "active" and does nothing: restart it instead
+    sys.path.insert(0, "/usr/lib/rblab")
+    import hostunits
+
+    def rerun(unit):
+        u = hostunits.read_unit(unit if "." in unit else unit + ".service")
+        keep = hostunits.last(u, "Service", "RemainAfterExit", "no") in ("yes", "true", "1")
+        return hostunits.last(u, "Service", "Type") == "oneshot" and not keep
+
+    if all(rerun(w) for w in words[1:]):
+        args = ["restart" if a == "start" else a for a in sys.argv[1:]]
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.py", *args])
 os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.py", *sys.argv[1:]])
 '''
 
@@ -98,5 +112,6 @@ def write_tools(tools: Path, pubkey: Path) -> None:
     (tools / "systemctl-wrapper").write_text(SYSTEMCTL)
     (tools / "journalctl-wrapper").write_text(JOURNALCTL)
     shutil.copyfile(pubkey, tools / "lab_key.pub")
+    shutil.copyfile(Path(__file__).with_name("hostunits.py"), tools / "hostunits.py")
     for f in tools.iterdir():
-        f.chmod(0o755 if f.name != "lab_key.pub" else 0o644)
+        f.chmod(0o644 if f.name in ("lab_key.pub", "hostunits.py") else 0o755)

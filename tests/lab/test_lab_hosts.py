@@ -225,3 +225,12 @@ def test_restart_always_and_timers_are_honoured(lab_up: dict[str, float]) -> Non
     )
     netns.host_exec(host, ["systemctl", "disable", "--now", "rblab-sleeper.service"])
     netns.host_exec(host, ["systemctl", "disable", "rblab-tick.timer"])
+
+
+def test_start_runs_a_finished_oneshot_again(lab_up: dict[str, float]) -> None:
+    host = "k8scontrol02"
+    unit = '[Service]\nType=oneshot\nExecStart=/bin/sh -c "echo run >>/var/log/rblab-once.log"\n'
+    netns.host_exec(host, ["sh", "-c", "cat >/etc/systemd/system/rblab-once.service"], input=unit)
+    for _ in range(3):
+        netns.host_exec(host, ["systemctl", "start", "rblab-once.service"])
+    assert netns.host_exec(host, ["cat", "/var/log/rblab-once.log"]).stdout.split() == ["run"] * 3
