@@ -100,10 +100,17 @@ def test_missing_token_is_bad_input(tmp_path: Path) -> None:
     assert "HCLOUD_TOKEN" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("task", ["cluster.init", "cluster.certs", "walkthrough"])
+@pytest.mark.parametrize("task", ["status"])
 def test_unbuilt_tasks_say_so_and_exit_1(task: str) -> None:
     r = inv(task, inventory=REPO / "hosts.yaml")
     assert r.returncode == 1 and "not built yet" in r.stderr
+
+
+def test_walkthrough_without_tty_or_yes_exits_3_at_once() -> None:
+    r = inv("walkthrough", inventory=REPO / "hosts.yaml")
+    text = r.stdout + r.stderr
+    assert r.returncode == 3, text
+    assert "--yes" in text and "Traceback" not in text
 
 
 def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:

@@ -7,10 +7,27 @@ from ..engine import Step
 
 def built_steps() -> list[Step]:
     """Instances of every built step, in the procedure's order."""
+    from .admin_user import AdminUserStep
+    from .certs import CertsStep
+    from .cni import CniStep
     from .haproxy import HaproxyStep
     from .heartbeat import HeartbeatStep
+    from .init import InitStep
+    from .join import JoinStep
     from .lb import LbStep
     from .network import NetworkStep
     from .prepare import PrepareStep
 
-    return [PrepareStep(), NetworkStep(), LbStep(), HeartbeatStep(), HaproxyStep()]
+    return [
+        PrepareStep(),
+        NetworkStep(),
+        LbStep(),
+        HeartbeatStep(),
+        HaproxyStep(),
+        InitStep(),
+        JoinStep("control-plane"),
+        JoinStep("worker"),
+        CniStep(),
+        AdminUserStep(),
+        CertsStep(),
+    ]

@@ -2,7 +2,7 @@
 
 LBs get `haproxy heartbeat` with --no-install-recommends (without it Heartbeat drags in
 pacemaker/corosync, ~115 packages). The Kubernetes part (repo, containerd, kubelet/kubeadm/
-kubectl, swap, sysctls) belongs to the Kubernetes tier.
+kubectl, swap, sysctls) comes from `k8s_prepare` for control planes and workers.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..plan import Change, TargetPlan
 from ..remote import Fact, Host, HostUnreachable
 from ..resources import GuardedCommand, LineInFile, Packages, Resource
 from ._select import hosts_with
+from .k8s_prepare import kubernetes_resources, verify_kubernetes_host
 
 LB_PACKAGES = ("haproxy", "heartbeat", "python3")
 REBOOT_MARKER = "/run/runbook-reboot-pending"
@@ -101,7 +102,10 @@ def hosts_lines(ctx: StepContext) -> list[LineInFile]:
 
 class PrepareStep(Step):
     name = "prepare"
-    title = "hostname, /etc/hosts, upgrade (+ reboot checkpoint), load-balancer packages"
+    title = (
+        "hostname, /etc/hosts, upgrade (+ reboot checkpoint); LB packages; Kubernetes repo, "
+        "containerd, kubelet/kubeadm/kubectl, swap off, modules, sysctls"
+    )
 
     def target_names(self, ctx: StepContext) -> list[str]:
         return hosts_with(ctx)
@@ -121,6 +125,8 @@ class PrepareStep(Step):
         ]
         if host.role == "lb":
             res.append(Packages(LB_PACKAGES))
+        else:
+            res += kubernetes_resources(ctx.inventory, target)
         res.append(Rebooted())
         return res
 
@@ -132,7 +138,4 @@ class PrepareStep(Step):
 
     def verify(self, ctx: StepContext, target: str) -> None:
         if ctx.inventory.hosts[target].role != "lb":
-            ctx.ui.warn(
-                f"{target}: the Kubernetes part of prepare (repo, containerd, kubelet, "
-                "swap, sysctls) is not built yet: it arrives with the Kubernetes tier"
-            )
+            verify_kubernetes_host(ctx, target)

@@ -98,8 +98,13 @@ def execute(
     connect_hosts: bool = True,
     extra: dict[str, Any] | None = None,
     ui: Ui | None = None,
+    also_connect: Callable[[Inventory], Sequence[str]] | None = None,
 ) -> list[StepResult]:
-    """Run steps in order over the selected hosts; stop after the first failed step."""
+    """Run steps in order over the selected hosts; stop after the first failed step.
+
+    `also_connect`: hosts the steps talk to without being targets (e.g. the first control
+    plane, which issues join credentials for `cluster.join --host k8snode01`).
+    """
     ui = ui or new_ui(yes=yes, verbose=verbose)
     inv = load(c, ui)
     register_secrets(inv, ui)
@@ -112,7 +117,7 @@ def execute(
         ctx.targets.update(
             connect_all(
                 inv,
-                selected,
+                list(dict.fromkeys([*selected, *(also_connect(inv) if also_connect else ())])),
                 dry_run=dry_run,
                 accept_new_host_keys=accept_new_host_keys,
                 log=ui.command,

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 from invoke import task
 from invoke.context import Context
 
-from ._common import STEP_HELP, not_built
+from ..inventory import Inventory
+from . import _common as common
+from ._common import STEP_HELP
 
-ISSUE = "issue 5"
+
+def _first_cp(inv: Inventory) -> list[str]:
+    return [inv.first_control_plane.name]
+
+
+def _opts(**extra: str) -> dict[str, str]:
+    return {**STEP_HELP, **extra}
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -20,7 +31,11 @@ def init(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 6: kubeadm init on the first control plane (never on an initialised host)."""
-    not_built("cluster.init", ISSUE)()
+    from ..steps.init import InitStep
+
+    common.execute(c, [InitStep()], task="cluster.init", host=host, roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys)  # fmt: skip
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -33,7 +48,20 @@ def join(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 7: join control planes (one at a time) and workers, fresh credentials each time."""
-    not_built("cluster.join", ISSUE)()
+    from ..steps.join import JoinStep
+
+    common.execute(
+        c,
+        [JoinStep("control-plane"), JoinStep("worker")],
+        task="cluster.join",
+        host=host,
+        roles=["control-plane", "worker"],
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+        also_connect=_first_cp,
+    )
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -46,10 +74,22 @@ def weave(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable)."""
-    not_built("cluster.weave", ISSUE)()
+    from ..steps.cni import CniStep
+
+    common.execute(c, [CniStep()], task="cluster.weave", host=host, roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys)  # fmt: skip
 
 
-@task(name="admin-user", help=STEP_HELP, iterable=["host"])
+@task(
+    name="admin-user",
+    help=_opts(
+        token_file="Local file for the token (mode 0600; default .runbook/CLUSTER/USER.token "
+        "beside the inventory).",
+        show="Also print the token (it is never printed otherwise).",
+    ),
+    iterable=["host"],
+)
 def admin_user(
     c: Context,
     host: list[str] | None = None,
@@ -57,12 +97,36 @@ def admin_user(
     yes: bool = False,
     verbose: bool = False,
     accept_new_host_keys: bool = False,
+    token_file: str = "",
+    show: bool = False,
 ) -> None:
     """Step 9: admin ServiceAccount, cluster-admin binding and an explicit token Secret."""
-    not_built("cluster.admin-user", ISSUE)()
+    from ..steps.admin_user import AdminUserStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    step = AdminUserStep(Path(token_file).expanduser() if token_file else None)
+    common.execute(c, [step], task="cluster.admin-user", host=host, roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys, ui=ui)  # fmt: skip
+    if dry_run or step.used_path is None or not step.used_path.exists():
+        return
+    ui.print(f"token: {step.used_path} (mode 600; --show prints it)")
+    if show:
+        # asked for explicitly: straight to stdout, past the masker
+        sys.stdout.write(step.used_path.read_text())
+        sys.stdout.flush()
 
 
-@task(help=STEP_HELP, iterable=["host"])
+@task(
+    help=_opts(
+        out="Local directory for kubecfg.crt/.key/.p12 (default .runbook/CLUSTER beside the "
+        "inventory).",
+        legacy="Export the p12 with -legacy (RC2/3DES) for old importers.",
+        password_env="Environment variable holding the p12 password (default "
+        "RUNBOOK_P12_PASSWORD); without it you are prompted (TTY), or --yes generates one.",
+    ),
+    iterable=["host"],
+)
 def certs(
     c: Context,
     host: list[str] | None = None,
@@ -70,6 +134,16 @@ def certs(
     yes: bool = False,
     verbose: bool = False,
     accept_new_host_keys: bool = False,
+    out: str = "",
+    legacy: bool = False,
+    password_env: str = "RUNBOOK_P12_PASSWORD",
 ) -> None:
     """Step 10: kubecfg.crt/.key/.p12 from the admin kubeconfig (password never in argv)."""
-    not_built("cluster.certs", ISSUE)()
+    from ..steps.certs import CertsStep
+
+    step = CertsStep(
+        Path(out).expanduser() if out else None, legacy=legacy, password_env=password_env
+    )
+    common.execute(c, [step], task="cluster.certs", host=host, roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys)  # fmt: skip

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from ..engine import RunOptions, Step, StepContext, run_step
 from ..inventory import SUMMARY_COLUMNS, summary_facts, summary_rows
+from ..plan import StepResult
 from . import _common as common
-from ._common import STEP_HELP, not_built
+from ._common import STEP_HELP
 
 
 @task(help={"verbose": "Also list every warning's explanation."})
@@ -115,7 +118,166 @@ def walkthrough(
     from_step: str = "",
 ) -> None:
     """The whole procedure, steps 1-10 in order, guided, with checkpoints; re-running resumes."""
-    not_built("walkthrough", "issue 5")()
+    run_walkthrough(
+        c,
+        host=host or [],
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+        from_step=from_step,
+    )
+
+
+# (walkthrough name, SPEC step number, "module:Class", constructor args) in document order
+WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
+    ("prepare", 1, "prepare:PrepareStep", ()),
+    ("network", 2, "network:NetworkStep", ()),
+    ("lb", 3, "lb:LbStep", ()),
+    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
+    ("haproxy", 5, "haproxy:HaproxyStep", ()),
+    ("init", 6, "init:InitStep", ()),
+    ("join", 7, "join:JoinStep", ("control-plane",)),
+    ("join-workers", 7, "join:JoinStep", ("worker",)),
+    ("cni", 8, "cni:CniStep", ()),
+    ("admin-user", 9, "admin_user:AdminUserStep", ()),
+    ("certs", 10, "certs:CertsStep", ()),
+)
+
+
+def walk_steps() -> list[tuple[str, int, Step]]:
+    """Instances of the walkthrough's steps; a step not built yet stops with its name."""
+    import importlib
+
+    out: list[tuple[str, int, Step]] = []
+    for label, number, ref, args in WALK:
+        module, _, cls = ref.partition(":")
+        try:
+            step_cls = getattr(importlib.import_module(f"runbook.steps.{module}"), cls)
+        except (ImportError, AttributeError):
+            raise Exit(
+                f"walkthrough: step {number} ({label}) is not built yet "
+                f"(runbook.steps.{module}.{cls} is missing)",
+                code=common.EXIT_FAILED,
+            ) from None
+        out.append((label, number, step_cls(*args)))
+    return out
+
+
+def run_walkthrough(
+    c: Context,
+    *,
+    host: list[str],
+    dry_run: bool,
+    yes: bool,
+    verbose: bool,
+    accept_new_host_keys: bool,
+    from_step: str,
+) -> list[StepResult]:
+    """Steps 1-10 with checkpoints; steps before --from-step are only checked (planned)."""
+    from dataclasses import replace
+
+    from ..cloud import CloudTarget, CloudTokenMissing
+    from ..console import CheckpointDeclined, NeedsPerson
+    from ..plan import CLOUD
+    from ..remote import connect_all
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    if not (yes or dry_run or ui.interactive):
+        ui.error("the walkthrough stops at checkpoints: run it on a TTY, or confirm with --yes")
+        raise Exit(code=common.EXIT_CHECKPOINT)
+    steps = walk_steps()
+    labels = [label for label, _, _ in steps]
+    if from_step and from_step not in labels:
+        raise common.fail_input(ui, [f"--from-step: {from_step!r} is not one of {labels}"])
+    start = labels.index(from_step) if from_step else 0
+    inv = common.load(c, ui)
+    common.register_secrets(inv, ui)
+    selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
+    options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
+    ctx = StepContext(inventory=inv, ui=ui, options=options)
+    first_cp = inv.first_control_plane.name
+    ctx.targets.update(
+        connect_all(
+            inv,
+            list(dict.fromkeys([*selected, first_cp])),
+            dry_run=dry_run,
+            accept_new_host_keys=accept_new_host_keys,
+            log=ui.command,
+        )
+    )
+    try:
+        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+    except CloudTokenMissing as exc:
+        raise common.fail_input(ui, [exc]) from None
+    results: list[StepResult] = []
+    code = 0
+    t0 = time.monotonic()
+    try:
+        for i, (label, number, step) in enumerate(steps):
+            ui.print(
+                f"walkthrough {i + 1}/{len(steps)}: step {number} ({label}), "
+                f"{time.monotonic() - t0:.0f} s elapsed",
+                style="bold cyan",
+            )
+            if i < start:
+                checked = replace(ctx, options=replace(options, dry_run=True))
+                res = run_step(step, checked)
+            else:
+                res = run_step(step, ctx)
+            results.append(res)
+            if res.failed:
+                code = common.EXIT_FAILED
+                break
+            if label == "haproxy" and i >= start and not dry_run:
+                offer_drill(ctx)
+    except (CheckpointDeclined, NeedsPerson) as exc:
+        ui.error(str(exc))
+        code = common.EXIT_CHECKPOINT
+    finally:
+        for t in ctx.targets.values():
+            close = getattr(t, "close", None)
+            if close:
+                close()
+    ui.recap(results)
+    if code:
+        raise Exit(code=code)
+    ui.print(
+        f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
+        f"{inv.control_plane_endpoint}",
+        style="bold green",
+    )
+    return results
+
+
+def offer_drill(ctx: StepContext) -> None:
+    """The post's failover test as an offer: asked on a TTY, skipped (with a hint) under --yes."""
+    from ..console import CheckpointDeclined
+    from ..drill import DrillError, run_drill
+
+    ui = ctx.ui
+    hint = "run `inv lb.failover-drill` any time to measure a failover"
+    if ui.assume_yes or not ui.interactive:
+        ui.print(f"failover drill: not run unattended; {hint}", style="cyan")
+        return
+    try:
+        ui.checkpoint(
+            "Run the failover drill now? It stops Heartbeat on the VIP holder and measures "
+            "the outage on the VIP (the post saw ~5 lost pings)."
+        )
+    except CheckpointDeclined:
+        ui.print(f"failover drill skipped; {hint}", style="cyan")
+        return
+    inv = ctx.inventory
+    lbs = {h.name: ctx.targets[h.name] for h in inv.hosts_with_role("lb") if h.name in ctx.targets}
+    prober = ctx.targets.get(inv.first_control_plane.name)
+    if prober is None or len(lbs) < 2:
+        ui.warn(f"failover drill needs both LBs and {inv.first_control_plane.name}; {hint}")
+        return
+    try:
+        run_drill(inv, lbs, prober, ui, mode="stop", seconds=15.0)
+    except DrillError as exc:
+        ui.warn(f"failover drill: {exc}")
 
 
 @task(help={"verbose": "Show the commands run (secrets masked)."})

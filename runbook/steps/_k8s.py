@@ -1,0 +1,179 @@
+"""What the Kubernetes steps share: the first control plane as the cluster's door, node state,
+fresh join credentials, and `kubectl apply` as an idempotent resource.
+
+Everything cluster-side goes through ``kubectl --kubeconfig /etc/kubernetes/admin.conf`` on the
+first control plane, whose admin.conf points at the controlPlaneEndpoint (VIP:6443): every call
+therefore also proves the path through the load balancers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import StepContext, StepFailed
+from ..k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
+from ..plan import Change
+from ..remote import Fact, Host
+from ..resources import Resource
+
+KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    ready: bool
+    version: str
+
+
+def parse_nodes(text: str) -> dict[str, NodeInfo]:
+    """`kubectl get nodes -o json` → name → readiness and kubelet version."""
+    data = json.loads(text or "{}")
+    out: dict[str, NodeInfo] = {}
+    for item in data.get("items") or []:
+        name = item["metadata"]["name"]
+        conds = (item.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+        version = ((item.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+        out[name] = NodeInfo(name, ready, version)
+    return out
+
+
+class Cluster:
+    """The cluster as seen from the first control plane (one per run, shared by the steps)."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.name = ctx.inventory.first_control_plane.name
+        self._lock = threading.Lock()
+        self._nodes: dict[str, NodeInfo] | None = None
+
+    @classmethod
+    def of(cls, ctx: StepContext) -> Cluster:
+        with _lock:
+            found = ctx.extra.get("k8s.cluster")
+            if not isinstance(found, Cluster):
+                found = ctx.extra["k8s.cluster"] = cls(ctx)
+            return found
+
+    @property
+    def host(self) -> Host:
+        host = self.ctx.targets.get(self.name)
+        if host is None:
+            raise StepFailed(f"{self.name} (the first control plane) is not connected")
+        return host
+
+    def initialised(self) -> bool:
+        return self.host.query(f"test -f {ADMIN_CONF}", ok_codes=None).exited == 0
+
+    def require_initialised(self) -> None:
+        if not self.initialised():
+            raise StepFailed(f"{self.name} has no {ADMIN_CONF}: run `inv cluster.init` first")
+
+    def nodes(self, *, refresh: bool = False) -> dict[str, NodeInfo]:
+        with self._lock:
+            if self._nodes is None or refresh:
+                self.require_initialised()
+                res = self.host.query(f"{KUBECTL} get nodes -o json", ok_codes=None)
+                if res.exited != 0:
+                    raise StepFailed(
+                        f"kubectl get nodes on {self.name} failed: {res.stderr.strip()[-300:]}"
+                    )
+                self._nodes = parse_nodes(res.stdout)
+            return dict(self._nodes)
+
+    def issue(self, *, control_plane: bool) -> tuple[JoinCredentials, str | None]:
+        """A fresh bootstrap token (and certificate key for control planes), masked at once."""
+        with self._lock:
+            out = self.host.run("kubeadm token create --print-join-command", timeout=120).stdout
+            creds = parse_join_command(out)
+            self.ctx.ui.masker.register(creds.token)
+            key = None
+            if control_plane:
+                up = self.host.run("kubeadm init phase upload-certs --upload-certs", timeout=300)
+                key = parse_certificate_key(up.stdout)
+                self.ctx.ui.masker.register(key)
+            return creds, key
+
+    def revoke(self, token: str) -> None:
+        """Delete a used token by its public id (the part before the dot is not secret)."""
+        token_id = token.split(".", 1)[0]
+        self.host.run(f"kubeadm token delete {shlex.quote(token_id)}", ok_codes=None)
+
+    def wait_ready(self, names: Sequence[str], *, timeout: float, what: str) -> dict[str, NodeInfo]:
+        """Poll until every node in `names` is Ready, with a progress bar; StepFailed on timeout."""
+        ui = self.ctx.ui
+        deadline = time.monotonic() + timeout
+        with ui.wait(what, timeout) as progress:
+            task = progress.add_task(what, total=len(names))
+            while True:
+                nodes = self.nodes(refresh=True)
+                ready = [n for n in names if n in nodes and nodes[n].ready]
+                progress.update(task, completed=len(ready))
+                if len(ready) == len(names):
+                    return nodes
+                if time.monotonic() > deadline:
+                    waiting = [n for n in names if n not in ready]
+                    raise StepFailed(f"not Ready after {timeout:.0f} s: {', '.join(waiting)}")
+                time.sleep(2)
+
+
+_lock = threading.Lock()
+
+
+def _short(name: str) -> str:
+    """`daemonset.apps/weave-net` → `daemonset/weave-net` (what `kubectl get -o name` prints)."""
+    kind, _, obj = name.strip().partition("/")
+    return f"{kind.split('.')[0].lower()}/{obj}"
+
+
+@dataclass
+class KubectlApplied(Resource):
+    """`kubectl apply -f PATH` on the first control plane when the objects are missing or the
+    manifest file changed in this run (`watch`). `objects` are `kind/name` for `kubectl get`."""
+
+    label: str
+    path: str
+    objects: Sequence[str]
+    namespace: str = "kube-system"
+    watch: Sequence[str] = ()
+
+    @property
+    def key(self) -> str:
+        return f"kubectl-apply:{self.label}"
+
+    def probe(self) -> str:
+        objs = " ".join(shlex.quote(o) for o in self.objects)
+        return f"{KUBECTL} -n {shlex.quote(self.namespace)} get {objs} -o name"
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        found = {_short(ln) for ln in (fact.stdout if fact else "").splitlines() if ln.strip()}
+        missing = [o for o in self.objects if o.lower() not in found]
+        changed = [k for k in self.watch if k in host.touched]
+        if not missing and not changed:
+            return None
+        why = f"missing {', '.join(missing)}" if missing else f"changed: {', '.join(changed)}"
+        return Change(self.key, "apply", f"kubectl apply -f {self.path} ({why})")
+
+    def apply(self, host: Host) -> None:
+        host.run(f"{KUBECTL} apply -f {shlex.quote(self.path)}", timeout=300)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create/replace a local file readable by the owner only (0600 from the first byte)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".rb-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -1,0 +1,88 @@
+"""Step 6 — init: `kubeadm init --config … --upload-certs` on the first control plane.
+
+Never on an initialised host: the guard is /etc/kubernetes/admin.conf (SPEC §3.6). The config is
+kubeadm v1beta4 rendered from the inventory for the kubeadm version installed on the host, so a
+package of another minor is refused before anything runs. Verify: the API answers /readyz through
+the VIP (admin.conf points there) and the apiserver manifest advertises the host's own IP.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from ..engine import Step, StepContext, StepFailed
+from ..k8sfiles import ADMIN_CONF, APISERVER_MANIFEST, KUBEADM_CONFIG_PATH, kubeadm_init_config
+from ..resources import File, GuardedCommand, Resource
+from ._k8s import KUBECTL
+from ._select import hosts_with
+
+API_WAIT_S = 180
+
+
+def installed_kubeadm(ctx: StepContext, target: str) -> str:
+    """`kubeadm version -o short` on the host (cached per run); "" when rendering offline."""
+    if ctx.extra.get("render"):
+        return ""
+    key = f"k8s.kubeadm-version.{target}"
+    if key not in ctx.extra:
+        res = ctx.targets[target].query("kubeadm version -o short", ok_codes=None)
+        if res.exited != 0:
+            raise StepFailed(f"{target}: kubeadm is not installed: run `inv prepare` first")
+        ctx.extra[key] = res.stdout.strip()
+    return str(ctx.extra[key])
+
+
+class InitStep(Step):
+    name = "init"
+    title = "kubeadm init on the first control plane (v1beta4 config, --upload-certs)"
+
+    def target_names(self, ctx: StepContext) -> list[str]:
+        first = ctx.inventory.first_control_plane.name
+        return [first] if first in hosts_with(ctx, "control-plane") else []
+
+    def resources(self, ctx: StepContext, target: str) -> list[Resource]:
+        version = installed_kubeadm(ctx, target)
+        config = kubeadm_init_config(ctx.inventory, target, kubernetes_version=version)
+        cfg = shlex.quote(KUBEADM_CONFIG_PATH)
+        return [
+            File(KUBEADM_CONFIG_PATH, config, mode=0o600),
+            GuardedCommand(
+                "kubeadm-init",
+                f"kubeadm init --config {cfg} --upload-certs",
+                guard=f"test -f {ADMIN_CONF}",
+                summary=(
+                    f"kubeadm init --config {KUBEADM_CONFIG_PATH} --upload-certs "
+                    f"(endpoint {ctx.inventory.control_plane_endpoint})"
+                ),
+                timeout=900,
+            ),
+            GuardedCommand(
+                "root-kubeconfig",
+                "install -d -m 0700 /root/.kube && "
+                f"install -m 0600 {ADMIN_CONF} /root/.kube/config",
+                guard=f"cmp -s {ADMIN_CONF} /root/.kube/config",
+                summary="/root/.kube/config from admin.conf (mode 0600)",
+            ),
+        ]
+
+    def verify(self, ctx: StepContext, target: str) -> None:
+        host = ctx.targets[target]
+        ip = str(ctx.inventory.hosts[target].private_ip)
+        if host.query(
+            f"grep -q -- --advertise-address={ip} {APISERVER_MANIFEST}", ok_codes=None
+        ).exited:
+            raise StepFailed(f"{target}: {APISERVER_MANIFEST} does not advertise {ip}")
+        deadline = time.monotonic() + API_WAIT_S
+        with ctx.ui.status(f"waiting for the API through {ctx.inventory.control_plane_endpoint}"):
+            while True:
+                res = host.query(f"{KUBECTL} get --raw=/readyz", ok_codes=None, timeout=30)
+                if res.exited == 0 and res.stdout.strip() == "ok":
+                    return
+                if time.monotonic() > deadline:
+                    raise StepFailed(
+                        f"the API does not answer /readyz through "
+                        f"{ctx.inventory.control_plane_endpoint} after {API_WAIT_S} s: "
+                        f"{(res.stderr or res.stdout).strip()[-200:]}"
+                    )
+                time.sleep(2)
