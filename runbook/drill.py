@@ -138,6 +138,8 @@ def run_drill(
             for t, v in res.targets.items()
         ],
     )
+    for t in res.targets:
+        ui.print(f"outage: {t} {res.outage(t):.2f}")  # one plain line per target, for scripts
     ui.print(f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(mode)})")
     return res
 

@@ -47,9 +47,17 @@ def heartbeat(
     """Step 4 only: Heartbeat config, authkeys, failover resource script, restart, verify."""
     from ..steps.heartbeat import HeartbeatStep
 
-    common.execute(c, [HeartbeatStep()], task="lb.heartbeat", host=host, roles=["lb"],
-                   dry_run=dry_run, yes=yes, verbose=verbose,
-                   accept_new_host_keys=accept_new_host_keys)
+    common.execute(
+        c,
+        [HeartbeatStep()],
+        task="lb.heartbeat",
+        host=host,
+        roles=["lb"],
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+    )
 
 
 @task(help=STEP_HELP, iterable=["host"])
@@ -64,9 +72,17 @@ def haproxy(
     """Step 5 only: haproxy.cfg validated before install, reloaded, backends verified."""
     from ..steps.haproxy import HaproxyStep
 
-    common.execute(c, [HaproxyStep()], task="lb.haproxy", host=host, roles=["lb"],
-                   dry_run=dry_run, yes=yes, verbose=verbose,
-                   accept_new_host_keys=accept_new_host_keys)
+    common.execute(
+        c,
+        [HaproxyStep()],
+        task="lb.haproxy",
+        host=host,
+        roles=["lb"],
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+    )
 
 
 @task(
