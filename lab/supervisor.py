@@ -32,6 +32,9 @@ from lab import labstate, netns, sdn, topology
 
 HOSTINIT = Path(__file__).with_name("hostinit.py")
 STOP_TIMEOUT = 25.0
+# how a host init ends on request: 0 (SIGTERM), 100 (reboot/halt signal), or killed by the kernel
+# after reboot(2) in its PID ns (SIGHUP: restart, SIGINT: halt/poweroff; unshare re-raises it)
+REQUESTED_EXITS = {0, 100, -signal.SIGHUP, -signal.SIGINT}
 
 _stopping = threading.Event()
 
@@ -85,17 +88,20 @@ class HostRunner(threading.Thread):
         self.boots = 0
 
     def run(self) -> None:
-        recent: list[float] = []
+        crashes: list[float] = []
         while not _stopping.is_set():
-            now = time.monotonic()
-            recent = [t for t in recent if now - t < 30] + [now]
-            if len(recent) > 5:
-                log(f"{self.host}: boot loop (5 boots in 30 s); waiting 10 s")
-                if _stopping.wait(10):
-                    break
             if self.boots:
                 self.reset_network()
-            self.boot_once()
+            rc = self.boot_once()
+            if rc in REQUESTED_EXITS or _stopping.is_set():
+                continue
+            # the init itself failed (a traceback, a failed mount): do not spin
+            now = time.monotonic()
+            crashes = [t for t in crashes if now - t < 30] + [now]
+            if len(crashes) >= 3:
+                log(f"{self.host}: init keeps failing (rc {rc}); next boot in 10 s")
+                if _stopping.wait(10):
+                    break
         log(f"{self.host}: stopped")
 
     def reset_network(self) -> None:
@@ -106,7 +112,7 @@ class HostRunner(threading.Thread):
         except Exception as e:  # keep booting even if the network reset failed
             log(f"{self.host}: network reset failed: {e}")
 
-    def boot_once(self) -> None:
+    def boot_once(self) -> int:
         self.boots += 1
         logf = open(self.paths.logs / f"{self.host}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
@@ -135,7 +141,7 @@ class HostRunner(threading.Thread):
         self.init = None
         if not _stopping.is_set():
             log(f"{self.host}: init exited ({rc}); rebooting")
-            time.sleep(0.2)
+        return rc
 
     def stop_init(self) -> None:
         init = self.init

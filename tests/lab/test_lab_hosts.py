@@ -109,12 +109,35 @@ def test_apt_installs_haproxy_from_lab_repo_into_one_host_only(lab_up: dict[str,
     )
 
 
+REBOOT_SYSCALL = """
+import ctypes, os
+assert os.readlink("/proc/self/ns/pid") != "ROOT_PIDNS" and os.getpid() != 1
+ctypes.CDLL(None, use_errno=True).reboot(0x01234567)  # LINUX_REBOOT_CMD_RESTART
+"""
+
+
 def init_of(name: str) -> tuple[int, int]:
     pid, _start, boots = labstate.paths().init_pid_file(name).read_text().split()
     return int(pid), int(boots)
 
 
-@pytest.mark.parametrize("argv", [["reboot"], ["reboot", "-nf"], ["systemctl", "halt"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reboot"],
+        ["reboot", "-nf"],  # Heartbeat after a failed resource stop
+        ["systemctl", "halt"],  # the replacement's own path: SIGQUIT to PID 1
+        ["systemctl", "reboot"],
+        ["shutdown", "-r", "now"],
+        ["poweroff"],
+        ["kill", "-TERM", "1"],
+        [
+            "python3",
+            "-c",
+            "REBOOT_SYSCALL",
+        ],  # reboot(2) itself, as `reboot -f` of real systemd does
+    ],
+)
 def test_reboot_inside_a_host_reboots_only_that_host(
     lab_up: dict[str, float], argv: list[str]
 ) -> None:
@@ -123,6 +146,11 @@ def test_reboot_inside_a_host_reboots_only_that_host(
     netns.host_exec(host, ["sh", "-c", f"touch {marker} /tmp/gone-after-reboot"])
     others = {h: init_of(h) for h in ("k8node02", "k8scontrol01")}
     _pid, boots = init_of(host)
+    if argv[-1] == "REBOOT_SYSCALL":
+        # only ever inside a PID namespace other than the machine's (there the kernel ends just that
+        # namespace's init); the guard runs in the same process right before the call
+        root_pidns = os.readlink("/proc/self/ns/pid")
+        argv = [*argv[:-1], REBOOT_SYSCALL.replace("ROOT_PIDNS", root_pidns)]
     netns.host_exec(host, argv, check=False, timeout=30)
     took = wait_for(
         f"{host} rebooted",
