@@ -46,7 +46,9 @@ REBOOT_SIGNALS: list[int] = [
     signal.SIGPWR,
     *(signal.SIGRTMIN + n for n in (3, 4, 5, 6)),  # systemd halt/poweroff/reboot/kexec
 ]
-OVERLAY_DIRS = ("etc", "usr", "opt", "var/lib", "var/cache", "var/log", "root", "home")
+# private copies of everything a package or an admin writes to (all of /var, not only lib/cache/log:
+# packages also create /var/www, /var/spool, ...); /run and /tmp are fresh tmpfs per boot
+OVERLAY_DIRS = ("etc", "usr", "opt", "var", "root", "home", "srv", "boot", "media")
 POLICY_RC = "#!/bin/sh\n# rblab: package scripts start no services (hostinit does)\nexit 101\n"
 
 _request: str | None = None  # "reboot" | "shutdown" (set by signal handlers)
@@ -108,7 +110,8 @@ def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
         n = d.replace("/", "_")
         (lay / f"{n}.upper").mkdir(exist_ok=True)
         (lay / f"{n}.work").mkdir(exist_ok=True)
-        Path("/" + d).mkdir(exist_ok=True)
+        if not Path("/" + d).is_dir() or Path("/" + d).is_symlink():
+            continue  # never create anything on the machine's root fs
         opts = f"lowerdir=/{d},upperdir={lay}/{n}.upper,workdir={lay}/{n}.work"
         sh("mount", "-t", "overlay", "overlay", "-o", opts, "/" + d)
     sh("umount", str(lay))
@@ -118,6 +121,7 @@ def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
     if state.is_dir():
         sh("mount", "-t", "tmpfs", "-o", "ro,size=4k,mode=700", "tmpfs", str(state))
     sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", "/tmp")
+    sh("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", "/dev/shm")  # own IPC ns
     sh("umount", "-l", "/sys", check=False)
     sh("mount", "-t", "sysfs", "-o", "nosuid,nodev,noexec", "sysfs", "/sys")
     for d, mode in (("/run/lock", 0o1777), ("/run/sshd", 0o755), ("/run/user", 0o755)):

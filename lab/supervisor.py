@@ -7,7 +7,7 @@ that host's PID namespace. The supervisor turns that into a reboot like a cloud 
 network
 namespace stays (its NIC), runtime addresses are reset, the API's routing is applied again, and a
 new
-PID/UTS/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts
+PID/UTS/IPC/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts
 every host
 down (SIGTERM to each init: stop services, end processes; SIGKILL after a timeout) and exits.
 
@@ -53,6 +53,7 @@ def init_argv(cfg_path: Path, name: str) -> list[str]:
         "--fork",
         "--mount-proc",
         "--uts",
+        "--ipc",
         "--mount",
         "--propagation",
         "private",

@@ -58,14 +58,15 @@ def test_root_namespace_has_no_lab_address_or_route(lab_up: dict[str, float]) ->
         assert prefix not in addrs and prefix not in routes
 
 
-def test_etc_is_private_per_host(lab_up: dict[str, float]) -> None:
-    name = f"rblab-test-{uuid.uuid4().hex[:8]}"
-    netns.host_exec("k8scontrol01", ["sh", "-c", f"echo hello >/etc/{name}"])
-    assert netns.host_exec("k8scontrol01", ["cat", f"/etc/{name}"]).stdout == "hello\n"
-    assert (
-        netns.host_exec("k8scontrol02", ["test", "-e", f"/etc/{name}"], check=False).returncode == 1
-    )
-    assert not Path("/etc", name).exists()
+@pytest.mark.parametrize(
+    "where", ["/etc", "/var", "/var/lib", "/root", "/usr/local", "/srv", "/dev/shm"]
+)
+def test_writes_are_private_per_host(lab_up: dict[str, float], where: str) -> None:
+    name = f"{where}/rblab-test-{uuid.uuid4().hex[:8]}"
+    netns.host_exec("k8scontrol01", ["sh", "-c", f"echo hello >{name}"])
+    assert netns.host_exec("k8scontrol01", ["cat", name]).stdout == "hello\n"
+    assert netns.host_exec("k8scontrol02", ["test", "-e", name], check=False).returncode == 1
+    assert not Path(name).exists()
 
 
 def test_state_dir_is_hidden_inside_hosts(lab_up: dict[str, float]) -> None:
