@@ -106,6 +106,7 @@ def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
     tools.mkdir()
     sh("mount", "--bind", cfg["tools"], str(tools))
     sh("mount", "-o", "remount,bind,ro", str(tools))
+    migrate_layers(lay)
     for d in OVERLAY_DIRS:
         n = d.replace("/", "_")
         (lay / f"{n}.upper").mkdir(exist_ok=True)
@@ -127,6 +128,21 @@ def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
     for d, mode in (("/run/lock", 0o1777), ("/run/sshd", 0o755), ("/run/user", 0o755)):
         Path(d).mkdir(exist_ok=True)
         os.chmod(d, mode)
+
+
+def migrate_layers(lay: Path) -> None:
+    """Layers of the first lab layout had separate var/lib, var/cache, var/log overlays: move their
+    upper dirs into the one /var upper dir (same fs: whiteouts and opaque xattrs are kept)."""
+    old = [lay / f"var_{x}.upper" for x in ("lib", "cache", "log")]
+    if not any(p.is_dir() for p in old) or (lay / "var.upper").exists():
+        return
+    (lay / "var.upper").mkdir()
+    for p in old:
+        if p.is_dir():
+            p.rename(lay / "var.upper" / p.name.removeprefix("var_").removesuffix(".upper"))
+    for p in lay.glob("var_*.work"):
+        shutil.rmtree(p, ignore_errors=True)
+    log("migrated /var layers to the single /var overlay")
 
 
 def write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
