@@ -154,8 +154,9 @@ def _locked(p: labstate.LabPaths) -> Iterator[None]:
 def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
     """Make the lab's routes match `state` (the fakecloud on_change hook). Idempotent.
 
-    `only_host`: after a host reboot, re-apply its private side even though the record says it is
-    applied."""
+    Every call re-asserts each attached host's address and route (cheap `replace`), so a host whose
+    link was reset (reboot, link down/up) is repaired by the next call. `only_host` is accepted for
+    callers that name the host they just rebooted; it changes nothing."""
     p = labstate.paths()
     topo = topology.load()
     lab_hosts = set(topo.names)
@@ -186,8 +187,10 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
             want = d.hosts.get(name)
             old = applied.get(name)
             old_net = HostNet(**old) if old else None
-            if want == old_net and name != only_host:
+            if want is None and old_net is None:
                 continue
+            # an attached host always gets its address and route again (`replace` is a no-op when
+            # present): a link set down and up, or a test, may have removed them behind our back
             cmds = []
             if old_net and (want is None or old_net.ip != want.ip):
                 cmds.append(f"address del {old_net.ip}/32 dev ens10")

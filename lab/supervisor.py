@@ -157,6 +157,35 @@ class HostRunner(threading.Thread):
             init.signal(signal.SIGKILL)
 
 
+def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
+    """Like systemd-networkd on a cloud server: when an attached host's `ens10` comes back up (link
+    down/up in a failover drill), its address and network route return. The kernel drops them with
+    the link; without this the host would stay cut off until the next API change."""
+    p = labstate.paths()
+    while not _stopping.wait(interval):
+        try:
+            applied = json.loads(p.sdn_applied.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, net in applied.items():
+            ns = topology.host_ns(name)
+            r = subprocess.run(
+                ["ip", "-n", ns, "route", "show", "dev", "ens10"], text=True, capture_output=True
+            )
+            if r.returncode != 0 or net["ip_range"] in r.stdout:
+                continue
+            link = subprocess.run(
+                ["ip", "-n", ns, "-br", "link", "show", "ens10"], text=True, capture_output=True
+            ).stdout.split()
+            if link[1:2] == ["UP"]:
+                log(f"{name}: ens10 is up without its network route; re-applying the API state")
+                try:
+                    sdn.apply_from_file()
+                except Exception as e:
+                    log(f"{name}: re-apply failed: {e}")
+                break
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.supervisor", description=__doc__)
     ap.add_argument("--config", type=Path, required=True, help="lab-config.json written by lab.up")
@@ -173,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_term)
     for r in runners:
         r.start()
+    threading.Thread(target=watch_private_links, args=(topo,), name="links", daemon=True).start()
     log(f"running {len(runners)} hosts")
     while not _stopping.wait(0.5):
         pass

@@ -183,6 +183,21 @@ def test_routing_trap_with_network_10_0_0_0_8(cloud: Client) -> None:
     )
 
 
+def test_private_route_returns_after_link_down_up(cloud: Client) -> None:
+    """The kernel drops ens10's route with the link; the lab restores it like networkd would."""
+    ns = topology.host_ns("k8slb02")
+    netns.run("ip", "-n", ns, "link", "set", "ens10", "down")
+    assert "10.143.0.0/16" not in netns.run("ip", "-n", ns, "route").stdout
+    netns.run("ip", "-n", ns, "link", "set", "ens10", "up")
+    took = wait_for(
+        "route back",
+        lambda: "10.143.0.0/16 via 10.143.0.1" in netns.run("ip", "-n", ns, "route").stdout,
+        timeout=10,
+    )
+    print(f"private route back {took:.1f}s after link up")
+    assert probe.probe("10.143.0.6", 22, host="k8scontrol01", count=1, timeout=1).ok == 1
+
+
 def test_sdn_logs_route_moves(cloud: Client) -> None:
     log = labstate.paths().sdn_log.read_text()
     assert "rbl-router 10.143.0.50/32" in log and "-> r-k8slb02" in log
