@@ -1,0 +1,26 @@
+"""Entry point: `python3 -m rbk8s kubeadm|kubectl|kubelet|containerd|apiserver ARGS`."""
+
+import sys
+
+from . import daemons, kubeadm
+
+
+def main() -> int:
+    prog, args = (sys.argv[1:2] or [""])[0], sys.argv[2:]
+    if prog == "kubeadm":
+        return kubeadm.main(args)
+    if prog == "kubectl":
+        return daemons.kubectl(args)
+    if prog == "kubelet":
+        return daemons.kubelet(args)
+    if prog == "containerd":
+        return daemons.containerd(args)
+    if prog == "apiserver":
+        from pathlib import Path
+
+        return daemons.apiserver(Path(args[0]))
+    sys.stderr.write(f"rbk8s: unknown program {prog!r}\n")
+    return 2
+
+
+sys.exit(main())

@@ -1,0 +1,327 @@
+"""LAB STAND-IN — a tiny API server: /readyz over real TLS on :6443, bootstrap tokens with TTL,
+certificate keys that expire after 2 h, node registration and a small object store.
+
+It is NOT Kubernetes: no scheduling, no pods, no controllers beyond two honest emulations — the
+token controller (fills `kubernetes.io/service-account-token` Secrets) and node readiness (a node
+is Ready while its kubelet stand-in reports and a CNI DaemonSet exists). The state (the role
+etcd plays) is a JSON file, pushed synchronously to every other control plane on each write, so
+any API server behind the load balancers answers the same and one can fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import ssl
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from . import pki
+
+STATE = Path("/var/lib/rblab-apiserver/state.json")
+TOKEN_TTL = 24 * 3600
+CERT_KEY_TTL = 2 * 3600
+NODE_GRACE = 40.0
+CNI_DAEMONSETS = (
+    "daemonset/kube-system/weave-net",
+    "daemonset/kube-system/calico-node",
+    "daemonset/kube-flannel/kube-flannel-ds",
+)
+CLUSTER_SCOPED = {"clusterrolebinding", "clusterrole", "namespace", "node"}
+ADMIN_GROUPS = ("kubernetes-admin", "super-admin")
+
+
+def empty_state() -> dict[str, Any]:
+    return {"version": 0, "tokens": {}, "certkey": None, "members": {}, "nodes": {}, "objects": {}}
+
+
+def object_key(obj: dict[str, Any], namespace: str = "default") -> str:
+    kind = str(obj.get("kind", "")).lower()
+    meta = obj.get("metadata") or {}
+    ns = "" if kind in CLUSTER_SCOPED else meta.get("namespace") or namespace
+    return f"{kind}/{ns}/{meta.get('name', '')}"
+
+
+class Store:
+    """The state file with a lock; `now` is injectable so tests can expire things."""
+
+    def __init__(self, path: Path, *, self_name: str = "", now: Any = time.time) -> None:
+        self.path, self.self_name, self.now = path, self_name, now
+        self.lock = threading.RLock()
+        self.data = json.loads(path.read_text()) if path.exists() else empty_state()
+        self.peer_ctx: ssl.SSLContext | None = None
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.data, fh)
+        os.replace(tmp, self.path)
+
+    def commit(self) -> None:
+        """Persist and push to the other control planes (best effort, synchronous)."""
+        self.data["version"] += 1
+        self.save()
+        body = json.dumps(self.data).encode()
+        for name, ip in list(self.data["members"].items()):
+            if name == self.self_name or self.peer_ctx is None:
+                continue
+            req = urllib.request.Request(
+                f"https://{ip}:6443/rb/v1/replicate", data=body, method="POST"
+            )
+            # a member that is down misses this write; the next write carries the whole state
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(req, timeout=2, context=self.peer_ctx).read()
+
+    # -- tokens and certificate keys ------------------------------------------------------
+    def create_token(self, ttl: float = TOKEN_TTL) -> str:
+        with self.lock:
+            tid, sec = secrets.token_hex(3), secrets.token_hex(8)
+            self.data["tokens"][tid] = {"secret": sec, "expires": self.now() + ttl}
+            self.commit()
+            return f"{tid}.{sec}"
+
+    def delete_token(self, tid: str) -> bool:
+        with self.lock:
+            found = self.data["tokens"].pop(tid, None) is not None
+            self.commit()
+            return found
+
+    def valid_token(self, token: str) -> bool:
+        tid, _, sec = token.partition(".")
+        t = self.data["tokens"].get(tid)
+        return bool(t) and secrets.compare_digest(t["secret"], sec) and t["expires"] > self.now()
+
+    def upload_certs(self, ca_crt: bytes, ca_key: bytes) -> str:
+        with self.lock:
+            key = secrets.token_hex(32)
+            self.data["certkey"] = {
+                "key": key,
+                "expires": self.now() + CERT_KEY_TTL,
+                "ca_crt": ca_crt.decode(),
+                "ca_key": ca_key.decode(),
+            }
+            self.commit()
+            return key
+
+    def certs_for(self, key: str) -> dict[str, str] | None:
+        ck = self.data.get("certkey")
+        if not ck or not secrets.compare_digest(ck["key"], key) or ck["expires"] <= self.now():
+            return None
+        return {"ca_crt": ck["ca_crt"], "ca_key": ck["ca_key"]}
+
+    # -- nodes and objects ----------------------------------------------------------------
+    def heartbeat(self, name: str, version: str, ip: str) -> None:
+        with self.lock:
+            self.data["nodes"][name] = {"heartbeat": self.now(), "version": version, "ip": ip}
+            self.commit()
+
+    def node_list(self) -> dict[str, Any]:
+        cni = any(k in self.data["objects"] for k in CNI_DAEMONSETS)
+        items = []
+        for name, n in sorted(self.data["nodes"].items()):
+            alive = self.now() - n["heartbeat"] < NODE_GRACE
+            ready = alive and cni
+            reason = (
+                "KubeletReady"
+                if ready
+                else ("NetworkPluginNotReady" if alive else "NodeStatusUnknown")
+            )
+            items.append(
+                {
+                    "kind": "Node",
+                    "apiVersion": "v1",
+                    "metadata": {"name": name},
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Ready",
+                                "status": "True" if ready else "False",
+                                "reason": reason,
+                            }
+                        ],
+                        "nodeInfo": {"kubeletVersion": n["version"]},
+                        "addresses": [{"type": "InternalIP", "address": n["ip"]}],
+                    },
+                }
+            )
+        return {"kind": "NodeList", "apiVersion": "v1", "items": items}
+
+    def apply(self, objects: list[dict[str, Any]], namespace: str) -> list[str]:
+        out = []
+        with self.lock:
+            for obj in objects:
+                key = object_key(obj, namespace)
+                obj = json.loads(json.dumps(obj))
+                if obj.get("kind") == "Secret" and obj.get("type") == (
+                    "kubernetes.io/service-account-token"
+                ):
+                    old = self.data["objects"].get(key, {}).get("data", {}).get("token")
+                    token = old or base64.b64encode(secrets.token_urlsafe(48).encode()).decode()
+                    obj["data"] = {**(obj.get("data") or {}), "token": token}
+                verb = "configured" if key in self.data["objects"] else "created"
+                if self.data["objects"].get(key) == obj:
+                    verb = "unchanged"
+                self.data["objects"][key] = obj
+                out.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} {verb}")
+            self.commit()
+        return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ApiServer
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet; errors go to stderr
+        pass
+
+    def _send(self, code: int, body: Any) -> None:
+        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header(
+            "Content-Type", "text/plain" if isinstance(body, str) else "application/json"
+        )
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"{}")
+
+    def _client_cn(self) -> str:
+        cert = self.connection.getpeercert()
+        for rdn in (cert or {}).get("subject", ()):
+            for k, v in rdn:
+                if k == "commonName":
+                    return str(v)
+        return ""
+
+    def _admin(self) -> bool:
+        if self._client_cn() in ADMIN_GROUPS:
+            return True
+        self._send(403, {"message": "forbidden: client certificate of an admin required"})
+        return False
+
+    def do_GET(self) -> None:
+        store = self.server.store
+        path, _, query = self.path.partition("?")
+        if path in ("/readyz", "/livez", "/healthz"):
+            return self._send(200, "ok")
+        if path == "/rb/v1/cluster-info":
+            return self._send(200, {"ca": self.server.ca_pem})
+        if not self._admin():
+            return None
+        if path == "/api/v1/nodes":
+            return self._send(200, store.node_list())
+        if path == "/rb/v1/objects":
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            want = [k for k in params.get("keys", "").split(",") if k]
+            found = {k: store.data["objects"][k] for k in want if k in store.data["objects"]}
+            return self._send(200, {"items": found, "missing": [k for k in want if k not in found]})
+        return self._send(404, {"message": f"not found: {path}"})
+
+    def do_DELETE(self) -> None:
+        if not self._admin():
+            return None
+        if self.path.startswith("/rb/v1/tokens/"):
+            ok = self.server.store.delete_token(self.path.rsplit("/", 1)[1])
+            return self._send(200 if ok else 404, {"deleted": ok})
+        return self._send(404, {"message": "not found"})
+
+    def do_POST(self) -> None:
+        store, path = self.server.store, self.path
+        if path == "/rb/v1/bootstrap":
+            return self._bootstrap()
+        if path == "/rb/v1/replicate":
+            if not self._client_cn():
+                return self._send(403, {"message": "peer certificate required"})
+            incoming = self._body()
+            with store.lock:
+                if incoming.get("version", 0) > store.data["version"]:
+                    store.data = incoming
+                    store.save()
+            return self._send(200, {"version": store.data["version"]})
+        m = path.removeprefix("/rb/v1/nodes/")
+        if m != path and m.endswith("/status"):
+            name = m.removesuffix("/status")
+            if self._client_cn() != f"system:node:{name}":
+                return self._send(403, {"message": f"node {name}: wrong client certificate"})
+            b = self._body()
+            store.heartbeat(name, b.get("version", ""), b.get("ip", ""))
+            return self._send(200, {"ok": True})
+        if not self._admin():
+            return None
+        if path == "/rb/v1/tokens":
+            return self._send(
+                201, {"token": store.create_token(self._body().get("ttl", TOKEN_TTL))}
+            )
+        if path == "/rb/v1/upload-certs":
+            key = store.upload_certs(self.server.ca_pem.encode(), self.server.ca_key)
+            return self._send(201, {"key": key})
+        if path == "/rb/v1/apply":
+            b = self._body()
+            return self._send(
+                200, {"result": store.apply(b["objects"], b.get("namespace", "default"))}
+            )
+        return self._send(404, {"message": f"not found: {path}"})
+
+    def _bootstrap(self) -> None:
+        """kubeadm join: token → kubelet client certificate; + certificate key → the CA."""
+        store = self.server.store
+        auth = self.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ").strip()
+        tid = token.partition(".")[0]
+        if not store.valid_token(token):
+            return self._send(
+                401, {"message": f'token id "{tid}" is invalid for this cluster or it has expired'}
+            )
+        b = self._body()
+        out: dict[str, Any] = {}
+        if b.get("certificateKey") is not None:
+            certs = store.certs_for(str(b["certificateKey"]))
+            if certs is None:
+                return self._send(
+                    403,
+                    {
+                        "message": 'Secret "kubeadm-certs" was not found in the '
+                        '"kube-system" Namespace. This Secret might have expired'
+                    },
+                )
+            out["controlPlane"] = certs
+            with store.lock:
+                store.data["members"][b["node"]] = b["ip"]
+                store.commit()
+        out["crt"] = pki.sign_csr(self.server.pki, b["csr"].encode()).decode()
+        out["state"] = store.data
+        return self._send(200, out)
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self, addr: tuple[str, int], store: Store, pki_dir: Path, *, cert: Path, key: Path
+    ) -> None:
+        super().__init__(addr, Handler)
+        self.store, self.pki = store, pki_dir
+        self.ca_pem = (pki_dir / "ca.crt").read_text()
+        self.ca_key = (pki_dir / "ca.key").read_bytes()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        ctx.load_verify_locations(pki_dir / "ca.crt")
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        peer = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        peer.load_verify_locations(pki_dir / "ca.crt")
+        peer.check_hostname = False
+        peer.load_cert_chain(cert, key)
+        store.peer_ctx = peer

@@ -1,0 +1,241 @@
+"""LAB STAND-IN — kubectl (the calls the runbook makes), kubelet, containerd and the apiserver
+process the kubelet runs from its static-pod manifest.
+
+kubelet: refuses to run without /etc/kubernetes/kubelet.conf (as the real one crash-loops before
+kubeadm), needs the containerd socket, runs the kube-apiserver manifest as a child (restarting it
+like a crash-looping static pod) and reports node status through the controlPlaneEndpoint.
+apiserver: refuses flags Kubernetes removed (insecure port, klog file flags) like the real one.
+containerd: reads /etc/containerd/config.toml strictly as TOML, serves its socket, runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import VERSION, client
+from .apiserver import STATE, ApiServer, Store
+
+K = Path("/etc/kubernetes")
+CRI_SOCKET = Path("/run/containerd/containerd.sock")
+REMOVED = (
+    "insecure-port",
+    "insecure-bind-address",
+    "log-dir",
+    "log-file",
+    "log-file-max-size",
+    "logtostderr",
+    "alsologtostderr",
+    "skip-log-headers",
+)
+CONTAINERD_VERSION = "2.1.4"
+
+
+# ----- kubectl --------------------------------------------------------------------------------
+def _short(key: str) -> str:
+    kind, _, name = key.split("/", 2)[0], None, key.rsplit("/", 1)[1]
+    group = {
+        "daemonset": "daemonset.apps",
+        "clusterrolebinding": "clusterrolebinding.rbac.authorization.k8s.io",
+    }.get(kind, kind)
+    return f"{group}/{name}"
+
+
+def kubectl(argv: list[str]) -> int:
+    conf_path = os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    ns = "default"
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--kubeconfig":
+            conf_path, i = argv[i + 1], i + 2
+        elif argv[i] in ("-n", "--namespace"):
+            ns, i = argv[i + 1], i + 2
+        else:
+            rest.append(argv[i])
+            i += 1
+    try:
+        conf = client.load(conf_path)
+        return _kubectl(conf, ns, rest)
+    except client.ApiError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+
+
+def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
+    if args == ["get", "--raw=/readyz"]:
+        print(client.call(conf, "GET", "/readyz"), end="")
+        return 0
+    if args[:2] == ["get", "nodes"]:
+        nodes = client.call(conf, "GET", "/api/v1/nodes")
+        if args[2:] == ["-o", "json"]:
+            print(json.dumps(nodes, indent=2))
+            return 0
+        print(f"{'NAME':<16}{'STATUS':<10}VERSION")
+        for n in nodes["items"]:
+            ready = n["status"]["conditions"][0]["status"] == "True"
+            print(
+                f"{n['metadata']['name']:<16}{'Ready' if ready else 'NotReady':<10}"
+                f"{n['status']['nodeInfo']['kubeletVersion']}"
+            )
+        return 0
+    if args[:2] == ["apply", "-f"] and len(args) == 3:
+        objs: list[dict[str, Any]] = []
+        for d in yaml.safe_load_all(Path(args[2]).read_text()):
+            if d:
+                objs += d.get("items", []) if d.get("kind") == "List" else [d]
+        for o in objs:
+            o.setdefault("metadata", {}).setdefault("namespace", ns)
+        for line in client.call(conf, "POST", "/rb/v1/apply", {"namespace": ns, "objects": objs})[
+            "result"
+        ]:
+            print(line)
+        return 0
+    if args[:1] == ["get"] and args[-2:] == ["-o", "name"]:
+        from .apiserver import CLUSTER_SCOPED
+
+        keys = []
+        for ref in args[1:-2]:
+            kind, _, name = ref.partition("/")
+            keys.append(f"{kind}/{'' if kind in CLUSTER_SCOPED else ns}/{name}")
+        got = client.call(conf, "GET", "/rb/v1/objects?keys=" + ",".join(keys))
+        for k in keys:
+            if k in got["items"]:
+                print(_short(k))
+        for k in got["missing"]:
+            sys.stderr.write(f'Error from server (NotFound): "{k.rsplit("/", 1)[1]}" not found\n')
+        return 1 if got["missing"] else 0
+    if args[:2] == ["get", "secret"] and len(args) == 5 and args[3] == "-o":
+        key = f"secret/{ns}/{args[2]}"
+        got = client.call(conf, "GET", "/rb/v1/objects?keys=" + key)
+        if key not in got["items"]:
+            sys.stderr.write(f'Error from server (NotFound): secrets "{args[2]}" not found\n')
+            return 1
+        if args[4] != "jsonpath={.data.token}":
+            sys.stderr.write("stand-in kubectl: only -o jsonpath={.data.token}\n")
+            return 1
+        print(got["items"][key].get("data", {}).get("token", ""), end="")
+        return 0
+    sys.stderr.write(f"stand-in kubectl: unsupported: {' '.join(args)}\n")
+    return 1
+
+
+# ----- apiserver (run by the kubelet from the static-pod manifest) ----------------------------
+def apiserver(manifest: Path) -> int:
+    pod = yaml.safe_load(manifest.read_text())
+    flags: dict[str, str] = {}
+    for arg in pod["spec"]["containers"][0]["command"][1:]:
+        name, _, value = arg.removeprefix("--").partition("=")
+        if name in REMOVED:
+            sys.stderr.write(f"Error: unknown flag: --{name}\n")
+            return 1
+        flags[name] = value
+    name = socket.gethostname()
+    store = Store(STATE, self_name=name)
+    srv = ApiServer(
+        ("0.0.0.0", int(flags.get("secure-port", "6443"))),
+        store,
+        Path(flags["client-ca-file"]).parent,
+        cert=Path(flags["tls-cert-file"]),
+        key=Path(flags["tls-private-key-file"]),
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    srv.serve_forever()
+    return 0
+
+
+# ----- kubelet --------------------------------------------------------------------------------
+def kubelet(argv: list[str]) -> int:
+    conf_path = K / "kubelet.conf"
+    if not conf_path.exists():
+        sys.stderr.write(f"failed to load Kubelet config file {conf_path}: no such file\n")
+        return 1
+    if not CRI_SOCKET.is_socket():
+        sys.stderr.write(f"container runtime is down: {CRI_SOCKET} missing\n")
+        return 1
+    conf = client.load(conf_path)
+    name = conf["users"][0]["name"].removeprefix("system:node:")
+    ip = _node_ip()
+    child: subprocess.Popen[bytes] | None = None
+    manifest = K / "manifests" / "kube-apiserver.yaml"
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    backoff, last = 1.0, 0.0
+    while not stop:
+        down = child is None or child.poll() is not None
+        if manifest.exists() and down and time.monotonic() - last >= backoff:
+            if child is not None:  # it died: back off like a crash-looping static pod
+                backoff = min(backoff * 2, 10)
+            child = subprocess.Popen(
+                [sys.executable, "-m", "rbk8s", "apiserver", str(manifest)],
+                cwd=str(Path(__file__).parent.parent),
+            )
+            last = time.monotonic()
+        try:
+            client.call(
+                conf,
+                "POST",
+                f"/rb/v1/nodes/{name}/status",
+                {"version": f"v{VERSION}", "ip": ip},
+                timeout=3,
+            )
+        except client.ApiError as exc:
+            sys.stderr.write(f"kubelet: node status not reported: {exc}\n")
+        for _ in range(10):
+            if stop:
+                break
+            time.sleep(0.5)
+    if child is not None and child.poll() is None:
+        child.terminate()
+        child.wait(10)
+    return 0
+
+
+def _node_ip() -> str:
+    env = Path("/var/lib/kubelet/kubeadm-flags.env")
+    if env.exists():
+        for part in env.read_text().split():
+            if part.startswith("--node-ip="):
+                return part.split("=", 1)[1].strip('"')
+    return ""
+
+
+# ----- containerd -----------------------------------------------------------------------------
+def containerd(argv: list[str]) -> int:
+    if argv in (["--version"], ["-v"]):
+        print(f"containerd github.com/containerd/containerd/v2 v{CONTAINERD_VERSION} rblab-standin")
+        return 0
+    cfg = Path("/etc/containerd/config.toml")
+    if cfg.exists():
+        try:
+            conf = tomllib.loads(cfg.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            sys.stderr.write(f"containerd: failed to load TOML from {cfg}: {exc}\n")
+            return 1
+        if conf.get("version") not in (2, 3):
+            sys.stderr.write(f"containerd: unsupported config version {conf.get('version')}\n")
+            return 1
+    CRI_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+    CRI_SOCKET.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(CRI_SOCKET))
+    sock.listen(8)
+
+    def _term(*_: object) -> None:
+        CRI_SOCKET.unlink(missing_ok=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, _term)
+    while True:
+        conn, _ = sock.accept()
+        conn.close()
