@@ -1,14 +1,10 @@
 """The lab's local apt repository (hosts have no other network).
 
 Why `--download-only`: hosts overlay the root filesystem, so their dpkg database starts as the
-machine's;
-apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy, heartbeat and
-their
-dependencies) without installing anything here. The debs are cached under the state dir (kept by
-`down`);
-the repo is a flat `deb [trusted=yes] file:/run/labrepo ./` with Packages(.gz) and a minimal Release
-(without
-one apt probes Packages.xz/.bz2 and prints errors).
+machine's; apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy,
+heartbeat and their dependencies) without installing anything here. The debs are cached under the
+state dir (kept by `down`); the repo is a flat `deb [trusted=yes] file:/run/labrepo ./` with
+Packages(.gz) and a minimal Release (without one apt probes Packages.xz/.bz2 and prints errors).
 """
 
 from __future__ import annotations

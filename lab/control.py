@@ -1,10 +1,8 @@
 """Bring the lab up and down (the logic behind `inv lab.up/status/down`; tests call it directly).
 
 Why a record-driven design: `down` must remove exactly what `up` made and end only processes the lab
-started
-(recorded PID + start time). `up` is idempotent: with the lab running it changes nothing; after a
-crash it
-refuses with a message pointing at `inv lab.down` rather than guessing.
+started (recorded PID + start time). `up` is idempotent: with the lab running it changes nothing;
+after a crash it refuses with a message pointing at `inv lab.down` rather than guessing.
 """
 
 from __future__ import annotations

@@ -3,18 +3,13 @@
 /usr/bin/python3.
 
 Why an init of our own: without systemd, something must (a) build the host's private filesystem
-view,
-(b) start sshd and the enabled units at boot, (c) run timers and honour Restart= (gaps of the
-systemctl
-replacement), (d) reap orphans, and (e) catch reboot/halt requests, which in a PID namespace reach
-only this
-process, and turn them into a clean host reboot. Exit codes: 0 after SIGTERM (lab shutdown), 100
-reboot
-request. The supervisor in the root namespace starts it again on the same layers either way unless
-the lab
-is going down.
+view, (b) start sshd and the enabled units at boot, (c) run timers and honour Restart= (gaps of the
+systemctl replacement), (d) reap orphans, and (e) catch reboot/halt requests, which in a PID
+namespace reach only this process, and turn them into a clean host reboot. Exit codes: 0 after
+SIGTERM (lab shutdown), 100 reboot request. The supervisor in the root namespace starts it again on
+the same layers either way unless the lab is going down.
 
-Started as: nsenter --net=/run/netns/rbl-NAME unshare --pid --fork --mount-proc --uts --mount
+Started as: nsenter --net=/run/netns/rbl-NAME unshare --pid --fork --mount-proc --uts --ipc --mount
             --propagation private /usr/bin/python3 hostinit.py --config CONFIG.json --host NAME
 """
 
@@ -88,9 +83,8 @@ def on_signal(signum: int, _frame: Any) -> None:
 
 def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
     """Private /run, then overlays whose upper dirs are reached through a bind mount of the host's
-    layer
-    dir (the path under the state dir is hidden once /var/lib is overlaid), /tmp, sysfs of this
-    netns."""
+    layer dir (the path under the state dir is hidden once /var/lib is overlaid), /tmp, sysfs of
+    this netns."""
     # copies of the machine's /run/netns/* bind mounts would keep other namespaces alive from in
     # here
     sh("umount", "-R", "-l", "/run/netns", check=False)
@@ -256,8 +250,7 @@ def apply_net_sysctls() -> None:
 
 def tmpfiles() -> None:
     """Create /run (and /var/lib, /var/log) entries of installed packages; never unrestricted (that
-    would
-    write into paths shared with the machine)."""
+    would write into paths shared with the machine)."""
     if shutil.which("systemd-tmpfiles"):
         sh(
             "systemd-tmpfiles",

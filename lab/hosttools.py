@@ -1,14 +1,11 @@
 """Files `lab.up` prepares in <state>/tools for hostinit to install into every host.
 
 Why: the systemctl replacement (docker-systemctl-replacement, EUPL-1.2, by Guido U. Draheim) is
-taken from the
-installed wheel at up time (pinned in pyproject's `lab` extra), not vendored; hosts get it
-unmodified as
-/usr/lib/rblab/systemctl3.py behind a small wrapper. The wrapper sends the power verbs (reboot,
-halt, poweroff)
-to the host's init, as systemd's systemctl would; the replacement itself has no `reboot` and its
-`halt`
-signals PID 1 with SIGQUIT (also caught by hostinit).
+taken from the installed wheel at up time (pinned in pyproject's `lab` extra), not vendored; hosts
+get it unmodified as /usr/lib/rblab/systemctl3.py behind a small wrapper. The wrapper sends the
+power verbs (reboot, halt, poweroff) to the host's init, as systemd's systemctl would; the
+replacement itself has no `reboot` and its `halt` signals PID 1 with SIGQUIT (also caught by
+hostinit).
 """
 
 from __future__ import annotations

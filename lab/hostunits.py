@@ -1,10 +1,8 @@
 """Unit handling for the lab host init (stdlib only; runs inside a host with Debian's python3).
 
 Why: docker-systemctl-replacement starts/stops units on request but has no manager loop, so it has
-no
-`.timer` support and ignores `Restart=`. The host init closes those gaps here, reading the same unit
-files
-(and drop-ins) so the runbook can ship normal systemd units and timers.
+no `.timer` support and ignores `Restart=`. The host init closes those gaps here, reading the same
+unit files (and drop-ins) so the runbook can ship normal systemd units and timers.
 """
 
 from __future__ import annotations
@@ -67,8 +65,8 @@ def parse_span(text: str) -> float | None:
 
 def parse_calendar(text: str) -> float | None:
     """The simple OnCalendar= forms as a period aligned to the wall clock:
-    minutely/hourly/daily/weekly,
-    '*:0/N' (every N minutes), '*:*:0/N' (every N seconds). None for anything else."""
+    minutely/hourly/daily/weekly, '*:0/N' (every N minutes), '*:*:0/N' (every N seconds). None for
+    anything else."""
     t = text.strip().lower()
     if t in _CALENDAR:
         return _CALENDAR[t]

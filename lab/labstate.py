@@ -1,10 +1,8 @@
 """Where the lab keeps its state, and the record of what `lab.up` created (what `lab.down` removes).
 
 Why a record: `down` must remove exactly what `up` made and end only processes the lab started.
-Every
-process is recorded with its PID *and* its kernel start time, so a PID reused by an unrelated
-process after a
-crash is never signalled.
+Every process is recorded with its PID *and* its kernel start time, so a PID reused by an unrelated
+process after a crash is never signalled.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """Network namespaces, veths and static routes of the lab; entering hosts (`host_exec`).
 
 Why like this: Hetzner's private network is routed, not switched. Each host's `ens10` holds a /32
-and reaches
-everything in the network range through the subnet gateway (.1, onlink); a router namespace forwards
-by one
-/32 route per attached server and alias IP (`lab.sdn` keeps those in step with the simulated API).
-The public
-side is built the same way around `rbl-inet`. Every veth is created with both ends already inside
-lab
-namespaces, so no lab address or route ever exists in the root namespace.
+and reaches everything in the network range through the subnet gateway (.1, onlink); a router
+namespace forwards by one /32 route per attached server and alias IP (`lab.sdn` keeps those in step
+with the simulated API). The public side is built the same way around `rbl-inet`. Every veth is
+created with both ends already inside lab namespaces, so no lab address or route ever exists in the
+root namespace.
 """
 
 from __future__ import annotations
@@ -51,7 +48,8 @@ INSTALL_SCRIPT = Path(__file__).with_name("install-machine.sh")
 
 def ensure_machine() -> None:
     """Machine-level installs (openssh-server without a running sshd, nc, dpkg-dev); run before
-    hosts exist."""
+    hosts
+    exist."""
     subprocess.run(["bash", str(INSTALL_SCRIPT)], check=True)
 
 
@@ -155,8 +153,7 @@ def build_network(topo: Topology, record: labstate.Record) -> None:
 
 def reset_host_network(topo: Topology, name: str) -> None:
     """What a reboot does to a host's interfaces: addresses added at run time (a VIP, a floating IP)
-    are
-    gone; the static public side comes back; the private side follows the API state again
+    are gone; the static public side comes back; the private side follows the API state again
     (lab.sdn)."""
     ns = host_ns(name)
     ip_batch(
@@ -211,8 +208,7 @@ def host_exec(
     """Run `argv` on lab host `name` (like an SSH session, without SSH) with a clean environment.
 
     The process lives in the host's PID namespace: it sees only the host's processes, and whatever
-    it leaves
-    running is reaped by the host's init and ended with the host."""
+    it leaves running is reaped by the host's init and ended with the host."""
     return subprocess.run(
         host_argv(name, argv),
         check=check,

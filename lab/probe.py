@@ -2,12 +2,10 @@
 namespace.
 
 Why new connections: a client of the VIP/floating IP sees a failover as refused or timed-out
-connects; each
-attempt records whether it connected and what the server said first (e.g. the answering host's
-name), so a
-test can tell *who* answered and for how long nobody did. The probe runs in a thread of this process
-that
-switched its network namespace (setns) — no helper process, nothing in the root namespace's network.
+connects; each attempt records whether it connected and what the server said first (e.g. the
+answering host's name), so a test can tell *who* answered and for how long nobody did. The probe
+runs in a thread of this process that switched its network namespace (setns) — no helper process,
+nothing in the root namespace's network.
 """
 
 from __future__ import annotations
@@ -127,9 +125,9 @@ def probe(
     timeout: float = 0.3,
     until: Callable[[ProbeResult], bool] | None = None,
 ) -> ProbeResult:
-    """Connect to address:port every `interval` s from `netns` (or lab host `host`), for `duration`
-    s or
-    `count` attempts (whichever ends first), or until `until(result_so_far)` is true."""
+    """Connect to address:port every `interval` s from `netns` (or lab host `host`), for
+    `duration` s
+    or `count` attempts (whichever ends first), or until `until(result_so_far)` is true."""
     ns = host_ns(host) if host else netns
     attempts: list[Attempt] = []
     error: list[BaseException] = []

@@ -1,16 +1,15 @@
 """The lab's "software-defined network": routes follow the simulated Hetzner API's state.
 
 Why: on Hetzner, an alias IP or floating IP reaches a server only after the API assigned it there;
-moving the
-address on the host alone loses the traffic. `apply_state` is the fakecloud `on_change` hook (called
-after
-every completed mutation) and makes the lab route exactly what the state says:
+moving the address on the host alone loses the traffic. `apply_state` is the fakecloud `on_change`
+hook (called after every completed mutation) and makes the lab route exactly what the state says:
 - router `rbl-router`: one /32 per attached server private IP and per alias IP → that server's link;
   the subnet gateways (.1) on its `lo` (so hosts' onlink gateway answers ARP);
 - each attached host: `ens10` holds its private /32 and routes the network's ip_range via the
-gateway
-  (onlink), as Hetzner's DHCP configures it — a server not attached gets neither and is not routed;
+  gateway (onlink), as Hetzner's DHCP configures it — a server not attached gets neither and is not
+  routed;
 - `rbl-inet`: a floating IP /32 → the link of the server it is assigned to.
+
 Idempotent and fast (a few `ip -batch` calls); every route move is logged with a timestamp.
 """
 

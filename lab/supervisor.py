@@ -2,17 +2,14 @@
 exits.
 
 Why: a reboot inside a host (`reboot`, `halt`, Heartbeat's `reboot -nf`, `kill` of the init ...) can
-only end
-that host's PID namespace. The supervisor turns that into a reboot like a cloud server's: the host's
-network
-namespace stays (its NIC), runtime addresses are reset, the API's routing is applied again, and a
-new
-PID/UTS/IPC/mount namespace starts on the same overlay layers. On SIGTERM (`inv lab.down`) it shuts
-every host
-down (SIGTERM to each init: stop services, end processes; SIGKILL after a timeout) and exits.
+only end that host's PID namespace. The supervisor turns that into a reboot like a cloud server's:
+the host's network namespace stays (its NIC), runtime addresses are reset, the API's routing is
+applied again, and a new PID/UTS/IPC/mount namespace starts on the same overlay layers. On SIGTERM
+(`inv lab.down`) it shuts every host down (SIGTERM to each init: stop services, end processes;
+SIGKILL after a timeout) and exits.
 
-Run: python -m lab.supervisor --config <state>/lab-config.json   (started and recorded by `inv
-lab.up`)
+Run: python -m lab.supervisor --config <state>/lab-config.json
+(started and recorded by `inv lab.up`)
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def up(c: Context, install: bool = False) -> None:
 @task
 def status(c: Context) -> None:
     """Show the lab: hosts (init PID, boots, sshd), VIP and floating IP routes and who holds them
-    per API."""
+    per
+    API."""
     p, topo = labstate.paths(), topology.load()
     rec = labstate.Record.load(p.record)
     procs = ", ".join(

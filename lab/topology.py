@@ -1,8 +1,7 @@
 """The lab's topology, read from lab/hosts.yaml (the same file the runbook uses as its inventory).
 
 Why one file: the runbook is proven against exactly the hosts and addresses the lab builds, so the
-lab builds
-from the inventory instead of keeping a second list.
+lab builds from the inventory instead of keeping a second list.
 """
 
 from __future__ import annotations
