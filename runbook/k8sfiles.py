@@ -31,6 +31,11 @@ CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
 K8S_MODULES = ("overlay", "br_netfilter")
+# present when loaded OR built into the kernel (/sys/module/NAME is missing for some built-ins)
+MODULE_PRESENT = {
+    "overlay": "grep -qw overlay /proc/filesystems",
+    "br_netfilter": "test -e /proc/sys/net/bridge/bridge-nf-call-iptables",
+}
 K8S_SYSCTLS = (
     ("net.ipv4.ip_forward", "1"),
     ("net.bridge.bridge-nf-call-iptables", "1"),

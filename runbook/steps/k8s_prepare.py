@@ -19,6 +19,7 @@ from ..k8sfiles import (
     K8S_MODULES,
     K8S_PACKAGES,
     K8S_SYSCTLS,
+    MODULE_PRESENT,
     MODULES_PATH,
     SYSCTL_FILE,
     apt_source,
@@ -69,14 +70,14 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
     src = apt_source(inv)
     config = File(CONTAINERD_CONFIG_PATH, containerd_config(inv))
     modules = File(MODULES_PATH, modules_load())
-    mods = " && ".join(f"test -d /sys/module/{m}" for m in K8S_MODULES)
+    mods = " && ".join(MODULE_PRESENT[m] for m in K8S_MODULES)
     return [
         AptRepo(src.name, src.line, keyring=src.keyring, key_url=src.key_url),
         SwapOff(),
         modules,
         GuardedCommand(
             "modules",
-            " && ".join(f"modprobe {m}" for m in K8S_MODULES),
+            " && ".join(f"{{ {MODULE_PRESENT[m]} || modprobe {m}; }}" for m in K8S_MODULES),
             guard=mods,
             summary=f"load {', '.join(K8S_MODULES)}",
         ),
