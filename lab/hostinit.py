@@ -248,6 +248,16 @@ def apply_net_sysctls() -> None:
                 log(f"sysctl {key}={value}: {e}")
 
 
+def apt_lists() -> None:
+    """A server's package lists match its sources: without this a fresh host would still show the
+    machine's lists (lower /var/lib/apt) until the first `apt-get update`."""
+    lists = Path("/var/lib/apt/lists")
+    if any(lists.glob("_run_labrepo_*Packages*")) and not any(lists.glob("deb.debian.org_*")):
+        return
+    r = sh("apt-get", "update", "-qq", check=False, timeout=60)
+    log(f"apt-get update (lists for the lab repo): rc {r.returncode}")
+
+
 def tmpfiles() -> None:
     """Create /run (and /var/lib, /var/log) entries of installed packages; never unrestricted (that
     would write into paths shared with the machine)."""
@@ -357,6 +367,7 @@ def main() -> int:
     configure(cfg, HOST)
     apply_net_sysctls()
     tmpfiles()
+    apt_lists()
     os.chdir("/")
     init = Init(HOST)
     init.boot()
