@@ -282,3 +282,18 @@ def test_debs_build_with_versions(tmp_path: Path) -> None:
     assert "rbk8s/_version.py" in listing
     with pytest.raises(ValueError):
         build_debs(tmp_path, "1.3")
+
+
+def test_replicas_merge_concurrent_writes_and_deletions(tmp_path: Path) -> None:
+    """Two API servers written at the same time keep both writes (no whole-state overwrite)."""
+    a = Store(tmp_path / "a.json", self_name="cp1")
+    b = Store(tmp_path / "b.json", self_name="cp2")
+    token = a.create_token()
+    b.heartbeat("k8node01", "v1.36.0", "10.143.0.7")
+    assert b.merge(a.data) and a.merge(b.data)
+    assert b.valid_token(token) and "k8node01" in a.data["nodes"]
+    b.delete_token(token.split(".")[0])
+    a.heartbeat("k8node02", "v1.36.0", "10.143.0.8")
+    a.merge(b.data)
+    assert not a.valid_token(token) and set(a.data["nodes"]) == {"k8node01", "k8node02"}
+    assert not a.merge(a.data)  # idempotent

@@ -39,7 +39,15 @@ ADMIN_GROUPS = ("kubernetes-admin", "super-admin")
 
 
 def empty_state() -> dict[str, Any]:
-    return {"version": 0, "tokens": {}, "certkey": None, "members": {}, "nodes": {}, "objects": {}}
+    return {
+        "version": 0,
+        "tokens": {},
+        "certkey": None,
+        "members": {},
+        "nodes": {},
+        "objects": {},
+        "stamps": {},
+    }
 
 
 def object_key(obj: dict[str, Any], namespace: str = "default") -> str:
@@ -66,8 +74,35 @@ class Store:
             json.dump(self.data, fh)
         os.replace(tmp, self.path)
 
+    def touch(self, entry: str) -> None:
+        """Stamp an entry (`tokens/ID`, `objects/KEY`, `certkey`…) as written now."""
+        last = max(self.data.setdefault("stamps", {}).values(), default=0.0)
+        self.data["stamps"][entry] = max(time.time(), last + 1e-6)
+
+    def merge(self, other: dict[str, Any]) -> bool:
+        """Take every entry the other side wrote later (deleted entries included)."""
+        changed = False
+        with self.lock:
+            stamps = self.data.setdefault("stamps", {})
+            for entry, ts in (other.get("stamps") or {}).items():
+                if ts <= stamps.get(entry, -1.0):
+                    continue
+                stamps[entry] = ts
+                section, _, key = entry.partition("/")
+                if section == "certkey":
+                    self.data["certkey"] = other.get("certkey")
+                elif key in other.get(section, {}):
+                    self.data[section][key] = other[section][key]
+                else:
+                    self.data[section].pop(key, None)
+                changed = True
+            if changed:
+                self.save()
+        return changed
+
     def commit(self) -> None:
-        """Persist and push to the other control planes (best effort, synchronous)."""
+        """Persist and push to the other control planes (best effort, synchronous); they
+        merge entry by entry, so concurrent writes on different servers do not lose each other."""
         self.data["version"] += 1
         self.save()
         body = json.dumps(self.data).encode()
@@ -86,12 +121,14 @@ class Store:
         with self.lock:
             tid, sec = secrets.token_hex(3), secrets.token_hex(8)
             self.data["tokens"][tid] = {"secret": sec, "expires": self.now() + ttl}
+            self.touch(f"tokens/{tid}")
             self.commit()
             return f"{tid}.{sec}"
 
     def delete_token(self, tid: str) -> bool:
         with self.lock:
             found = self.data["tokens"].pop(tid, None) is not None
+            self.touch(f"tokens/{tid}")
             self.commit()
             return found
 
@@ -109,6 +146,7 @@ class Store:
                 "ca_crt": ca_crt.decode(),
                 "ca_key": ca_key.decode(),
             }
+            self.touch("certkey")
             self.commit()
             return key
 
@@ -122,6 +160,7 @@ class Store:
     def heartbeat(self, name: str, version: str, ip: str) -> None:
         with self.lock:
             self.data["nodes"][name] = {"heartbeat": self.now(), "version": version, "ip": ip}
+            self.touch(f"nodes/{name}")
             self.commit()
 
     def node_list(self) -> dict[str, Any]:
@@ -171,6 +210,7 @@ class Store:
                 if self.data["objects"].get(key) == obj:
                     verb = "unchanged"
                 self.data["objects"][key] = obj
+                self.touch(f"objects/{key}")
                 out.append(f"{obj['kind'].lower()}/{obj['metadata']['name']} {verb}")
             self.commit()
         return out
@@ -243,11 +283,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/rb/v1/replicate":
             if not self._client_cn():
                 return self._send(403, {"message": "peer certificate required"})
-            incoming = self._body()
-            with store.lock:
-                if incoming.get("version", 0) > store.data["version"]:
-                    store.data = incoming
-                    store.save()
+            store.merge(self._body())
             return self._send(200, {"version": store.data["version"]})
         m = path.removeprefix("/rb/v1/nodes/")
         if m != path and m.endswith("/status"):
@@ -298,6 +334,7 @@ class Handler(BaseHTTPRequestHandler):
             out["controlPlane"] = certs
             with store.lock:
                 store.data["members"][b["node"]] = b["ip"]
+                store.touch(f"members/{b['node']}")
                 store.commit()
         out["crt"] = pki.sign_csr(self.server.pki, b["csr"].encode()).decode()
         out["state"] = store.data

@@ -189,9 +189,11 @@ def kubelet(argv: list[str]) -> int:
                 {"version": f"v{VERSION}", "ip": ip},
                 timeout=3,
             )
+            pause = 10  # half-seconds until the next report
         except client.ApiError as exc:
             sys.stderr.write(f"kubelet: node status not reported: {exc}\n")
-        for _ in range(10):
+            pause = 2  # the API may be starting: retry soon
+        for _ in range(pause):
             if stop:
                 break
             time.sleep(0.5)

@@ -175,6 +175,20 @@ def _wait_ready(ip: str, seconds: float) -> None:
     )
 
 
+def _wait_endpoint(conf: dict[str, Any], seconds: float) -> None:
+    """The API through the controlPlaneEndpoint (the load balancers' health checks need a
+    moment to mark this server UP)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if client.call(conf, "GET", "/readyz", timeout=3) == "ok":
+                return
+        except client.ApiError as exc:
+            if time.monotonic() > deadline:
+                raise Fail(f"the API does not answer through the endpoint: {exc}") from exc
+        time.sleep(0.5)
+
+
 def init(conf_path: str, upload_certs: bool) -> None:
     docs = kconfig.parse(Path(conf_path).read_text(), minor=minor())
     init_c, cluster = docs.get("InitConfiguration") or {}, docs.get("ClusterConfiguration") or {}
@@ -204,12 +218,14 @@ def init(conf_path: str, upload_certs: bool) -> None:
     )
     state = empty_state()
     state["members"][name] = ip
+    state["stamps"][f"members/{name}"] = time.time()
     STATE.parent.mkdir(parents=True, exist_ok=True)
     STATE.write_text(json.dumps(state))
     _kubelet_flags(init_c.get("nodeRegistration") or {})
     _start_kubelet()
     _wait_ready(ip, 60)
     admin = client.load(K / "admin.conf")
+    _wait_endpoint(admin, 60)
     client.call(
         admin,
         "POST",

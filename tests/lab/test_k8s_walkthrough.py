@@ -1,0 +1,154 @@
+"""The Kubernetes tier on the lab through the real CLI, with the stand-ins of lab/standins:
+`inv walkthrough --yes` from a fresh lab to 5 Ready nodes behind the VIP, a clean re-run, a
+second `cluster.join --host k8scontrol02` that changes nothing, and the API through the VIP
+still answering with a control plane down.
+
+The lab's repo gets the stand-in debs here when its build does not offer them yet (the hosts see
+the repo through a bind mount, so `apt-get update` on a host finds them), and the inventory copy
+points the runbook at that repo and at the stand-in CNI manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab import aptrepo, labstate, netns
+
+pytestmark = pytest.mark.lab
+REPO = Path(__file__).resolve().parents[2]
+INV = str(Path(sys.executable).parent / "inv")
+KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
+K8S_HOSTS = ("k8scontrol01", "k8scontrol02", "k8scontrol03", "k8node01", "k8node02")
+
+
+def inventory() -> Path:
+    """The lab inventory plus the two keys the Kubernetes tier needs in the lab."""
+    root = labstate.paths().root
+    src = root / "hosts.yaml"
+    data = yaml.safe_load((src if src.exists() else REPO / "lab" / "hosts.yaml").read_text())
+    k8s = data["kubernetes"]
+    k8s.setdefault("package_repo", {"url": "file:/run/labrepo", "trusted": True})
+    manifest = REPO / "lab" / "standins" / "manifests" / "weave-daemonset-k8s.yaml"
+    k8s.setdefault("cni_manifest_url", manifest.as_uri())
+    out = root / "hosts-k8s.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def ensure_standin_debs(version: str) -> None:
+    repo = labstate.paths().repo
+    if "Package: kubeadm" in (repo / "Packages").read_text():
+        return
+    from lab.standins import build_debs
+
+    build_debs(repo, version)
+    aptrepo.index(repo)
+
+
+def cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        INVOKE_RUNBOOK_INVENTORY=str(inventory()),
+        RBLAB_HCLOUD_TOKEN=labstate.paths().token.read_text().strip(),
+        RUNBOOK_P12_PASSWORD="lab-p12-password",
+        COLUMNS="160",
+    )
+    r = subprocess.run(
+        [INV, "-r", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+    if check:
+        assert r.returncode == 0, (
+            f"inv {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+        )
+    return r
+
+
+def recap(out: str) -> dict[str, int]:
+    m = re.findall(r"^recap: (.*)$", out, re.M)
+    assert m, out
+    return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())}
+
+
+def nodes(on: str = "k8scontrol01") -> dict[str, bool]:
+    r = netns.host_exec(on, [*KUBECTL, "get", "nodes", "-o", "json"], check=False)
+    assert r.returncode == 0, r.stderr
+    items = json.loads(r.stdout)["items"]
+    return {i["metadata"]["name"]: i["status"]["conditions"][0]["status"] == "True" for i in items}
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_up: dict[str, float]) -> dict[str, float]:
+    version = yaml.safe_load((REPO / "lab" / "hosts.yaml").read_text())["kubernetes"]["version"]
+    ensure_standin_debs(version)
+    t0 = time.monotonic()
+    r = cli("walkthrough", "--yes")
+    took = time.monotonic() - t0
+    assert recap(r.stdout)["failed"] == 0, r.stdout
+    return {"walkthrough": took, "output": r.stdout}  # type: ignore[dict-item]
+
+
+def test_walkthrough_builds_five_ready_nodes(cluster: dict[str, float]) -> None:
+    assert nodes() == dict.fromkeys(K8S_HOSTS, True)
+    for name, ip in (("k8scontrol02", "10.143.0.3"), ("k8scontrol03", "10.143.0.4")):
+        m = netns.host_exec(name, ["cat", "/etc/kubernetes/manifests/kube-apiserver.yaml"])
+        assert f"--advertise-address={ip}" in m.stdout
+
+
+def test_rerun_is_clean(cluster: dict[str, float]) -> None:
+    r = cli("walkthrough", "--yes")
+    assert recap(r.stdout)["changed"] == 0, r.stdout
+
+
+def test_join_one_host_twice_changes_nothing(cluster: dict[str, float]) -> None:
+    r = cli("cluster.join", "--host", "k8scontrol02", "--yes")
+    counts = recap(r.stdout)
+    assert counts["changed"] == 0 and counts["failed"] == 0, r.stdout
+
+
+def test_secrets_not_in_output(cluster: dict[str, float]) -> None:
+    out = str(cluster["output"])
+    token = netns.host_exec(
+        "k8scontrol01",
+        [
+            *KUBECTL,
+            "-n",
+            "kube-system",
+            "get",
+            "secret",
+            "skgm-admin-user-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ],
+    ).stdout
+    assert token and token not in out
+    assert "lab-p12-password" not in out
+    assert not re.search(r"--token [a-z0-9]{6}\.[a-z0-9]{16}", out)
+
+
+def test_api_through_the_vip_survives_a_control_plane_down(cluster: dict[str, float]) -> None:
+    netns.host_exec("k8scontrol01", ["systemctl", "stop", "kubelet"])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            r = netns.host_exec("k8scontrol02", [*KUBECTL, "get", "--raw=/readyz"], check=False)
+            if r.returncode == 0 and r.stdout.strip() == "ok":
+                break
+            assert time.monotonic() < deadline, r.stderr
+            time.sleep(1)
+        assert set(nodes("k8scontrol02")) == set(K8S_HOSTS)
+    finally:
+        netns.host_exec("k8scontrol01", ["systemctl", "start", "kubelet"])
