@@ -82,6 +82,23 @@ def host_running(name: str) -> bool:
     return True
 
 
+OWNER = Path(
+    "/run/rblab-owner"
+)  # which state dir's lab owns the rbl-* namespaces (tmpfs: no reboot)
+
+
+def live_owner(p: LabPaths) -> Path | None:
+    """The state dir of another lab that is running on this machine (namespace names are global)."""
+    try:
+        other = Path(OWNER.read_text().strip())
+    except OSError:
+        return None
+    if other == p.root:
+        return None
+    rec = Record.load(LabPaths(other).record)
+    return other if any(r.alive() for r in rec.procs) else None
+
+
 def stale_reason(p: LabPaths) -> str | None:
     rec = Record.load(p.record)
     leftovers = netns.lab_netns()
@@ -294,6 +311,12 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
     api_url = f"http://127.0.0.1:{topology.API_ADMIN_PORT}/v1"
     if running(p, topo):
         return UpResult(False, write_inventory(p, topo), api_url, time.monotonic() - t0, None)
+    other = live_owner(p)
+    if other is not None:
+        raise LabError(
+            f"a lab with state dir {other} is running; only one lab fits a machine "
+            f"(`RBLAB_STATE={other} inv lab.down` first)"
+        )
     reason = stale_reason(p)
     if reason:
         raise LabError(f"{reason}; run `inv lab.down` first, then `inv lab.up`")
@@ -305,6 +328,7 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
     seed_cloud(p, topo)
     rec = Record(started=time.time())
     rec.save(p.record)
+    OWNER.write_text(f"{p.root}\n")
     progress("namespaces and links")
     netns.build_network(topo, rec)
     rec.save(p.record)
@@ -327,6 +351,13 @@ def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[s
     p, topo = labstate.paths(), topology.load()
     rec = Record.load(p.record)
     done: list[str] = []
+    other = live_owner(p)
+    if other is not None:
+        if rec.empty():
+            return done  # nothing of ours; the namespaces belong to the lab of `other`
+        raise LabError(
+            f"the lab namespaces belong to the running lab of {other}; not touching them"
+        )
     sup = rec.proc("supervisor")
     if sup is not None:
         progress("stopping hosts (supervisor)")
@@ -345,9 +376,8 @@ def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[s
         done.append(f"stopped API {api.pid}")
     progress("namespaces")
     for ns in sorted(set(rec.netns) | set(netns.lab_netns())):
-        for pid in netns.netns_pids(
-            ns
-        ):  # started inside a lab namespace (e.g. a probe), never outside
+        # processes started inside a lab namespace (e.g. a probe), never outside
+        for pid in netns.netns_pids(ns):
             try:
                 os.kill(pid, 9)
                 done.append(f"killed leftover pid {pid} in {ns}")
@@ -363,6 +393,7 @@ def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[s
     if p.run.exists():
         shutil.rmtree(p.run)
     p.record.unlink(missing_ok=True)
+    OWNER.unlink(missing_ok=True)
     if purge and p.root.exists():
         shutil.rmtree(p.root)
         done.append(f"purged {p.root}")

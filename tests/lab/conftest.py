@@ -18,9 +18,13 @@ def _down_dead_labs() -> None:
     lab of the default state dir (namespace names are global: only one lab at a time)."""
     from lab import control, labstate
 
-    default = labstate.Record.load(Path(labstate.DEFAULT_STATE) / "lab-record.json")
-    if any(r.alive() for r in default.procs):
-        pytest.fail("a lab (default state dir) is running: `inv lab.down` it first")
+    for state in (TEST_STATE, Path(labstate.DEFAULT_STATE)):
+        record = labstate.Record.load(state / "lab-record.json")
+        if any(r.alive() for r in record.procs):
+            pytest.fail(
+                f"a lab of {state} is running (another session?): "
+                f"`RBLAB_STATE={state} inv lab.down`"
+            )
     for state in (TEST_STATE, Path(labstate.DEFAULT_STATE)):
         os.environ["RBLAB_STATE"] = str(state)
         control.down()
