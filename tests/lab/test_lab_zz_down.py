@@ -21,6 +21,17 @@ def test_up_again_changes_nothing(lab_up: dict[str, float]) -> None:
     assert labstate.Record.load(labstate.paths().record) == before
 
 
+def test_a_second_lab_never_touches_the_running_one(
+    lab_up: dict[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = netns.lab_netns()
+    monkeypatch.setenv("RBLAB_STATE", str(tmp_path / "other"))
+    assert control.down() == []
+    with pytest.raises(control.LabError, match="only one lab"):
+        control.up()
+    assert netns.lab_netns() == before
+
+
 def test_down_leaves_nothing(lab_up: dict[str, float]) -> None:
     p = labstate.paths()
     rec = labstate.Record.load(p.record)
