@@ -81,7 +81,7 @@ def status(c: Context) -> None:
     )
     console.print(f"state {p.root}; processes: {procs or 'none (lab down)'}")
     table = Table(box=None)
-    for col in ("host", "role", "public", "private (API)", "init pid", "boots", "sshd"):
+    for col in ("host", "role", "public", "private", "init pid", "boots", "sshd"):
         table.add_column(col, no_wrap=True)
     state = json.loads(p.cloud_state.read_text()) if p.cloud_state.exists() else {}
     servers = {s["name"]: s for s in state.get("servers", [])}
@@ -97,10 +97,7 @@ def status(c: Context) -> None:
             if netns.netns_exists(topology.host_ns(h.name))
             else False
         )
-        priv = (
-            ", ".join(pn["ip"] for pn in servers.get(h.name, {}).get("private_net", []))
-            or "not attached"
-        )
+        priv = ", ".join(pn["ip"] for pn in servers.get(h.name, {}).get("private_net", [])) or "-"
         table.add_row(
             h.name,
             h.role,
