@@ -55,3 +55,17 @@ def lab_up() -> Iterator[dict[str, float]]:
     timings = {"up": time.monotonic() - t0, "up_internal": res.seconds}
     yield timings
     control.down()
+
+
+# The lab's own tests run first (they leave the hosts as they found them), the runbook's tiers after
+# them, and the teardown checks last.
+ORDER = {"test_lab_units.py": 0, "test_lab_hosts.py": 1, "test_lab_network.py": 2}
+LAST = {"test_lab_zz_down.py"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = Path(str(item.fspath)).name
+        return 9 if name in LAST else ORDER.get(name, 5)
+
+    items.sort(key=rank)

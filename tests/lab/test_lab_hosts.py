@@ -67,6 +67,7 @@ def test_writes_are_private_per_host(lab_up: dict[str, float], where: str) -> No
     assert netns.host_exec("k8scontrol01", ["cat", name]).stdout == "hello\n"
     assert netns.host_exec("k8scontrol02", ["test", "-e", name], check=False).returncode == 1
     assert not Path(name).exists()
+    netns.host_exec("k8scontrol01", ["rm", name])
 
 
 def test_state_dir_is_hidden_inside_hosts(lab_up: dict[str, float]) -> None:
@@ -86,7 +87,7 @@ def dpkg_installed(argv_prefix: list[str], pkg: str) -> bool:
 def test_apt_installs_haproxy_from_lab_repo_into_one_host_only(lab_up: dict[str, float]) -> None:
     t0 = time.monotonic()
     r = netns.host_exec(
-        "k8slb01",
+        "k8node02",
         [
             "sh",
             "-c",
@@ -99,15 +100,19 @@ def test_apt_installs_haproxy_from_lab_repo_into_one_host_only(lab_up: dict[str,
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     print(f"apt install haproxy in a host: {time.monotonic() - t0:.1f}s")
     assert "file:/run/labrepo" in r.stdout
-    assert dpkg_installed(netns.host_argv("k8slb01", []), "haproxy")
-    assert not dpkg_installed(netns.host_argv("k8slb02", []), "haproxy")
+    assert dpkg_installed(netns.host_argv("k8node02", []), "haproxy")
+    assert not dpkg_installed(netns.host_argv("k8node01", []), "haproxy")
     assert not dpkg_installed([], "haproxy")
     assert not Path("/usr/sbin/haproxy").exists()
     # the unit runs under the systemctl replacement (lab drop-in: forking)
-    netns.host_exec("k8slb01", ["systemctl", "start", "haproxy"], timeout=60)
-    assert (
-        netns.host_exec("k8slb01", ["systemctl", "is-active", "haproxy"]).stdout.strip() == "active"
-    )
+    netns.host_exec("k8node02", ["systemctl", "start", "haproxy"], timeout=60)
+    state = netns.host_exec("k8node02", ["systemctl", "is-active", "haproxy"]).stdout.strip()
+    assert state == "active"
+    # leave the host as found (the runbook's tests use the same lab afterwards)
+    netns.host_exec("k8node02", ["systemctl", "stop", "haproxy"], timeout=60)
+    purge = "DEBIAN_FRONTEND=noninteractive apt-get purge -y -q haproxy"
+    netns.host_exec("k8node02", ["sh", "-c", purge], timeout=120)
+    assert not dpkg_installed(netns.host_argv("k8node02", []), "haproxy")
 
 
 REBOOT_SYSCALL = """
@@ -254,6 +259,15 @@ def test_restart_always_and_timers_are_honoured(lab_up: dict[str, float]) -> Non
     )
     netns.host_exec(host, ["systemctl", "disable", "--now", "rblab-sleeper.service"])
     netns.host_exec(host, ["systemctl", "disable", "rblab-tick.timer"])
+    netns.host_exec(
+        host,
+        [
+            "sh",
+            "-c",
+            "cd /etc/systemd/system && rm -f rblab-sleeper.service "
+            "rblab-tick.service rblab-tick.timer /var/log/rblab-tick.log",
+        ],
+    )
 
 
 def test_start_runs_a_finished_oneshot_again(lab_up: dict[str, float]) -> None:
@@ -263,3 +277,13 @@ def test_start_runs_a_finished_oneshot_again(lab_up: dict[str, float]) -> None:
     for _ in range(3):
         netns.host_exec(host, ["systemctl", "start", "rblab-once.service"])
     assert netns.host_exec(host, ["cat", "/var/log/rblab-once.log"]).stdout.split() == ["run"] * 3
+    netns.host_exec(
+        host,
+        [
+            "rm",
+            "-f",
+            "/etc/systemd/system/rblab-once.service",
+            "/var/log/rblab-once.log",
+            "/run/rblab-once.service.status",
+        ],
+    )

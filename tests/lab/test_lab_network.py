@@ -53,6 +53,9 @@ def responders(lab_up: dict[str, float]) -> Iterator[None]:
     yield
     for p in procs:
         p.stop()
+    for h in ("k8slb01", "k8slb02"):
+        for addr in (topo.vip, topo.floating_ip):
+            netns.host_exec(h, ["ip", "addr", "del", f"{addr}/32", "dev", "lo"], check=False)
 
 
 def set_alias(c: Client, holder: str) -> float:
@@ -150,6 +153,10 @@ def test_probe_reports_outage_while_vip_moves(cloud: Client, responders: None) -
     print(res.summary())
     assert len(res.outages) == 1 and 0.7 < res.outages[0].seconds < 5
     assert res.answers[0] == "k8slb01" and res.answers[-1] == "k8slb02"
+    # leave no alias IP behind for the runbook's tests
+    cloud.servers.change_alias_ips(
+        cloud.servers.get_by_name("k8slb02"), net, []
+    ).wait_until_finished(50)
 
 
 def test_routing_trap_with_network_10_0_0_0_8(cloud: Client) -> None:
