@@ -268,7 +268,8 @@ class Packages(Resource):
         installed = {
             line.split()[0]
             for line in status.splitlines()
-            if len(line.split()) >= 2 and line.split()[1].startswith("ii")
+            # db:Status-Abbrev: want (i/h/…) + status; "hi" = held AND installed
+            if len(line.split()) >= 2 and line.split()[1][1:2] == "i"
         }
         missing = [n for n in self.names if n not in installed]
         held_set = set(held.split())
