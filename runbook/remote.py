@@ -186,13 +186,20 @@ class Host:
         q = shlex.quote(path)
         tmp = shlex.quote(f"{path}.rb-tmp")
         directory = shlex.quote(str(Path(path).parent))
+        fill, stdin = self._stage(content, tmp)
         script = (
-            f"set -e; umask 077; mkdir -p {directory}; base64 -d > {tmp}; "
+            f"set -e; umask 077; mkdir -p {directory}; {fill}; "
             f"chown {shlex.quote(owner)}:{shlex.quote(group)} {tmp}; chmod {mode:o} {tmp}; "
             + (f"if [ -f {q} ]; then cp -p {q} {q}.rb-bak; fi; " if backup else "")
             + f"mv -f {tmp} {q}"
         )
-        self.run(script, stdin=base64.b64encode(content).decode() + "\n")
+        self.run(script, stdin=stdin)
+
+    def _stage(self, content: bytes, tmp: str) -> tuple[str, str | None]:
+        """How content reaches `tmp` on the host: a shell snippet and its stdin (base64)."""
+        if self.dry_run:
+            raise DryRunViolation(f"{self.name}: refused in --dry-run: write {tmp}")
+        return f"base64 -d > {tmp}", base64.b64encode(content).decode() + "\n"
 
 
 class SSHHost(Host):
@@ -265,6 +272,25 @@ class SSHHost(Host):
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             raise HostUnreachable(f"{self.name}: unreachable: {exc or type(exc).__name__}") from exc
         return Result(stdout=r.stdout, stderr=r.stderr, exited=r.exited)
+
+    def _stage(self, content: bytes, tmp: str) -> tuple[str, str | None]:
+        """Upload over SFTP (a 0600 file in /tmp), then move it into place with the script.
+
+        Large contents through the exec channel's stdin proved unreliable; SFTP is not.
+        """
+        if self.dry_run:
+            raise DryRunViolation(f"{self.name}: refused in --dry-run: write {tmp}")
+        upload = f"/tmp/.rb-upload-{uuid.uuid4().hex}"
+        try:
+            with self._lock:
+                sftp = self.conn.sftp()
+                with sftp.open(upload, "wb") as fh:
+                    fh.chmod(0o600)
+                    fh.write(content)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise HostUnreachable(f"{self.name}: upload failed: {exc}") from exc
+        u = shlex.quote(upload)
+        return f"cat {u} > {tmp}; rm -f {u}", None
 
     def close(self) -> None:
         self.conn.close()
