@@ -1,0 +1,160 @@
+"""The LB tier's steps as data: given these host facts, expect these changes (no host touched)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from runbook.console import Masker, Ui, make_console
+from runbook.engine import RunOptions, StepContext, plan_target
+from runbook.inventory import Inventory, load_inventory
+from runbook.plan import Change
+from runbook.remote import Fact, Host, Result
+from runbook.resources import File, Resource, Service
+from runbook.steps.haproxy import HaproxyStep
+from runbook.steps.heartbeat import HeartbeatStep
+from runbook.steps.prepare import PrepareStep
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "tok-" + "a1b2c3d4" * 6
+
+
+class FactsHost(Host):
+    """Answers probes from a table: resource key -> Fact; unknown probes: nothing there."""
+
+    def __init__(
+        self, name: str, facts: dict[str, Fact] | None = None, files: dict[str, bytes] | None = None
+    ) -> None:
+        super().__init__(name, dry_run=True)
+        self.facts = facts or {}
+        self.files = files or {}
+        self.resources: list[Resource] = []
+
+    def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
+        by_probe = {r.probe(): self.facts.get(r.key) for r in self.resources}
+        return [by_probe.get(p, Fact("", 3)) if p else None for p in probes]
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.files.get(path)
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        return Result("", "", 1)
+
+
+def converged_fact(res: Resource) -> Fact:
+    if isinstance(res, File):
+        meta = f"{res.mode:o} {res.owner} {res.group}"
+        return Fact(f"{meta}\n{base64.b64encode(res.content.encode()).decode()}", 0)
+    if isinstance(res, Service):
+        return Fact("enabled\n|\nactive", 0)
+    return Fact("", 0)
+
+
+@pytest.fixture
+def inv() -> Inventory:
+    return load_inventory(REPO / "hosts.yaml")
+
+
+def ctx_for(inv: Inventory, hosts: dict[str, FactsHost]) -> tuple[StepContext, io.StringIO]:
+    out = io.StringIO()
+    masker = Masker()
+    ui = Ui(make_console(masker, file=out, width=120), masker, assume_yes=True)
+    ctx = StepContext(inventory=inv, ui=ui, options=RunOptions(dry_run=True))
+    ctx.targets.update(hosts)
+    return ctx, out
+
+
+def plan(step, ctx: StepContext, name: str) -> list[Change]:  # type: ignore[no-untyped-def]
+    host = ctx.targets[name]
+    host.resources = step.resources(ctx, name)
+    p = plan_target(step, ctx, name)
+    assert not p.error, p.error
+    return list(p.changes)
+
+
+def test_heartbeat_on_empty_hosts_creates_everything(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    hosts = {n: FactsHost(n) for n in ("k8slb01", "k8slb02")}
+    ctx, _ = ctx_for(inv, hosts)
+    changes = plan(HeartbeatStep(), ctx, "k8slb01")
+    by = {c.resource: c for c in changes}
+    for path in (
+        "/etc/ha.d/ha.cf",
+        "/etc/ha.d/authkeys",
+        "/etc/ha.d/haresources",
+        "/etc/ha.d/resource.d/hcloud-failover",
+        "/etc/hcloud-failover.env",
+        "/etc/systemd/system/hcloud-reassert.timer",
+        "/usr/local/sbin/haproxy-watchdog",
+    ):
+        assert by[f"file:{path}"].action == "create"
+    assert by["service:heartbeat"].action == "enable+start"
+    assert by["service:hcloud-reassert.timer"].action == "enable+start"
+    assert by["systemd:daemon-reload"].action == "daemon-reload"
+    # secrets: neither the generated authkey nor the token show in any diff
+    key = ctx.extra["authkey"]
+    assert len(key) == 64
+    for c in changes:
+        assert TOKEN not in c.diff and key not in c.diff
+
+
+def test_heartbeat_keeps_the_existing_authkey(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    existing = b"auth 1\n1 sha1 existingkey0123456789\n"
+    hosts = {
+        "k8slb01": FactsHost("k8slb01", files={"/etc/ha.d/authkeys": existing}),
+        "k8slb02": FactsHost("k8slb02"),
+    }
+    ctx, _ = ctx_for(inv, hosts)
+    plan(HeartbeatStep(), ctx, "k8slb02")
+    assert ctx.extra["authkey"] == "existingkey0123456789"
+
+
+def test_heartbeat_converged_host_has_no_changes(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    key = b"auth 1\n1 sha1 k" + b"0" * 40 + b"\n"
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01", files={"/etc/ha.d/authkeys": key})})
+    step = HeartbeatStep()
+    host = ctx.targets["k8slb01"]
+    host.facts = {r.key: converged_fact(r) for r in step.resources(ctx, "k8slb01")}
+    assert plan(step, ctx, "k8slb01") == []
+
+
+def test_heartbeat_changed_config_restarts_heartbeat(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
+    step = HeartbeatStep()
+    res = step.resources(ctx, "k8slb01")
+    facts = {r.key: converged_fact(r) for r in res}
+    facts["file:/etc/ha.d/ha.cf"] = Fact(
+        "644 root root\n" + base64.b64encode(b"keepalive 2\n").decode(), 0
+    )
+    ctx.targets["k8slb01"].facts = facts
+    changes = {c.resource: c for c in plan(step, ctx, "k8slb01")}
+    assert set(changes) == {"file:/etc/ha.d/ha.cf", "service:heartbeat"}
+    assert changes["service:heartbeat"].action == "restart"
+    assert "-keepalive 2" in changes["file:/etc/ha.d/ha.cf"].diff
+
+
+def test_haproxy_validates_and_reloads(inv: Inventory) -> None:
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
+    step = HaproxyStep()
+    res = step.resources(ctx, "k8slb01")
+    cfg = next(r for r in res if isinstance(r, File))
+    assert cfg.validate and cfg.validate.startswith("haproxy -c")
+    facts = {r.key: converged_fact(r) for r in res}
+    facts[cfg.key] = Fact("644 root root\n" + base64.b64encode(b"old\n").decode(), 0)
+    ctx.targets["k8slb01"].facts = facts
+    changes = {c.resource: c.action for c in plan(step, ctx, "k8slb01")}
+    assert changes == {cfg.key: "update", "service:haproxy": "reload"}
+
+
+def test_prepare_lb_gets_packages_without_recommends_workers_do_not(inv: Inventory) -> None:
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
+    keys = {r.key for r in PrepareStep().resources(ctx, "k8slb01")}
+    assert "packages:haproxy,heartbeat,python3" in keys
+    assert any(k.startswith("line:/etc/hosts:^10\\.143\\.0\\.2") for k in keys)
