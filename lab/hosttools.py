@@ -60,7 +60,7 @@ if len(words) > 1 and words[0] in ("is-active", "start", "stop", "restart", "try
         sys.exit(0)
     states = ["active" if enabled(u) else "inactive" for u in words[1:]]
     if "--quiet" not in sys.argv and "-q" not in sys.argv:
-        print("\n".join(states))
+        print("\\n".join(states))
     sys.exit(0 if all(x == "active" for x in states) else 3)
 if words[:1] == ["start"] and len(words) > 1:
     # systemd runs a finished oneshot (without RemainAfterExit=yes) again on start; the replacement

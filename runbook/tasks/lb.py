@@ -19,11 +19,13 @@ def setup(
     accept_new_host_keys: bool = False,
 ) -> None:
     """Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified."""
+    from ..steps.haproxy import HaproxyStep
+    from ..steps.heartbeat import HeartbeatStep
     from ..steps.lb import LbStep
 
     common.execute(
         c,
-        [LbStep()],
+        [LbStep(), HeartbeatStep(), HaproxyStep()],
         task="lb.setup",
         host=host,
         roles=["lb"],

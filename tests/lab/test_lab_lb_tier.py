@@ -90,7 +90,7 @@ def other(name: str) -> str:
 def lb_tier(lab_up: dict[str, float]) -> dict[str, float]:
     t = {}
     for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02", "--host", "k8scontrol01"),
+        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
         ("network",),
         ("lb.setup",),
     ):
@@ -118,7 +118,7 @@ def lb_tier(lab_up: dict[str, float]) -> dict[str, float]:
 
 def test_second_run_changes_nothing(lb_tier: dict[str, float]) -> None:
     for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02", "--host", "k8scontrol01"),
+        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
         ("network",),
         ("lb.setup",),
     ):
