@@ -50,7 +50,7 @@ DESCRIPTION = {
 }
 
 
-def _package(dest: Path, name: str, version: str, kube_version: str) -> Path:
+def _package(dest: Path, name: str, version: str, kube_version: str, epoch: str = "") -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         lib = root / LIB.lstrip("/") / name / "rbk8s"
@@ -72,7 +72,7 @@ def _package(dest: Path, name: str, version: str, kube_version: str) -> Path:
         control = root / "DEBIAN" / "control"
         control.parent.mkdir()
         control.write_text(
-            f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
+            f"Package: {name}\nVersion: {epoch}{version}\nArchitecture: all\n"
             "Maintainer: rblab <lab@invalid>\nDepends: python3 (>= 3.11), python3-yaml, openssl\n"
             f"Section: admin\nPriority: optional\nDescription: {DESCRIPTION[name]}\n"
             " Built by lab/standins for the runbook's namespace lab; not the real program.\n"
@@ -97,6 +97,9 @@ def build_debs(dest: Path, version: str) -> list[Path]:
         raise ValueError(f"version {version!r} is not 1.NN or 1.NN.P")
     kube = f"1.{m.group(1)}.{m.group(2) or 0}"
     dest.mkdir(parents=True, exist_ok=True)
-    debs = [_package(dest, n, f"{kube}-1.1", kube) for n in ("kubeadm", "kubelet", "kubectl")]
+    debs = [_package(dest, n, f"{kube}-1.1", kube) for n in ("kubeadm", "kubelet")]
+    # epoch 2: supersede a kubectl the machine may already have (google-cloud-cli ships
+    # kubectl 1:528.x), which the lab hosts inherit through their overlay
+    debs.append(_package(dest, "kubectl", f"{kube}-1.1", kube, epoch="2:"))
     debs.append(_package(dest, "containerd", f"{CONTAINERD_VERSION}-0rblab1", kube))
     return debs

@@ -222,7 +222,7 @@ def run_walkthrough(
             )
             if i < start:
                 checked = replace(ctx, options=replace(options, dry_run=True))
-                res = run_step(step, checked)
+                res = as_checked(run_step(step, checked))
             else:
                 res = run_step(step, ctx)
             results.append(res)
@@ -248,6 +248,23 @@ def run_walkthrough(
         style="bold green",
     )
     return results
+
+
+def as_checked(res: StepResult) -> StepResult:
+    """A step before --from-step was only planned: pending changes are reported as skipped."""
+    from dataclasses import replace
+
+    from ..plan import Status, TargetResult
+
+    rows = tuple(
+        TargetResult(
+            r.target, Status.SKIPPED, r.changes, "pending: before --from-step, not applied"
+        )
+        if r.status is Status.CHANGED
+        else r
+        for r in res.results
+    )
+    return replace(res, results=rows, dry_run=False)
 
 
 def offer_drill(ctx: StepContext) -> None:

@@ -280,6 +280,13 @@ def test_debs_build_with_versions(tmp_path: Path) -> None:
     ).stdout
     assert "./lib/systemd/system/kubelet.service" in listing
     assert "rbk8s/_version.py" in listing
+    kubectl = subprocess.run(
+        ["dpkg-deb", "-f", str(tmp_path / "kubectl_1.36.0-1.1_all.deb"), "Version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert kubectl == "2:1.36.0-1.1"
     with pytest.raises(ValueError):
         build_debs(tmp_path, "1.3")
 

@@ -307,3 +307,21 @@ def test_dry_run_changes_nothing(inv: Inventory) -> None:
     assert res.dry_run and [r.status for r in res.results] == [Status.CHANGED]
     assert not any(m for h in w.hosts.values() for _, _, m in h.sent)
     assert w.hosts["k8scontrol01"].files == {}
+
+
+def test_walkthrough_runs_every_step_in_document_order() -> None:
+    from runbook.tasks.core import as_checked, walk_steps
+
+    steps = walk_steps()
+    assert [(label, n) for label, n, _ in steps] == [
+        ("prepare", 1), ("network", 2), ("lb", 3), ("heartbeat", 4), ("haproxy", 5),
+        ("init", 6), ("join", 7), ("join-workers", 7), ("cni", 8), ("admin-user", 9),
+        ("certs", 10),
+    ]  # fmt: skip
+    from runbook.plan import Change, StepResult, TargetResult
+
+    pending = StepResult(
+        "lb", (TargetResult("hcloud", Status.CHANGED, (Change("vip", "assign"),)),), True
+    )
+    checked = as_checked(pending)
+    assert not checked.dry_run and checked.results[0].status is Status.SKIPPED
