@@ -3,8 +3,8 @@
 second `cluster.join --host k8scontrol02` that changes nothing, and the API through the VIP
 still answering with a control plane down.
 
-The lab's repo gets the stand-in debs here when its build does not offer them yet (the hosts see
-the repo through a bind mount, so `apt-get update` on a host finds them), and the inventory copy
+The lab's repo gets the current stand-in debs here (the hosts see the repo through a bind mount,
+so `apt-get update` on a host finds them), and the inventory copy
 points the runbook at that repo and at the stand-in CNI manifest.
 """
 
@@ -45,11 +45,11 @@ def inventory() -> Path:
 
 
 def ensure_standin_debs(version: str) -> None:
-    repo = labstate.paths().repo
-    if "Package: kubeadm" in (repo / "Packages").read_text():
-        return
+    """(Re)build the stand-in debs into the lab repo: cheap, and a repo kept from an earlier
+    session must not serve stale stand-ins (same version, so hosts would not notice)."""
     from lab.standins import build_debs
 
+    repo = labstate.paths().repo
     build_debs(repo, version)
     aptrepo.index(repo)
 
