@@ -72,11 +72,19 @@ def fail_command(inv: Inventory, mode: str, seconds: float) -> str:
     raise DrillError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
-def restore_command(mode: str) -> str:
+def restore_command(inv: Inventory, mode: str) -> str:
+    """Bring the failed node back as the standby (auto_failback off: it stays standby)."""
     if mode == "stop":
         return "systemctl start heartbeat"
     if mode == "kill":
-        return "systemctl restart heartbeat"
+        # a SIGKILLed master leaves the addresses behind, and a restarted Heartbeat that finds
+        # the peer owning the group does not remove them: do it before restarting
+        lb = inv.load_balancer
+        return (
+            f"ip addr del {lb.vip}/32 dev {shlex.quote(lb.interface)} 2>/dev/null; "
+            f"ip addr del {lb.floating_ip.address}/32 dev {shlex.quote(lb.public_interface)} "
+            "2>/dev/null; systemctl restart heartbeat"
+        )
     return "true"  # linkdown restores itself
 
 
@@ -119,7 +127,7 @@ def run_drill(
     data = _read_probe(probe_host, timeout=15)
     if mode == "linkdown":
         _wait_back(lbs[holder], timeout=seconds + 30)
-    lbs[holder].run(restore_command(mode))
+    lbs[holder].run(restore_command(inv, mode))
     time.sleep(1)
     after = collect(inv, lbs)
     now = [n.name for n in after if n.holds_vip]
@@ -140,7 +148,9 @@ def run_drill(
     )
     for t in res.targets:
         ui.print(f"outage: {t} {res.outage(t):.2f}")  # one plain line per target, for scripts
-    ui.print(f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(mode)})")
+    ui.print(
+        f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(inv, mode)})"
+    )
     return res
 
 
