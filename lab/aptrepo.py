@@ -103,8 +103,27 @@ def index(repo: Path) -> None:
     (repo / "Release").write_text("\n".join(lines) + "\n")
 
 
-def build(cache: Path, repo: Path, pkgs: tuple[str, ...] | None = None) -> RepoResult:
-    """Ensure the repo offers `pkgs` (default: lab/packages.txt); skip what is already done."""
+def _standins_stamp(version: str | None) -> str:
+    """Identifies the stand-in debs: the Kubernetes version and the stand-ins' sources."""
+    if version is None:
+        return ""
+    src = Path(__file__).resolve().parent / "standins"
+    h = hashlib.sha256(version.encode())
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(f.relative_to(src).as_posix().encode() + f.read_bytes())
+    return f"\nstandins {version} {h.hexdigest()}"
+
+
+def build(
+    cache: Path,
+    repo: Path,
+    pkgs: tuple[str, ...] | None = None,
+    *,
+    k8s_version: str | None = None,
+) -> RepoResult:
+    """Ensure the repo offers `pkgs` (default: lab/packages.txt) and, with `k8s_version`, the
+    Kubernetes stand-in packages (lab/standins); skip what is already done."""
     t0 = time.monotonic()
     pkgs = pkgs or wanted_packages()
     downloaded = False
@@ -114,7 +133,7 @@ def build(cache: Path, repo: Path, pkgs: tuple[str, ...] | None = None) -> RepoR
     debs = json.loads((cache / "manifest.json").read_text())["debs"]
     repo.mkdir(parents=True, exist_ok=True)
     stamp = repo / ".manifest"
-    want = _manifest(tuple(debs))
+    want = _manifest(tuple(debs)) + _standins_stamp(k8s_version)
     if not stamp.exists() or stamp.read_text() != want or not (repo / "Release").exists():
         for old in repo.glob("*.deb"):
             old.unlink()
@@ -122,6 +141,10 @@ def build(cache: Path, repo: Path, pkgs: tuple[str, ...] | None = None) -> RepoR
             os.link(cache / d, repo / d) if _same_fs(cache, repo) else shutil.copy2(
                 cache / d, repo / d
             )
+        if k8s_version is not None:
+            from lab.standins import build_debs
+
+            build_debs(repo, k8s_version)
         index(repo)
         stamp.write_text(want)
     size = sum((cache / d).stat().st_size for d in debs)

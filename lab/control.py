@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from lab import aptrepo, hosttools, labstate, netns, sdn, topology
-from lab.labstate import DEFAULT_STATE, LabPaths, ProcRef, Record
+from lab.labstate import LabPaths, ProcRef, Record
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NEEDED = (
@@ -268,11 +268,15 @@ def write_known_hosts(p: LabPaths, topo: topology.Topology) -> None:
 def write_inventory(p: LabPaths, topo: topology.Topology) -> Path:
     """The inventory the runbook uses: lab/hosts.yaml, or a copy pointing at a non-default state
     dir."""
-    if str(p.root) == DEFAULT_STATE:
-        return topo.inventory
     data = yaml.safe_load(topo.inventory.read_text())
     data["ssh"]["identity"] = str(p.key)
     data["ssh"]["known_hosts"] = str(p.known_hosts)
+    # the CNI manifest stand-in ships with this checkout: an absolute file URL of it
+    manifest = Path(__file__).resolve().parent / "standins" / "manifests"
+    cni = data["kubernetes"].get("cni", "weave")
+    name = {"weave": "weave-daemonset-k8s.yaml", "calico": "calico.yaml",
+            "flannel": "kube-flannel.yml"}[cni]
+    data["kubernetes"].setdefault("cni_manifest_url", (manifest / name).as_uri())
     out = p.root / "hosts.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
@@ -324,7 +328,7 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
     progress("state dir, keys, token, host tools")
     ensure_files(p, topo)
     progress("apt repository")
-    repo = aptrepo.build(p.apt_cache, p.repo)
+    repo = aptrepo.build(p.apt_cache, p.repo, k8s_version=topo.k8s_version)
     seed_cloud(p, topo)
     rec = Record(started=time.time())
     rec.save(p.record)

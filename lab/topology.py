@@ -62,6 +62,7 @@ class Topology:
     subnet: str
     zone: str
     inventory: Path
+    k8s_version: str | None = None
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -103,4 +104,5 @@ def load(path: Path = HOSTS_YAML) -> Topology:
         subnet=str(net["subnet"]),
         zone=str(net["zone"]),
         inventory=path,
+        k8s_version=str(data.get("kubernetes", {}).get("version", "")) or None,
     )
