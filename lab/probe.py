@@ -103,9 +103,11 @@ def _enter_netns(ns: str) -> None:
         os.close(fd)
 
 
-def _connect(address: str, port: int, timeout: float) -> tuple[bool, str]:
+def _connect(address: str, port: int, timeout: float, read: bool = True) -> tuple[bool, str]:
     try:
         with socket.create_connection((address, port), timeout=timeout) as s:
+            if not read:  # a TLS server (HAProxy in front of an apiserver) waits for the client
+                return True, ""
             s.settimeout(timeout)
             data = s.recv(256)
         return True, data.decode(errors="replace").strip()
@@ -123,6 +125,7 @@ def probe(
     duration: float = 5.0,
     count: int | None = None,
     timeout: float = 0.3,
+    read: bool = True,
     until: Callable[[ProbeResult], bool] | None = None,
 ) -> ProbeResult:
     """Connect to address:port every `interval` s from `netns` (or lab host `host`), for
@@ -139,7 +142,7 @@ def probe(
             t0 = time.monotonic()
             while True:
                 at = time.monotonic() - t0
-                ok, answer = _connect(address, port, timeout)
+                ok, answer = _connect(address, port, timeout, read)
                 attempts.append(Attempt(at, ok, answer))
                 if count is not None and len(attempts) >= count:
                     return

@@ -111,9 +111,13 @@ def run_drill(
     )
     probe_host.write_file(PROBE_PATH, (FILES / "tcp-probe").read_bytes(), mode=0o755, backup=False)
     args = " ".join(f"--target {shlex.quote(t)}" for t in (vip_t, fip_t))
+    # the whole background job detaches from the session's stdout/stderr, or `run` would wait
+    job = (
+        f"{PROBE_PATH} {args} --duration {seconds:.1f} > {PROBE_OUT}.tmp && "
+        f"mv {PROBE_OUT}.tmp {PROBE_OUT}"
+    )
     probe_host.run(
-        f"rm -f {PROBE_OUT}; nohup {PROBE_PATH} {args} --duration {seconds:.1f} "
-        f"> {PROBE_OUT}.tmp 2>&1 </dev/null && mv {PROBE_OUT}.tmp {PROBE_OUT} &"
+        f"rm -f {PROBE_OUT}; nohup sh -c {shlex.quote(job)} >/dev/null 2>&1 </dev/null &"
     )
     time.sleep(1.5)  # a baseline before the failure
     ui.print(f"failing {holder}: {mode}")
@@ -146,8 +150,11 @@ def run_drill(
             for t, v in res.targets.items()
         ],
     )
-    for t in res.targets:
-        ui.print(f"outage: {t} {res.outage(t):.2f}")  # one plain line per target, for scripts
+    for t, v in res.targets.items():  # plain lines for scripts: longest and first window
+        ui.print(f"outage: {t} {res.outage(t):.2f}")
+        first = v.get("windows", [])[:1]
+        if first and first[0][1] is not None:
+            ui.print(f"first-outage: {t} {first[0][1] - first[0][0]:.2f}")
     ui.print(
         f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(inv, mode)})"
     )

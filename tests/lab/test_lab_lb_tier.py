@@ -70,16 +70,19 @@ def measure(name: str, value: float) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
-def holder() -> str:
+def holders() -> list[str]:
     vip = topology.load().vip
-    held = [
-        h
-        for h in ("k8slb01", "k8slb02")
-        if f" {vip}/"
-        in netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "dev", "ens10"]).stdout
-    ]
-    assert len(held) == 1, held
-    return held[0]
+    out = []
+    for h in ("k8slb01", "k8slb02"):
+        addrs = netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "dev", "ens10"]).stdout
+        if f" {vip}/" in addrs:
+            out.append(h)
+    return out
+
+
+def holder() -> str:
+    wait_for("exactly one VIP holder", lambda: len(holders()) == 1, timeout=45, step=0.5)
+    return holders()[0]
 
 
 def other(name: str) -> str:
@@ -148,26 +151,38 @@ def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:
 
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
     topo = topology.load()
-    assert probe.probe(topo.vip, 6443, host="k8scontrol01", count=3).ok == 3
-    assert probe.probe(topo.floating_ip, 6443, count=3).ok == 3
+    assert probe.probe(topo.vip, 6443, read=False, host="k8scontrol01", count=3).ok == 3
+    assert probe.probe(topo.floating_ip, 6443, read=False, count=3).ok == 3
 
 
-def drill(mode: str, seconds: int = 12) -> dict[str, float]:
+def drill(mode: str, seconds: int = 12) -> tuple[dict[str, float], dict[str, float]]:
+    """Run the CLI drill; (longest outage, first outage) per target."""
     before = holder()
     r = cli("lb.failover-drill", "--mode", mode, "--yes", "--seconds", str(seconds))
     outs = {t: float(v) for t, v in re.findall(r"^outage: (\S+) ([0-9.]+)$", r.stdout, re.M)}
+    first = {t: float(v) for t, v in re.findall(r"^first-outage: (\S+) ([0-9.]+)$", r.stdout, re.M)}
     assert len(outs) == 2, r.stdout
-    wait_for("pair settles", lambda: holder() == other(before), timeout=30, step=0.5)
-    return outs
+    wait_for(
+        "pair settles",
+        lambda: holders() == [other(before)] or (mode == "linkdown" and len(holders()) == 1),
+        timeout=45,
+        step=0.5,
+    )
+    return outs, first
 
 
 @pytest.mark.parametrize("mode", ["stop", "kill", "linkdown"])
 def test_failover_drill(lb_tier: dict[str, float], mode: str) -> None:
     deadtime = 3
-    outs = drill(mode)
+    outs, first = drill(mode, seconds=20 if mode == "linkdown" else 12)
     for target, seconds in outs.items():
-        measure(f"drill {mode} {target} outage (s)", seconds)
-        assert seconds <= deadtime + 1, (mode, outs)
+        measure(f"drill {mode} {target} longest outage (s)", seconds)
+        # the failover itself: the first window (linkdown: the heal follows it)
+        failover = first.get(target, seconds) if mode == "linkdown" else seconds
+        measure(f"drill {mode} {target} failover outage (s)", failover)
+        assert failover <= deadtime + 1, (mode, outs, first)
+    if mode != "linkdown":
+        assert max(outs.values()) <= deadtime + 1, outs
 
 
 def partition(on: bool) -> None:
@@ -196,7 +211,7 @@ def test_private_partition_no_failover_then_heal(lb_tier: dict[str, float]) -> N
     result: dict[str, probe.ProbeResult] = {}
     t = threading.Thread(
         target=lambda: result.update(
-            vip=probe.probe(topo.vip, 6443, host="k8scontrol01", duration=16)
+            vip=probe.probe(topo.vip, 6443, read=False, host="k8scontrol01", duration=16)
         )
     )
     t.start()
@@ -228,7 +243,7 @@ def fault(**kw: object) -> None:
 def test_failover_with_api_faults(lb_tier: dict[str, float], code: str) -> None:
     fault(fail_next=3, code=code)
     try:
-        outs = drill("stop")
+        outs, _ = drill("stop")
     finally:
         fault(clear=True)
     for target, seconds in outs.items():
