@@ -263,6 +263,7 @@ def test_failover_while_api_is_down_recovers(lb_tier: dict[str, float]) -> None:
     res = probe.probe(
         topo.vip,
         6443,
+        read=False,
         host="k8scontrol01",
         duration=45,
         until=lambda r: time.monotonic() - t0 > 21 and r.attempts[-1].ok,
@@ -285,6 +286,7 @@ def test_dead_haproxy_on_holder(lb_tier: dict[str, float]) -> None:
     res = probe.probe(
         topo.vip,
         6443,
+        read=False,
         host="k8scontrol01",
         duration=20,
         until=lambda r: time.monotonic() - t0 > 2 and r.attempts[-1].ok,
