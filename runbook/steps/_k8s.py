@@ -20,7 +20,7 @@ from pathlib import Path
 from ..engine import StepContext, StepFailed
 from ..k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
 from ..plan import Change
-from ..remote import Fact, Host
+from ..remote import CommandFailed, Fact, Host
 from ..resources import Resource
 
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
@@ -163,7 +163,16 @@ class KubectlApplied(Resource):
         return Change(self.key, "apply", f"kubectl apply -f {self.path} ({why})")
 
     def apply(self, host: Host) -> None:
-        host.run(f"{KUBECTL} apply -f {shlex.quote(self.path)}", timeout=300)
+        # `kubectl apply` is idempotent: a transient "Unable to connect to the server" (an
+        # apiserver behind the VIP still settling) is retried a few times, anything else fails
+        cmd = f"{KUBECTL} apply -f {shlex.quote(self.path)}"
+        for attempt in range(4):
+            res = host.run(cmd, timeout=300, ok_codes=None)
+            if res.exited == 0:
+                return
+            if "Unable to connect to the server" not in res.stderr + res.stdout or attempt == 3:
+                raise CommandFailed(host.name, cmd, res.exited, res.stderr or res.stdout)
+            time.sleep(3)
 
 
 def write_private(path: Path, data: bytes) -> None:
