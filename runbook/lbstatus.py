@@ -108,3 +108,20 @@ def cloud_holders(inv: Inventory, client: Any) -> tuple[str, str]:
 def collect(inv: Inventory, hosts: Mapping[str, Host]) -> list[LbNode]:
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         return list(pool.map(lambda h: node_status(inv, h), hosts.values()))
+
+
+def pair_problems(nodes: list[LbNode], api_vip: str, api_fip: str) -> list[str]:
+    """Who holds the VIP and the floating IP: exactly one reachable node each, and the API
+    routing them to that node (`api_*` "?" when the API was not asked). Unreachable nodes are
+    the caller's to report."""
+    problems: list[str] = []
+    for what, api, local in (
+        ("VIP", api_vip, [n.name for n in nodes if n.reachable and n.holds_vip]),
+        ("floating IP", api_fip, [n.name for n in nodes if n.reachable and n.holds_fip]),
+    ):
+        if len(local) != 1:
+            holders = f" ({', '.join(local)})" if local else ""
+            problems.append(f"{what} held locally by {len(local)} reachable LBs{holders}")
+        elif api not in ("?", local[0]):
+            problems.append(f"API routes the {what} to {api}, but {local[0]} holds it")
+    return problems
