@@ -107,7 +107,8 @@ class ClusterStatus:
                 out.append(f"{n.name}: backends not UP: {', '.join(down)}")
             elif not n.backends and n.haproxy == "active":
                 out.append(f"{n.name}: haproxy reports no backend servers")
-        out += pair_problems(list(self.lbs), self.api_vip, self.api_fip)
+        if any(n.reachable for n in self.lbs):  # else the unreachable LBs say it all
+            out += pair_problems(list(self.lbs), self.api_vip, self.api_fip)
         for c in self.checks:
             if c.ok is False:
                 out.append(f"API through the {c.via} (from {c.probe_host}): {c.detail}")

@@ -102,7 +102,9 @@ def _lbs(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         )
     routes = f"cloud API routes: VIP → {st.api_vip}, floating IP → {st.api_fip}"
     if st.api_vip == "?" and st.api_fip == "?":
-        routes = "cloud API routes: not known (" + (st.cloud_note or "not asked") + ")"
+        routes = "cloud API routes: not known" + (
+            " (see the warning below)" if st.cloud_note else ""
+        )
     _table(
         ui,
         "load balancers",

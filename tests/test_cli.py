@@ -100,10 +100,45 @@ def test_missing_token_is_bad_input(tmp_path: Path) -> None:
     assert "HCLOUD_TOKEN" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("task", ["status"])
-def test_unbuilt_tasks_say_so_and_exit_1(task: str) -> None:
-    r = inv(task, inventory=REPO / "hosts.yaml")
-    assert r.returncode == 1 and "not built yet" in r.stderr
+def unreachable_inventory(tmp_path: Path) -> Path:
+    """hosts.yaml with every host on a closed loopback port: refused at once, nothing leaves."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["ssh"].update(port=port, identity=None, known_hosts=str(tmp_path / "known_hosts"))
+        for i, h in enumerate(d["hosts"].values()):
+            h["address"] = f"127.0.0.{i + 2}"
+
+    return bad_inventory(tmp_path, mutate)
+
+
+def test_status_with_every_host_down_exits_1_listing_why(tmp_path: Path) -> None:
+    r = inv("status", inventory=unreachable_inventory(tmp_path), env={"HCLOUD_TOKEN": ""})
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text
+    assert "Traceback" not in text
+    assert "hosts (0/7 reachable over SSH)" in text and text.count("│ no: ") == 7
+    assert "k8scontrol01: unreachable over SSH" in text
+    assert "cloud API not asked or not reachable" in text and "HCLOUD_TOKEN" in text
+    assert "status: degraded problems=" in text
+
+
+def test_status_bad_inventory_exits_2(tmp_path: Path) -> None:
+    p = bad_inventory(tmp_path, lambda d: d["load_balancer"].update(primary="k8node01"))
+    r = inv("status", "--no-cloud", inventory=p)
+    assert r.returncode == 2 and "load_balancer.primary" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_status_options_have_help() -> None:
+    out = inv("--help", "status").stdout
+    for opt in ("--verbose", "--accept-new-host-keys", "--[no-]cloud"):
+        line = next(ln for ln in out.splitlines() if opt in ln)
+        assert len(line.split(opt, 1)[1].strip()) > 10, line
 
 
 def test_walkthrough_without_tty_or_yes_exits_3_at_once() -> None:

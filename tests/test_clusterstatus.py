@@ -359,7 +359,8 @@ def test_nothing_reachable_no_traceback(model: Model) -> None:
     assert r.code == 1
     assert "hosts (0/7 reachable over SSH)" in r.out
     assert "no host reachable" in r.row("VIP 10.143.0.50:6443")
-    assert len(r.problems()) == 7 + 2 + 1  # hosts, VIP/FIP holders, nodes unknown
+    assert len(r.problems()) == 7 + 1  # the hosts, the nodes unknown (no holder noise)
+    assert r.problems()[-1].startswith("nodes unknown: no reachable control plane has")
 
 
 # -- the curl probe for real, against a local server ----------------------------------------

@@ -7,7 +7,6 @@ declined or needs a person.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,13 +150,3 @@ def execute(
     if code:
         raise Exit(code=code)
     return results
-
-
-def not_built(task: str, issue: str) -> Callable[..., None]:
-    """A task whose step arrives with a later issue: say so plainly, exit 1."""
-
-    def _run(*_: Any, **__: Any) -> None:
-        sys.stderr.write(f"{task}: this step is not built yet (arrives with {issue}).\n")
-        raise Exit(code=EXIT_FAILED)
-
-    return _run

@@ -297,7 +297,26 @@ def offer_drill(ctx: StepContext) -> None:
         ui.warn(f"failover drill: {exc}")
 
 
-@task(help={"verbose": "Show the commands run (secrets masked)."})
-def status(c: Context, verbose: bool = False) -> None:
-    """Cluster overview: hosts reachable, LB pair state, API endpoint, nodes."""
-    raise Exit("status: not built yet (arrives with issue 4/5).", code=1)
+@task(
+    help={
+        "verbose": "Show the commands run (secrets masked), full errors and every HAProxy backend.",
+        "accept_new_host_keys": STEP_HELP["accept_new_host_keys"],
+        "cloud": "Ask the Hetzner API who the VIP and floating IP are routed to (--no-cloud: "
+        "do not; no token needed then).",
+    }
+)
+def status(
+    c: Context, verbose: bool = False, accept_new_host_keys: bool = False, cloud: bool = True
+) -> None:
+    """Cluster overview, read-only: hosts, LB pair, API through the VIP, nodes.
+
+    Exit 0 healthy, 1 degraded (every problem listed), 2 bad inventory.
+    """
+    from ..clusterview import run_status
+
+    ui = common.new_ui(verbose=verbose)
+    inv = common.load(c, ui)
+    common.register_secrets(inv, ui)
+    code = run_status(inv, ui, accept_new_host_keys=accept_new_host_keys, ask_cloud=cloud)
+    if code:
+        raise Exit(code=code)
