@@ -75,15 +75,15 @@ if words[:1] == ["start"] and len(words) > 1:
 
     if all(rerun(w) for w in words[1:]):
         args = ["restart" if a == "start" else a for a in sys.argv[1:]]
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.py", *args])
-os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.py", *sys.argv[1:]])
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *args])
+os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]])
 '''
 
 JOURNALCTL = '''#!/usr/bin/python3
 """rblab: journalctl of a lab host (docker-systemctl-replacement's journalctl3.py)."""
 import os, sys
 
-os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/journalctl3.py", *sys.argv[1:]])
+os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/journalctl3.pyc", *sys.argv[1:]])
 '''
 
 # Lab-only drop-ins (named lab-*.conf): the replacement polls Type=notify in 1 s steps (~3 s per
