@@ -1,0 +1,261 @@
+"""Failover scenarios on a running lab with the LB tier set up: each one fails the pair in one
+way, measures the outage a TCP probe sees, restores, and returns the numbers.
+
+Shared by the lab tests (which assert the issue's bounds) and `bench/failover.py` (which repeats
+each scenario and reports median and max). Every scenario leaves exactly one VIP holder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import labstate, netns, probe, topology
+
+REPO = Path(__file__).resolve().parents[1]
+LBS = ("k8slb01", "k8slb02")
+PROBE_HOST = "k8scontrol01"  # a host on the private network: probes the VIP from inside
+DEADTIME = 3.0  # lab/hosts.yaml's heartbeat deadtime
+
+Inv = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def token() -> str:
+    return labstate.paths().token.read_text().strip()
+
+
+def inv_runner(outputs: list[str] | None = None, *, columns: int = 160) -> Inv:
+    """`inv` against the lab's inventory, API token in the environment (never argv); every output
+    is appended to `outputs` (the leak test reads them)."""
+    exe = str(Path(sys.executable).parent / "inv")
+
+    def run(
+        *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        inventory = labstate.paths().root / "hosts.yaml"
+        env = dict(
+            os.environ,
+            INVOKE_RUNBOOK_INVENTORY=str(inventory),
+            RBLAB_HCLOUD_TOKEN=token(),
+            COLUMNS=str(columns),
+        )
+        r = subprocess.run(
+            [exe, "-r", str(REPO), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        if outputs is not None:
+            outputs.append(r.stdout + r.stderr)
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"inv {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+    return run
+
+
+def wait_for(what: str, ok: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> float:
+    t0 = time.monotonic()
+    while not ok():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout}s: {what}")
+        time.sleep(step)
+    return time.monotonic() - t0
+
+
+def holders() -> list[str]:
+    """The LBs that have the VIP on their private interface now."""
+    vip = topology.load().vip
+    out = []
+    for h in LBS:
+        addrs = netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "dev", "ens10"]).stdout
+        if f" {vip}/" in addrs:
+            out.append(h)
+    return out
+
+
+def holder(timeout: float = 45) -> str:
+    wait_for("exactly one VIP holder", lambda: len(holders()) == 1, timeout=timeout, step=0.5)
+    return holders()[0]
+
+
+def other(name: str) -> str:
+    return LBS[1] if name == LBS[0] else LBS[0]
+
+
+@dataclass
+class Outcome:
+    """What one scenario run measured (seconds)."""
+
+    scenario: str
+    outages: dict[str, float] = field(default_factory=dict)  # target -> the number that counts
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. the longest window, heal
+    failed_over: bool | None = None
+
+
+def fault(**kw: object) -> None:
+    """Configure the simulated API's faults (fail_next/code, outage, latency, clear)."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/faults",
+        method="POST",
+        data=json.dumps(kw).encode(),
+        headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        if resp.status != 200:
+            raise AssertionError(f"/_lab/faults answered {resp.status}")
+
+
+def drill(inv: Inv, mode: str, seconds: int | None = None) -> Outcome:
+    """`inv lb.failover-drill --mode MODE`: the failover outage per target (VIP, floating IP).
+
+    linkdown's probe window also covers the heal after the link returns; the failover is its
+    first outage window, the longest window is kept in `extra`."""
+    before = holder()
+    secs = seconds or (20 if mode == "linkdown" else 12)
+    r = inv("lb.failover-drill", "--mode", mode, "--yes", "--seconds", str(secs))
+    longest = {t: float(v) for t, v in re.findall(r"^outage: (\S+) ([0-9.]+)$", r.stdout, re.M)}
+    first = {t: float(v) for t, v in re.findall(r"^first-outage: (\S+) ([0-9.]+)$", r.stdout, re.M)}
+    if len(longest) != 2:
+        raise AssertionError(f"drill printed no outage lines:\n{r.stdout}")
+    wait_for(
+        "pair settles",
+        lambda: holders() == [other(before)] or (mode == "linkdown" and len(holders()) == 1),
+        timeout=45,
+        step=0.5,
+    )
+    failover = {t: (first.get(t, v) if mode == "linkdown" else v) for t, v in longest.items()}
+    extra = {f"{t} longest": v for t, v in longest.items()}
+    return Outcome(f"drill {mode}", failover, extra, holder() != before)
+
+
+def partition(on: bool) -> None:
+    """Drop traffic between the two LBs on the private network only (router policy rules)."""
+    topo = topology.load()
+    a, b = (topo.host(h).private_ip for h in LBS)
+    for src, dst in ((a, b), (b, a)):
+        subprocess.run(
+            [
+                *("ip", "-n", topology.ROUTER_NS, "rule", "add" if on else "del"),
+                *("from", f"{src}/32", "to", f"{dst}/32", "blackhole"),
+            ],
+            check=True,
+        )
+
+
+def partition_heal(hold: float = 8.0) -> Outcome:
+    """Cut the private link between the LBs for `hold` s, then heal: the public heartbeat path
+    keeps the pair together, so expect no failover and no outage."""
+    topo = topology.load()
+    before = holder()
+    result: dict[str, probe.ProbeResult] = {}
+    t = threading.Thread(
+        target=lambda: result.update(
+            vip=probe.probe(topo.vip, 6443, read=False, host=PROBE_HOST, duration=hold + 8)
+        )
+    )
+    t.start()
+    partition(True)
+    try:
+        time.sleep(hold)
+        during = holders()
+    finally:
+        partition(False)
+        t.join()
+    longest = max((o.seconds for o in result["vip"].outages), default=0.0)
+    return Outcome(
+        "private partition + heal",
+        {"vip": longest},
+        failed_over=during != [before] or holder() != before,
+    )
+
+
+def api_faults(inv: Inv, code: str, n: int = 3) -> Outcome:
+    """A graceful failover while the API fails the next `n` calls with `code`."""
+    fault(fail_next=n, code=code)
+    try:
+        out = drill(inv, "stop")
+    finally:
+        fault(clear=True)
+    out.scenario = f"drill stop, {n}x {code}"
+    return out
+
+
+def api_latency(inv: Inv, mode: str, latency: float = 0.3) -> Outcome:
+    """A failover while every API call takes `latency` s (the issue's 0.3 s target case)."""
+    fault(latency=latency)
+    try:
+        out = drill(inv, mode)
+    finally:
+        fault(clear=True)
+    out.scenario = f"drill {mode}, API {latency:g} s/call"
+    return out
+
+
+def api_down(outage: float = 20.0) -> Outcome:
+    """Stop Heartbeat on the holder while the API is down for `outage` s: the VIP must serve
+    again once the API is back (the resource script retries until its deadline)."""
+    topo = topology.load()
+    before = holder()
+    fault(outage=outage)
+    t0 = time.monotonic()
+    try:
+        netns.host_exec(before, ["systemctl", "stop", "heartbeat"], timeout=60)
+        res = probe.probe(
+            topo.vip,
+            6443,
+            read=False,
+            host=PROBE_HOST,
+            duration=outage + 25,
+            until=lambda r: time.monotonic() - t0 > outage + 1 and r.attempts[-1].ok,
+        )
+    finally:
+        fault(clear=True)
+        netns.host_exec(before, ["systemctl", "start", "heartbeat"], timeout=60)
+    if not res.attempts[-1].ok:
+        raise AssertionError(f"VIP did not come back: {res.summary()}")
+    return Outcome(
+        f"API down {outage:g} s during failover",
+        {"vip back after": res.attempts[-1].at},
+        failed_over=holder() == other(before),
+    )
+
+
+def dead_haproxy() -> Outcome:
+    """Kill haproxy on the holder so it cannot restart: the watchdog hands over to the peer."""
+    topo = topology.load()
+    h = holder()
+    shown = netns.host_exec(h, ["systemctl", "show", "-p", "MainPID", "haproxy"]).stdout
+    main_pid = shown.strip().split("=")[-1]
+    t0 = time.monotonic()
+    cfg = "/etc/haproxy/haproxy.cfg"
+    try:
+        netns.host_exec(h, ["sh", "-c", f"chmod 000 {cfg}; kill -9 {main_pid}"])
+        res = probe.probe(
+            topo.vip,
+            6443,
+            read=False,
+            host=PROBE_HOST,
+            duration=20,
+            until=lambda r: time.monotonic() - t0 > 2 and r.attempts[-1].ok,
+        )
+    finally:
+        netns.host_exec(h, ["chmod", "644", cfg])
+        netns.host_exec(h, ["systemctl", "start", "haproxy"])
+    if not res.attempts[-1].ok:
+        raise AssertionError(f"VIP did not come back: {res.summary()}")
+    longest = max((o.seconds for o in res.outages), default=0.0)
+    return Outcome("dead haproxy on holder", {"vip": longest}, failed_over=holder() != h)
