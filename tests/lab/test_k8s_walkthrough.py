@@ -108,6 +108,31 @@ def test_walkthrough_builds_five_ready_nodes(cluster: dict[str, float]) -> None:
         assert f"--advertise-address={ip}" in m.stdout
 
 
+def test_status_shows_the_healthy_cluster(cluster: dict[str, float]) -> None:
+    r = cli("status", check=False)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    holders = [
+        h
+        for h in ("k8slb01", "k8slb02")
+        if " 10.143.0.50/" in netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "ens10"]).stdout
+    ]
+    assert len(holders) == 1, holders
+    assert "hosts (7/7 reachable over SSH)" in out
+    assert f"healthy: 7 hosts reachable, {holders[0]} holds the VIP" in out
+    # cells apart by box characters and blanks (\W+): ASCII boxes on a non-UTF-8 stdout too
+    lb_row = rf"{holders[0]}\W+running\W+yes\W+yes\W+active\W+3/3 UP"
+    assert re.search(lb_row, out), out
+    assert re.search(r"VIP 10\.143\.0\.50:6443\W+k8scontrol01\W+ok\W+200\W", out), out
+    assert "verified (cluster CA)" in out
+    fip_row = r"floating IP 203\.0\.113\.100:6443\W+k8slb0[12]\W+ok\W+200\W"
+    assert re.search(fip_row, out), out
+    assert "nodes (5/5 Ready; kubectl on k8scontrol01)" in out
+    for name in K8S_HOSTS:
+        assert re.search(rf"{name}\W+Ready\W+", out), name
+    assert "status: healthy problems=0" in out
+
+
 def test_rerun_is_clean(cluster: dict[str, float]) -> None:
     r = cli("walkthrough", "--yes")
     assert recap(r.stdout)["changed"] == 0, r.stdout
