@@ -7,12 +7,14 @@ anywhere. `--dry-run` stops after the plan; the targets themselves refuse mutati
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import trace
 from .plan import Change, Status, StepResult, TargetPlan, TargetResult
 from .remote import HostUnreachable
 from .resources import Resource
@@ -139,6 +141,19 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
 
 def run_step(step: Step, ctx: StepContext) -> StepResult:
     """The whole flow for one step; returns results (exit codes are the caller's business)."""
+    t0 = time.monotonic()
+    res = _run_step(step, ctx)
+    trace.record(
+        "step",
+        t0,
+        step=step.name,
+        dry_run=res.dry_run,
+        **{s.value: sum(r.status is s for r in res.results) for s in Status},
+    )
+    return res
+
+
+def _run_step(step: Step, ctx: StepContext) -> StepResult:
     ui = ctx.ui
     ui.step_title(step.name, step.title)
     names = step.target_names(ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import shlex
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
+
+from . import trace
 
 if TYPE_CHECKING:
     from .inventory import HostSpec, Inventory
@@ -124,7 +127,9 @@ class Host:
     ) -> Result:
         if self._log is not None:
             self._log(self.name, cmd, mutating=mutating)
+        t0 = time.monotonic()
         res = self._exec(cmd, stdin=stdin, timeout=timeout)
+        trace.command(self.name, cmd, mutating, t0, res.exited)
         if ok_codes is not None and res.exited not in ok_codes:
             raise CommandFailed(self.name, cmd, res.exited, res.stderr)
         return res
@@ -281,6 +286,7 @@ class SSHHost(Host):
         if self.dry_run:
             raise DryRunViolation(f"{self.name}: refused in --dry-run: write {tmp}")
         upload = f"/tmp/.rb-upload-{uuid.uuid4().hex}"
+        t0 = time.monotonic()
         try:
             with self._lock:
                 sftp = self.conn.sftp()
@@ -289,6 +295,7 @@ class SSHHost(Host):
                     fh.write(content)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise HostUnreachable(f"{self.name}: upload failed: {exc}") from exc
+        trace.record("sftp", t0, host=self.name, size=len(content))
         u = shlex.quote(upload)
         return f"cat {u} > {tmp}; rm -f {u}", None
 
