@@ -352,7 +352,7 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
 def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[str]:
     """Remove what `up` created; keep layers and apt cache unless `purge`. Idempotent."""
     require_root()
-    p, topo = labstate.paths(), topology.load()
+    p = labstate.paths()
     rec = Record.load(p.record)
     done: list[str] = []
     other = live_owner(p)
@@ -367,8 +367,10 @@ def down(progress: Progress = lambda _m: None, *, purge: bool = False) -> list[s
         progress("stopping hosts (supervisor)")
         if sup.stop(timeout=45):
             done.append(f"stopped supervisor {sup.pid}")
-    for h in topo.names:  # inits left by a crashed supervisor: recorded in run/<host>.init
-        f = p.init_pid_file(h)
+    # inits left by a crashed supervisor: recorded in run/<host>.init (every host of the lab that
+    # ran, whichever topology it was built from)
+    for f in sorted(p.run.glob("*.init")) if p.run.is_dir() else []:
+        h = f.name.removesuffix(".init")
         try:
             pid, start = (int(x) for x in f.read_text().split()[:2])
         except (OSError, ValueError):

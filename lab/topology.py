@@ -7,6 +7,7 @@ lab builds from the inventory instead of keeping a second list.
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,13 @@ class Topology:
         return str(next(ipaddress.ip_network(self.subnet).hosts()))
 
 
-def load(path: Path = HOSTS_YAML) -> Topology:
+def default_path() -> Path:
+    """$RBLAB_TOPOLOGY (another inventory, e.g. bench/'s 25-host lab) or lab/hosts.yaml."""
+    return Path(os.environ.get("RBLAB_TOPOLOGY") or HOSTS_YAML)
+
+
+def load(path: Path | None = None) -> Topology:
+    path = path or default_path()
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     lb = data["load_balancer"]
     net = data["hcloud"]["network"]

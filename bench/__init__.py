@@ -1,0 +1,1 @@
+"""Benchmarks on the lab: converge/no-op timings, scale, failover outages (see README)."""

@@ -1,0 +1,227 @@
+"""What every benchmark needs: a fresh lab of a given topology, `inv` runs with the timing trace,
+SSH sessions counted from the lab hosts' sshd logs, machine facts, tables and JSON results.
+
+Benchmarks run as root on a machine with the lab's packages (`inv lab.up --install` once); they
+drive the real CLI as an operator would and read the lab from outside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+INV = str(Path(sys.executable).parent / "inv")
+console = Console(width=int(os.environ.get("COLUMNS", "120")))
+
+
+# -- the lab -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lab:
+    """One lab instance: its state dir and the inventory it is built from."""
+
+    state: Path
+    topology: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        base = {k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACE"}
+        return base | {"RBLAB_STATE": str(self.state), "RBLAB_TOPOLOGY": str(self.topology)}
+
+    @property
+    def inventory(self) -> Path:
+        return self.state / "hosts.yaml"
+
+    def hosts(self) -> list[str]:
+        return list(yaml.safe_load(self.topology.read_text())["hosts"])
+
+    def lab_task(self, *args: str) -> None:
+        r = subprocess.run(
+            [INV, "-r", str(REPO), *args], env=self.env, capture_output=True, text=True
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"inv {' '.join(args)} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+
+    def fresh(self) -> float:
+        """Down, forget every host layer and the cloud state (keep the apt cache), up again:
+        a new lab of brand-new servers. Returns the seconds `lab.up` took."""
+        self.lab_task("lab.down")
+        for name in ("hosts", "cloud-state.json", "run"):
+            path = self.state / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        t0 = time.monotonic()
+        self.lab_task("lab.up")
+        return time.monotonic() - t0
+
+    def down(self) -> None:
+        self.lab_task("lab.down")
+
+    def sshd_log(self, host: str) -> Path:
+        return self.state / "hosts" / host / "var.upper" / "log" / "rblab-sshd.log"
+
+
+@contextmanager
+def lab_session(lab: Lab) -> Iterator[Lab]:
+    """The lab is the machine's only one (lab.up refuses a second): take the shared lock, and
+    take the lab down afterwards even when the benchmark fails."""
+    import fcntl
+
+    with open("/run/rblab-use.lock", "w") as lock:
+        console.print("[dim]waiting for the lab lock (/run/rblab-use.lock)…[/dim]")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield lab
+        finally:
+            lab.down()
+
+
+# -- runs of the CLI ----------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One `inv` run: wall time, exit code, recap, trace events, sshd sessions per host."""
+
+    args: tuple[str, ...]
+    seconds: float
+    exited: int
+    recap: dict[str, int]
+    steps: list[dict[str, Any]]
+    commands: dict[str, int]  # per host, from the trace
+    sessions: dict[str, dict[str, int]]  # per host, from sshd: connections, commands, sftp
+    stdout: str = field(repr=False, default="")
+
+
+SSHD_PATTERNS = {
+    "connections": re.compile(r"^Accepted publickey for ", re.M),
+    "commands": re.compile(r"^Starting session: (?:forced-)?command ", re.M),
+    "sftp": re.compile(r"^Starting session: subsystem 'sftp' ", re.M),
+}
+
+
+def sshd_offsets(lab: Lab) -> dict[str, int]:
+    return {h: (p.stat().st_size if (p := lab.sshd_log(h)).exists() else 0) for h in lab.hosts()}
+
+
+def sshd_sessions(lab: Lab, since: dict[str, int]) -> dict[str, dict[str, int]]:
+    out = {}
+    for h in lab.hosts():
+        p = lab.sshd_log(h)
+        text = ""
+        if p.exists():
+            with p.open("rb") as fh:
+                fh.seek(since.get(h, 0))
+                text = fh.read().decode(errors="replace")
+        out[h] = {k: len(rx.findall(text)) for k, rx in SSHD_PATTERNS.items()}
+    return out
+
+
+def run_inv(lab: Lab, *args: str, timeout: float = 3600) -> Run:
+    """`inv ARGS` against the lab's inventory with the API token in the environment."""
+    trace = lab.state / f"trace-{os.getpid()}-{time.monotonic_ns()}.jsonl"
+    env = lab.env | {
+        "INVOKE_RUNBOOK_INVENTORY": str(lab.inventory),
+        "RBLAB_HCLOUD_TOKEN": (lab.state / "hcloud-token").read_text().strip(),
+        "RUNBOOK_TRACE": str(trace),
+        "COLUMNS": "160",
+    }
+    before = sshd_offsets(lab)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [INV, "-r", str(REPO), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+    seconds = time.monotonic() - t0
+    events = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
+    trace.unlink(missing_ok=True)
+    commands: dict[str, int] = {}
+    for e in events:
+        if e["kind"] == "command":
+            commands[e["host"]] = commands.get(e["host"], 0) + 1
+    m = re.findall(r"^recap: (.*)$", r.stdout, re.M)
+    recap = {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())} if m else {}
+    res = Run(
+        tuple(args),
+        seconds,
+        r.returncode,
+        recap,
+        [e for e in events if e["kind"] == "step"],
+        commands,
+        sshd_sessions(lab, before),
+        r.stdout + r.stderr,
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"inv {' '.join(args)} exited {r.returncode}:\n{res.stdout[-4000:]}")
+    return res
+
+
+# -- numbers and results ------------------------------------------------------------------------
+def median_max(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.median(values), max(values)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": rev,
+    }
+
+
+def save(name: str, data: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **data}, indent=1) + "\n")
+    console.print(f"results: {path.relative_to(REPO)}")
+    return path
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    t = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(t)
+
+
+def verdict(ok: bool) -> str:
+    return "[green]met[/green]" if ok else "[red]MISSED[/red]"
