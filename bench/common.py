@@ -26,9 +26,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from lab import scenarios
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-INV = str(Path(sys.executable).parent / "inv")
+INV = str(Path(sys.executable).parent / "inv")  # for lab tasks
 console = Console(width=int(os.environ.get("COLUMNS", "120")))
 
 
@@ -137,22 +139,10 @@ def sshd_sessions(lab: Lab, since: dict[str, int]) -> dict[str, dict[str, int]]:
 def run_inv(lab: Lab, *args: str, timeout: float = 3600) -> Run:
     """`inv ARGS` against the lab's inventory with the API token in the environment."""
     trace = lab.state / f"trace-{os.getpid()}-{time.monotonic_ns()}.jsonl"
-    env = lab.env | {
-        "INVOKE_RUNBOOK_INVENTORY": str(lab.inventory),
-        "RBLAB_HCLOUD_TOKEN": (lab.state / "hcloud-token").read_text().strip(),
-        "RUNBOOK_TRACE": str(trace),
-        "COLUMNS": "160",
-    }
+    inv = scenarios.inv_runner(state=lab.state, extra_env=lab.env | {"RUNBOOK_TRACE": str(trace)})
     before = sshd_offsets(lab)
     t0 = time.monotonic()
-    r = subprocess.run(
-        [INV, "-r", str(REPO), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-    )
+    r = inv(*args, check=False, timeout=timeout)
     seconds = time.monotonic() - t0
     events = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
     trace.unlink(missing_ok=True)

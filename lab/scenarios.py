@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,20 +33,27 @@ def token() -> str:
     return labstate.paths().token.read_text().strip()
 
 
-def inv_runner(outputs: list[str] | None = None, *, columns: int = 160) -> Inv:
-    """`inv` against the lab's inventory, API token in the environment (never argv); every output
-    is appended to `outputs` (the leak test reads them)."""
+def inv_runner(
+    outputs: list[str] | None = None,
+    *,
+    columns: int = 160,
+    state: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Inv:
+    """`inv` against the lab's inventory (of `state`, default the current lab), API token in the
+    environment (never argv); every output is appended to `outputs` (the leak test reads them)."""
     exe = str(Path(sys.executable).parent / "inv")
 
     def run(
         *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        inventory = labstate.paths().root / "hosts.yaml"
+        root = state or labstate.paths().root
         env = dict(
             os.environ,
-            INVOKE_RUNBOOK_INVENTORY=str(inventory),
-            RBLAB_HCLOUD_TOKEN=token(),
+            INVOKE_RUNBOOK_INVENTORY=str(root / "hosts.yaml"),
+            RBLAB_HCLOUD_TOKEN=(root / "hcloud-token").read_text().strip(),
             COLUMNS=str(columns),
+            **(extra_env or {}),
         )
         r = subprocess.run(
             [exe, "-r", str(REPO), *args],

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 
 from lab import topology
+from lab.scenarios import wait_for
 
-
-def wait_for(what: str, ok: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> float:
-    t0 = time.monotonic()
-    while not ok():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout}s: {what}")
-        time.sleep(step)
-    return time.monotonic() - t0
+__all__ = ["inet_dev", "route_dev", "router_dev", "wait_for"]
 
 
 def route_dev(ns: str, addr: str) -> str | None:
