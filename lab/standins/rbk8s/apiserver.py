@@ -65,6 +65,7 @@ class Store:
         self.lock = threading.RLock()
         self.data = json.loads(path.read_text()) if path.exists() else empty_state()
         self.peer_ctx: ssl.SSLContext | None = None
+        self.dirty = False  # written since start: every later write pushes the whole state
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -101,14 +102,23 @@ class Store:
         return changed
 
     def commit(self) -> None:
-        """Persist and push to the other control planes (best effort, synchronous); they
-        merge entry by entry, so concurrent writes on different servers do not lose each other."""
+        """Persist a write (under the lock); the request handler pushes it to the other control
+        planes before it answers (`replicate`), so a client that wrote here reads its write on
+        every member (as with etcd), without holding the lock during the pushes."""
         self.data["version"] += 1
         self.save()
-        body = json.dumps(self.data).encode()
-        for name, ip in list(self.data["members"].items()):
-            if name == self.self_name or self.peer_ctx is None:
-                continue
+        self.dirty = True
+
+    def replicate(self) -> None:
+        """Push the current state to the other members (best effort, synchronous, outside the
+        lock: concurrent writers push in parallel); members merge entry by entry, so pushes
+        arriving out of order lose nothing."""
+        with self.lock:
+            if not self.dirty or self.peer_ctx is None:
+                return
+            body = json.dumps(self.data).encode()
+            peers = [ip for n, ip in self.data["members"].items() if n != self.self_name]
+        for ip in peers:
             req = urllib.request.Request(
                 f"https://{ip}:6443/rb/v1/replicate", data=body, method="POST"
             )
@@ -223,6 +233,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _send(self, code: int, body: Any) -> None:
+        if self.command != "GET" and not self.path.startswith("/rb/v1/replicate"):
+            self.server.store.replicate()  # before answering: the write is on every member
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header(

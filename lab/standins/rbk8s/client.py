@@ -50,8 +50,10 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def call(
-    conf: dict[str, Any], method: str, path: str, body: Any = None, *, timeout: float = 10
+    conf: dict[str, Any], method: str, path: str, body: Any = None, *, timeout: float = 30
 ) -> Any:
+    """One API request. Real kubectl sets no request timeout by default (--request-timeout=0);
+    30 s still ends a hung request."""
     with _context(conf) as (server, ctx):
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(server + path, data=data, method=method)
