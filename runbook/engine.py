@@ -77,7 +77,7 @@ class Step(ABC):
 def _parallel(fn: Callable[[str], Any], names: Sequence[str], *, serial: bool = False) -> list[Any]:
     if serial or len(names) <= 1:
         return [fn(n) for n in names]
-    with ThreadPoolExecutor(max_workers=min(16, len(names))) as pool:
+    with ThreadPoolExecutor(max_workers=min(32, len(names))) as pool:
         return list(pool.map(fn, names))
 
 
