@@ -164,12 +164,12 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> None:
         tmp.replace(path)
 
 
-def first_boot(name: str) -> None:
+def first_boot(name: str) -> bool:
     """Once per host (marker in its /etc layer): forget what the shared root fs had enabled or
     generated."""
     marker = Path("/etc/rblab/first-boot")
     if marker.exists():
-        return
+        return False
     log("first boot: whiteouts for root-ns enabled units, own host keys and machine-id")
     for wants in Path("/etc/systemd/system").glob("*.wants"):
         for link in wants.iterdir():
@@ -191,22 +191,32 @@ def first_boot(name: str) -> None:
     Path("/etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return True
 
 
-def configure(cfg: dict[str, Any], name: str) -> None:
+def configure(cfg: dict[str, Any], name: str, *, first: bool) -> None:
     """Every boot: files that make this namespace look like a Hetzner server of the lab."""
-    write_if_changed(Path("/etc/hostname"), name + "\n")
-    lines = ["127.0.0.1 localhost", f"127.0.1.1 {name}", "::1 localhost ip6-localhost ip6-loopback"]
-    lines += [f"{h['private_ip']} {n}" for n, h in cfg["hosts"].items()]
-    write_if_changed(Path("/etc/hosts"), "\n".join(lines) + "\n")
-    # apt: only the lab repository (the removals become whiteouts in this host's /etc layer)
-    apt = Path("/etc/apt")
-    if (apt / "sources.list").exists():
-        (apt / "sources.list").unlink()
-    for f in (apt / "sources.list.d").glob("*"):
-        if f.name != "rblab.list":
-            f.unlink()
-    write_if_changed(apt / "sources.list.d/rblab.list", "deb [trusted=yes] file:/run/labrepo ./\n")
+    # like cloud-init on a fresh server: hostname, /etc/hosts and the apt sources are set on the
+    # first boot only; later boots keep what the host's admin (the runbook) made of them
+    if first:
+        write_if_changed(Path("/etc/hostname"), name + "\n")
+        lines = [
+            "127.0.0.1 localhost",
+            f"127.0.1.1 {name}",
+            "::1 localhost ip6-localhost ip6-loopback",
+        ]
+        lines += [f"{h['private_ip']} {n}" for n, h in cfg["hosts"].items()]
+        write_if_changed(Path("/etc/hosts"), "\n".join(lines) + "\n")
+        # apt: only the lab repository (the removals become whiteouts in this host's /etc layer)
+        apt = Path("/etc/apt")
+        if (apt / "sources.list").exists():
+            (apt / "sources.list").unlink()
+        for f in (apt / "sources.list.d").glob("*"):
+            if f.name != "rblab.list":
+                f.unlink()
+        write_if_changed(
+            apt / "sources.list.d/rblab.list", "deb [trusted=yes] file:/run/labrepo ./\n"
+        )
     write_if_changed(
         Path("/etc/ssh/sshd_config.d/rblab.conf"),
         "# rblab: lab host sshd\nHostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
@@ -386,8 +396,7 @@ def main() -> int:
     cfg = json.loads(Path(args.config).read_text())
     socket.sethostname(HOST)
     mount_filesystems(cfg, Path(cfg["layers"]) / HOST)
-    first_boot(HOST)
-    configure(cfg, HOST)
+    configure(cfg, HOST, first=first_boot(HOST))
     apply_net_sysctls()
     tmpfiles()
     apt_lists()
