@@ -109,6 +109,7 @@ class Run:
     steps: list[dict[str, Any]]
     commands: dict[str, int]  # per host, from the trace
     sessions: dict[str, dict[str, int]]  # per host, from sshd: connections, commands, sftp
+    cpu_busy: float = 0.0  # share of all the machine's cores busy during the run (0..1)
     stdout: str = field(repr=False, default="")
 
 
@@ -141,8 +142,10 @@ def run_inv(lab: Lab, *args: str, timeout: float = 3600) -> Run:
     trace = lab.state / f"trace-{os.getpid()}-{time.monotonic_ns()}.jsonl"
     inv = scenarios.inv_runner(state=lab.state, extra_env=lab.env | {"RUNBOOK_TRACE": str(trace)})
     before = sshd_offsets(lab)
+    cpu0 = cpu_times()
     t0 = time.monotonic()
     r = inv(*args, check=False, timeout=timeout)
+    cpu1 = cpu_times()
     seconds = time.monotonic() - t0
     events = [json.loads(x) for x in trace.read_text().splitlines()] if trace.exists() else []
     trace.unlink(missing_ok=True)
@@ -152,19 +155,39 @@ def run_inv(lab: Lab, *args: str, timeout: float = 3600) -> Run:
             commands[e["host"]] = commands.get(e["host"], 0) + 1
     m = re.findall(r"^recap: (.*)$", r.stdout, re.M)
     recap = {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())} if m else {}
+    steps = [e for e in events if e["kind"] == "step"]
+    for st in steps:  # how much remote work ran inside the step: parallel hosts overlap
+        st["command_seconds"] = round(
+            sum(
+                e["seconds"]
+                for e in events
+                if e["kind"] == "command"
+                and st["start"] <= e["start"] < st["start"] + st["seconds"]
+            ),
+            2,
+        )
+    busy = (cpu1[0] - cpu0[0]) / max(cpu1[1] - cpu0[1], 1)
     res = Run(
         tuple(args),
         seconds,
         r.returncode,
         recap,
-        [e for e in events if e["kind"] == "step"],
+        steps,
         commands,
         sshd_sessions(lab, before),
+        round(busy, 2),
         r.stdout + r.stderr,
     )
     if r.returncode != 0:
         raise SystemExit(f"inv {' '.join(args)} exited {r.returncode}:\n{res.stdout[-4000:]}")
     return res
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 # -- numbers and results ------------------------------------------------------------------------

@@ -47,8 +47,14 @@ def run_summary(run: Run) -> dict[str, Any]:
     return {
         "seconds": round(run.seconds, 2),
         "recap": run.recap,
+        "cpu_busy": run.cpu_busy,
         "steps": [
-            {"step": s["step"], "seconds": s["seconds"], "changed": s.get("changed", 0)}
+            {
+                "step": s["step"],
+                "seconds": s["seconds"],
+                "changed": s.get("changed", 0),
+                "command_seconds": s["command_seconds"],
+            }
             for s in run.steps
         ],
         "ssh_per_host": run.sessions,
@@ -75,14 +81,27 @@ def converge(lab: Lab) -> dict[str, Any]:
 def report(res: dict[str, Any]) -> bool:
     first, noop = res["converge"], res["noop"]
     rows = []
-    noop_steps = {s["step"]: s["seconds"] for s in noop["steps"]}
+    noop_steps = {s["step"]: s for s in noop["steps"]}
     for s in first["steps"]:
-        rows.append((s["step"], s["seconds"], s["changed"], noop_steps.get(s["step"], "-")))
-    rows.append(("total (wall, incl. connect)", first["seconds"], "", noop["seconds"]))
+        n = noop_steps.get(s["step"], {})
+        rows.append(
+            (
+                s["step"],
+                s["seconds"],
+                s["changed"],
+                n.get("seconds", "-"),
+                n.get("command_seconds", "-"),
+            )
+        )
+    rows.append(("total (wall, incl. connect)", first["seconds"], "", noop["seconds"], ""))
     table(
         f"{res['hosts']}-host lab: walkthrough --yes, seconds per step",
-        ["step", "fresh converge", "changed targets", "no-op re-run"],
+        ["step", "fresh converge", "changed targets", "no-op re-run", "no-op remote cmd-s"],
         rows,
+    )
+    console.print(
+        f"machine CPU busy: {first['cpu_busy']:.0%} during the converge, "
+        f"{noop['cpu_busy']:.0%} during the no-op re-run (all cores)"
     )
     host_rows = []
     for h, fs in first["ssh_per_host"].items():
