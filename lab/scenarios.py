@@ -242,15 +242,23 @@ def api_down(outage: float = 20.0) -> Outcome:
 
 
 def dead_haproxy() -> Outcome:
-    """Kill haproxy on the holder so it cannot restart: the watchdog hands over to the peer."""
+    """Kill haproxy on the holder with a config it refuses, so it cannot restart (a mode change
+    would not do: root reads a 000 file): the watchdog hands over to the peer."""
     topo = topology.load()
     h = holder()
     shown = netns.host_exec(h, ["systemctl", "show", "-p", "MainPID", "haproxy"]).stdout
     main_pid = shown.strip().split("=")[-1]
+    cfg, keep = "/etc/haproxy/haproxy.cfg", "/run/rblab-haproxy.cfg.keep"
     t0 = time.monotonic()
-    cfg = "/etc/haproxy/haproxy.cfg"
     try:
-        netns.host_exec(h, ["sh", "-c", f"chmod 000 {cfg}; kill -9 {main_pid}"])
+        netns.host_exec(
+            h,
+            [
+                "sh",
+                "-c",
+                f"cp -p {cfg} {keep} && echo rblab-not-a-keyword >> {cfg} && kill -9 {main_pid}",
+            ],
+        )
         res = probe.probe(
             topo.vip,
             6443,
@@ -260,8 +268,8 @@ def dead_haproxy() -> Outcome:
             until=lambda r: time.monotonic() - t0 > 2 and r.attempts[-1].ok,
         )
     finally:
-        netns.host_exec(h, ["chmod", "644", cfg])
-        netns.host_exec(h, ["systemctl", "start", "haproxy"])
+        netns.host_exec(h, ["sh", "-c", f"cp -p {keep} {cfg} && rm -f {keep}"])
+        netns.host_exec(h, ["systemctl", "restart", "haproxy"])
     if not res.attempts[-1].ok:
         raise AssertionError(f"VIP did not come back: {res.summary()}")
     longest = max((o.seconds for o in res.outages), default=0.0)
