@@ -3,9 +3,12 @@ certificate keys that expire after 2 h, node registration and a small object sto
 
 It is NOT Kubernetes: no scheduling, no pods, no controllers beyond two honest emulations — the
 token controller (fills `kubernetes.io/service-account-token` Secrets) and node readiness (a node
-is Ready while its kubelet stand-in reports and a CNI DaemonSet exists). The state (the role
-etcd plays) is a JSON file, pushed synchronously to every other control plane on each write, so
-any API server behind the load balancers answers the same and one can fail.
+is Ready while its kubelet stand-in reports and a CNI DaemonSet exists). `/api…` requests are
+authenticated (admin client certificate or a ServiceAccount's bearer token) and authorized with
+RBAC for the built-in ClusterRoles (`coreapi`); a ClusterRoleBinding's roleRef is immutable.
+The state (the role etcd plays) is a JSON file, pushed synchronously to every other control
+plane on each write, so any API server behind the load balancers answers the same and one can
+fail.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import pki
+from . import coreapi, pki
 
 STATE = Path("/var/lib/rblab-apiserver/state.json")
 TOKEN_TTL = 24 * 3600
@@ -35,7 +38,7 @@ CNI_DAEMONSETS = (
     "daemonset/kube-flannel/kube-flannel-ds",
 )
 CLUSTER_SCOPED = {"clusterrolebinding", "clusterrole", "namespace", "node"}
-ADMIN_GROUPS = ("kubernetes-admin", "super-admin")
+ADMIN_GROUPS = coreapi.ADMIN_CNS
 
 
 def empty_state() -> dict[str, Any]:
@@ -55,6 +58,10 @@ def object_key(obj: dict[str, Any], namespace: str = "default") -> str:
     meta = obj.get("metadata") or {}
     ns = "" if kind in CLUSTER_SCOPED else meta.get("namespace") or namespace
     return f"{kind}/{ns}/{meta.get('name', '')}"
+
+
+class Invalid(Exception):
+    """A write the real API server refuses with 422 Invalid."""
 
 
 class Store:
@@ -204,9 +211,36 @@ class Store:
             )
         return {"kind": "NodeList", "apiVersion": "v1", "items": items}
 
+    def put(self, key: str, obj: dict[str, Any]) -> str:
+        with self.lock:
+            self.data["objects"][key] = obj
+            self.touch(f"objects/{key}")
+            self.commit()
+        return key
+
+    def delete(self, keys: list[str]) -> list[str]:
+        """Remove objects; returns the keys that existed."""
+        with self.lock:
+            gone = [k for k in keys if self.data["objects"].pop(k, None) is not None]
+            for k in gone:
+                self.touch(f"objects/{k}")
+            if gone:
+                self.commit()
+        return gone
+
     def apply(self, objects: list[dict[str, Any]], namespace: str) -> list[str]:
         out = []
         with self.lock:
+            for obj in objects:
+                old = self.data["objects"].get(object_key(obj, namespace))
+                changed = old and old.get("roleRef") != obj.get("roleRef")
+                if obj.get("kind") == "ClusterRoleBinding" and changed:
+                    name = obj["metadata"]["name"]
+                    raise Invalid(
+                        f'ClusterRoleBinding.rbac.authorization.k8s.io "{name}" is invalid: '
+                        f"roleRef: Invalid value: {json.dumps(obj.get('roleRef'))}: "
+                        "cannot change roleRef"
+                    )
             for obj in objects:
                 key = object_key(obj, namespace)
                 obj = json.loads(json.dumps(obj))
@@ -269,10 +303,10 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, "ok")
         if path == "/rb/v1/cluster-info":
             return self._send(200, {"ca": self.server.ca_pem})
+        if path == "/api" or path.startswith("/api/"):
+            return self._core()
         if not self._admin():
             return None
-        if path == "/api/v1/nodes":
-            return self._send(200, store.node_list())
         if path == "/rb/v1/objects":
             params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             want = [k for k in params.get("keys", "").split(",") if k]
@@ -281,6 +315,8 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(404, {"message": f"not found: {path}"})
 
     def do_DELETE(self) -> None:
+        if self.path == "/api" or self.path.startswith("/api/"):
+            return self._core()
         if not self._admin():
             return None
         if self.path.startswith("/rb/v1/tokens/"):
@@ -288,8 +324,36 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200 if ok else 404, {"deleted": ok})
         return self._send(404, {"message": "not found"})
 
+    def do_PUT(self) -> None:
+        if self.path == "/api" or self.path.startswith("/api/"):
+            return self._core()
+        return self._send(404, {"message": f"not found: {self.path}"})
+
+    do_PATCH = do_PUT
+
+    def _core(self) -> None:
+        """`/api…`: authenticate (401 for a bad token), authorize (RBAC), serve (coreapi)."""
+        auth = self.headers.get("Authorization")
+        bearer = auth.removeprefix("Bearer ").strip() if auth else None
+        store = self.server.store
+        user = coreapi.authenticate(store.data, bearer=bearer, client_cn=self._client_cn())
+        if user is None:
+            return self._send(401, coreapi.status(401, "Unauthorized", "Unauthorized"))
+        body = self._body() if self.command in ("POST", "PUT", "PATCH") else None
+        code, out, _ = coreapi.serve(
+            store,
+            user,
+            self.command,
+            self.path,
+            body,
+            server_address=f"{self.connection.getsockname()[0]}:{self.server.server_address[1]}",
+        )
+        return self._send(code, out)
+
     def do_POST(self) -> None:
         store, path = self.server.store, self.path
+        if path == "/api" or path.startswith("/api/"):
+            return self._core()
         if path == "/rb/v1/bootstrap":
             return self._bootstrap()
         if path == "/rb/v1/replicate":
@@ -316,9 +380,15 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(201, {"key": key})
         if path == "/rb/v1/apply":
             b = self._body()
-            return self._send(
-                200, {"result": store.apply(b["objects"], b.get("namespace", "default"))}
-            )
+            try:
+                result = store.apply(b["objects"], b.get("namespace", "default"))
+            except Invalid as exc:
+                return self._send(422, {"message": str(exc), "reason": "Invalid"})
+            return self._send(200, {"result": result})
+        if path == "/rb/v1/delete":
+            keys = [str(k) for k in self._body().get("keys") or []]
+            gone = store.delete(keys)
+            return self._send(200, {"deleted": gone, "missing": [k for k in keys if k not in gone]})
         return self._send(404, {"message": f"not found: {path}"})
 
     def _bootstrap(self) -> None:

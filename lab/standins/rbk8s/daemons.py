@@ -1,5 +1,5 @@
-"""LAB STAND-IN — kubectl (the calls the runbook makes), kubelet, containerd and the apiserver
-process the kubelet runs from its static-pod manifest.
+"""LAB STAND-IN — kubectl (the calls the runbook makes; `kubectl proxy` in proxy.py), kubelet,
+containerd and the apiserver process the kubelet runs from its static-pod manifest.
 
 kubelet: refuses to run without /etc/kubernetes/kubelet.conf (as the real one crash-loops before
 kubeadm), needs the containerd socket, runs the kube-apiserver manifest as a child (restarting it
@@ -57,19 +57,52 @@ def kubectl(argv: list[str]) -> int:
     rest: list[str] = []
     i = 0
     while i < len(argv):
-        if argv[i] == "--kubeconfig":
-            conf_path, i = argv[i + 1], i + 2
-        elif argv[i] in ("-n", "--namespace"):
-            ns, i = argv[i + 1], i + 2
+        flag, eq, value = argv[i].partition("=")
+        if flag in ("--kubeconfig", "-n", "--namespace"):
+            if not eq:
+                if i + 1 >= len(argv):
+                    sys.stderr.write(f"error: flag needs an argument: {flag}\n")
+                    return 1
+                value, i = argv[i + 1], i + 1
+            if flag == "--kubeconfig":
+                conf_path = value
+            else:
+                ns = value
         else:
             rest.append(argv[i])
-            i += 1
+        i += 1
+    if rest[:1] == ["proxy"]:
+        from . import proxy
+
+        return proxy.main(conf_path, rest[1:])
     try:
         conf = client.load(conf_path)
         return _kubectl(conf, ns, rest)
     except client.ApiError as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
+
+
+def _key(ref: str, ns: str) -> str:
+    """`kind/name` (or `kind.group/name`) → the store key `kind/namespace/name`."""
+    from .apiserver import CLUSTER_SCOPED
+
+    kind, _, name = ref.partition("/")
+    kind = {"sa": "serviceaccount", "ds": "daemonset"}.get(kind, kind.split(".")[0].lower())
+    return f"{kind}/{'' if kind in CLUSTER_SCOPED else ns}/{name}"
+
+
+def _jsonpath(obj: Any, expr: str) -> str | None:
+    """`{.a.b}` on an object (kubectl prints nothing for a missing field); None: unsupported."""
+    if not (expr.startswith("{.") and expr.endswith("}")) or not all(
+        p.replace("-", "").replace("_", "").isalnum() for p in expr[2:-1].split(".")
+    ):
+        return None
+    for part in expr[2:-1].split("."):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    if obj is None:
+        return ""
+    return obj if isinstance(obj, str) else json.dumps(obj)
 
 
 def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
@@ -102,12 +135,7 @@ def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
             print(line)
         return 0
     if args[:1] == ["get"] and args[-2:] == ["-o", "name"]:
-        from .apiserver import CLUSTER_SCOPED
-
-        keys = []
-        for ref in args[1:-2]:
-            kind, _, name = ref.partition("/")
-            keys.append(f"{kind}/{'' if kind in CLUSTER_SCOPED else ns}/{name}")
+        keys = [_key(ref, ns) for ref in args[1:-2]]
         got = client.call(conf, "GET", "/rb/v1/objects?keys=" + ",".join(keys))
         for k in keys:
             if k in got["items"]:
@@ -115,17 +143,36 @@ def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
         for k in got["missing"]:
             sys.stderr.write(f'Error from server (NotFound): "{k.rsplit("/", 1)[1]}" not found\n')
         return 1 if got["missing"] else 0
-    if args[:2] == ["get", "secret"] and len(args) == 5 and args[3] == "-o":
-        key = f"secret/{ns}/{args[2]}"
+    if args[:1] == ["get"] and len(args) == 5 and args[3] == "-o":
+        key = _key(f"{args[1]}/{args[2]}", ns)
+        value = _jsonpath({}, args[4].removeprefix("jsonpath="))
+        if not args[4].startswith("jsonpath=") or value is None:
+            sys.stderr.write("stand-in kubectl: only -o jsonpath={.field.path}\n")
+            return 1
         got = client.call(conf, "GET", "/rb/v1/objects?keys=" + key)
         if key not in got["items"]:
-            sys.stderr.write(f'Error from server (NotFound): secrets "{args[2]}" not found\n')
+            plural = key.split("/")[0] + "s"
+            sys.stderr.write(f'Error from server (NotFound): {plural} "{args[2]}" not found\n')
             return 1
-        if args[4] != "jsonpath={.data.token}":
-            sys.stderr.write("stand-in kubectl: only -o jsonpath={.data.token}\n")
-            return 1
-        print(got["items"][key].get("data", {}).get("token", ""), end="")
+        print(_jsonpath(got["items"][key], args[4].removeprefix("jsonpath=")), end="")
         return 0
+    if args[:1] == ["delete"] and len(args) > 1:
+        refs = [a for a in args[1:] if not a.startswith("-")]
+        flags = [a for a in args[1:] if a.startswith("-")]
+        if any(f not in ("--ignore-not-found", "--ignore-not-found=true") for f in flags) or any(
+            "/" not in r for r in refs
+        ):
+            sys.stderr.write(f"stand-in kubectl: unsupported: {' '.join(args)}\n")
+            return 1
+        keys = [_key(r, ns) for r in refs]
+        got = client.call(conf, "POST", "/rb/v1/delete", {"keys": keys})
+        for k in keys:
+            kind, name = k.split("/")[0], k.rsplit("/", 1)[1]
+            if k in got["deleted"]:
+                print(f'{kind} "{name}" deleted')
+            elif not flags:
+                sys.stderr.write(f'Error from server (NotFound): {kind}s "{name}" not found\n')
+        return 1 if got["missing"] and not flags else 0
     sys.stderr.write(f"stand-in kubectl: unsupported: {' '.join(args)}\n")
     return 1
 
