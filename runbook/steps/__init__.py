@@ -13,6 +13,7 @@ def built_steps() -> list[Step]:
     from .haproxy import HaproxyStep
     from .heartbeat import HeartbeatStep
     from .init import InitStep
+    from .insecure_api import InsecureApiStep
     from .join import JoinStep
     from .lb import LbStep
     from .network import NetworkStep
@@ -29,5 +30,6 @@ def built_steps() -> list[Step]:
         JoinStep("worker"),
         CniStep(),
         AdminUserStep(),
+        InsecureApiStep(),
         CertsStep(),
     ]
