@@ -241,13 +241,28 @@ def api_down(outage: float = 20.0) -> Outcome:
     )
 
 
+def haproxy_pids(host: str, timeout: float = 15) -> list[str]:
+    """HAProxy's master (systemd's MainPID) and its workers on `host`, once it runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = netns.host_exec(host, ["systemctl", "show", "-p", "MainPID", "haproxy"]).stdout
+        main = shown.strip().split("=")[-1]
+        if main.isdigit() and int(main) > 1:
+            kids = netns.host_exec(
+                host, ["sh", "-c", f"cat /proc/{main}/task/*/children 2>/dev/null"], check=False
+            ).stdout.split()
+            return [main, *kids]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"haproxy on {host} has no MainPID: {shown!r}")
+        time.sleep(0.5)
+
+
 def dead_haproxy() -> Outcome:
     """Kill haproxy on the holder with a config it refuses, so it cannot restart (a mode change
     would not do: root reads a 000 file): the watchdog hands over to the peer."""
     topo = topology.load()
     h = holder()
-    shown = netns.host_exec(h, ["systemctl", "show", "-p", "MainPID", "haproxy"]).stdout
-    main_pid = shown.strip().split("=")[-1]
+    pids = " ".join(haproxy_pids(h))
     cfg, keep = "/etc/haproxy/haproxy.cfg", "/run/rblab-haproxy.cfg.keep"
     t0 = time.monotonic()
     try:
@@ -256,7 +271,7 @@ def dead_haproxy() -> Outcome:
             [
                 "sh",
                 "-c",
-                f"cp -p {cfg} {keep} && echo rblab-not-a-keyword >> {cfg} && kill -9 {main_pid}",
+                f"cp -p {cfg} {keep} && echo rblab-not-a-keyword >> {cfg} && kill -9 {pids}",
             ],
         )
         res = probe.probe(
