@@ -127,7 +127,8 @@ def main() -> int:
         ["scenario (measured)", "runs", "median", "max", "target", ""],
         rows,
     )
-    save("failover", {"setup_s": setup, "summary": summary, "runs": runs})
+    name = "failover" if not args.only else "failover-" + "-".join(names)
+    save(name, {"setup_s": setup, "summary": summary, "runs": runs})
     return 0 if all_ok else 1
 
 
