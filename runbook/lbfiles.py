@@ -115,7 +115,7 @@ def authkeys(inv: Inventory, *, authkey: str) -> str:
 
 
 def haresources(inv: Inventory) -> str:
-    """``/etc/ha.d/haresources``: the addresses, then the script (see the template)."""
+    """``/etc/ha.d/haresources``: the script before the addresses (see the template)."""
     lb = inv.load_balancer
     return render(
         "haresources.j2",
