@@ -242,18 +242,23 @@ def api_down(outage: float = 20.0) -> Outcome:
 
 
 def haproxy_pids(host: str, timeout: float = 15) -> list[str]:
-    """HAProxy's master (systemd's MainPID) and its workers on `host`, once it runs."""
+    """HAProxy's running master and workers on `host`: the pid file and systemd's MainPID (the
+    lab's systemctl replacement can report a stale one after a restart), kept only when they are
+    haproxy processes now, plus their children."""
+    script = (
+        "for p in $(cat /run/haproxy.pid 2>/dev/null) "
+        "$(systemctl show -p MainPID haproxy | cut -d= -f2); do "
+        '[ "$(cat /proc/$p/comm 2>/dev/null)" = haproxy ] && echo $p '
+        "$(cat /proc/$p/task/*/children 2>/dev/null); done"
+    )
     deadline = time.monotonic() + timeout
     while True:
-        shown = netns.host_exec(host, ["systemctl", "show", "-p", "MainPID", "haproxy"]).stdout
-        main = shown.strip().split("=")[-1]
-        if main.isdigit() and int(main) > 1:
-            kids = netns.host_exec(
-                host, ["sh", "-c", f"cat /proc/{main}/task/*/children 2>/dev/null"], check=False
-            ).stdout.split()
-            return [main, *kids]
+        out = netns.host_exec(host, ["sh", "-c", script], check=False).stdout.split()
+        pids = list(dict.fromkeys(p for p in out if p.isdigit() and int(p) > 1))
+        if pids:
+            return pids
         if time.monotonic() > deadline:
-            raise AssertionError(f"haproxy on {host} has no MainPID: {shown!r}")
+            raise AssertionError(f"no running haproxy on {host}")
         time.sleep(0.5)
 
 
