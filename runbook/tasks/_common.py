@@ -13,6 +13,7 @@ from typing import Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import Task
 
 from ..console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
 from ..engine import RunOptions, Step, StepContext, run_step
@@ -28,6 +29,69 @@ STEP_HELP = {
     "verbose": "Show every remote command (secrets masked).",
     "accept_new_host_keys": "Record unknown SSH host keys in known_hosts instead of refusing.",
 }
+
+# "module:Class" in runbook.steps, optionally followed by constructor args
+StepRef = str | tuple[str, ...]
+
+
+def step_help(**extra: str) -> dict[str, str]:
+    """The standard step options' help plus a task's own options."""
+    return {**STEP_HELP, **extra}
+
+
+def load_step(ref: StepRef) -> Step:
+    """Import a step only when its task runs (`inv --list` stays fast); ImportError if absent."""
+    import importlib
+
+    target, *args = (ref,) if isinstance(ref, str) else ref
+    module, _, cls = target.partition(":")
+    step_cls = getattr(importlib.import_module(f"runbook.steps.{module}"), cls)
+    return step_cls(*args)
+
+
+def step_task(
+    task: str,
+    doc: str,
+    steps: Sequence[StepRef],
+    *,
+    roles: Sequence[str] | None = None,
+    needs_cloud: bool = False,
+    connect_hosts: bool = True,
+    also_connect: Callable[[Inventory], Sequence[str]] | None = None,
+) -> Task[Callable[..., None]]:
+    """An Invoke task that only runs `steps`, with the standard step options and their help.
+
+    `task` is the full name (e.g. "lb.setup"); its last part is the task's name in its
+    collection. Invoke reads the options from the function's signature, hence a real function.
+    """
+    name = task.rpartition(".")[2]
+
+    def run(
+        c: Context,
+        host: list[str] | None = None,
+        dry_run: bool = False,
+        yes: bool = False,
+        verbose: bool = False,
+        accept_new_host_keys: bool = False,
+    ) -> None:
+        execute(
+            c,
+            [load_step(ref) for ref in steps],
+            task=task,
+            host=host,
+            roles=roles,
+            dry_run=dry_run,
+            yes=yes,
+            verbose=verbose,
+            accept_new_host_keys=accept_new_host_keys,
+            needs_cloud=needs_cloud,
+            connect_hosts=connect_hosts,
+            also_connect=also_connect,
+        )
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_")
+    run.__doc__ = doc
+    return Task(run, name=name, help=STEP_HELP, iterable=["host"])
 
 
 def inventory_path(c: Context) -> Path:

@@ -10,80 +10,38 @@ from invoke.context import Context
 
 from ..inventory import Inventory
 from . import _common as common
-from ._common import STEP_HELP
 
 
 def _first_cp(inv: Inventory) -> list[str]:
     return [inv.first_control_plane.name]
 
 
-def _opts(**extra: str) -> dict[str, str]:
-    return {**STEP_HELP, **extra}
+init = common.step_task(
+    "cluster.init",
+    "Step 6: kubeadm init on the first control plane (never on an initialised host).",
+    ["init:InitStep"],
+    roles=["control-plane"],
+)
 
+join = common.step_task(
+    "cluster.join",
+    "Step 7: join control planes (one at a time) and workers, fresh credentials each time.",
+    [("join:JoinStep", "control-plane"), ("join:JoinStep", "worker")],
+    roles=["control-plane", "worker"],
+    also_connect=_first_cp,
+)
 
-@task(help=STEP_HELP, iterable=["host"])
-def init(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 6: kubeadm init on the first control plane (never on an initialised host)."""
-    from ..steps.init import InitStep
-
-    common.execute(c, [InitStep()], task="cluster.init", host=host, roles=["control-plane"],
-                   dry_run=dry_run, yes=yes, verbose=verbose,
-                   accept_new_host_keys=accept_new_host_keys)  # fmt: skip
-
-
-@task(help=STEP_HELP, iterable=["host"])
-def join(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 7: join control planes (one at a time) and workers, fresh credentials each time."""
-    from ..steps.join import JoinStep
-
-    common.execute(
-        c,
-        [JoinStep("control-plane"), JoinStep("worker")],
-        task="cluster.join",
-        host=host,
-        roles=["control-plane", "worker"],
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-        also_connect=_first_cp,
-    )
-
-
-@task(help=STEP_HELP, iterable=["host"])
-def weave(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable)."""
-    from ..steps.cni import CniStep
-
-    common.execute(c, [CniStep()], task="cluster.weave", host=host, roles=["control-plane"],
-                   dry_run=dry_run, yes=yes, verbose=verbose,
-                   accept_new_host_keys=accept_new_host_keys)  # fmt: skip
+weave = common.step_task(
+    "cluster.weave",
+    "Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable).",
+    ["cni:CniStep"],
+    roles=["control-plane"],
+)
 
 
 @task(
     name="admin-user",
-    help=_opts(
+    help=common.step_help(
         token_file="Local file for the token (mode 0600; default .runbook/CLUSTER/USER.token "
         "beside the inventory).",
         show="Also print the token (it is never printed otherwise).",
@@ -118,7 +76,7 @@ def admin_user(
 
 
 @task(
-    help=_opts(
+    help=common.step_help(
         out="Local directory for kubecfg.crt/.key/.p12 (default .runbook/CLUSTER beside the "
         "inventory).",
         legacy="Export the p12 with -legacy (RC2/3DES) for old importers.",

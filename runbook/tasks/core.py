@@ -46,65 +46,24 @@ def render(c: Context, host: str, out: str) -> None:
     ui.table(f"rendered for {host}", ["file", "mode", "bytes"], written)
 
 
-def _step_opts(extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {**STEP_HELP, **(extra or {})}
+prepare = common.step_task(
+    "prepare",
+    "Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host.",
+    ["prepare:PrepareStep"],
+)
 
-
-@task(help=_step_opts(), iterable=["host"])
-def prepare(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host."""
-    from ..steps.prepare import PrepareStep
-
-    common.execute(
-        c,
-        [PrepareStep()],
-        task="prepare",
-        host=host,
-        roles=None,
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-    )
-
-
-@task(help=_step_opts(), iterable=["host"])
-def network(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 2: Hetzner network + subnet, every server attached with its fixed private IP."""
-    from ..steps.network import NetworkStep
-
-    common.execute(
-        c,
-        [NetworkStep()],
-        task="network",
-        host=host,
-        roles=None,
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-        needs_cloud=True,
-        connect_hosts=False,
-    )
+network = common.step_task(
+    "network",
+    "Step 2: Hetzner network + subnet, every server attached with its fixed private IP.",
+    ["network:NetworkStep"],
+    needs_cloud=True,
+    connect_hosts=False,
+)
 
 
 @task(
-    help=_step_opts(
-        {"from_step": "Start at this step (e.g. heartbeat); earlier ones are checked."}
+    help=common.step_help(
+        from_step="Start at this step (e.g. heartbeat); earlier ones are checked."
     ),
     iterable=["host"],
 )
@@ -147,20 +106,18 @@ WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
 
 def walk_steps() -> list[tuple[str, int, Step]]:
     """Instances of the walkthrough's steps; a step not built yet stops with its name."""
-    import importlib
-
     out: list[tuple[str, int, Step]] = []
     for label, number, ref, args in WALK:
-        module, _, cls = ref.partition(":")
         try:
-            step_cls = getattr(importlib.import_module(f"runbook.steps.{module}"), cls)
+            step = common.load_step((ref, *args))
         except (ImportError, AttributeError):
+            module, _, cls = ref.partition(":")
             raise Exit(
                 f"walkthrough: step {number} ({label}) is not built yet "
                 f"(runbook.steps.{module}.{cls} is missing)",
                 code=common.EXIT_FAILED,
             ) from None
-        out.append((label, number, step_cls(*args)))
+        out.append((label, number, step))
     return out
 
 

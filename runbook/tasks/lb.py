@@ -8,83 +8,27 @@ from invoke.context import Context
 from . import _common as common
 from ._common import STEP_HELP
 
+setup = common.step_task(
+    "lb.setup",
+    "Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified.",
+    ["lb:LbStep", "heartbeat:HeartbeatStep", "haproxy:HaproxyStep"],
+    roles=["lb"],
+    needs_cloud=True,
+)
 
-@task(help=STEP_HELP, iterable=["host"])
-def setup(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified."""
-    from ..steps.haproxy import HaproxyStep
-    from ..steps.heartbeat import HeartbeatStep
-    from ..steps.lb import LbStep
+heartbeat = common.step_task(
+    "lb.heartbeat",
+    "Step 4 only: Heartbeat config, authkeys, failover resource script, restart, verify.",
+    ["heartbeat:HeartbeatStep"],
+    roles=["lb"],
+)
 
-    common.execute(
-        c,
-        [LbStep(), HeartbeatStep(), HaproxyStep()],
-        task="lb.setup",
-        host=host,
-        roles=["lb"],
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-        needs_cloud=True,
-    )
-
-
-@task(help=STEP_HELP, iterable=["host"])
-def heartbeat(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 4 only: Heartbeat config, authkeys, failover resource script, restart, verify."""
-    from ..steps.heartbeat import HeartbeatStep
-
-    common.execute(
-        c,
-        [HeartbeatStep()],
-        task="lb.heartbeat",
-        host=host,
-        roles=["lb"],
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-    )
-
-
-@task(help=STEP_HELP, iterable=["host"])
-def haproxy(
-    c: Context,
-    host: list[str] | None = None,
-    dry_run: bool = False,
-    yes: bool = False,
-    verbose: bool = False,
-    accept_new_host_keys: bool = False,
-) -> None:
-    """Step 5 only: haproxy.cfg validated before install, reloaded, backends verified."""
-    from ..steps.haproxy import HaproxyStep
-
-    common.execute(
-        c,
-        [HaproxyStep()],
-        task="lb.haproxy",
-        host=host,
-        roles=["lb"],
-        dry_run=dry_run,
-        yes=yes,
-        verbose=verbose,
-        accept_new_host_keys=accept_new_host_keys,
-    )
+haproxy = common.step_task(
+    "lb.haproxy",
+    "Step 5 only: haproxy.cfg validated before install, reloaded, backends verified.",
+    ["haproxy:HaproxyStep"],
+    roles=["lb"],
+)
 
 
 @task(
