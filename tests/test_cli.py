@@ -16,11 +16,12 @@ INV = str(Path(sys.executable).parent / "inv")
 NAMESPACE = [
     "prepare", "network", "lb.setup", "lb.heartbeat", "lb.haproxy", "lb.status",
     "lb.failover-drill", "cluster.init", "cluster.join", "cluster.weave", "cluster.admin-user",
-    "cluster.certs", "walkthrough", "status", "validate", "render", "lab.up", "lab.down",
-    "lab.status",
+    "cluster.insecure-api", "cluster.certs", "walkthrough", "status", "validate", "render",
+    "lab.up", "lab.down", "lab.status",
 ]
 STEP_TASKS = ["prepare", "network", "lb.setup", "lb.heartbeat", "lb.haproxy", "cluster.init",
-              "cluster.join", "cluster.weave", "cluster.admin-user", "cluster.certs", "walkthrough"]
+              "cluster.join", "cluster.weave", "cluster.admin-user", "cluster.insecure-api",
+              "cluster.certs", "walkthrough"]
 
 
 def inv(*args: str, inventory: Path | None = None, env: dict[str, str] | None = None,

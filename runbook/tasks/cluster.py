@@ -1,4 +1,4 @@
-"""Kubernetes tier tasks: cluster.init, join, weave, admin-user, certs."""
+"""Kubernetes tier tasks: cluster.init, join, weave, admin-user, insecure-api, certs."""
 
 from __future__ import annotations
 
@@ -73,6 +73,17 @@ def admin_user(
         # asked for explicitly: straight to stdout, past the masker
         sys.stdout.write(step.used_path.read_text())
         sys.stdout.flush()
+
+
+insecure_api = common.step_task(
+    "cluster.insecure-api",
+    "Optional plain-HTTP API on VIP:port, off by default (SPEC 4, load_balancer.insecure_api): "
+    "kubectl proxy as a ServiceAccount with the chosen role on each control plane behind "
+    "HAProxy; while disabled it removes what an earlier run created.",
+    ["haproxy:HaproxyStep", "insecure_api:InsecureApiStep"],
+    roles=["control-plane", "lb"],
+    also_connect=_first_cp,
+)
 
 
 @task(

@@ -100,6 +100,7 @@ WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("join-workers", 7, "join:JoinStep", ("worker",)),
     ("cni", 8, "cni:CniStep", ()),
     ("admin-user", 9, "admin_user:AdminUserStep", ()),
+    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # SPEC §4; off unless enabled
     ("certs", 10, "certs:CertsStep", ()),
 )
 

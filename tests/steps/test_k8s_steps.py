@@ -316,7 +316,7 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
     assert [(label, n) for label, n, _ in steps] == [
         ("prepare", 1), ("network", 2), ("lb", 3), ("heartbeat", 4), ("haproxy", 5),
         ("init", 6), ("join", 7), ("join-workers", 7), ("cni", 8), ("admin-user", 9),
-        ("certs", 10),
+        ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
     from runbook.plan import Change, StepResult, TargetResult
 
