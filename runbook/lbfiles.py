@@ -1,6 +1,6 @@
 """The load-balancer tier's files, rendered from the inventory (pure functions, no host access).
 
-The steps (prepare, lb, heartbeat, haproxy) install what these functions return; tests render
+The steps (heartbeat, haproxy) install what these functions return; tests render
 them without any host. Everything the inventory holds comes from the inventory: addresses,
 interfaces, names, timings. Secrets (the Heartbeat key, the API token) are parameters, because
 they live on the hosts, never in ``hosts.yaml``; files holding them are marked ``secret`` so
@@ -26,7 +26,6 @@ REASSERT_TIMER_PATH = "/etc/systemd/system/hcloud-reassert.timer"
 WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
 WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
-HOSTS_PATH = "/etc/hosts"
 # for resources.File(validate=...): checked on the new content before it replaces the old one
 HAPROXY_VALIDATE = "haproxy -c -q -f %s"
 LOG_FACILITY = "local0"
@@ -229,33 +228,3 @@ def haproxy_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
     """Install with ``validate=HAPROXY_VALIDATE``, then ``systemctl reload haproxy``."""
     return [RenderedFile(HAPROXY_CFG_PATH, haproxy_cfg(inv, host_name))]
 
-
-# ----- /etc/hosts ---------------------------------------------------------------------------
-def hosts_file(inv: Inventory) -> str:
-    """``/etc/hosts`` for every host: each cluster host on its private IP (FQDN when its
-    address is a name, then the short name), and the API name on the VIP."""
-    lines: list[dict[str, Any]] = []
-    for host in inv.hosts.values():
-        names = [host.name]
-        if not _is_ip(host.address) and host.address.lower() != host.name:
-            names.insert(0, host.address.lower())
-        lines.append({"ip": str(host.private_ip), "names": names})
-    api_name = inv.kubernetes.api_dns_name
-    if api_name:
-        lines.append({"ip": str(inv.load_balancer.vip), "names": [api_name.lower().rstrip(".")]})
-    return render("hosts.j2", **_common(inv), lines=lines)
-
-
-def hosts_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
-    """The same ``/etc/hosts`` on every host (``host_name`` is checked to be in the inventory)."""
-    if host_name not in inv.hosts:
-        raise ValueError(f"{host_name!r} is not a host of the inventory")
-    return [RenderedFile(HOSTS_PATH, hosts_file(inv))]
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        IPv4Address(text)
-    except ValueError:
-        return False
-    return True

@@ -223,20 +223,6 @@ def test_watchdog_files(inv: Inventory) -> None:
     assert f'"WATCHDOG_PEERS={" ".join(n for n in _lbs(inv) if n != me)}"' in unit
 
 
-def test_hosts_file(inv: Inventory) -> None:
-    text = lbfiles.hosts_file(inv)
-    rows = [ln.split() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert ["127.0.0.1", "localhost"] in rows
-    by_ip = {r[0]: r[1:] for r in rows}
-    for host in inv.hosts.values():
-        names = by_ip[str(host.private_ip)]
-        assert names[-1] == host.name
-        if not re.fullmatch(r"[\d.]+", host.address):
-            assert names[0] == host.address
-    for name in _lbs(inv):
-        assert lbfiles.hosts_files(inv, name)[0].content == text
-
-
 # ----- haproxy.cfg content --------------------------------------------------------------------
 def _binds(cfg: str) -> list[str]:
     return [ln.split()[1] for ln in cfg.splitlines() if ln.strip().startswith("bind ")]

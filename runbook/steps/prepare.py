@@ -85,17 +85,21 @@ class Rebooted(Resource):
 
 
 def hosts_lines(ctx: StepContext) -> list[LineInFile]:
-    """One /etc/hosts line per cluster host, matched by its private IP."""
+    """One /etc/hosts line per cluster host (FQDN address first), matched by its private IP;
+    and the API DNS name on the VIP when the inventory has one."""
+
+    def line(ip: str, names: Sequence[str]) -> LineInFile:
+        text = f"{ip}\t{' '.join(dict.fromkeys(names))}"
+        return LineInFile("/etc/hosts", text, rf"^{re.escape(ip)}[[:space:]]")
+
+    inv = ctx.inventory
     lines = []
-    for h in ctx.inventory.hosts.values():
+    for h in inv.hosts.values():
         names = [h.address, h.name] if "." in h.address and not h.address[0].isdigit() else [h.name]
-        ip = str(h.private_ip)
+        lines.append(line(str(h.private_ip), names))
+    if inv.kubernetes.api_dns_name:
         lines.append(
-            LineInFile(
-                "/etc/hosts",
-                f"{ip}\t{' '.join(dict.fromkeys(names))}",
-                rf"^{re.escape(ip)}[[:space:]]",
-            )
+            line(str(inv.load_balancer.vip), [inv.kubernetes.api_dns_name.lower().rstrip(".")])
         )
     return lines
 

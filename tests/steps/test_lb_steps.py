@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from runbook.remote import Fact, Host, Result
 from runbook.resources import File, Resource, Service
 from runbook.steps.haproxy import HaproxyStep
 from runbook.steps.heartbeat import HeartbeatStep
-from runbook.steps.prepare import PrepareStep
+from runbook.steps.prepare import PrepareStep, hosts_lines
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-" + "a1b2c3d4" * 6
@@ -158,3 +159,30 @@ def test_prepare_lb_gets_packages_without_recommends_workers_do_not(inv: Invento
     keys = {r.key for r in PrepareStep().resources(ctx, "k8slb01")}
     assert "packages:haproxy,heartbeat,python3" in keys
     assert any(k.startswith("line:/etc/hosts:^10\\.143\\.0\\.2") for k in keys)
+
+
+@pytest.mark.parametrize("path", ["hosts.yaml", "lab/hosts.yaml"])
+def test_hosts_lines_every_host_on_its_private_ip_and_the_api_name_on_the_vip(path: str) -> None:
+    inv = load_inventory(REPO / path)
+    ctx, _ = ctx_for(inv, {})
+    lines = hosts_lines(ctx)
+    assert {ln.path for ln in lines} == {"/etc/hosts"}
+    by_ip = {ln.line.split("\t")[0]: ln.line.split("\t")[1].split() for ln in lines}
+    assert len(by_ip) == len(lines)  # one line per address, each matched by it alone
+    for ln in lines:
+        ip = ln.line.split("\t")[0]
+        assert re.match(ln.match.replace("[[:space:]]", r"\s"), ln.line)
+        assert not re.match(ln.match.replace("[[:space:]]", r"\s"), f"{ip}0\tother")
+    for host in inv.hosts.values():
+        names = by_ip[str(host.private_ip)]
+        assert names[-1] == host.name
+        if not re.fullmatch(r"[\d.]+", host.address):
+            assert names[0] == host.address
+        else:
+            assert names == [host.name]
+    assert inv.kubernetes.api_dns_name
+    assert by_ip[str(inv.load_balancer.vip)] == [inv.kubernetes.api_dns_name]
+    ctx.inventory = inv.model_copy(
+        update={"kubernetes": inv.kubernetes.model_copy(update={"api_dns_name": None})}
+    )
+    assert len(hosts_lines(ctx)) == len(inv.hosts)
