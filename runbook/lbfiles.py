@@ -227,4 +227,3 @@ def haproxy_cfg(inv: Inventory, host_name: str) -> str:
 def haproxy_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
     """Install with ``validate=HAPROXY_VALIDATE``, then ``systemctl reload haproxy``."""
     return [RenderedFile(HAPROXY_CFG_PATH, haproxy_cfg(inv, host_name))]
-

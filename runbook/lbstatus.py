@@ -37,12 +37,27 @@ class LbNode:
     error: str = ""
 
 
+def addr_probe(interface: str) -> str:
+    """The IPv4 addresses on `interface`, one line each (read-only)."""
+    return f"ip -o -4 addr show dev {shlex.quote(interface)}"
+
+
+def has_vip(inv: Inventory, private_addrs: str) -> bool:
+    """Whether this LB holds the VIP locally, from `addr_probe(lb.interface)`'s output."""
+    return f" {inv.load_balancer.vip}/" in private_addrs
+
+
+def has_fip(inv: Inventory, public_addrs: str) -> bool:
+    """Whether this LB holds the floating IP, from `addr_probe(lb.public_interface)`'s output."""
+    return f" {inv.load_balancer.floating_ip.address}/" in public_addrs
+
+
 def _probes(inv: Inventory) -> list[str]:
     lb = inv.load_balancer
     return [
         "systemctl is-active heartbeat; cl_status hbstatus >/dev/null 2>&1 && echo hb-running",
-        f"ip -o -4 addr show dev {shlex.quote(lb.interface)}",
-        f"ip -o -4 addr show dev {shlex.quote(lb.public_interface)}",
+        addr_probe(lb.interface),
+        addr_probe(lb.public_interface),
         "systemctl is-active haproxy",
         SHOW_STAT,
     ]
@@ -55,16 +70,14 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
     except HostUnreachable as exc:
         return LbNode(host.name, False, error=str(exc))
     hb, priv, pub, hap, stat = (f.stdout if f else "" for f in facts)
-    vip = f" {inv.load_balancer.vip}/"
-    fip = f" {inv.load_balancer.floating_ip.address}/"
     backends = parse_stat(stat)
     hb_state = "running" if "hb-running" in hb else (hb.split() or ["?"])[0]
     return LbNode(
         host.name,
         True,
         hb_state,
-        vip in priv,
-        fip in pub,
+        has_vip(inv, priv),
+        has_fip(inv, pub),
         (hap.split() or ["?"])[0],
         tuple(backends),
     )

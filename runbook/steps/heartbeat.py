@@ -25,6 +25,7 @@ from ..lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
+from ..lbstatus import addr_probe, has_vip
 from ..remote import HostUnreachable
 from ..resources import SECRET_MARKER, File, Resource, Service, SystemdReload
 from ._select import hosts_with
@@ -79,12 +80,12 @@ def holds_vip(ctx: StepContext, name: str) -> bool:
     target = ctx.targets.get(name)
     if target is None:
         return False
-    lb = ctx.inventory.load_balancer
+    inv = ctx.inventory
     try:
-        out = target.query(f"ip -4 -o addr show dev {lb.interface}", ok_codes=None).stdout
+        out = target.query(addr_probe(inv.load_balancer.interface), ok_codes=None).stdout
     except HostUnreachable:
         return False
-    return f" {lb.vip}/" in out
+    return has_vip(inv, out)
 
 
 class HeartbeatStep(Step):

@@ -13,11 +13,12 @@ import pytest
 from runbook.console import Masker, Ui, make_console
 from runbook.engine import RunOptions, StepContext, plan_target
 from runbook.inventory import Inventory, load_inventory
+from runbook.lbstatus import node_status
 from runbook.plan import Change
 from runbook.remote import Fact, Host, Result
 from runbook.resources import File, Resource, Service
 from runbook.steps.haproxy import HaproxyStep
-from runbook.steps.heartbeat import HeartbeatStep
+from runbook.steps.heartbeat import HeartbeatStep, holds_vip
 from runbook.steps.prepare import PrepareStep, hosts_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -186,3 +187,40 @@ def test_hosts_lines_every_host_on_its_private_ip_and_the_api_name_on_the_vip(pa
         update={"kubernetes": inv.kubernetes.model_copy(update={"api_dns_name": None})}
     )
     assert len(hosts_lines(ctx)) == len(inv.hosts)
+
+
+class AddrHost(FactsHost):
+    """Answers only `ip -o -4 addr show dev IFACE` with the given address lines."""
+
+    def __init__(self, name: str, addrs: dict[str, str]) -> None:
+        super().__init__(name)
+        self.addrs = addrs
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        iface = cmd.removeprefix("ip -o -4 addr show dev ")
+        return Result(self.addrs.get(iface, ""), "", 0 if iface in self.addrs else 1)
+
+    def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
+        return [
+            Fact(self._exec(p, stdin=None, timeout=None).stdout, 0) if p else None for p in probes
+        ]
+
+
+def test_heartbeat_step_and_lb_status_agree_on_who_holds_the_vip(inv: Inventory) -> None:
+    lb = inv.load_balancer
+    vip = str(lb.vip)
+    near = vip + "0"  # a longer address starting with the VIP is not the VIP
+    cases = {
+        f"3: {lb.interface}    inet 10.143.0.5/32 brd 10.143.0.5 scope global\n"
+        f"3: {lb.interface}    inet {vip}/32 scope global {lb.interface}\n": True,
+        f"3: {lb.interface}    inet 10.143.0.5/32 scope global\n": False,
+        f"3: {lb.interface}    inet {near}/32 scope global\n": False,
+        "": False,
+    }
+    for out, held in cases.items():
+        host = AddrHost("k8slb01", {lb.interface: out})
+        ctx, _ = ctx_for(inv, {"k8slb01": host})
+        assert holds_vip(ctx, "k8slb01") is held, out
+        assert node_status(inv, host).holds_vip is held, out
+    ctx, _ = ctx_for(inv, {})
+    assert holds_vip(ctx, "k8slb01") is False  # not connected
