@@ -153,8 +153,7 @@ def run_inv(lab: Lab, *args: str, timeout: float = 3600) -> Run:
     for e in events:
         if e["kind"] == "command":
             commands[e["host"]] = commands.get(e["host"], 0) + 1
-    m = re.findall(r"^recap: (.*)$", r.stdout, re.M)
-    recap = {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())} if m else {}
+    recap = scenarios.recap(r.stdout)
     steps = [e for e in events if e["kind"] == "step"]
     for st in steps:  # how much remote work ran inside the step: parallel hosts overlap
         st["command_seconds"] = round(

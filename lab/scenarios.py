@@ -38,10 +38,12 @@ def inv_runner(
     *,
     columns: int = 160,
     state: Path | None = None,
+    inventory: Path | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> Inv:
-    """`inv` against the lab's inventory (of `state`, default the current lab), API token in the
-    environment (never argv); every output is appended to `outputs` (the leak test reads them)."""
+    """`inv` against the lab's inventory (of `state`, default the current lab; or `inventory`),
+    API token in the environment (never argv); every output is appended to `outputs` (the leak
+    test reads them)."""
     exe = str(Path(sys.executable).parent / "inv")
 
     def run(
@@ -50,7 +52,7 @@ def inv_runner(
         root = state or labstate.paths().root
         env = dict(
             os.environ,
-            INVOKE_RUNBOOK_INVENTORY=str(root / "hosts.yaml"),
+            INVOKE_RUNBOOK_INVENTORY=str(inventory or root / "hosts.yaml"),
             RBLAB_HCLOUD_TOKEN=(root / "hcloud-token").read_text().strip(),
             COLUMNS=str(columns),
             **(extra_env or {}),
@@ -72,6 +74,12 @@ def inv_runner(
         return r
 
     return run
+
+
+def recap(out: str) -> dict[str, int]:
+    """The counts of the last `recap: ok=.. changed=..` line of a run's output ({} if none)."""
+    m = re.findall(r"^recap: (.*)$", out, re.M)
+    return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())} if m else {}
 
 
 def wait_for(what: str, ok: Callable[[], bool], timeout: float = 20.0, step: float = 0.1) -> float:

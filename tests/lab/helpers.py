@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import subprocess
 
-from lab import topology
+from lab import scenarios, topology
 from lab.scenarios import wait_for
 
-__all__ = ["inet_dev", "route_dev", "router_dev", "wait_for"]
+__all__ = ["inet_dev", "recap", "route_dev", "router_dev", "wait_for"]
+
+
+def recap(out: str) -> dict[str, int]:
+    """The run's recap counts; the output must have one."""
+    counts = scenarios.recap(out)
+    assert counts, out
+    return counts
 
 
 def route_dev(ns: str, addr: str) -> str | None:

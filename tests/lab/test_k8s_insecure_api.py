@@ -9,15 +9,13 @@ a second run changes nothing; the inventory as it was (disabled) removes it all 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab import labstate, netns
+from lab import netns, scenarios
 from tests.lab.test_k8s_walkthrough import (
     K8S_HOSTS,
     KUBECTL,
@@ -27,8 +25,6 @@ from tests.lab.test_k8s_walkthrough import (
 )
 
 pytestmark = pytest.mark.lab
-REPO = Path(__file__).resolve().parents[2]
-INV = str(Path(sys.executable).parent / "inv")
 VIP, PORT = "10.143.0.50", 6080
 SA = "system:serviceaccount:kube-system:insecure-api-proxy"
 CPS = {"k8scontrol01": "10.143.0.2", "k8scontrol02": "10.143.0.3", "k8scontrol03": "10.143.0.4"}
@@ -47,19 +43,7 @@ def inventories() -> tuple[Path, Path]:
 
 
 def inv(inventory_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        INVOKE_RUNBOOK_INVENTORY=str(inventory_file),
-        RBLAB_HCLOUD_TOKEN=labstate.paths().token.read_text().strip(),
-        COLUMNS="160",
-    )
-    r = subprocess.run(
-        [INV, "-r", str(REPO), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=900,
-    )  # fmt: skip
-    OUTPUTS.append(r.stdout + r.stderr)
-    assert r.returncode == 0, f"inv {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-    return r
+    return scenarios.inv_runner(OUTPUTS, inventory=inventory_file)(*args, timeout=900)
 
 
 def http(on: str, method: str, url: str, body: object = None) -> tuple[int, str]:

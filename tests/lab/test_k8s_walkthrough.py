@@ -11,21 +11,20 @@ points the runbook at that repo and at the stand-in CNI manifest.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lab import aptrepo, labstate, netns
+from lab import aptrepo, labstate, netns, scenarios
+
+from .helpers import recap
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
-INV = str(Path(sys.executable).parent / "inv")
 KUBECTL = ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
 K8S_HOSTS = ("k8scontrol01", "k8scontrol02", "k8scontrol03", "k8node01", "k8node02")
 
@@ -55,32 +54,10 @@ def ensure_standin_debs(version: str) -> None:
 
 
 def cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        INVOKE_RUNBOOK_INVENTORY=str(inventory()),
-        RBLAB_HCLOUD_TOKEN=labstate.paths().token.read_text().strip(),
-        RUNBOOK_P12_PASSWORD="lab-p12-password",
-        COLUMNS="160",
+    run = scenarios.inv_runner(
+        inventory=inventory(), extra_env={"RUNBOOK_P12_PASSWORD": "lab-p12-password"}
     )
-    r = subprocess.run(
-        [INV, "-r", str(REPO), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-    )
-    if check:
-        assert r.returncode == 0, (
-            f"inv {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
-        )
-    return r
-
-
-def recap(out: str) -> dict[str, int]:
-    m = re.findall(r"^recap: (.*)$", out, re.M)
-    assert m, out
-    return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())}
+    return run(*args, check=check, timeout=timeout)
 
 
 def nodes(on: str = "k8scontrol01") -> dict[str, bool]:

@@ -7,7 +7,6 @@ Measurements are appended to <lab state>/measurements.json (the README quotes th
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import threading
 import time
@@ -18,7 +17,7 @@ import pytest
 
 from lab import labstate, netns, probe, scenarios, topology
 
-from .helpers import wait_for
+from .helpers import recap, wait_for
 
 pytestmark = pytest.mark.lab
 OUTPUTS: list[str] = []
@@ -28,12 +27,6 @@ DEADTIME = scenarios.DEADTIME
 token = scenarios.token
 cli = scenarios.inv_runner(OUTPUTS)
 holders, holder, other = scenarios.holders, scenarios.holder, scenarios.other
-
-
-def recap(out: str) -> dict[str, int]:
-    m = re.findall(r"^recap: (.*)$", out, re.M)
-    assert m, out
-    return {k: int(v) for k, v in (kv.split("=") for kv in m[-1].split())}
 
 
 def measure(name: str, value: float) -> None:
