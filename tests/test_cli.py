@@ -80,9 +80,10 @@ def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None
     assert "10.32.0.0/12" in text and "10.0.0.0/8" in text
 
 
-def test_step_task_refuses_bad_inventory_before_touching_hosts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [("prepare", "--yes"), ("status", "--no-cloud")])
+def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple[str, ...]) -> None:
     p = bad_inventory(tmp_path, lambda d: d["load_balancer"].update(primary="k8node01"))
-    r = inv("prepare", "--yes", inventory=p)
+    r = inv(*args, inventory=p)
     assert r.returncode == 2 and "load_balancer.primary" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
 
@@ -126,13 +127,6 @@ def test_status_with_every_host_down_exits_1_listing_why(tmp_path: Path) -> None
     assert "k8scontrol01: unreachable over SSH" in text
     assert "cloud API not asked or not reachable" in text and "HCLOUD_TOKEN" in text
     assert "status: degraded problems=" in text
-
-
-def test_status_bad_inventory_exits_2(tmp_path: Path) -> None:
-    p = bad_inventory(tmp_path, lambda d: d["load_balancer"].update(primary="k8node01"))
-    r = inv("status", "--no-cloud", inventory=p)
-    assert r.returncode == 2 and "load_balancer.primary" in r.stdout + r.stderr
-    assert "Traceback" not in r.stdout + r.stderr
 
 
 def test_status_options_have_help() -> None:
