@@ -156,6 +156,9 @@ def failover_env(inv: Inventory, host_name: str, *, token: str) -> str:
         network=hc.network.name,
         vip=str(inv.load_balancer.vip),
         floating_ip=inv.load_balancer.floating_ip.name,
+        vip_interface=inv.load_balancer.interface,
+        floating_ip_address=str(inv.load_balancer.floating_ip.address),
+        floating_ip_interface=inv.load_balancer.public_interface,
         deadline=f"{hc.failover_deadline:g}",
         timeout=f"{hc.timeout:g}",
     )

@@ -3,8 +3,10 @@
 The script runs as Heartbeat runs it: `/usr/bin/python3 <script> <action>` in a subprocess, with
 the action as its only argument. Its env file is rendered by `lbfiles.failover_env` from the
 repository's inventory (endpoint and deadline pointed at the in-process fake API). Two test-only
-overrides are used: HCLOUD_FAILOVER_ENV (env file path) and HCLOUD_FAILOVER_HOLDS (whether this
-node holds the VIP locally); HCLOUD_FAILOVER_LOG_COPY captures the syslog lines.
+overrides are used: HCLOUD_FAILOVER_ENV (env file path), HCLOUD_FAILOVER_HOLDS (whether this
+node holds the VIP locally) and HCLOUD_FAILOVER_IP (a recorder instead of `ip`: the tests run as
+root on the machine, whose addresses must never change); HCLOUD_FAILOVER_LOG_COPY captures the
+syslog lines.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class Rig:
     log_copy: Path
 
     @property
+    def ip_log(self) -> Path:
+        """What the script asked of `ip` (the recorder's log, one line per call)."""
+        return self.tmp / "ip-calls.txt"
+
+    @property
     def url(self) -> str:
         host, port = self.running.addresses[0]
         return f"http://{host}:{port}/v1"
@@ -73,6 +80,7 @@ class Rig:
             "HCLOUD_FAILOVER_ENV": str(self.env_file),
             "HCLOUD_FAILOVER_LOCK": str(self.tmp / "failover.lock"),
             "HCLOUD_FAILOVER_LOG_COPY": str(self.log_copy),
+            "HCLOUD_FAILOVER_IP": str(self.tmp / "ip"),
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
@@ -144,6 +152,9 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     env_file.touch(mode=0o600)
     env_file.write_text(lbfiles.failover_env(inv, SELF, token=token))
     os.chmod(env_file, 0o600)
+    recorder = tmp_path / "ip"  # records its arguments, prints nothing: no address is local
+    recorder.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {tmp_path / "ip-calls.txt"}\n')
+    recorder.chmod(0o755)
     r = Rig(cloud, running, token, inv, tmp_path, script, env_file, tmp_path / "syslog.txt")
     yield r
     running.stop()
@@ -214,10 +225,25 @@ def test_start_when_floating_ip_already_here_only_moves_alias(rig: Rig) -> None:
     )
     res = rig.run("start")
     assert res.returncode == 0, res.stderr
-    paths = [c["path"] for c in _writes(rig.calls())]
-    assert not any(p.endswith("/actions/assign") for p in paths)
-    assert len(paths) == 2  # alias off the peer, alias on self
+    writes = _writes(rig.calls())
+    assert not any(c["path"].endswith("/actions/assign") for c in writes)
+    # alias off the peer, then alias on self: sent at once and repeated while the API still
+    # says the IP is taken (422), exactly one accepted
+    peer, me = rig.server(PEER)["id"], rig.server(SELF)["id"]
+    assert [c["status"] for c in writes if f"/servers/{peer}/" in c["path"]] == [201]
+    mine = [c["status"] for c in writes if f"/servers/{me}/" in c["path"]]
+    assert mine[-1] == 201 and set(mine[:-1]) <= {422}, mine
+    assert "ip_not_available" not in _errors(rig)
     _assert_moved(rig)
+
+
+def _errors(rig: Rig) -> str:
+    """Log lines the script wrote as errors or warnings (LOG_COPY keeps no priority: by words)."""
+    return "\n".join(
+        line
+        for line in rig.log_copy.read_text().splitlines()
+        if "failed" in line or "retrying" in line or "starting over" in line
+    )
 
 
 # ----- stop / status / reassert -------------------------------------------------------------
@@ -435,6 +461,62 @@ def test_status_real_check_sees_a_local_vip(rig: Rig) -> None:
 
     assert status_with(VIP) == "running"
     assert status_with("10.143.0.5") == "stopped"
+
+
+def test_start_puts_the_addresses_locally_before_any_api_write(rig: Rig) -> None:
+    """The VIP and the floating IP go on their interfaces first (IPaddr2's job, done early: the
+    outage then ends when the API's move completes)."""
+    lb = rig.inv.load_balancer
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    adds = [ln.split(" ", 1) for ln in rig.ip_log.read_text().splitlines() if " addr add " in ln]
+    assert [a for _, a in adds] == [
+        f"-4 addr add {lb.vip}/32 dev {lb.interface}",
+        f"-4 addr add {lb.floating_ip.address}/32 dev {lb.public_interface}",
+    ]
+    first_write = min(c["time"] for c in _writes(rig.calls()))
+    assert max(float(t) for t, _ in adds) < first_write
+    _assert_moved(rig)
+
+
+def test_addresses_already_local_are_not_added_again(rig: Rig) -> None:
+    lb = rig.inv.load_balancer
+    (rig.tmp / "ip").write_text(  # `ip addr show to X/32` answers as if X were configured
+        "#!/bin/sh\n"
+        f'echo "$*" >> {rig.ip_log}\n'
+        'for a in "$@"; do case "$a" in */32) echo "2: ens10    inet ${a%/32}/32 scope global";;'
+        " esac; done\n"
+    )
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    calls = rig.ip_log.read_text()
+    assert f"addr show to {lb.vip}/32" in calls and " add " not in calls
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throw-away network namespace")
+def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> None:
+    """Real `ip`, in an own network namespace with the two interfaces: the addresses are added
+    (the API is unreachable from there: start fails at its deadline, as it must)."""
+    lb = rig.inv.load_balancer
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HCLOUD_FAILOVER_ENV": str(rig.env_file)}
+    env["HCLOUD_FAILOVER_LOCK"] = str(rig.tmp / "failover.lock")
+    # no dummy module on every kernel: one veth pair gives the two interfaces
+    priv, pub = lb.interface, lb.public_interface
+    links = f"ip link add {priv} type veth peer name {pub} && ip link set {priv} up"
+    links += f" && ip link set {pub} up"
+    setup = f'{links} && "$0" "$1" start; echo "rc=$?"; ip -4 -o addr show'
+    res = subprocess.run(
+        ["unshare", "--net", "sh", "-c", setup, PYTHON, str(rig.script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "rc=1" in res.stdout, res.stdout + res.stderr
+    assert f"{lb.interface}    inet {lb.vip}/32" in res.stdout
+    assert f"{lb.public_interface}    inet {lb.floating_ip.address}/32" in res.stdout
+    assert "deadline" in res.stderr
 
 
 def test_missing_peer_does_not_block_failover(rig: Rig) -> None:

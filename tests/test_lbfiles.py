@@ -199,6 +199,9 @@ def test_failover_env_and_units(inv: Inventory) -> None:
         "NETWORK": inv.hcloud.network.name,
         "VIP": str(inv.load_balancer.vip),
         "FLOATING_IP": inv.load_balancer.floating_ip.name,
+        "VIP_INTERFACE": inv.load_balancer.interface,
+        "FLOATING_IP_ADDRESS": str(inv.load_balancer.floating_ip.address),
+        "FLOATING_IP_INTERFACE": inv.load_balancer.public_interface,
         "DEADLINE": f"{inv.hcloud.failover_deadline:g}",
         "TIMEOUT": f"{inv.hcloud.timeout:g}",
     }
