@@ -274,8 +274,11 @@ def write_inventory(p: LabPaths, topo: topology.Topology) -> Path:
     # the CNI manifest stand-in ships with this checkout: an absolute file URL of it
     manifest = Path(__file__).resolve().parent / "standins" / "manifests"
     cni = data["kubernetes"].get("cni", "weave")
-    name = {"weave": "weave-daemonset-k8s.yaml", "calico": "calico.yaml",
-            "flannel": "kube-flannel.yml"}[cni]
+    name = {
+        "weave": "weave-daemonset-k8s.yaml",
+        "calico": "calico.yaml",
+        "flannel": "kube-flannel.yml",
+    }[cni]
     data["kubernetes"].setdefault("cni_manifest_url", (manifest / name).as_uri())
     out = p.root / "hosts.yaml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))

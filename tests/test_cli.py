@@ -14,31 +14,69 @@ REPO = Path(__file__).resolve().parents[1]
 INV = str(Path(sys.executable).parent / "inv")
 
 NAMESPACE = [
-    "prepare", "network", "lb.setup", "lb.heartbeat", "lb.haproxy", "lb.status",
-    "lb.failover-drill", "cluster.init", "cluster.join", "cluster.weave", "cluster.admin-user",
-    "cluster.insecure-api", "cluster.certs", "walkthrough", "status", "validate", "render",
-    "lab.up", "lab.down", "lab.status",
+    "prepare",
+    "network",
+    "lb.setup",
+    "lb.heartbeat",
+    "lb.haproxy",
+    "lb.status",
+    "lb.failover-drill",
+    "cluster.init",
+    "cluster.join",
+    "cluster.weave",
+    "cluster.admin-user",
+    "cluster.insecure-api",
+    "cluster.certs",
+    "walkthrough",
+    "status",
+    "validate",
+    "render",
+    "lab.up",
+    "lab.down",
+    "lab.status",
 ]
-STEP_TASKS = ["prepare", "network", "lb.setup", "lb.heartbeat", "lb.haproxy", "cluster.init",
-              "cluster.join", "cluster.weave", "cluster.admin-user", "cluster.insecure-api",
-              "cluster.certs", "walkthrough"]
+STEP_TASKS = [
+    "prepare",
+    "network",
+    "lb.setup",
+    "lb.heartbeat",
+    "lb.haproxy",
+    "cluster.init",
+    "cluster.join",
+    "cluster.weave",
+    "cluster.admin-user",
+    "cluster.insecure-api",
+    "cluster.certs",
+    "walkthrough",
+]
 
 
-def inv(*args: str, inventory: Path | None = None, env: dict[str, str] | None = None,
-        cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def inv(
+    *args: str, inventory: Path | None = None, env: dict[str, str] | None = None, cwd: Path = REPO
+) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
     e["COLUMNS"] = "200"
     if inventory is not None:
         e["INVOKE_RUNBOOK_INVENTORY"] = str(inventory)
     e.update(env or {})
-    return subprocess.run([INV, "-r", str(REPO), *args], capture_output=True, text=True,
-                          env=e, cwd=cwd, stdin=subprocess.DEVNULL, timeout=120)
+    return subprocess.run(
+        [INV, "-r", str(REPO), *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
 
 
 def test_list_shows_the_whole_namespace() -> None:
     out = inv("--list").stdout
-    listed = {line.split()[0] for line in out.splitlines()[1:] if line.strip()
-              and line.startswith("  ") and not line.startswith("   ")}
+    listed = {
+        line.split()[0]
+        for line in out.splitlines()[1:]
+        if line.strip() and line.startswith("  ") and not line.startswith("   ")
+    }
     assert set(NAMESPACE) <= listed, set(NAMESPACE) - listed
 
 
@@ -71,6 +109,7 @@ def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None
         d["hcloud"]["network"]["ip_range"] = "10.0.0.0/8"
         d["kubernetes"]["pod_subnet"] = "10.32.0.0/12"
         d["load_balancer"]["vip"] = "10.143.0.5"
+
     p = bad_inventory(tmp_path, mutate)
     r = inv("validate", inventory=p)
     assert r.returncode == 2
@@ -89,8 +128,15 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
 
 
 def test_unknown_and_wrong_role_host_exit_2() -> None:
-    r = inv("lb.setup", "--host", "k8node01", "--host", "nosuch", "--dry-run",
-            inventory=REPO / "hosts.yaml")
+    r = inv(
+        "lb.setup",
+        "--host",
+        "k8node01",
+        "--host",
+        "nosuch",
+        "--dry-run",
+        inventory=REPO / "hosts.yaml",
+    )
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
     assert "nosuch" in text and "not in the inventory" in text and "k8node01" in text
@@ -144,8 +190,9 @@ def test_walkthrough_without_tty_or_yes_exits_3_at_once() -> None:
 
 
 def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
-    r = inv("render", "--host", "k8slb01", "--out", str(tmp_path / "out"),
-            inventory=REPO / "hosts.yaml")
+    r = inv(
+        "render", "--host", "k8slb01", "--out", str(tmp_path / "out"), inventory=REPO / "hosts.yaml"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files, r.stdout
