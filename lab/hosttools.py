@@ -74,8 +74,35 @@ if words[:1] == ["start"] and len(words) > 1:
         return hostunits.last(u, "Service", "Type") == "oneshot" and not keep
 
     if all(rerun(w) for w in words[1:]):
-        args = ["restart" if a == "start" else a for a in sys.argv[1:]]
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *args])
+        sys.argv[1:] = ["restart" if a == "start" else a for a in sys.argv[1:]]
+JOBS = ("start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart")
+if len(words) > 1 and words[0] in JOBS:
+    # systemd runs one job per unit at a time; the replacement does not, and two concurrent starts
+    # (a watchdog, Restart=, an operator) leave two daemons behind, the PID file naming only one.
+    # Hold a lock per unit while the replacement runs (as a child: a daemon it forks must not
+    # inherit the lock).
+    import fcntl, subprocess, time
+    os.makedirs("/run/rblab/jobs", exist_ok=True)
+    locks = []
+    for unit in sorted({w if "." in w else w + ".service" for w in words[1:]}):
+        fh = open(f"/run/rblab/jobs/{unit.replace('/', '_')}.lock", "w")
+        end = time.monotonic() + 300
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    sys.exit(f"systemctl: another job for {unit} has run for 300 s; giving up")
+                time.sleep(0.05)
+        locks.append(fh)
+    cmd = ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc"]
+    if words[0] == "start":  # systemd: starting an active unit is a no-op (no second daemon)
+        states = subprocess.run([*cmd, "is-active", *words[1:]], capture_output=True, text=True)
+        lines = states.stdout.split()
+        if len(lines) == len(words) - 1 and all(x == "active" for x in lines):
+            sys.exit(0)
+    sys.exit(subprocess.run([*cmd, *sys.argv[1:]], check=False).returncode)
 os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]])
 '''
 

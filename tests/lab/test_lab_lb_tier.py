@@ -144,10 +144,40 @@ def test_failover_while_api_is_down_recovers(lb_tier: dict[str, float]) -> None:
 def test_dead_haproxy_on_holder(lb_tier: dict[str, float]) -> None:
     out = scenarios.dead_haproxy()
     measure("dead haproxy on holder: VIP outage (s)", out.outages["vip"])
-    # the issue's target: service back within 10 s. The hand-over itself (watchdog ->
-    # hb_standby) happened in 20 of 30 bench runs; in the others haproxy was still serving
-    # after the scenario's kill (not understood yet, see README "Failover")
+    # haproxy cannot restart (its config is refused): the watchdog hands over with hb_standby,
+    # and the peer serves within the issue's 10 s
+    assert out.failed_over, out
     assert out.outages["vip"] <= 10, out
+
+
+def test_concurrent_service_starts_leave_one_daemon(lb_tier: dict[str, float]) -> None:
+    """The lab's systemctl runs one job per unit at a time and `start` of an active unit does
+    nothing, as systemd does: racing starts (watchdog, Restart=, an operator) must not leave a
+    second haproxy behind that keeps serving after the first one dies."""
+    standby = other(holder())
+    netns.host_exec(
+        standby,
+        [
+            "sh",
+            "-c",
+            "systemctl restart haproxy & systemctl start haproxy & "
+            "systemctl --no-block restart haproxy & systemctl start haproxy & wait",
+        ],
+    )
+    masters = netns.host_exec(
+        standby,
+        [
+            "sh",
+            "-c",
+            'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = haproxy ] && '
+            "awk '/^PPid:/ {print $2}' $p/status; done",
+        ],
+        check=False,
+    ).stdout.split()
+    assert masters.count("1") == 1, masters  # one master (its workers have it as parent)
+    assert netns.host_exec(standby, ["systemctl", "is-active", "haproxy"]).stdout.strip() == (
+        "active"
+    )
 
 
 def test_token_never_leaks(lb_tier: dict[str, float]) -> None:
