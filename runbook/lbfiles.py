@@ -90,6 +90,7 @@ def ha_cf(inv: Inventory) -> str:
         "ha.cf.j2",
         **_common(inv),
         logfacility=LOG_FACILITY,
+        logfile=hb.logfile,
         keepalive=hb.keepalive,
         warntime=hb.effective_warntime,
         deadtime=hb.deadtime,

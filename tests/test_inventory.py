@@ -166,6 +166,8 @@ BAD = [
     bad("version-format", f"{K8S}.version", '"1.NN"', set_(f"{K8S}.version", "v1.36")),
     bad("version-old", f"{K8S}.version", "needs 1.31", set_(f"{K8S}.version", "1.29")),
     bad("auth-crc", f"{HB}.auth", "not authentication", set_(f"{HB}.auth", "crc")),
+    bad("hb-logfile-etc", f"{HB}.logfile", "under /var/log/", set_(f"{HB}.logfile", "/etc/passwd")),
+    bad("hb-logfile-up", f"{HB}.logfile", "no '..'", set_(f"{HB}.logfile", "/var/log/../etc/x")),
     bad("cni", f"{K8S}.cni", "'cilium' is not allowed", set_(f"{K8S}.cni", "cilium")),
     bad("endpoint", "hcloud.endpoint", "not an http(s) URL", set_("hcloud.endpoint", "api")),
     bad(

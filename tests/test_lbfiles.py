@@ -43,7 +43,7 @@ AUTHKEY = "0123456789abcdef0123456789abcdef"
 # ha.cf directives of Heartbeat 3.0.6 this runbook may emit, and the media directives
 HA_CF_ALLOWED = {
     "logfacility", "keepalive", "warntime", "deadtime", "initdead", "udpport", "ucast",
-    "auto_failback", "crm", "node",
+    "auto_failback", "crm", "node", "logfile",
 }  # fmt: skip
 
 
@@ -94,6 +94,8 @@ def test_ha_cf_identical_on_both_lbs_with_both_paths(inv: Inventory) -> None:
     assert ("auto_failback", ["off"]) in d
     assert ("crm", ["off"]) in d
     assert ("logfacility", ["local0"]) in d
+    logfile = inv.load_balancer.heartbeat.logfile
+    assert [a for w, a in d if w == "logfile"] == ([[logfile]] if logfile else [])
     assert "debug" not in words and "debugfile" not in words
     assert [args for w, args in d if w == "node"] == [[n] for n in _lbs(inv)]
 

@@ -142,6 +142,19 @@ class HeartbeatSpec(_Model):
     auto_failback: StrictBool = False
     warntime: Seconds | None = None
     initdead: Seconds | None = None
+    # Heartbeat's own log file besides syslog (ha.cf `logfile`); none by default
+    logfile: str | None = None
+
+    @field_validator("logfile")
+    @classmethod
+    def _logfile_under_var_log(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith("/var/log/")
+            or ".." in value.split("/")
+            or any(c.isspace() or not c.isprintable() for c in value)
+        ):
+            raise ValueError("must be a file under /var/log/ (no spaces, no '..')")
+        return value
 
     @field_validator("auth")
     @classmethod
