@@ -75,6 +75,7 @@ if words[:1] == ["start"] and len(words) > 1:
 
     if all(rerun(w) for w in words[1:]):
         sys.argv[1:] = ["restart" if a == "start" else a for a in sys.argv[1:]]
+        words = [a for a in sys.argv[1:] if not a.startswith("-")]
 JOBS = ("start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart")
 if len(words) > 1 and words[0] in JOBS:
     # systemd runs one job per unit at a time; the replacement does not, and two concurrent starts
