@@ -519,6 +519,21 @@ def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> Non
     assert "deadline" in res.stderr
 
 
+def test_vip_held_by_a_server_it_does_not_know_starts_over_until_the_deadline(rig: Rig) -> None:
+    """The add answers 422 ip_not_available while no known peer holds the VIP (here: PEERS names
+    a server that does not exist, the real holder is unknown to the script): read again and start
+    over, never give up early, fail at the deadline without touching the holder."""
+    text = rig.env_file.read_text().replace(f"PEERS={PEER}", "PEERS=k8slb09")
+    rig.env_file.write_text(text)
+    t0 = time.monotonic()
+    res = rig.run("start")
+    took = time.monotonic() - t0
+    assert res.returncode == 1
+    assert DEADLINE - 0.5 <= took <= DEADLINE + 1.5, took
+    assert "taken by another server; starting over" in res.stderr
+    assert VIP in rig.aliases(PEER)
+
+
 def test_missing_peer_does_not_block_failover(rig: Rig) -> None:
     text = rig.env_file.read_text().replace(f"PEERS={PEER}", f"PEERS={PEER},k8slb09")
     rig.env_file.write_text(text)
