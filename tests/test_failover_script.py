@@ -72,6 +72,23 @@ class Rig:
     def calls(self) -> list[dict[str, Any]]:
         return self.cloud.calls.dump()
 
+    def in_own_netns(self, shell: str) -> subprocess.CompletedProcess[str]:
+        """Run `shell` (sh; "$0" "$1" = the script as Heartbeat runs it) in a throw-away network
+        namespace, real `ip`, no override but the env file and lock paths (needs root)."""
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "HCLOUD_FAILOVER_ENV": str(self.env_file),
+            "HCLOUD_FAILOVER_LOCK": str(self.tmp / "failover.lock"),
+        }
+        return subprocess.run(
+            ["unshare", "--net", "sh", "-c", shell, PYTHON, str(self.script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
     def run(
         self, action: str, *, holds: bool | None = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
@@ -445,19 +462,10 @@ def test_env_file_render_refuses_bad_tokens(rig: Rig) -> None:
 def test_status_real_check_sees_a_local_vip(rig: Rig) -> None:
     """Without the override: the VIP on an interface (loopback of an own, empty netns) is
     'running'; a neighbouring address (.5 for .50) is not mistaken for it."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HCLOUD_FAILOVER_ENV": str(rig.env_file)}
 
     def status_with(address: str) -> str:
         setup = f'ip link set lo up && ip addr add {address}/32 dev lo && exec "$0" "$1" status'
-        res = subprocess.run(
-            ["unshare", "--net", "sh", "-c", setup, PYTHON, str(rig.script)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-        return res.stdout.strip()
+        return rig.in_own_netns(setup).stdout.strip()
 
     assert status_with(VIP) == "running"
     assert status_with("10.143.0.5") == "stopped"
@@ -498,21 +506,11 @@ def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> Non
     """Real `ip`, in an own network namespace with the two interfaces: the addresses are added
     (the API is unreachable from there: start fails at its deadline, as it must)."""
     lb = rig.inv.load_balancer
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HCLOUD_FAILOVER_ENV": str(rig.env_file)}
-    env["HCLOUD_FAILOVER_LOCK"] = str(rig.tmp / "failover.lock")
     # no dummy module on every kernel: one veth pair gives the two interfaces
     priv, pub = lb.interface, lb.public_interface
     links = f"ip link add {priv} type veth peer name {pub} && ip link set {priv} up"
     links += f" && ip link set {pub} up"
-    setup = f'{links} && "$0" "$1" start; echo "rc=$?"; ip -4 -o addr show'
-    res = subprocess.run(
-        ["unshare", "--net", "sh", "-c", setup, PYTHON, str(rig.script)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    res = rig.in_own_netns(f'{links} && "$0" "$1" start; echo "rc=$?"; ip -4 -o addr show')
     assert "rc=1" in res.stdout, res.stdout + res.stderr
     assert f"{lb.interface}    inet {lb.vip}/32" in res.stdout
     assert f"{lb.public_interface}    inet {lb.floating_ip.address}/32" in res.stdout
