@@ -95,6 +95,7 @@ def bad(
 
 
 H = "hosts"
+INF, NAN = float("inf"), float("nan")
 LB = "load_balancer"
 HB = "load_balancer.heartbeat"
 K8S = "kubernetes"
@@ -348,7 +349,7 @@ BAD = [
         "between keepalive 1 and deadtime 3",
         set_(f"{HB}.warntime", 3),
     ),
-    bad("keepalive-zero", f"{HB}.keepalive", "greater than 0", set_(f"{HB}.keepalive", 0)),
+    bad("keepalive-zero", f"{HB}.keepalive", "from 1 to 600 seconds", set_(f"{HB}.keepalive", 0)),
     # --- roles ---
     bad(
         "primary-not-lb",
@@ -410,6 +411,44 @@ BAD = [
         set_(f"{H}.k8node01.gateway", "k8node02"),
         set_(f"{H}.k8node02.gateway", "k8node01"),
         others=(f"{H}.k8node02.gateway",),
+    ),
+    # --- finite upper bounds on every time and count (issue: .inf passed, 1e9 hung) ---
+    *(
+        bad(f"bound-{key}-{value}", key, f"must be from {rng}", set_(key, value))
+        for key, rng, values in (
+            ("ssh.connect_timeout", "0.1 to 300 seconds", (INF, NAN, 1e9, 0)),
+            ("hcloud.timeout", "0.1 to 300 seconds", (INF, 301)),
+            ("hcloud.failover_deadline", "1 to 3600 seconds", (INF, 1e6)),
+            ("hcloud.retry_deadline", "1 to 3600 seconds", (INF, 0.5)),
+            (f"{HB}.deadtime", "1 to 600 seconds", (10**9,)),
+            (f"{HB}.warntime", "1 to 600 seconds", (10**6,)),
+            (f"{HB}.initdead", "1 to 3600 seconds", (10**9,)),
+            (f"{LB}.reassert_interval", "1 to 3600 seconds", (10**9, 0)),
+            (f"{K8S}.etcd.election_timeout_ms", "10 to 60000 milliseconds", (10**12,)),
+            (f"{K8S}.etcd.heartbeat_interval_ms", "10 to 60000 milliseconds", (1,)),
+        )
+        for value in values
+    ),
+    bad(
+        "too-many-labels",
+        f"{H}.k8node01.labels",
+        "at most 64 items",
+        set_(f"{H}.k8node01.labels", {f"l{i}": "x" for i in range(65)}),
+    ),
+    bad(
+        "too-many-sans",
+        f"{K8S}.cert_sans",
+        "at most 64 items",
+        set_(f"{K8S}.cert_sans", [f"n{i}.example.com" for i in range(65)]),
+    ),
+    bad(
+        "too-many-hosts",
+        H,
+        "at most 100",
+        *(
+            set_(f"{H}.w{i}", {"role": "worker", "private_ip": f"10.143.0.{i}", "address": "w"})
+            for i in range(100, 200)
+        ),
     ),
     bad(
         "etcd",
@@ -833,3 +872,106 @@ def test_kubernetes_package_repo_and_cni_manifest_url(tmp_path: Path) -> None:
             pr.key.startswith("kubernetes.package_repo") and reason in pr.reason
             for pr in err.value.problems
         ), err.value.problems
+
+
+# --- hostile files: refused fast, with bounded memory, one clear problem, no traceback ---
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def _merge_bomb(levels: int = 40) -> str:
+    lines = ["m0: &m0 {a: 1, b: 2}"]
+    lines += [f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: 1}}" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (_alias_bomb(), "more than 50000 values once its aliases are expanded"),
+        (_merge_bomb(), "more than 50000 values once its aliases are expanded"),
+        ("a: &a [*a]\n", "a recursive alias"),
+        ("[" * 20_000 + "]" * 20_000 + "\n", "nested more than 64 levels deep"),
+        ("{a: " * 20_000 + "1" + "}" * 20_000 + "\n", "nested more than 64 levels deep"),
+        ("- x\n" * 60_000, "more than 50000 values"),
+    ],
+    ids=["alias-bomb", "merge-bomb", "recursive", "brackets", "braces", "many"],
+)
+def test_hostile_yaml_is_refused_with_bounded_memory(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    import tracemalloc
+
+    path = tmp_path / "hosts.yaml"
+    path.write_text(text, encoding="utf-8")
+    tracemalloc.start()
+    try:
+        with pytest.raises(InventoryError) as info:
+            load_inventory(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, f"peak {peak} bytes"
+    message = str(info.value)
+    assert len(message) < 2000, message[:300]
+    assert fragment in message, message
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yaml"
+    path.write_bytes(b"cluster: {name: \xff}\n")
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    assert str(info.value) == f"{path}: (file): not UTF-8 text (byte 16)"
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yaml"
+    with path.open("wb") as f:
+        f.truncate(50 * 2**20)  # sparse: 50 MB of NULs that must never be read
+    with pytest.raises(InventoryError) as info:
+        load_inventory(path)
+    assert info.value.problems == [
+        Problem(str(path), "(file)", f"{50 * 2**20} bytes, more than the limit of 1048576 bytes")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
+def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
+    import os
+    import threading
+
+    if kind == "fifo":
+        path = tmp_path / "hosts.yaml"
+        os.mkfifo(path)
+        expected = "not a regular file (it is a FIFO)"
+    elif kind == "dev-zero":
+        path, expected = Path("/dev/zero"), "not a regular file (it is a character device)"
+    else:
+        path, expected = tmp_path, "not a regular file (it is a directory)"
+    outcome: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            load_inventory(path)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(30)  # a blocking open of a FIFO without a writer would never return
+    assert not worker.is_alive(), "load_inventory blocked"
+    assert isinstance(outcome[0], InventoryError), outcome
+    assert [p.reason for p in outcome[0].problems] == [expected]
+
+
+def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    huge = "x" * 200_000 + "!"
+    problems = problems_of(tmp_path, set_("ssh.user", huge), set_(f"{H}.{'N' * 5000}", {}))
+    text = "\n".join(str(p) for p in problems)
+    assert "ssh.user" in text and "is not a plain name" in text
+    assert len(text) < 3000, len(text)

@@ -14,27 +14,32 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from runbook.inventory.fields import (
+    MAX_LIST,
     MIN_MINOR,
     VERSION_RE,
     Address,
+    Deadline,
     DNSName,
     EnvName,
+    EtcdMillis,
     FetchUrl,
+    HbSeconds,
     Iface,
+    Interval,
     IPv4,
     K8sName,
     Label,
     Name,
     Net,
+    NetTimeout,
     Port,
-    PositiveFloat,
-    Seconds,
     SSHEndpoint,
     StrictBool,
     SubjectAltName,
     Url,
     Zone,
     parse_endpoint,
+    show,
 )
 
 Role = Literal["control-plane", "lb", "worker"]
@@ -51,7 +56,12 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.reason}"
+        return f"{self.file}: {_cap(self.key, 100)}: {_cap(self.reason, 400)}"
+
+
+def _cap(text: str, limit: int) -> str:
+    """Keys and reasons quote the input; a hostile file must not flood the terminal."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InventoryError(Exception):
@@ -81,7 +91,7 @@ class SSHSpec(_Model):
     identity: str | None = None
     known_hosts: str = ".runbook/known_hosts"
     proxy_command: str | None = None  # OpenSSH ProxyCommand, %h and %p expanded (the lab uses it)
-    connect_timeout: PositiveFloat = 10.0
+    connect_timeout: NetTimeout = 10.0
 
 
 class NetworkSpec(_Model):
@@ -97,8 +107,9 @@ class HcloudSpec(_Model):
     token_env: EnvName = "HCLOUD_TOKEN"
     endpoint: Url = "https://api.hetzner.cloud/v1"
     host_endpoint: Url | None = None  # the API URL as the LB hosts reach it (failover script)
-    timeout: PositiveFloat = 10.0
-    failover_deadline: PositiveFloat = 30.0  # seconds the failover script keeps retrying
+    timeout: NetTimeout = 10.0  # seconds per API request
+    failover_deadline: Deadline = 30.0  # seconds the failover script keeps retrying
+    retry_deadline: Deadline = 60.0  # seconds the runbook retries an API that does not answer
     network: NetworkSpec
 
     @property
@@ -116,7 +127,7 @@ class HostSpec(_Model):
     address: Address  # how SSH reaches the host
     gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
     public_ip: IPv4 | None = None  # required for lb hosts (Heartbeat's second path)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("gateway")
     @classmethod
@@ -135,13 +146,13 @@ class FloatingIPSpec(_Model):
 class HeartbeatSpec(_Model):
     """``ha.cf`` timing (whole seconds) and the authkeys digest."""
 
-    keepalive: Seconds
-    deadtime: Seconds
+    keepalive: HbSeconds
+    deadtime: HbSeconds
     udpport: Port = 694
     auth: Literal["sha1", "md5", "crc"] = "sha1"
     auto_failback: StrictBool = False
-    warntime: Seconds | None = None
-    initdead: Seconds | None = None
+    warntime: HbSeconds | None = None
+    initdead: Interval | None = None
     # Heartbeat's own log file besides syslog (ha.cf `logfile`); none by default
     logfile: str | None = None
 
@@ -200,14 +211,14 @@ class LoadBalancerSpec(_Model):
     interface: Iface = "ens10"
     public_interface: Iface = "eth0"
     heartbeat: HeartbeatSpec
-    public_allow: tuple[Net, ...] = ()
+    public_allow: tuple[Net, ...] = Field(default=(), max_length=MAX_LIST)
     insecure_api: InsecureAPISpec = InsecureAPISpec()
-    reassert_interval: Seconds = 60  # the holder re-asserts the cloud assignment this often
+    reassert_interval: Interval = 60  # the holder re-asserts the cloud assignment this often
 
 
 class EtcdSpec(_Model):
-    heartbeat_interval_ms: Seconds = 250
-    election_timeout_ms: Seconds = 5000
+    heartbeat_interval_ms: EtcdMillis = 250
+    election_timeout_ms: EtcdMillis = 5000
 
 
 class PackageRepoSpec(_Model):
@@ -237,7 +248,7 @@ class KubernetesSpec(_Model):
     service_subnet: Net
     dns_domain: DNSName = "cluster.local"
     api_dns_name: DNSName | None = None
-    cert_sans: tuple[SubjectAltName, ...] = ()
+    cert_sans: tuple[SubjectAltName, ...] = Field(default=(), max_length=MAX_LIST)
     etcd: EtcdSpec = EtcdSpec()
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
@@ -249,13 +260,13 @@ class KubernetesSpec(_Model):
     def _version(cls, value: Any) -> Any:
         if isinstance(value, int | float):
             raise ValueError(
-                f'quote the version, e.g. "1.36": unquoted YAML reads {value!r} as '
+                f'quote the version, e.g. "1.36": unquoted YAML reads {show(value)} as '
                 "a number (1.30 would become 1.3)"
             )
         if isinstance(value, str):
             match = VERSION_RE.match(value)
             if not match:
-                raise ValueError(f'{value!r} is not a minor version of the form "1.NN"')
+                raise ValueError(f'{show(value)} is not a minor version of the form "1.NN"')
             if int(match.group(1)) < MIN_MINOR:
                 raise ValueError(f"{value} is too old: kubeadm.k8s.io/v1beta4 needs 1.{MIN_MINOR}+")
         return value
