@@ -196,3 +196,67 @@ def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files, r.stdout
+
+
+# --- usage errors: Invoke's message, exit 2 (bad input), never a traceback, nothing run ---
+
+USAGE_ERRORS = [
+    (("validate", "extra"), "No idea what 'extra' is!"),
+    (("valdate",), "No idea what 'valdate' is!"),
+    (("--nosuch-flag",), "No idea what '--nosuch-flag' is!"),
+    (("render", "--host", "k8slb01"), "did not receive required positional arguments: 'out'"),
+    (("--help", "nosuch"), "No idea what 'nosuch' is!"),
+    (("--list", "nosuch"), "Sub-collection 'nosuch' not found!"),
+    # a value-less --host used to mean "every host" (and --yes confirmed it)
+    (("prepare", "--host"), "--host needs a value"),
+    (("prepare", "--host", "--yes"), "--host needs a value"),
+    (("walkthrough", "--host", "--yes"), "--host needs a value"),
+    (("cluster.join", "--host", "k8node01", "--host", "--dry-run"), "--host needs a value"),
+    (("lb.setup", "--host=", "--dry-run"), "--host: '': not in the inventory"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"), [pytest.param(a, f, id=" ".join(a)) for a, f in USAGE_ERRORS]
+)
+def test_usage_errors_exit_2_with_invokes_message(args: tuple[str, ...], fragment: str) -> None:
+    r = inv(*args, inventory=REPO / "hosts.yaml", env={"HCLOUD_TOKEN": "x"})
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert fragment in text and "Traceback" not in text, text
+
+
+def test_runtime_config_file_problems_exit_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("runbook: {inventory: [unclosed\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 12))
+    )
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    cases = [
+        (tmp_path / "missing.yaml", "-f " + str(tmp_path / "missing.yaml") + ": no such file"),
+        (broken, f"{broken}: line 2, column 1: invalid YAML"),
+        (bomb, "once its aliases are expanded"),
+        (fifo, "not a regular file (it is a FIFO)"),
+        (tmp_path, "is a directory"),
+    ]
+    for path, fragment in cases:
+        r = inv("-f", str(path), "validate")
+        text = r.stdout + r.stderr
+        assert r.returncode == 2, (path, text)
+        assert fragment in text and "Traceback" not in text, (path, text)
+
+
+def test_inventory_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hosts.yaml").write_text((REPO / "hosts.yaml").read_text())
+    cfg = tmp_path / "site" / "runbook.yaml"
+    cfg.write_text("runbook:\n  inventory: hosts.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = inv("-f", str(cfg), "validate", cwd=elsewhere)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(tmp_path / "site" / "hosts.yaml") in r.stdout.replace("\n", "")

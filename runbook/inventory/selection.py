@@ -27,7 +27,8 @@ def select_hosts(
         host = inv.hosts.get(name)
         if host is None:
             known = ", ".join(inv.hosts)
-            problems.append(Problem("--host", name, f"not in the inventory (known: {known})"))
+            key = name or "''"  # --host= (an empty name)
+            problems.append(Problem("--host", key, f"not in the inventory (known: {known})"))
         elif host not in eligible:
             where = " or ".join(sorted(roles or ()))
             allowed = ", ".join(h.name for h in eligible) or "none"

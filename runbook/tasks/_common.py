@@ -94,13 +94,38 @@ def step_task(
     return Task(run, name=name, help=STEP_HELP, iterable=["host"])
 
 
+# Invoke's config levels that come from a file, highest precedence first, with the attribute
+# holding that file's path; `env` (INVOKE_RUNBOOK_INVENTORY) sits between project and runtime.
+_CONFIG_LEVELS = (
+    ("_runtime", "_runtime_path"),
+    ("_env", None),
+    ("_project", "_project_path"),
+    ("_user", "_user_path"),
+    ("_system", "_system_path"),
+)
+
+
 def inventory_path(c: Context) -> Path:
-    """`runbook.inventory` from Invoke config (invoke.yaml, -f, INVOKE_RUNBOOK_INVENTORY)."""
+    """`runbook.inventory` from Invoke config (invoke.yaml, -f, INVOKE_RUNBOOK_INVENTORY).
+
+    A relative path from a config file is relative to that file's directory (as `ssh.identity`
+    is to the inventory's); from the environment or the default, to the current directory.
+    """
+    config = c.config
     try:
-        value = c.config.runbook.inventory
+        value = config.runbook.inventory
     except AttributeError:
         value = "hosts.yaml"
-    return Path(os.path.expanduser(str(value)))
+    path = Path(os.path.expanduser(str(value)))
+    if path.is_absolute():
+        return path
+    for level, file_attr in _CONFIG_LEVELS:
+        data = getattr(config, level, None) or {}
+        section = data.get("runbook")
+        if isinstance(section, dict) and "inventory" in section:
+            file = getattr(config, file_attr, None) if file_attr else None
+            return Path(os.path.expanduser(file)).parent / path if file else path
+    return path
 
 
 def new_ui(*, yes: bool = False, verbose: bool = False) -> Ui:
