@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from invoke import task
 from invoke.context import Context
@@ -30,17 +29,23 @@ def validate(c: Context, verbose: bool = False) -> None:
 @task(
     help={
         "host": "Host to render files for (an inventory name).",
-        "out": "Directory to write the rendered files into (created; mirrors the host's paths).",
+        "out": "Directory to write the rendered files into (created; mirrors the host's paths; "
+        "must be empty, never a system or home directory itself).",
+        "force": "Write into a non-empty --out (files of the same name are replaced).",
     }
 )
-def render(c: Context, host: str, out: str) -> None:
+def render(c: Context, host: str, out: str, force: bool = False) -> None:
     """Write every file the built steps would put on HOST, secrets replaced by a marker."""
+    from ..outdir import OutDirError
     from ..render import render_host
 
     ui = common.new_ui()
     inv = common.load(c, ui)
     common.hosts_for(inv, ui, [host], roles=None, task="render")
-    written = render_host(inv, host, Path(out))
+    try:
+        written = render_host(inv, host, out, force=force)
+    except OutDirError as exc:
+        raise common.fail_input(ui, [], header=f"--out: {exc}") from None
     if not written:
         ui.warn(f"no built step writes files to {host} yet")
     ui.table(f"rendered for {host}", ["file", "mode", "bytes"], written)
