@@ -90,8 +90,15 @@ def test_every_step_task_has_the_common_options_with_help(task: str) -> None:
             assert len(line.split(None, 1)) == 2 or "  " in line.strip(), f"no help: {line}"
 
 
-def test_validate_passes_on_hosts_yaml() -> None:
-    r = inv("validate", inventory=REPO / "hosts.yaml")
+def home_with_key(tmp_path: Path) -> dict[str, str]:
+    """HOME holding the example inventory's ~/.ssh/id_ed25519 (validate checks it exists)."""
+    (tmp_path / ".ssh").mkdir(exist_ok=True)
+    (tmp_path / ".ssh" / "id_ed25519").write_text("not a real key\n")
+    return {"HOME": str(tmp_path), "SSH_AUTH_SOCK": ""}
+
+
+def test_validate_passes_on_hosts_yaml(tmp_path: Path) -> None:
+    r = inv("validate", inventory=REPO / "hosts.yaml", env=home_with_key(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout
     assert "valid: 7 hosts" in r.stdout and "10.143.0.50" in r.stdout
 
@@ -257,6 +264,55 @@ def test_inventory_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> 
     cfg.write_text("runbook:\n  inventory: hosts.yaml\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    r = inv("-f", str(cfg), "validate", cwd=elsewhere)
+    r = inv("-f", str(cfg), "validate", cwd=elsewhere, env=home_with_key(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert str(tmp_path / "site" / "hosts.yaml") in r.stdout.replace("\n", "")
+
+
+# --- the operator's own files the inventory names ---
+
+
+def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["ssh"].update(ssh)
+
+    return bad_inventory(tmp_path, mutate)
+
+
+@pytest.mark.parametrize(
+    ("ssh", "fragment"),
+    [
+        ({"identity": "keys/missing"}, "ssh.identity: {tmp}/keys/missing does not exist"),
+        ({"identity": "."}, "ssh.identity: {tmp} is a directory, not a file"),
+        ({"identity": "/dev/null"}, "ssh.identity: /dev/null is not a regular file"),
+        ({"identity": None, "known_hosts": "kh"}, "ssh.known_hosts: {tmp}/kh is a directory"),
+    ],
+    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir"],
+)
+def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
+    (tmp_path / "kh").mkdir()
+    p = ssh_files_inventory(tmp_path, **ssh)
+    r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": ""})
+    text = (r.stdout + r.stderr).replace("\n", "")
+    assert r.returncode == 2, text
+    assert f"{p.name}: {fragment.format(tmp=tmp_path)}" in text.replace(str(p), p.name), text
+
+
+def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> None:
+    p = ssh_files_inventory(tmp_path, identity="keys/missing")
+    r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": str(tmp_path / "agent.sock")})
+    text = (r.stdout + r.stderr).replace("\n", "")
+    assert r.returncode == 0, text
+    assert "warning" in text and "an ssh agent may hold the key" in text
+
+
+def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(tmp_path: Path) -> None:
+    p = unreachable_inventory(tmp_path)
+    data = yaml.safe_load(p.read_text())
+    data["ssh"]["identity"] = str(tmp_path / "missing_key")
+    p.write_text(yaml.safe_dump(data))
+    r = inv("prepare", "--yes", inventory=p, env={"SSH_AUTH_SOCK": ""})
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "missing_key does not exist" in text and "unreachable" not in text
+    assert not (tmp_path / "known_hosts").exists()

@@ -119,6 +119,13 @@ BAD = [
     ),
     bad("typo-nested", f"{HB}.keepalvie", "did you mean 'keepalive'", set_(f"{HB}.keepalvie", 1)),
     bad("port-string", "ssh.port", "valid integer", set_("ssh.port", "22")),
+    bad(
+        "proxy-command-quote",
+        "ssh.proxy_command",
+        "cannot be parsed as a command: No closing quotation",
+        set_("ssh.proxy_command", "ssh -W %h:%p 'bastion"),
+    ),
+    bad("proxy-command-empty", "ssh.proxy_command", "is empty", set_("ssh.proxy_command", " ")),
     bad("port-range", "ssh.port", "less than or equal to 65535", set_("ssh.port", 70000)),
     bad(
         "bad-ip",

@@ -6,6 +6,7 @@ Cross-field rules live in ``rules``; here are only the checks a single field can
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,20 @@ class SSHSpec(_Model):
     known_hosts: str = ".runbook/known_hosts"
     proxy_command: str | None = None  # OpenSSH ProxyCommand, %h and %p expanded (the lab uses it)
     connect_timeout: NetTimeout = 10.0
+
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy_command_parses(cls, value: str | None) -> str | None:
+        """paramiko splits it with shlex: an unbalanced quote would fail only when connecting."""
+        if value is None:
+            return value
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be parsed as a command: {exc}") from None
+        if not argv:
+            raise ValueError("is empty; leave the key out for a direct connection")
+        return value
 
 
 class NetworkSpec(_Model):

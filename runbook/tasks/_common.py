@@ -154,6 +154,17 @@ def load(c: Context, ui: Ui) -> Inventory:
     return inv
 
 
+def check_local_files(inv: Inventory, ui: Ui) -> None:
+    """`ssh.identity` and `known_hosts` usable on this machine, or exit 2 before connecting."""
+    from ..inventory.localfiles import local_file_findings
+
+    problems, warnings = local_file_findings(inv, os.environ)
+    for w in warnings:
+        ui.warn(str(w))
+    if problems:
+        raise fail_input(ui, problems, header=f"invalid inventory {inv.path}:")
+
+
 def hosts_for(
     inv: Inventory, ui: Ui, names: Sequence[str], *, roles: Sequence[str] | None, task: str
 ) -> list[str]:
@@ -197,6 +208,8 @@ def execute(
     inv = load(c, ui)
     register_secrets(inv, ui)
     selected = hosts_for(inv, ui, host or [], roles=roles, task=task)
+    if connect_hosts:
+        check_local_files(inv, ui)
     options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
     ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
     from ..remote import connect_all

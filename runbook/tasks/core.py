@@ -20,6 +20,7 @@ def validate(c: Context, verbose: bool = False) -> None:
     """Check the inventory (hosts.yaml) against every rule; exit 2 listing all problems."""
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
+    common.check_local_files(inv, ui)
     rows = summary_rows(inv)
     ui.table(f"inventory {common.inventory_path(c)}", SUMMARY_COLUMNS, rows)
     ui.table("cluster", ["what", "value"], summary_facts(inv))
@@ -157,6 +158,7 @@ def run_walkthrough(
     inv = common.load(c, ui)
     common.register_secrets(inv, ui)
     selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
+    common.check_local_files(inv, ui)
     options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
     ctx = StepContext(inventory=inv, ui=ui, options=options)
     first_cp = inv.first_control_plane.name
