@@ -159,3 +159,7 @@ program = RunbookProgram(
 def main() -> None:
     """Console script `inv` (exits with the task's code; 2 for bad input)."""
     program.run()
+
+
+if __name__ == "__main__":
+    main()

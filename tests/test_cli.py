@@ -111,6 +111,7 @@ def bad_inventory(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-de
     return p
 
 
+@pytest.mark.bad_input
 def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
         d["hcloud"]["network"]["ip_range"] = "10.0.0.0/8"
@@ -126,6 +127,7 @@ def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None
     assert "10.32.0.0/12" in text and "10.0.0.0/8" in text
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args", [("prepare", "--yes"), ("status", "--no-cloud")])
 def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple[str, ...]) -> None:
     p = bad_inventory(tmp_path, lambda d: d["load_balancer"].update(primary="k8node01"))
@@ -134,6 +136,7 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
     assert "Traceback" not in r.stdout + r.stderr
 
 
+@pytest.mark.bad_input
 def test_unknown_and_wrong_role_host_exit_2() -> None:
     r = inv(
         "lb.setup",
@@ -149,6 +152,7 @@ def test_unknown_and_wrong_role_host_exit_2() -> None:
     assert "nosuch" in text and "not in the inventory" in text and "k8node01" in text
 
 
+@pytest.mark.bad_input
 def test_missing_token_is_bad_input(tmp_path: Path) -> None:
     r = inv("network", "--dry-run", inventory=REPO / "hosts.yaml", env={"HCLOUD_TOKEN": ""})
     assert r.returncode == 2
@@ -223,6 +227,7 @@ USAGE_ERRORS = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("args", "fragment"), [pytest.param(a, f, id=" ".join(a)) for a, f in USAGE_ERRORS]
 )
@@ -233,28 +238,44 @@ def test_usage_errors_exit_2_with_invokes_message(args: tuple[str, ...], fragmen
     assert fragment in text and "Traceback" not in text, text
 
 
-def test_runtime_config_file_problems_exit_2(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("runbook: {inventory: [unclosed\n")
-    bomb = tmp_path / "bomb.yaml"
-    bomb.write_text(
-        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
-        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 12))
-    )
-    fifo = tmp_path / "fifo.yaml"
-    os.mkfifo(fifo)
-    cases = [
-        (tmp_path / "missing.yaml", "-f " + str(tmp_path / "missing.yaml") + ": no such file"),
-        (broken, f"{broken}: line 2, column 1: invalid YAML"),
-        (bomb, "once its aliases are expanded"),
-        (fifo, "not a regular file (it is a FIFO)"),
-        (tmp_path, "is a directory"),
-    ]
-    for path, fragment in cases:
-        r = inv("-f", str(path), "validate")
-        text = r.stdout + r.stderr
-        assert r.returncode == 2, (path, text)
-        assert fragment in text and "Traceback" not in text, (path, text)
+def _config_file(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.yaml"
+    if kind == "broken":
+        path.write_text("runbook: {inventory: [unclosed\n")
+    elif kind == "bomb":
+        path.write_text(
+            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 12))
+        )
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("missing", "-f {path}: no such file"),
+        ("broken", "{path}: line 2, column 1: invalid YAML"),
+        ("bomb", "{path}: (yaml): more than 50000 values once its aliases are expanded"),
+        ("fifo", "{path}: (file): not a regular file (it is a FIFO)"),
+        ("directory", "-f {path}: is a directory"),
+    ],
+)
+def test_runtime_config_file_problems_exit_2(tmp_path: Path, kind: str, fragment: str) -> None:
+    path = _config_file(tmp_path, kind)
+    r = inv("-f", str(path), "validate")
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert fragment.format(path=path) in text and "Traceback" not in text, text
+
+
+def test_inv_is_the_runbooks_entry_point() -> None:
+    """The CLI contract above needs runbook.cli's `inv`, not Invoke's (re-run bin/setup)."""
+    assert "from runbook.cli import main" in Path(INV).read_text(), "run: bash bin/setup"
 
 
 def test_inventory_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> None:
@@ -279,6 +300,7 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
     return bad_inventory(tmp_path, mutate)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("ssh", "fragment"),
     [
@@ -306,6 +328,7 @@ def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> Non
     assert "warning" in text and "an ssh agent may hold the key" in text
 
 
+@pytest.mark.bad_input
 def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(tmp_path: Path) -> None:
     p = unreachable_inventory(tmp_path)
     data = yaml.safe_load(p.read_text())

@@ -466,6 +466,7 @@ BAD = [
 ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("case", BAD)
 def test_bad_inventory_is_refused_with_key_and_reason(tmp_path: Path, case: Bad) -> None:
     problems = problems_of(tmp_path, *case.mutations)
@@ -562,6 +563,7 @@ def test_good_hosts_yaml_carries_the_posts_cluster() -> None:
     )
 
 
+@pytest.mark.bad_input
 def test_the_posts_routing_trap_is_explained_with_both_ranges(tmp_path: Path) -> None:
     problems = problems_of(
         tmp_path, set_(f"{NET}.ip_range", "10.0.0.0/8"), set_(f"{K8S}.pod_subnet", "10.32.0.0/12")
@@ -579,6 +581,7 @@ def test_the_posts_routing_trap_is_explained_with_both_ranges(tmp_path: Path) ->
     assert not suggested.overlaps(IPv4Network("10.145.0.0/16"))
 
 
+@pytest.mark.bad_input
 def test_all_problems_of_a_file_are_listed_at_once(tmp_path: Path) -> None:
     problems = problems_of(
         tmp_path,
@@ -614,6 +617,7 @@ def test_problem_str_names_file_key_and_reason() -> None:
     assert str(problem) == "hosts.yaml: hosts.k8slb01.private_ip: 10.1.1.1 is outside the subnet"
 
 
+@pytest.mark.bad_input
 def test_unparsable_yaml_gives_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_text("cluster:\n  name: skgm\nhosts: [k8slb01\nssh: {}\n", encoding="utf-8")
@@ -624,6 +628,7 @@ def test_unparsable_yaml_gives_line_and_column(tmp_path: Path) -> None:
     assert problem.reason.startswith("invalid YAML: ")
 
 
+@pytest.mark.bad_input
 def test_duplicate_host_is_refused_and_other_problems_still_listed(tmp_path: Path) -> None:
     text = REPO_HOSTS.read_text(encoding="utf-8")
     lines = text.splitlines()
@@ -642,6 +647,7 @@ def test_duplicate_host_is_refused_and_other_problems_still_listed(tmp_path: Pat
     assert f"{HB}.deadtime" in by_key
 
 
+@pytest.mark.bad_input
 def test_duplicate_nested_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_text(
@@ -655,6 +661,7 @@ def test_duplicate_nested_key_is_refused(tmp_path: Path) -> None:
     assert [p.key for p in info.value.problems] == [f"{HB}.keepalive"]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("text", "key", "fragment"),
     [
@@ -673,6 +680,7 @@ def test_yaml_shapes(tmp_path: Path, text: str, key: str, fragment: str) -> None
     assert matching and fragment in matching[0].reason, info.value.problems
 
 
+@pytest.mark.bad_input
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InventoryError) as info:
         load_inventory(tmp_path / "nope.yaml")
@@ -689,6 +697,7 @@ def inv() -> Inventory:
 SECRET = "s3cr3tTOKENvalue0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("environ", "fragment"),
     [
@@ -711,6 +720,7 @@ def test_token_present(inv: Inventory) -> None:
     assert inv.token({"HCLOUD_TOKEN": SECRET}) == SECRET
 
 
+@pytest.mark.bad_input
 def test_select_hosts_unknown_and_wrong_role_reported_together(inv: Inventory) -> None:
     with pytest.raises(InventoryError) as info:
         select_hosts(inv, ["k8node01", "k8sfoo"], roles=["lb"], task="lb.setup")
@@ -896,6 +906,7 @@ def _merge_bomb(levels: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
@@ -928,6 +939,7 @@ def test_hostile_yaml_is_refused_with_bounded_memory(
     assert fragment in message, message
 
 
+@pytest.mark.bad_input
 def test_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_bytes(b"cluster: {name: \xff}\n")
@@ -936,6 +948,7 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: (file): not UTF-8 text (byte 16)"
 
 
+@pytest.mark.bad_input
 def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     with path.open("wb") as f:
@@ -947,6 +960,7 @@ def test_oversized_file_is_refused_before_reading(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero", "directory"])
 def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
     import os
@@ -976,6 +990,7 @@ def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
     assert [p.reason for p in outcome[0].problems] == [expected]
 
 
+@pytest.mark.bad_input
 def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
     huge = "x" * 200_000 + "!"
     problems = problems_of(tmp_path, set_("ssh.user", huge), set_(f"{H}.{'N' * 5000}", {}))

@@ -27,6 +27,7 @@ def assert_refused(r: subprocess.CompletedProcess[str], fragment: str) -> None:
     assert "Traceback" not in text
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("out", "fragment"),
     [
@@ -45,6 +46,7 @@ def test_system_directories_are_refused(out: str, fragment: str) -> None:
     assert_refused(render(out), fragment)
 
 
+@pytest.mark.bad_input
 def test_a_home_directory_itself_is_refused_but_not_a_folder_in_it(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -55,11 +57,13 @@ def test_a_home_directory_itself_is_refused_but_not_a_folder_in_it(tmp_path: Pat
     assert (home / "rendered" / "etc" / "haproxy" / "haproxy.cfg").is_file()
 
 
+@pytest.mark.bad_input
 def test_a_symlink_to_a_system_directory_is_resolved_and_refused(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to("/etc")
     assert_refused(render(str(tmp_path / "link")), "is a system directory")
 
 
+@pytest.mark.bad_input
 def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("keep")
@@ -67,6 +71,7 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     assert f.read_text() == "keep"
 
 
+@pytest.mark.bad_input
 def test_non_empty_out_needs_force_and_force_replaces_atomically(tmp_path: Path) -> None:
     out = tmp_path / "out"
     (out / "etc" / "haproxy").mkdir(parents=True)
@@ -81,6 +86,7 @@ def test_non_empty_out_needs_force_and_force_replaces_atomically(tmp_path: Path)
     assert not leftovers
 
 
+@pytest.mark.bad_input
 def test_a_symlinked_directory_inside_out_is_not_followed(tmp_path: Path) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim"
     out.mkdir()
@@ -90,6 +96,7 @@ def test_a_symlinked_directory_inside_out_is_not_followed(tmp_path: Path) -> Non
     assert list(victim.iterdir()) == []
 
 
+@pytest.mark.bad_input
 def test_a_symlinked_file_inside_out_is_replaced_not_followed(tmp_path: Path) -> None:
     out, victim = tmp_path / "out", tmp_path / "victim.cfg"
     victim.write_text("precious")
@@ -101,6 +108,7 @@ def test_a_symlinked_file_inside_out_is_replaced_not_followed(tmp_path: Path) ->
     assert not (out / "etc" / "haproxy" / "haproxy.cfg").is_symlink()
 
 
+@pytest.mark.bad_input
 def test_read_only_out_is_refused_with_the_reason(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -129,6 +137,7 @@ def test_write_files_modes_and_paths(tmp_path: Path) -> None:
     assert f.read_bytes() == b"auth 1\n" and (f.stat().st_mode & 0o777) == 0o600
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("path", ["../escape", "etc/../../escape", "", "/"])
 def test_paths_outside_the_directory_are_refused(tmp_path: Path, path: str) -> None:
     root = prepare(tmp_path / "out", force=False)
