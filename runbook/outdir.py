@@ -4,7 +4,8 @@ The operator's own machine is at stake: `--out /` once wrote `/etc/haproxy/hapro
 So the directory must be the operator's own (not `/`, not a system or home directory itself),
 empty unless `force`, and everything below it is created and opened relative to it with
 ``O_NOFOLLOW`` (a symlink planted inside is never followed), each file written atomically
-(temp file, fsync, rename). Every refusal is an ``OutDirError`` with the reason.
+(temp file, fsync, rename); a new directory appears whole or not at all. Every refusal is
+an ``OutDirError`` with the reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +60,38 @@ def system_reason(real: str) -> str | None:
     return None
 
 
-def prepare(out: str | os.PathLike[str], *, force: bool) -> Path:
-    """Check and create the output directory; returns its resolved path."""
+def write_tree(out: str | os.PathLike[str], files: Iterable[OutFile], *, force: bool) -> Path:
+    """Check OUT, then write every file below it; returns OUT's resolved path.
+
+    A new OUT appears whole: it is built in a temporary sibling and renamed into place, so a
+    refusal half-way leaves nothing. Into an existing OUT (empty, or with ``force``) each file
+    is written atomically.
+    """
     out = os.fspath(out)
+    real, exists = check(out, force=force)
+    if exists:
+        write_files(real, files)
+        return real
+    try:
+        os.makedirs(real.parent, mode=0o755, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.rb-tmp-", dir=real.parent))
+    except OSError as exc:
+        raise OutDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
+    try:
+        tmp.chmod(0o755)
+        write_files(tmp, files)
+        try:
+            os.rename(tmp, real)
+        except OSError as exc:
+            raise OutDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return real
+
+
+def check(out: str, *, force: bool) -> tuple[Path, bool]:
+    """OUT's resolved path and whether it exists, or OutDirError with the reason."""
     if not out.strip():
         raise OutDirError("must not be empty (e.g. --out rendered)")
     real = os.path.realpath(os.path.abspath(os.path.expanduser(out)))
@@ -70,11 +102,7 @@ def prepare(out: str | os.PathLike[str], *, force: bool) -> Path:
     try:
         st = os.lstat(real)
     except FileNotFoundError:
-        try:
-            os.makedirs(real, mode=0o755)
-        except OSError as exc:
-            raise OutDirError(f"{out}: cannot create: {exc.strerror or exc}") from None
-        return Path(real)
+        return Path(real), False
     except OSError as exc:
         raise OutDirError(f"{out}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(st.st_mode):
@@ -88,7 +116,7 @@ def prepare(out: str | os.PathLike[str], *, force: bool) -> Path:
             f"{out} is not empty ({len(entries)} entries); use --force to write into it "
             "(files of the same name are replaced)"
         )
-    return Path(real)
+    return Path(real), True
 
 
 def write_files(root: Path, files: Iterable[OutFile]) -> None:

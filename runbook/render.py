@@ -5,7 +5,7 @@ from __future__ import annotations
 from .console import Masker, Ui, make_console
 from .engine import RunOptions, StepContext
 from .inventory import Inventory
-from .outdir import OutFile, prepare, write_files
+from .outdir import OutFile, write_tree
 from .resources import File
 from .steps import built_steps
 
@@ -35,10 +35,9 @@ def render_host(
 ) -> list[tuple[str, str, str]]:
     """Write the files under OUT (mirroring host paths); return (path, mode, bytes) rows.
 
-    OUT is checked first (outdir.prepare: not a system directory, empty unless `force`);
+    OUT is checked first (not a system directory, empty unless `force`, see outdir);
     raises OutDirError with the reason.
     """
     files = rendered_files(inv, host)
-    root = prepare(out, force=force)
-    write_files(root, files)
+    write_tree(out, files, force=force)
     return [(f"/{f.path}", f"{f.mode:04o}", str(len(f.content))) for f in files]

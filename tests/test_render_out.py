@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.outdir import OutDirError, OutFile, prepare, system_reason, write_files
+from runbook.outdir import OutDirError, OutFile, system_reason, write_tree
 from tests.test_cli import INV, REPO, inv
 
 
@@ -130,20 +130,30 @@ def test_read_only_out_is_refused_with_the_reason(tmp_path: Path) -> None:
 # --- the writer itself ---
 
 
-def test_write_files_modes_and_paths(tmp_path: Path) -> None:
-    root = prepare(tmp_path / "out", force=False)
-    write_files(root, [OutFile("etc/ha.d/authkeys", b"auth 1\n", 0o600)])
-    f = tmp_path / "out" / "etc" / "ha.d" / "authkeys"
+def test_write_tree_modes_and_paths(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path / "a" / "out", [OutFile("etc/ha.d/authkeys", b"auth 1\n", 0o600)], force=False
+    )
+    f = tmp_path / "a" / "out" / "etc" / "ha.d" / "authkeys"
     assert f.read_bytes() == b"auth 1\n" and (f.stat().st_mode & 0o777) == 0o600
+    assert os.listdir(tmp_path / "a") == ["out"]  # no temporary directory left
+
+
+@pytest.mark.bad_input
+def test_a_new_out_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    files = [OutFile("etc/a", b"1", 0o644), OutFile("../escape", b"2", 0o644)]
+    with pytest.raises(OutDirError):
+        write_tree(tmp_path / "out", files, force=False)
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("path", ["../escape", "etc/../../escape", "", "/"])
 def test_paths_outside_the_directory_are_refused(tmp_path: Path, path: str) -> None:
-    root = prepare(tmp_path / "out", force=False)
+    (tmp_path / "out").mkdir()
     with pytest.raises(OutDirError, match="not a path below the output directory"):
-        write_files(root, [OutFile(path, b"x", 0o644)])
-    assert not (tmp_path / "escape").exists()
+        write_tree(tmp_path / "out", [OutFile(path, b"x", 0o644)], force=False)
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == []
 
 
 def test_system_reason_allows_ordinary_folders(tmp_path: Path) -> None:
