@@ -119,9 +119,10 @@ class RunbookProgram(Program):
         """`-f FILE` (or INVOKE_RUNTIME_CONFIG) must exist: Invoke would skip it silently."""
         path = self.args.config.value or os.environ.get("INVOKE_RUNTIME_CONFIG")
         if path is not None:
-            if not os.path.lexists(os.path.expanduser(path)):
+            full = os.path.expanduser(path)
+            if not os.path.lexists(full):
                 raise Exit(f"-f {path}: no such file", code=EXIT_INPUT)
-            if os.path.isdir(path):
+            if os.path.isdir(full):
                 raise Exit(f"-f {path}: is a directory, not a config file", code=EXIT_INPUT)
         try:
             super().update_config(merge)

@@ -33,7 +33,8 @@ def validate(c: Context, verbose: bool = False) -> None:
         "out": "Directory to write the rendered files into (created; mirrors the host's paths; "
         "must be empty, never a system or home directory itself).",
         "force": "Write into a non-empty --out (files of the same name are replaced).",
-    }
+    },
+    auto_shortflags=False,  # -f is Invoke's --config, -h its --help
 )
 def render(c: Context, host: str, out: str, force: bool = False) -> None:
     """Write every file the built steps would put on HOST, secrets replaced by a marker."""
