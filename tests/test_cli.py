@@ -339,3 +339,22 @@ def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(tmp_pat
     assert r.returncode == 2, text
     assert "missing_key does not exist" in text and "unreachable" not in text
     assert not (tmp_path / "known_hosts").exists()
+
+
+def test_inventory_in_the_projects_invoke_yaml_is_relative_to_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "site").mkdir(parents=True)
+    (project / "site" / "hosts.yaml").write_text((REPO / "hosts.yaml").read_text())
+    (project / "tasks.py").write_text("from runbook.tasks import namespace\n\nns = namespace()\n")
+    (project / "invoke.yaml").write_text("runbook:\n  inventory: site/hosts.yaml\n")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    r = subprocess.run(
+        [INV, "-r", str(project), "validate"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**e, **home_with_key(tmp_path), "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(project / "site" / "hosts.yaml") in r.stdout
