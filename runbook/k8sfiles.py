@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from runbook.containerd import CONTAINERD_2_FROM_MINOR, DOCKER_KEYRING, DOCKER_URL
 from runbook.inventory import API_PORT, HostSpec, Inventory
 from runbook.templates import render, source
 
@@ -43,9 +44,11 @@ K8S_SYSCTLS = (
 )
 ADMIN_NAMESPACE = "kube-system"
 # The pause image each kubeadm minor pulls (`kubeadm config images list`); pinned in containerd
-# so the sandbox image containerd uses is the one kubeadm expects (no preflight warning).
-PAUSE_VERSIONS = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.1"}
-CONTAINERD_2_FROM_MINOR = 36  # SPEC §3.1: containerd 2.x for Kubernetes >= 1.36
+# so the sandbox image containerd uses is the one kubeadm expects (no preflight warning, no
+# second image). Source: kubeadm's `PauseVersion` constant in
+# cmd/kubeadm/app/constants/constants.go of each release branch (release-1.31 … release-1.36).
+PAUSE_VERSIONS = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.2"}
+PREREQUISITES = ("ca-certificates", "curl", "gpg")  # the keyring fetch: curl … | gpg --dearmor
 
 CNI_DEFAULT_URLS = {
     # Weave Net is archived: 2.8.1 (2021) is its last release; cloud.weave.works is gone.
@@ -120,6 +123,25 @@ def apt_source(inv: Inventory) -> AptSource:
     if repo.trusted:
         return AptSource("kubernetes", f"deb [trusted=yes] {url} /", None, None)
     return AptSource("kubernetes", f"deb [signed-by={KEYRING}] {url} /", KEYRING, repo.key_url)
+
+
+def docker_apt_source(inv: Inventory) -> AptSource:
+    """Docker's repository for containerd.io, in the host's suite (`{id}`/`{codename}` are
+    filled from its os-release by `AptRepo`), or the inventory's mirror of it."""
+    repo = inv.kubernetes.containerd_repo
+    if repo is None:
+        url = DOCKER_URL
+        return AptSource(
+            "docker", f"deb [signed-by={DOCKER_KEYRING}] {url} {{codename}} stable",
+            DOCKER_KEYRING, f"{url}/gpg",
+        )  # fmt: skip
+    url = repo.url.rstrip("/")
+    if repo.trusted:
+        return AptSource("docker", f"deb [trusted=yes] {url} {{codename}} stable", None, None)
+    return AptSource(
+        "docker", f"deb [signed-by={DOCKER_KEYRING}] {url} {{codename}} stable",
+        DOCKER_KEYRING, repo.key_url,
+    )  # fmt: skip
 
 
 def containerd_config(inv: Inventory) -> str:

@@ -161,7 +161,8 @@ def test_join_command_and_certificate_key_parsing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "major", "pause"), [("1.36", 2, "3.10.1"), ("1.33", 1, "3.10")]
+    ("version", "major", "pause"),
+    [("1.36", 2, "3.10.2"), ("1.35", 1, "3.10.1"), ("1.33", 1, "3.10")],
 )
 def test_containerd_config_systemd_cgroup_and_pinned_pause(
     tmp_path: Path, version: str, major: int, pause: str
