@@ -36,6 +36,8 @@ def inventory() -> Path:
     data = yaml.safe_load((src if src.exists() else REPO / "lab" / "hosts.yaml").read_text())
     k8s = data["kubernetes"]
     k8s.setdefault("package_repo", {"url": "file:/run/labrepo", "trusted": True})
+    k8s.setdefault("containerd_repo", yaml.safe_load((REPO / "lab" / "hosts.yaml").read_text())[
+        "kubernetes"]["containerd_repo"])  # fmt: skip
     manifest = REPO / "lab" / "standins" / "manifests" / "weave-daemonset-k8s.yaml"
     k8s.setdefault("cni_manifest_url", manifest.as_uri())
     out = root / "hosts-k8s.yaml"
@@ -48,9 +50,10 @@ def ensure_standin_debs(version: str) -> None:
     session must not serve stale stand-ins (same version, so hosts would not notice)."""
     from lab.standins import build_debs
 
-    repo = labstate.paths().repo
-    build_debs(repo, version)
-    aptrepo.index(repo)
+    paths = labstate.paths()
+    build_debs(paths.repo, version)
+    aptrepo.index(paths.repo)
+    aptrepo.build_docker(paths.docker_repo, paths.docker_key, version)
 
 
 def cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
