@@ -205,7 +205,12 @@ class Sysctl(Resource):
 
 @dataclass
 class AptRepo(Resource):
-    """An apt source with its keyring (`signed-by`); `key_url` is fetched on the host."""
+    """An apt source with its keyring (`signed-by`); `key_url` is fetched on the host.
+
+    `line` and `key_url` may name the host's release as `{id}` and `{codename}` (os-release
+    `ID`, `VERSION_CODENAME`), e.g. Docker's `https://download.docker.com/linux/{id} {codename}
+    stable`: the probe reads them, so one resource serves Debian 12/13 and Ubuntu hosts.
+    """
 
     name: str
     line: str
@@ -221,28 +226,58 @@ class AptRepo(Resource):
     def list_path(self) -> str:
         return f"{self.list_dir}/{self.name}.list"
 
+    @property
+    def _per_os(self) -> bool:
+        return "{" in self.line or "{" in (self.key_url or "")
+
     def probe(self) -> str:
+        os_line = '. /etc/os-release; echo "$ID|$VERSION_CODENAME"; ' if self._per_os else ""
         kr = f"test -s {_q(self.keyring)} && echo key; " if self.keyring else ""
-        return f"{kr}cat {_q(self.list_path)}"
+        return f"{os_line}{kr}cat {_q(self.list_path)}"
+
+    def _wanted(self, fact: Fact | None) -> tuple[str, str | None, list[str]]:
+        """(line, key_url, the rest of the fact's lines) for this host."""
+        lines = (fact.stdout if fact else "").splitlines()
+        if not self._per_os:
+            return self.line, self.key_url, lines
+        os_id, _, codename = (lines[0] if lines else "").partition("|")
+        if not os_id or not codename:
+            raise ValueError(f"{self.key}: /etc/os-release has no ID or VERSION_CODENAME")
+        fields = {"id": os_id, "codename": codename}
+        url = self.key_url.format(**fields) if self.key_url else None
+        return self.line.format(**fields), url, lines[1:]
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        out = fact.stdout if fact else ""
+        line, _, out = self._wanted(fact)
         missing = []
-        if self.keyring and not out.startswith("key"):
+        if self.keyring and out[:1] != ["key"]:
             missing.append(f"keyring {self.keyring}")
-        if self.line not in out.splitlines():
-            missing.append(f"source {self.list_path}")
+        if line not in out:
+            missing.append(f"source {self.list_path}: {line}")
         return Change(self.key, "add", ", ".join(missing)) if missing else None
 
     def apply(self, host: Host) -> None:
-        if self.keyring and self.key_url:
+        line, key_url, _ = self._wanted(host.probe(self.probe()))
+        if self.keyring and key_url:
             kd = _q(self.keyring.rsplit("/", 1)[0])
             host.run(
-                f"install -d -m 0755 {kd} && curl -fsSL {_q(self.key_url)} | "
-                f"gpg --dearmor --yes -o {_q(self.keyring)} && chmod 0644 {_q(self.keyring)}"
+                # no pipe: a failed download must fail here, not leave an empty keyring
+                f"install -d -m 0755 {kd} && k=$(curl -fsSL {_q(key_url)}) && "
+                f"printf '%s\\n' \"$k\" | gpg --dearmor --yes -o {_q(self.keyring)} && "
+                f"chmod 0644 {_q(self.keyring)}"
             )
-        host.write_file(self.list_path, (self.line + "\n").encode(), backup=False)
+        host.write_file(self.list_path, (line + "\n").encode(), backup=False)
         host.run("apt-get update -q", timeout=600)
+
+
+def apt_install(host: Host, names: Sequence[str], *, update_first: bool = True) -> None:
+    """`apt-get install` without recommends, keeping changed config files (never prompts)."""
+    upd = "apt-get update -q && " if update_first else ""
+    host.run(
+        f"{upd}DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        f"-o Dpkg::Options::=--force-confold {' '.join(_q(n) for n in names)}",
+        timeout=1800,
+    )
 
 
 @dataclass
@@ -289,14 +324,8 @@ class Packages(Resource):
 
     def apply(self, host: Host) -> None:
         missing, unheld = self._state(host.probe(self.probe()))
-        env = "DEBIAN_FRONTEND=noninteractive"
         if missing:
-            upd = "apt-get update -q && " if self.update_first else ""
-            host.run(
-                f"{upd}{env} apt-get install -y -q --no-install-recommends "
-                f"-o Dpkg::Options::=--force-confold {' '.join(_q(n) for n in missing)}",
-                timeout=1800,
-            )
+            apt_install(host, missing, update_first=self.update_first)
         if unheld:
             host.run("apt-mark hold " + " ".join(_q(n) for n in unheld))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.remote import DryRunViolation
+from runbook.remote import CommandFailed, DryRunViolation, Fact
 from runbook.resources import (
     AptRepo,
     File,
@@ -135,7 +135,14 @@ def test_sysctl_detects_runtime_drift(host: LocalHost, tmp_path: Path) -> None:
     assert change is not None and "runtime 0 -> 1" in change.summary
 
 
+def _installed(host: LocalHost, *names: str) -> None:
+    (host.state / "pkgs").mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (host.state / "pkgs" / n).touch()
+
+
 def test_apt_repo_keyring_and_source(host: LocalHost, tmp_path: Path) -> None:
+    _installed(host, "ca-certificates", "curl", "gpg")
     (tmp_path / "keyrings").mkdir()
     (tmp_path / "sources").mkdir()
     repo = AptRepo(
@@ -229,3 +236,49 @@ def test_dry_run_host_refuses_mutation(tmp_path: Path) -> None:
     with pytest.raises(DryRunViolation):
         f.apply(h)
     assert not (tmp_path / "x").exists()
+
+
+def test_apt_repo_fails_on_a_failed_key_download_instead_of_an_empty_keyring(
+    host: LocalHost, tmp_path: Path
+) -> None:
+    """No curl (a minimal image): the apply fails at the download; no keyring, no source."""
+    repo = AptRepo(
+        "kubernetes",
+        "deb [signed-by=/k.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /",
+        keyring=str(tmp_path / "keyrings" / "k.gpg"),
+        key_url="https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key",
+        list_dir=str(tmp_path / "sources"),
+    )
+    with pytest.raises(CommandFailed, match="curl: command not found"):
+        repo.apply(host)
+    assert not (tmp_path / "keyrings" / "k.gpg").exists()
+    assert not (tmp_path / "sources" / "kubernetes.list").exists()
+
+
+DOCKER = "deb [signed-by=/d.gpg] https://download.docker.com/linux"
+
+
+@pytest.mark.parametrize(
+    ("os_line", "suite_line"),
+    [
+        ("debian|bookworm", f"{DOCKER}/debian bookworm stable"),
+        ("debian|trixie", f"{DOCKER}/debian trixie stable"),
+        ("ubuntu|noble", f"{DOCKER}/ubuntu noble stable"),
+    ],
+)
+def test_apt_repo_line_in_the_hosts_own_release(
+    host: LocalHost, os_line: str, suite_line: str
+) -> None:
+    """Docker's repository: the suite and the distribution come from the host's os-release."""
+    repo = AptRepo(
+        "docker",
+        "deb [signed-by=/d.gpg] https://download.docker.com/linux/{id} {codename} stable",
+        keyring="/d.gpg",
+        key_url="https://download.docker.com/linux/{id}/gpg",
+    )
+    assert repo.probe().startswith(". /etc/os-release;")
+    assert repo.check(host, Fact(f"{os_line}\nkey\n{suite_line}", 0)) is None
+    change = repo.check(host, Fact(f"{os_line}\nkey\n", 0))
+    assert change is not None and change.summary.endswith(suite_line)
+    other = "debian|bookworm" if "ubuntu" in os_line else "ubuntu|noble"
+    assert repo.check(host, Fact(f"{other}\nkey\n{suite_line}", 0)) is not None

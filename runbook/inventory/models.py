@@ -237,7 +237,8 @@ class EtcdSpec(_Model):
 
 
 class PackageRepoSpec(_Model):
-    """Where kubelet/kubeadm/kubectl come from (default: pkgs.k8s.io for ``version``).
+    """Where kubelet/kubeadm/kubectl (``package_repo``, default pkgs.k8s.io for ``version``) or
+    containerd.io (``containerd_repo``, default Docker's repository) come from.
 
     ``trusted`` (an unsigned mirror, e.g. the lab's local repository) replaces ``signed-by``
     with ``trusted=yes``; it is refused together with a ``key_url``, and a mirror that is not
@@ -268,6 +269,8 @@ class KubernetesSpec(_Model):
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
     package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/
+    # None: Docker's https://download.docker.com/linux/<ID> <codename> stable (containerd.io)
+    containerd_repo: PackageRepoSpec | None = None
     cni_manifest_url: FetchUrl | None = None  # None: the pinned upstream manifest of ``cni``
 
     @field_validator("version", mode="before")

@@ -367,6 +367,23 @@ def _cert_sans(p: Parts) -> Iterator[Finding]:
             )
 
 
+def _api_name_in_cluster_domain(p: Parts) -> Iterator[Finding]:
+    if p.kubernetes is None:
+        return
+    name = _attr(p.kubernetes, "api_dns_name")
+    domain = _attr(p.kubernetes, "dns_domain").lower().rstrip(".")
+    fqdn = None if name is None else name.lower().rstrip(".")
+    if fqdn is not None and (fqdn == domain or fqdn.endswith("." + domain)):
+        yield Finding(
+            "kubernetes.api_dns_name",
+            f"{name} lies inside dns_domain {domain}, for which the cluster's CoreDNS is "
+            "authoritative: pods would get NXDOMAIN for it. The runbook adds a CoreDNS hosts "
+            f"entry {name} -> the VIP (inv cluster.weave); other names under {domain} do not "
+            "resolve in pods, and a dns_domain outside your public zone avoids this",
+            warning=True,
+        )
+
+
 _RULES: tuple[Callable[[Parts], Iterator[Finding]], ...] = (
     _host_duplicates,
     _gateways,
@@ -381,4 +398,5 @@ _RULES: tuple[Callable[[Parts], Iterator[Finding]], ...] = (
     _k8s_sizes,
     _etcd,
     _cert_sans,
+    _api_name_in_cluster_domain,
 )

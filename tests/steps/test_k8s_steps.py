@@ -75,20 +75,22 @@ def changes(step: Any, ctx: StepContext, target: str) -> list[tuple[str, str]]:
 def test_prepare_kubernetes_resources_in_apply_order(inv: Inventory) -> None:
     keys = [r.key for r in kubernetes_resources(inv, "k8node01")]
     assert keys == [
+        "packages:ca-certificates,curl,gpg",
         "apt-repo:kubernetes",
+        "apt-repo:docker",
         "swap:off",
         f"file:{k8sfiles.MODULES_PATH}",
         "command:modules",
         "sysctl:net.ipv4.ip_forward",
         "sysctl:net.bridge.bridge-nf-call-iptables",
         "sysctl:net.bridge.bridge-nf-call-ip6tables",
-        "packages:containerd",
+        "containerd:runtime",
         f"file:{k8sfiles.CONTAINERD_CONFIG_PATH}",
         "service:containerd",
         "packages:kubelet,kubeadm,kubectl",
         "command:enable-kubelet",
     ]
-    pkgs = kubernetes_resources(inv, "k8node01")[10]
+    pkgs = kubernetes_resources(inv, "k8node01")[12]
     assert isinstance(pkgs, Packages) and pkgs.hold
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import VERSION, client, kconfig, pki
+from . import VERSION, client, coredns, kconfig, pki
 from .apiserver import STATE, empty_state
 
 K = Path("/etc/kubernetes")
@@ -226,6 +226,7 @@ def init(conf_path: str, upload_certs: bool) -> None:
     _wait_ready(ip, 60)
     admin = client.load(K / "admin.conf")
     _wait_endpoint(admin, 60)
+    dns_domain = str((cluster.get("networking") or {}).get("dnsDomain") or "cluster.local")
     client.call(
         admin,
         "POST",
@@ -238,7 +239,13 @@ def init(conf_path: str, upload_certs: bool) -> None:
                     "kind": "ConfigMap",
                     "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
                     "data": {"ClusterConfiguration": yaml.safe_dump(cluster)},
-                }
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "coredns", "namespace": "kube-system"},
+                    "data": {"Corefile": coredns.kubeadm_default(dns_domain)},
+                },
             ],
         },
     )
