@@ -221,3 +221,27 @@ def test_no_firewall_section_manages_nothing(cloud) -> None:  # type: ignore[no-
     assert any(w.key == "firewall" for w in bare.warnings)
     res, out, _ = run(bare, fc, url)
     assert res.results == () and "nothing is managed" in flat(out)
+
+
+def test_status_view_lists_firewalls_and_uncovered_servers(inv: Inventory, cloud) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from runbook.firewall import firewall_view
+
+    fc, url = cloud
+    client = CloudTarget.from_inventory(
+        inv.model_copy(update={"hcloud": inv.hcloud.model_copy(update={"endpoint": url})}),
+        dry_run=True,
+        environ={"RBLAB_HCLOUD_TOKEN": fc._token.decode()},
+    ).client
+    before = firewall_view(inv, lambda: client)
+    assert before.firewalls == () and set(before.uncovered) == set(inv.hosts)
+    run(inv, fc, url)
+    view = firewall_view(inv, lambda: client)
+    assert view.uncovered == () and not view.error
+    rows = {r.name: (r.rules, r.servers) for r in view.firewalls}
+    assert rows["skgm-lb"] == (4, ("k8slb01", "k8slb02"))
+    assert rows["skgm-worker"] == (2, ("k8node01", "k8node02"))
+
+    def down() -> object:
+        raise ConnectionError("API unreachable")
+
+    assert "API unreachable" in firewall_view(inv, down).error
