@@ -119,3 +119,14 @@ def test_bad_sections(section: dict[str, Any], key: str, reason: str) -> None:
     d["firewall"] = section
     found = problems(d)
     assert any(k == key and reason in r for k, r in found), found
+
+
+def test_validate_summary_names_the_firewall() -> None:
+    from runbook.inventory import summary_facts
+
+    facts = dict(summary_facts(load_inventory(HOSTS)))
+    assert facts["cloud firewall"] == "SSH from 192.0.2.0/24, ICMP"
+    d = data()
+    del d["firewall"]
+    bare = dict(summary_facts(parse_inventory(d, path=HOSTS)))
+    assert bare["cloud firewall"].startswith("none: every port")
