@@ -50,6 +50,10 @@ def operator_source(ctx: StepContext) -> str | None:
         if out:
             source = out
             break
+        ctx.ui.warn(  # e.g. a non-root ssh.user: sudo resets the environment
+            f"firewall: {spec.name} did not show your source address ($SSH_CONNECTION is empty)"
+        )
+        break
     ctx.extra[SOURCE_KEY] = source
     return source
 

@@ -185,6 +185,11 @@ def test_refuses_when_the_operator_would_lock_himself_out(inv: Inventory, cloud)
     res, out, _ = run(inv, fc, url, source=None)
     assert res.results[0].status is Status.CHANGED, out
     assert "not reachable to learn your source address" in flat(out)
+    # reachable, but the variable is empty (sudo resets it): a warning, not a guess
+    res, out, _ = run(inv, fc, url, source="")
+    assert res.results[0].status is Status.OK, out
+    assert "did not show your source address" in flat(out)
+    assert "your source address could not be checked" not in flat(out)  # nothing to apply
 
 
 def test_foreign_targets_and_outbound_rules_are_reconciled(inv: Inventory, cloud) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
