@@ -29,6 +29,8 @@ COREDNS_MANIFEST_PATH = "/etc/kubernetes/runbook/coredns.yaml"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+PATCHES_DIR = "/etc/kubernetes/runbook/patches"  # kubeadm `patches.directory` (control planes)
+APISERVER_PATCH = f"{PATCHES_DIR}/kube-apiserver+json.yaml"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
@@ -201,6 +203,15 @@ def kubeadm_init_config(inv: Inventory, host_name: str, *, kubernetes_version: s
         cert_sans=cert_sans(inv),
         etcd_heartbeat_interval_ms=k8s.etcd.heartbeat_interval_ms,
         etcd_election_timeout_ms=k8s.etcd.election_timeout_ms,
+        patches_dir=PATCHES_DIR,
+    )
+
+
+def apiserver_patch(inv: Inventory, host_name: str) -> str:
+    """The JSON patch that binds this control plane's kube-apiserver to its private IP."""
+    host = _k8s_host(inv, host_name, "control-plane")
+    return render(
+        "k8s/kube-apiserver-patch.yaml.j2", node_name=host.name, bind_address=str(host.private_ip)
     )
 
 
@@ -238,6 +249,7 @@ def kubeadm_join_config(
         advertise_address=str(host.private_ip),
         api_port=API_PORT,
         certificate_key=certificate_key or "",
+        patches_dir=PATCHES_DIR,
     )
 
 

@@ -1,4 +1,4 @@
-"""Top-level tasks: validate, render, prepare, network, walkthrough, status."""
+"""Top-level tasks: validate, render, prepare, network, firewall, walkthrough, status."""
 
 from __future__ import annotations
 
@@ -67,6 +67,15 @@ network = common.step_task(
     connect_hosts=False,
 )
 
+firewall = common.step_task(
+    "firewall",
+    "Step 2b: Hetzner Cloud Firewalls per role (SSH from admin networks; on the LBs the API "
+    "from public_allow and Heartbeat from the peer), applied by label selector; refuses when "
+    "your own source address is outside the admin networks.",
+    ["firewall:FirewallStep"],
+    needs_cloud=True,
+)
+
 
 @task(
     help=common.step_help(
@@ -99,6 +108,7 @@ def walkthrough(
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
     ("network", 2, "network:NetworkStep", ()),
+    ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
     ("lb", 3, "lb:LbStep", ()),
     ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("haproxy", 5, "haproxy:HaproxyStep", ()),

@@ -67,6 +67,7 @@ ORDER = {
     "test_k8s_containerd.py": 4,
     # uses the cluster the walkthrough module (rank 5) built, and must not build it itself
     "test_k8s_insecure_api.py": 6,
+    "test_lab_firewall.py": 6,  # the same: scans the cluster the walkthrough built
 }
 LAST = {"test_lab_zz_down.py"}
 

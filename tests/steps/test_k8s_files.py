@@ -64,7 +64,8 @@ def test_init_config_is_v1beta4_from_the_inventory(inv: Inventory) -> None:
     assert set(init) <= INIT_FIELDS and set(cluster) <= CLUSTER_FIELDS
     assert init["localAPIEndpoint"] == {"advertiseAddress": "10.143.0.2", "bindPort": 6443}
     assert init["nodeRegistration"]["kubeletExtraArgs"] == [
-        {"name": "node-ip", "value": "10.143.0.2"}
+        {"name": "node-ip", "value": "10.143.0.2"},
+        {"name": "address", "value": "10.143.0.2"},
     ]
     assert cluster["controlPlaneEndpoint"] == "10.143.0.50:6443"
     assert cluster["kubernetesVersion"] == "v1.36.2"
@@ -125,7 +126,10 @@ def test_join_config_control_plane_advertises_its_own_ip(inv: Inventory) -> None
         "localAPIEndpoint": {"advertiseAddress": "10.143.0.4", "bindPort": 6443},
         "certificateKey": KEY,
     }
-    assert j["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.143.0.4"}]
+    assert j["nodeRegistration"]["kubeletExtraArgs"] == [
+        {"name": "node-ip", "value": "10.143.0.4"},
+        {"name": "address", "value": "10.143.0.4"},
+    ]
 
 
 def test_join_config_worker_has_no_control_plane_and_credentials_are_checked(

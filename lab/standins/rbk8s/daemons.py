@@ -246,8 +246,9 @@ def apiserver(manifest: Path) -> int:
         flags[name] = value
     name = socket.gethostname()
     store = Store(STATE, self_name=name)
+    # --bind-address as kube-apiserver: listen there only (default 0.0.0.0, every address)
     srv = ApiServer(
-        ("0.0.0.0", int(flags.get("secure-port", "6443"))),
+        (flags.get("bind-address") or "0.0.0.0", int(flags.get("secure-port", "6443"))),
         store,
         Path(flags["client-ca-file"]).parent,
         cert=Path(flags["tls-cert-file"]),
