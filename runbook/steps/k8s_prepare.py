@@ -82,10 +82,10 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
             summary=f"load {', '.join(K8S_MODULES)}",
         ),
         *(Sysctl(name, value, file=SYSCTL_FILE) for name, value in K8S_SYSCTLS),
-        Packages(("containerd",)),
+        Packages(("containerd",), update_first=False),  # lists: refreshed by the upgrade check
         config,
         Service("containerd", watch=[config.key], on_change="restart"),
-        Packages(K8S_PACKAGES, hold=True),
+        Packages(K8S_PACKAGES, hold=True, update_first=False),
         GuardedCommand(
             "enable-kubelet",
             "systemctl enable kubelet",
