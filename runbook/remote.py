@@ -272,7 +272,7 @@ def why_unreachable(exc: BaseException, *, timeout: float) -> str:
     if "Error reading SSH protocol banner" in text:
         return f"no SSH banner within {timeout:g} s"
     if "No existing session" in text or "SSH session not active" in text:
-        return "the SSH handshake did not complete (connection closed by the remote side)"
+        return f"no SSH handshake within {timeout:g} s"
     if isinstance(exc, paramiko.ProxyCommandFailure):
         return f"proxy command failed: {text}"
     return text
@@ -347,9 +347,20 @@ class SSHHost(Host):
         except paramiko.AuthenticationException as exc:
             raise HostUnreachable(f"{self.name}: SSH authentication failed: {exc}") from exc
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
-            why = why_unreachable(exc, timeout=self.connect_timeout)
+            why = why_unreachable(self._transport_error() or exc, timeout=self.connect_timeout)
             raise HostUnreachable(f"{self.name}: unreachable: {why}") from exc
         return Result(stdout=r.stdout, stderr=r.stderr, exited=r.exited)
+
+    def _transport_error(self) -> BaseException | None:
+        """What ended the transport thread (e.g. the banner timeout), when the caller only got a
+        consequence of it ("No existing session")."""
+        transport = self.conn.client.get_transport()
+        if transport is None:
+            return None
+        if transport.is_alive() and not transport.initial_kex_done:
+            # connect's own wait (connect_timeout) can end just before the banner wait does
+            transport.join(2)
+        return transport.get_exception()
 
     def _stage(self, content: bytes, tmp: str) -> tuple[str, str | None]:
         """Upload over SFTP (a 0600 file in /tmp), then move it into place with the script.
