@@ -270,3 +270,14 @@ def test_rebooted_is_not_planned_without_reboot_required(inv: Inventory) -> None
     h.required = True
     change = Rebooted().check(h, h.gather([Rebooted().probe()])[0])
     assert change is not None and "linux-image" in change.summary
+
+
+def test_one_lb_alone_waits_for_heartbeat_not_for_a_peer_it_cannot_see(inv: Inventory) -> None:
+    """`prepare --host k8slb01` while k8slb02 holds the VIP: k8slb02 is not connected."""
+    lab = Lab(inv, holder="k8slb02")
+    hosts = _hosts(inv, lab)
+    res = run_step(
+        RebootStep(poll=0, wait_seconds=1), _ctx(inv, {"k8slb01": hosts["k8slb01"]}, yes=True)
+    )
+    assert res.results[0].status is Status.CHANGED, res.results[0].message
+    assert lab.events == ["reboot k8slb01", "up k8slb01", "ready k8slb01"]
