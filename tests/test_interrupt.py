@@ -6,6 +6,7 @@ process): a serial step whose first host runs a command that never ends.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,23 @@ def test_a_prompt_is_interrupted_at_once() -> None:
         signal.sigtimedwait([], 0)  # let the handler run
         pytest.fail("the handler did not raise")
     assert stop.requested and stop.signum == signal.SIGINT
+
+
+def test_the_cli_with_stdout_on_dev_full_says_so_in_one_line() -> None:
+    """Through the real `inv`: the walkthrough's first message already cannot be written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    env["INVOKE_RUNBOOK_INVENTORY"] = str(REPO / "hosts.yaml")
+    with open("/dev/full", "w") as full:
+        r = subprocess.run(
+            [str(Path(sys.executable).parent / "inv"), "-r", str(REPO), "walkthrough"],
+            stdin=subprocess.DEVNULL,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert r.returncode == 1
+    assert r.stderr == (
+        "error: cannot write to standard output (No space left on device); stopped\n"
+    )

@@ -7,12 +7,13 @@ declined or needs a person.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -150,6 +151,25 @@ def register_secrets(inv: Inventory, ui: Ui) -> None:
     ui.masker.register(token)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guard_output(fn: F) -> F:
+    """A task body whose console cannot write (stdout on /dev/full, a closed pipe) ends in one
+    line on stderr and exit 1, not an OSError traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OutputLost as exc:
+            _output_lost(exc)
+            raise Exit(code=EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@guard_output
 def execute(
     c: Context,
     steps: Sequence[Step],

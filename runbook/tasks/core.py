@@ -123,6 +123,7 @@ def walk_steps() -> list[tuple[str, int, Step]]:
     return out
 
 
+@common.guard_output
 def run_walkthrough(
     c: Context,
     *,
