@@ -133,7 +133,8 @@ class ContainerRuntime(Resource):
         )
 
     def apply(self, host: Host) -> None:
-        apt_install(host, [ctd.DOCKER_PACKAGE])
+        # lists: refreshed by the upgrade check, and by the AptRepo that added Docker's repository
+        apt_install(host, [ctd.DOCKER_PACKAGE], update_first=False)
 
 
 def _repo(src: AptSource) -> AptRepo:
@@ -147,7 +148,7 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
     mods = " && ".join(MODULE_PRESENT[m] for m in K8S_MODULES)
     return [
         # the keyring fetch below runs `curl … | gpg --dearmor`: a minimal image has neither
-        Packages(PREREQUISITES),
+        Packages(PREREQUISITES, update_first=False),  # lists: refreshed by the upgrade check
         _repo(apt_source(inv)),
         _repo(docker_apt_source(inv)),
         SwapOff(),
@@ -162,7 +163,7 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
         ContainerRuntime(inv.kubernetes.minor),
         config,
         Service("containerd", watch=[config.key], on_change="restart"),
-        Packages(K8S_PACKAGES, hold=True),
+        Packages(K8S_PACKAGES, hold=True, update_first=False),
         GuardedCommand(
             "enable-kubelet",
             "systemctl enable kubelet",

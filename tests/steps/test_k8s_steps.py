@@ -320,9 +320,9 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
 
     steps = walk_steps()
     assert [(label, n) for label, n, _ in steps] == [
-        ("prepare", 1), ("network", 2), ("firewall", 2), ("lb", 3), ("heartbeat", 4),
-        ("haproxy", 5), ("init", 6), ("join", 7), ("join-workers", 7), ("cni", 8),
-        ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
+        ("prepare", 1), ("reboot", 1), ("network", 2), ("firewall", 2), ("lb", 3),
+        ("heartbeat", 4), ("haproxy", 5), ("init", 6), ("join", 7), ("join-workers", 7),
+        ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
     from runbook.plan import Change, StepResult, TargetResult
 
