@@ -45,7 +45,7 @@ ADMIN_NAMESPACE = "kube-system"
 # The pause image each kubeadm minor pulls (`kubeadm config images list`); pinned in containerd
 # so the sandbox image containerd uses is the one kubeadm expects (no preflight warning).
 PAUSE_VERSIONS = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.1"}
-CONTAINERD_2_FROM_MINOR = 36  # SPEC §3.1: containerd 2.x for Kubernetes >= 1.36
+CONTAINERD_2_FROM_MINOR = 36  # docs/procedure.md, step 1: containerd 2.x for k8s >= 1.36
 
 CNI_DEFAULT_URLS = {
     # Weave Net is archived: 2.8.1 (2021) is its last release; cloud.weave.works is gone.

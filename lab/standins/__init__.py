@@ -3,8 +3,9 @@ containerd — built as real Debian packages for the lab's apt repository.
 
 `build_debs(dest, version)` is called by the lab's repo build; the packages carry the stand-in
 code (``rbk8s``, Python stdlib + python3-yaml + openssl) and thin wrappers in /usr/bin. Why a
-containerd stand-in too: Debian 12 ships containerd 1.6, and SPEC §3.1 wants containerd 2.x for
-Kubernetes >= 1.36 (the runbook verifies the major version), so the lab offers a "2.1.4".
+containerd stand-in too: Debian 12 ships containerd 1.6, and the runbook wants containerd 2.x for
+Kubernetes >= 1.36 (docs/procedure.md, step 1; it verifies the major version), so the lab offers
+a "2.1.4".
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Step 1, Kubernetes hosts: pkgs.k8s.io repo, containerd, kubelet/kubeadm/kubectl held, swap off,
-kernel modules and sysctls (SPEC §3.1, §4: keyring + signed-by instead of apt-key, containerd
-instead of docker.io).
+kernel modules and sysctls (docs/procedure.md, step 1 and the departures: keyring + signed-by
+instead of apt-key, containerd instead of docker.io).
 
 `PrepareStep` calls `kubernetes_resources` for control planes and workers and
 `verify_kubernetes_host` after apply; this module holds no Step of its own.
