@@ -144,9 +144,7 @@ def source_allowed(source: str, inv: Inventory) -> bool:
 
 
 def _firewall(target: Any, name: str) -> Any:
-    from .cloud import retry
-
-    return retry(lambda: target.client.firewalls.get_by_name(name), deadline=target.retry_seconds)
+    return target.retrier.call(lambda: target.client.firewalls.get_by_name(name))
 
 
 def _wait_all(actions: Sequence[Any]) -> None:

@@ -1,4 +1,4 @@
-"""Hetzner's error envelope and its code → HTTP status table (SPEC §6 plus operation codes)."""
+"""Hetzner's error envelope and its code → HTTP status table (documented + operation codes)."""
 
 from __future__ import annotations
 

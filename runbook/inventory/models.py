@@ -1,4 +1,4 @@
-"""Models of ``hosts.yaml`` (SPEC §2) and the problem type every refusal is reported in.
+"""Models of ``hosts.yaml`` (docs/inventory.md) and the problem type every refusal is reported in.
 
 Models are frozen: the validated inventory is a value that every step reads and none changes.
 Cross-field rules live in ``rules``; here are only the checks a single field can make.

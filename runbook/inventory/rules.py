@@ -1,4 +1,4 @@
-"""The semantic rules of SPEC §2: what pydantic's per-field types cannot see.
+"""The inventory's semantic rules (docs/inventory.md): what per-field types cannot see.
 
 Each rule reads what validated (see ``Parts``), so one run reports type errors and semantic
 problems together. Rules

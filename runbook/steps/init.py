@@ -1,6 +1,6 @@
 """Step 6 — init: `kubeadm init --config … --upload-certs` on the first control plane.
 
-Never on an initialised host: the guard is /etc/kubernetes/admin.conf (SPEC §3.6). The config is
+Never on an initialised host (guard: /etc/kubernetes/admin.conf; docs/procedure.md). The config is
 kubeadm v1beta4 rendered from the inventory for the kubeadm version installed on the host, so a
 package of another minor is refused before anything runs. Verify: the API answers /readyz through
 the VIP (admin.conf points there) and the apiserver manifest advertises the host's own IP.

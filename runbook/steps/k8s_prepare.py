@@ -1,6 +1,7 @@
 """Step 1, Kubernetes hosts: the keyring tools, pkgs.k8s.io repo, containerd.io from Docker's
-repository, kubelet/kubeadm/kubectl held, swap off, kernel modules and sysctls (SPEC §3.1, §4:
-keyring + signed-by instead of apt-key, containerd instead of docker.io).
+repository, kubelet/kubeadm/kubectl held, swap off, kernel modules and sysctls (docs/procedure.md,
+step 1 and the departures: keyring + signed-by instead of apt-key, containerd instead of
+docker.io).
 
 containerd: `ContainerRuntime` installs `containerd.io` unless a containerd that suffices is
 already there (see `runbook.containerd`); the verify reads what containerd really runs with

@@ -1,7 +1,7 @@
 """Shared task plumbing: load the inventory, build the console, run steps, map exit codes.
 
-Exit codes (DESIGN §3): 0 done; 1 a step failed on some host; 2 bad input; 3 a checkpoint was
-declined or needs a person.
+Exit codes (docs/architecture.md, "The flow"): 0 done; 1 a step failed on some host; 2 bad
+input; 3 a checkpoint was declined or needs a person.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def walkthrough(
     )
 
 
-# (walkthrough name, SPEC step number, "module:Class", constructor args) in document order
+# (walkthrough name, procedure step number, "module:Class", constructor args) in document order
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
     ("reboot", 1, "prepare:RebootStep", ()),
@@ -118,7 +118,7 @@ WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("join-workers", 7, "join:JoinStep", ("worker",)),
     ("cni", 8, "cni:CniStep", ()),
     ("admin-user", 9, "admin_user:AdminUserStep", ()),
-    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # SPEC §4; off unless enabled
+    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # optional: off unless enabled
     ("certs", 10, "certs:CertsStep", ()),
 )
 
