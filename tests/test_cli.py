@@ -329,12 +329,19 @@ def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> Non
 
 
 @pytest.mark.bad_input
-def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [("prepare", "--yes"), ("walkthrough", "--yes"), ("lb.failover-drill", "--yes")],
+    ids=lambda a: a[0],
+)
+def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     p = unreachable_inventory(tmp_path)
     data = yaml.safe_load(p.read_text())
     data["ssh"]["identity"] = str(tmp_path / "missing_key")
     p.write_text(yaml.safe_dump(data))
-    r = inv("prepare", "--yes", inventory=p, env={"SSH_AUTH_SOCK": ""})
+    r = inv(*args, inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
     assert "missing_key does not exist" in text and "unreachable" not in text
