@@ -10,7 +10,7 @@ import math
 import re
 import reprlib
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -101,6 +101,27 @@ def _net_before(value: Any) -> Any:
     return value
 
 
+def _any_net_before(value: Any) -> Any:
+    """An IPv4 or IPv6 range in CIDR form (firewall sources); host bits are explained."""
+    if isinstance(value, IPv4Network | IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"write the range as a string such as 192.0.2.0/24 (got {value!r})")
+    try:
+        loose = ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IPv4 or IPv6 range such as 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+    if "/" not in value:
+        raise ValueError(f"{value!r}: write the range with its prefix, e.g. {loose}")
+    try:
+        ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(f"{value} has host bits set; the range is {loose}") from None
+    return value
+
+
 def _check(pattern: re.Pattern[str], what: str) -> Any:
     def check(value: str) -> str:
         if not pattern.match(value):
@@ -142,6 +163,7 @@ def _check_fetch_url(value: str) -> str:
 
 IPv4 = Annotated[IPv4Address, BeforeValidator(_ip_before)]
 Net = Annotated[IPv4Network, BeforeValidator(_net_before)]
+AnyNet = Annotated[IPv4Network | IPv6Network, BeforeValidator(_any_net_before)]
 Port = Annotated[int, Field(strict=True, ge=1, le=65535)]
 StrictBool = Annotated[bool, Field(strict=True)]
 Label = Annotated[str, _check(_HOSTNAME_RE, "a lower-case RFC 1123 label")]

@@ -21,6 +21,7 @@ from runbook.inventory import rules
 from runbook.inventory.fields import MAX_HOSTS, is_hostname, show
 from runbook.inventory.models import (
     ClusterSpec,
+    FirewallSpec,
     HcloudSpec,
     HostSpec,
     Inventory,
@@ -39,8 +40,9 @@ SECTIONS: dict[str, type[BaseModel] | None] = {
     "hosts": None,
     "load_balancer": LoadBalancerSpec,
     "kubernetes": KubernetesSpec,
+    "firewall": FirewallSpec,
 }
-OPTIONAL_SECTIONS = frozenset({"ssh"})
+OPTIONAL_SECTIONS = frozenset({"ssh", "firewall"})
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -280,6 +282,8 @@ def _parse(data: object, *, path: Path, problems: list[Problem]) -> Inventory:
         load_balancer=parts.get("load_balancer"),
         kubernetes=parts.get("kubernetes"),
         partial=partial,
+        firewall=parts.get("firewall"),
+        firewall_given="firewall" in data,
     )
     warnings: list[Problem] = []
     for finding in rules.findings(view):

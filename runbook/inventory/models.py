@@ -1,4 +1,4 @@
-"""Models of ``hosts.yaml`` (SPEC §2) and the problem type every refusal is reported in.
+"""Models of ``hosts.yaml`` (docs/inventory.md) and the problem type every refusal is reported in.
 
 Models are frozen: the validated inventory is a value that every step reads and none changes.
 Cross-field rules live in ``rules``; here are only the checks a single field can make.
@@ -19,6 +19,7 @@ from runbook.inventory.fields import (
     MIN_MINOR,
     VERSION_RE,
     Address,
+    AnyNet,
     Deadline,
     DNSName,
     EnvName,
@@ -231,13 +232,64 @@ class LoadBalancerSpec(_Model):
     reassert_interval: Interval = 60  # the holder re-asserts the cloud assignment this often
 
 
+FirewallProtocol = Literal["tcp", "udp", "icmp", "esp", "gre"]
+
+
+class FirewallRuleSpec(_Model):
+    """An extra inbound rule on the firewall of each of ``roles`` (e.g. NodePorts on workers)."""
+
+    roles: tuple[Role, ...] = Field(min_length=1)
+    protocol: FirewallProtocol
+    port: str | None = None  # "80" or "30000-32767"; tcp and udp only
+    sources: tuple[AnyNet, ...] = Field(min_length=1, max_length=MAX_LIST)
+    description: str | None = Field(default=None, max_length=200)
+
+    @field_validator("port")
+    @classmethod
+    def _port_syntax(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        low, dash, high = value.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{value!r} is not a port (80) or a port range (30000-32767)")
+        lo, hi = int(low), int(high) if dash else int(low)
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{value!r}: ports are 1-65535, the range low to high")
+        return value
+
+    @model_validator(mode="after")
+    def _port_for_protocol(self) -> FirewallRuleSpec:
+        if self.protocol in ("tcp", "udp") and self.port is None:
+            raise ValueError(f"port is required for {self.protocol} (a port or a range)")
+        if self.protocol not in ("tcp", "udp") and self.port is not None:
+            raise ValueError(f"port applies to tcp and udp only, not {self.protocol}")
+        return self
+
+
+class FirewallSpec(_Model):
+    """Hetzner Cloud Firewalls, one per role (``inv firewall``): inbound public traffic only.
+
+    Every server accepts SSH from ``admin_networks``, the LBs the API port from
+    ``load_balancer.public_allow`` and Heartbeat's UDP port from the LBs' public IPs, ICMP from
+    anywhere (``icmp``), plus ``rules``; everything else from the internet is dropped.
+    ``ssh_from_anywhere: true`` is the explicit confirmation 0.0.0.0/0 or ::/0 in
+    ``admin_networks`` needs.
+    """
+
+    admin_networks: tuple[AnyNet, ...] = Field(min_length=1, max_length=MAX_LIST)
+    ssh_from_anywhere: StrictBool = False
+    icmp: StrictBool = True
+    rules: tuple[FirewallRuleSpec, ...] = Field(default=(), max_length=MAX_LIST)
+
+
 class EtcdSpec(_Model):
     heartbeat_interval_ms: EtcdMillis = 250
     election_timeout_ms: EtcdMillis = 5000
 
 
 class PackageRepoSpec(_Model):
-    """Where kubelet/kubeadm/kubectl come from (default: pkgs.k8s.io for ``version``).
+    """Where kubelet/kubeadm/kubectl (``package_repo``, default pkgs.k8s.io for ``version``) or
+    containerd.io (``containerd_repo``, default Docker's repository) come from.
 
     ``trusted`` (an unsigned mirror, e.g. the lab's local repository) replaces ``signed-by``
     with ``trusted=yes``; it is refused together with a ``key_url``, and a mirror that is not
@@ -268,6 +320,8 @@ class KubernetesSpec(_Model):
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
     package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/
+    # None: Docker's https://download.docker.com/linux/<ID> <codename> stable (containerd.io)
+    containerd_repo: PackageRepoSpec | None = None
     cni_manifest_url: FetchUrl | None = None  # None: the pinned upstream manifest of ``cni``
 
     @field_validator("version", mode="before")
@@ -300,6 +354,7 @@ class Inventory(_Model):
     hosts: dict[str, HostSpec]
     load_balancer: LoadBalancerSpec
     kubernetes: KubernetesSpec
+    firewall: FirewallSpec | None = None  # None: no cloud firewall is managed (a warning)
     _path: Path = PrivateAttr(default=Path("hosts.yaml"))
     _warnings: tuple[Problem, ...] = PrivateAttr(default=())
 

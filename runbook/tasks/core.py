@@ -1,4 +1,4 @@
-"""Top-level tasks: validate, render, prepare, network, walkthrough, status."""
+"""Top-level tasks: validate, render, prepare, network, firewall, walkthrough, status."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def render(c: Context, host: str, out: str, force: bool = False) -> None:
 prepare = common.step_task(
     "prepare",
     "Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host.",
-    ["prepare:PrepareStep"],
+    ["prepare:PrepareStep", "prepare:RebootStep"],
 )
 
 network = common.step_task(
@@ -65,6 +65,15 @@ network = common.step_task(
     ["network:NetworkStep"],
     needs_cloud=True,
     connect_hosts=False,
+)
+
+firewall = common.step_task(
+    "firewall",
+    "Step 2b: Hetzner Cloud Firewalls per role (SSH from admin networks; on the LBs the API "
+    "from public_allow and Heartbeat from the peer), applied by label selector; refuses when "
+    "your own source address is outside the admin networks.",
+    ["firewall:FirewallStep"],
+    needs_cloud=True,
 )
 
 
@@ -95,10 +104,12 @@ def walkthrough(
     )
 
 
-# (walkthrough name, SPEC step number, "module:Class", constructor args) in document order
+# (walkthrough name, procedure step number, "module:Class", constructor args) in document order
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
+    ("reboot", 1, "prepare:RebootStep", ()),
     ("network", 2, "network:NetworkStep", ()),
+    ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
     ("lb", 3, "lb:LbStep", ()),
     ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("haproxy", 5, "haproxy:HaproxyStep", ()),
@@ -107,7 +118,7 @@ WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("join-workers", 7, "join:JoinStep", ("worker",)),
     ("cni", 8, "cni:CniStep", ()),
     ("admin-user", 9, "admin_user:AdminUserStep", ()),
-    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # SPEC §4; off unless enabled
+    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # optional: off unless enabled
     ("certs", 10, "certs:CertsStep", ()),
 )
 
@@ -129,6 +140,7 @@ def walk_steps() -> list[tuple[str, int, Step]]:
     return out
 
 
+@common.guard_output
 def run_walkthrough(
     c: Context,
     *,
@@ -143,7 +155,6 @@ def run_walkthrough(
     from dataclasses import replace
 
     from ..cloud import CloudTarget, CloudTokenMissing
-    from ..console import CheckpointDeclined, NeedsPerson
     from ..plan import CLOUD
     from ..remote import connect_all
 
@@ -176,10 +187,9 @@ def run_walkthrough(
         ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
     except CloudTokenMissing as exc:
         raise common.fail_input(ui, [exc]) from None
-    results: list[StepResult] = []
-    code = 0
     t0 = time.monotonic()
-    try:
+
+    def body(results: list[StepResult]) -> int:
         for i, (label, number, step) in enumerate(steps):
             ui.print(
                 f"walkthrough {i + 1}/{len(steps)}: step {number} ({label}), "
@@ -193,27 +203,20 @@ def run_walkthrough(
                 res = run_step(step, ctx)
             results.append(res)
             if res.failed:
-                code = common.EXIT_FAILED
-                break
+                return common.EXIT_FAILED
             if label == "haproxy" and i >= start and not dry_run:
                 offer_drill(ctx)
-    except (CheckpointDeclined, NeedsPerson) as exc:
-        ui.error(str(exc))
-        code = common.EXIT_CHECKPOINT
-    finally:
-        for t in ctx.targets.values():
-            close = getattr(t, "close", None)
-            if close:
-                close()
-    ui.recap(results)
-    if code:
-        raise Exit(code=code)
-    ui.print(
-        f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
-        f"{inv.control_plane_endpoint}",
-        style="bold green",
+        return 0
+
+    return common.run_steps(
+        ctx,
+        body,
+        done=lambda: ui.print(
+            f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
+            f"{inv.control_plane_endpoint}",
+            style="bold green",
+        ),
     )
-    return results
 
 
 def as_checked(res: StepResult) -> StepResult:
