@@ -128,8 +128,11 @@ class RunbookProgram(Program):
             super().update_config(merge)
         except InventoryError as exc:
             raise _as_input_error(exc) from None
-        except (OSError, ValueError, UnknownFileType) as exc:  # unreadable, suffix, bad JSON
-            raise Exit(f"-f {path}: {exc}", code=EXIT_INPUT) from None
+        except (OSError, ValueError, SyntaxError, UnknownFileType) as exc:
+            if path is None:
+                raise
+            # unreadable, an unknown suffix, broken JSON, a .py config that does not compile
+            raise Exit(f"-f {path}: {type(exc).__name__}: {exc}", code=EXIT_INPUT) from None
 
     def _make_parser(self) -> Parser:
         return _StrictParser(
