@@ -21,8 +21,7 @@ from invoke.parser import parser as invoke_parser
 
 from .inventory import InventoryError, Problem
 from .inventory.load import read_yaml
-
-EXIT_INPUT = 2
+from .tasks._common import EXIT_INPUT
 
 
 class RunbookConfig(Config):
