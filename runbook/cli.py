@@ -21,8 +21,7 @@ from invoke.parser import parser as invoke_parser
 
 from .inventory import InventoryError, Problem
 from .inventory.load import read_yaml
-
-EXIT_INPUT = 2
+from .tasks._common import EXIT_INPUT
 
 
 class RunbookConfig(Config):
@@ -128,8 +127,11 @@ class RunbookProgram(Program):
             super().update_config(merge)
         except InventoryError as exc:
             raise _as_input_error(exc) from None
-        except (OSError, ValueError, UnknownFileType) as exc:  # unreadable, suffix, bad JSON
-            raise Exit(f"-f {path}: {exc}", code=EXIT_INPUT) from None
+        except (OSError, ValueError, SyntaxError, UnknownFileType) as exc:
+            if path is None:
+                raise
+            # unreadable, an unknown suffix, broken JSON, a .py config that does not compile
+            raise Exit(f"-f {path}: {type(exc).__name__}: {exc}", code=EXIT_INPUT) from None
 
     def _make_parser(self) -> Parser:
         return _StrictParser(

@@ -239,8 +239,11 @@ def test_usage_errors_exit_2_with_invokes_message(args: tuple[str, ...], fragmen
 
 
 def _config_file(tmp_path: Path, kind: str) -> Path:
-    path = tmp_path / f"{kind}.yaml"
-    if kind == "broken":
+    suffix = {"json": "json", "py": "py", "txt": "txt"}.get(kind, "yaml")
+    path = tmp_path / f"{kind}.{suffix}"
+    if kind in ("json", "py", "txt"):
+        path.write_text({"json": '{"runbook": ', "py": "runbook = {\n", "txt": "x"}[kind])
+    elif kind == "broken":
         path.write_text("runbook: {inventory: [unclosed\n")
     elif kind == "bomb":
         path.write_text(
@@ -263,6 +266,9 @@ def _config_file(tmp_path: Path, kind: str) -> Path:
         ("bomb", "{path}: (yaml): more than 50000 values once its aliases are expanded"),
         ("fifo", "{path}: (file): not a regular file (it is a FIFO)"),
         ("directory", "-f {path}: is a directory"),
+        ("json", "-f {path}: JSONDecodeError: Expecting value"),
+        ("py", "-f {path}: SyntaxError: '{{' was never closed"),
+        ("txt", "-f {path}: UnknownFileType: Config files of type 'txt'"),
     ],
 )
 def test_runtime_config_file_problems_exit_2(tmp_path: Path, kind: str, fragment: str) -> None:
@@ -329,12 +335,19 @@ def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> Non
 
 
 @pytest.mark.bad_input
-def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [("prepare", "--yes"), ("walkthrough", "--yes"), ("lb.failover-drill", "--yes")],
+    ids=lambda a: a[0],
+)
+def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
     p = unreachable_inventory(tmp_path)
     data = yaml.safe_load(p.read_text())
     data["ssh"]["identity"] = str(tmp_path / "missing_key")
     p.write_text(yaml.safe_dump(data))
-    r = inv("prepare", "--yes", inventory=p, env={"SSH_AUTH_SOCK": ""})
+    r = inv(*args, inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
     assert "missing_key does not exist" in text and "unreachable" not in text

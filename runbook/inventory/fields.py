@@ -106,15 +106,15 @@ def _any_net_before(value: Any) -> Any:
     if isinstance(value, IPv4Network | IPv6Network):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"write the range as a string such as 192.0.2.0/24 (got {value!r})")
+        raise ValueError(f"write the range as a string such as 192.0.2.0/24 (got {show(value)})")
     try:
         loose = ip_network(value, strict=False)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not an IPv4 or IPv6 range such as 192.0.2.0/24 or 2001:db8::/32"
+            f"{show(value)} is not an IPv4 or IPv6 range such as 192.0.2.0/24 or 2001:db8::/32"
         ) from None
     if "/" not in value:
-        raise ValueError(f"{value!r}: write the range with its prefix, e.g. {loose}")
+        raise ValueError(f"{show(value)}: write the range with its prefix, e.g. {loose}")
     try:
         ip_network(value, strict=True)
     except ValueError:

@@ -251,10 +251,10 @@ class FirewallRuleSpec(_Model):
             return value
         low, dash, high = value.partition("-")
         if not low.isdigit() or (dash and not high.isdigit()):
-            raise ValueError(f"{value!r} is not a port (80) or a port range (30000-32767)")
+            raise ValueError(f"{show(value)} is not a port (80) or a port range (30000-32767)")
         lo, hi = int(low), int(high) if dash else int(low)
         if not 1 <= lo <= hi <= 65535:
-            raise ValueError(f"{value!r}: ports are 1-65535, the range low to high")
+            raise ValueError(f"{show(value)}: ports are 1-65535, the range low to high")
         return value
 
     @model_validator(mode="after")
