@@ -358,7 +358,9 @@ def test_dry_run_host_refuses_mutation(tmp_path: Path) -> None:
 def test_apt_repo_fails_on_a_failed_key_download_instead_of_an_empty_keyring(
     host: LocalHost, tmp_path: Path
 ) -> None:
-    """No curl (a minimal image): the apply fails at the download; no keyring, no source."""
+    """gpg but no curl (a minimal image): the apply fails at the download and leaves no keyring
+    (a pipe `curl | gpg --dearmor` left an empty one), and no source."""
+    _installed(host, "gpg")
     repo = AptRepo(
         "kubernetes",
         "deb [signed-by=/k.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /",
