@@ -251,7 +251,12 @@ def test_haproxy_cfg_binds_and_backends(inv: Inventory) -> None:
             "http-check connect ssl",
             "http-check send meth GET uri /readyz",
             "http-check expect status 200",
-            "default-server check check-ssl verify none inter 2s fall 3 rise 2",
+            "default-server check check-ssl verify none inter 1s fastinter 250ms downinter 1s "
+            "fall 2 rise 2 on-marked-down shutdown-sessions",
+            "timeout check 1s",
+            "timeout connect 1s",
+            "retries 2",
+            "option redispatch 1",
             "timeout tunnel 1h",
             "stats socket /run/haproxy/admin.sock mode 660 level admin",
             f"tcp-request connection reject unless {{ src {inv.hcloud.network.ip_range} }}",
@@ -501,6 +506,8 @@ class Watchdog:
         script = {f.path: f for f in lbfiles.watchdog_files(inv, me)}[lbfiles.WATCHDOG_PATH]
         (tmp / "watchdog").write_text(script.content)
         (tmp / "peer").write_text("active\n")
+        # the runbook's haproxy.cfg, as the haproxy step installs it
+        (tmp / "haproxy.cfg").write_text(lbfiles.haproxy_cfg(inv, me))
         self.env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "W": str(tmp),
@@ -512,6 +519,7 @@ class Watchdog:
             "WATCHDOG_SYSTEMCTL_CMD": str(bindir / "systemctl"),
             "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
+            "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -596,6 +604,31 @@ def test_watchdog_idle_on_standby_node(watchdog: Watchdog) -> None:
     time.sleep(1.5)
     assert watchdog.lines("standby.log") == []
     assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+@pytest.mark.parametrize("config", ["debian-default", "missing"])
+def test_watchdog_never_starts_haproxy_before_its_config_is_installed(
+    watchdog: Watchdog, config: str
+) -> None:
+    """Issue 11: the heartbeat step enabled the watchdog before the haproxy step wrote
+    haproxy.cfg, and the watchdog started HAProxy with Debian's default config on the holder."""
+    cfg = watchdog.w / "haproxy.cfg"
+    if config == "missing":
+        cfg.unlink()
+    else:
+        cfg.write_text("global\n    log /dev/log local0\ndefaults\n    mode http\n")
+    watchdog.flag("holds")  # holder, haproxy down, live peer: would restart, then hand over
+    watchdog.start()
+    time.sleep(2.5)
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+    assert watchdog.lines("standby.log") == []
+    assert "not the runbook's yet" in (watchdog.w / "stderr.log").read_text()
+    # once the runbook's config is in place the watchdog does its job
+    cfg.write_text(
+        lbfiles.haproxy_cfg(load_inventory(INVENTORIES[0]), _lbs(load_inventory(INVENTORIES[0]))[0])
+    )
+    assert watchdog.wait_for("standby.log", 5) is not None
+    assert watchdog.lines("systemctl.log").count("--no-block restart haproxy") == 1
 
 
 def test_watchdog_with_installed_timings_hands_over_in_time(tmp_path: Path) -> None:
