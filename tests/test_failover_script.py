@@ -625,7 +625,7 @@ def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> Non
 def test_vip_held_by_a_server_it_does_not_know_starts_over_until_the_deadline(rig: Rig) -> None:
     """The add answers 422 ip_not_available while no known peer holds the VIP (here: PEERS names
     a server that does not exist, the real holder is unknown to the script): read again and start
-    over, never give up early, stop at the deadline (routing pending) without touching the holder."""
+    over, never give up early, stop at the deadline (routing pending), the holder untouched."""
     text = rig.env_file.read_text().replace(f"PEERS={PEER}", "PEERS=k8slb09")
     rig.env_file.write_text(text)
     t0 = time.monotonic()
