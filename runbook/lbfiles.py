@@ -191,6 +191,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         "haproxy-watchdog.service.j2",
         vip=str(inv.load_balancer.vip),
         peers=_peers(inv, host_name),
+        public_interface=inv.load_balancer.public_interface,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,

@@ -479,7 +479,14 @@ def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
 
 # ----- the HAProxy watchdog, with fake ip/systemctl/hb_standby/cl_status ----------------------
 FAKES = {
-    "ip": '[ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10"; true',
+    "ip": (
+        'case "$*" in\n'
+        '  *link*) [ -e "$W/public-down" ] && echo "3: eth0: <BROADCAST> state DOWN" '
+        '|| echo "3: eth0: <BROADCAST,UP> state UP" ;;\n'
+        '  *) [ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10";'
+        " true ;;\n"
+        "esac"
+    ),
     "systemctl": (
         'echo "$*" >> "$W/systemctl.log"\n'
         'case "$*" in\n'
@@ -520,6 +527,7 @@ class Watchdog:
             "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
             "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
+            "WATCHDOG_PUBLIC_IF": "eth0",
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -604,6 +612,32 @@ def test_watchdog_idle_on_standby_node(watchdog: Watchdog) -> None:
     time.sleep(1.5)
     assert watchdog.lines("standby.log") == []
     assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+def test_watchdog_hands_over_when_the_public_link_stays_down(watchdog: Watchdog) -> None:
+    """Found by the issue-11 campaign: with only the holder's public link down the private
+    heartbeat path keeps the pair together, and the floating IP stayed on a node that cannot
+    receive its traffic for as long as the link was down."""
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    time.sleep(0.5)
+    assert watchdog.lines("standby.log") == []
+    watchdog.flag("public-down")
+    t0 = time.monotonic()
+    assert watchdog.wait_for("standby.log", 5) is not None
+    assert 1 <= time.monotonic() - t0 <= 1 + 0.2 + 0.5
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))  # haproxy is fine
+
+
+def test_watchdog_public_link_down_without_live_peer_keeps_the_vip(watchdog: Watchdog) -> None:
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.flag("public-down")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    time.sleep(2.5)
+    assert watchdog.lines("standby.log") == []
 
 
 @pytest.mark.parametrize("config", ["debian-default", "missing"])
