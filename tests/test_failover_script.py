@@ -102,7 +102,12 @@ class Rig:
         )
 
     def run(
-        self, action: str, *, holds: bool | None = True, timeout: float = 60
+        self,
+        action: str,
+        *,
+        holds: bool | None = True,
+        timeout: float = 60,
+        extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -115,6 +120,7 @@ class Rig:
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
+        env.update(extra or {})
         return subprocess.run(
             [PYTHON, str(self.script), action],
             env=env,
@@ -662,3 +668,108 @@ def test_wrong_token_fails_fast_without_leaking(rig: Rig) -> None:
     res = rig.run("start")
     assert res.returncode == 0 and "401" in res.stderr and rig.pending.exists()
     assert wrong not in res.stderr + res.stdout + rig.log_copy.read_text()
+
+
+# ----- release: the addresses follow the cloud's routing ------------------------------------
+def _stateful_ip(rig: Rig) -> None:
+    """A fake `ip` that keeps the addresses it was given (one file each) and logs its calls."""
+    state = rig.tmp / "addrs"
+    state.mkdir(exist_ok=True)
+    (rig.tmp / "ip").write_text(
+        "#!/bin/sh\n"
+        f'echo "$(date +%s.%N) $*" >> {rig.ip_log}\n'
+        'case "$*" in\n'
+        f'  *" addr add "*) touch "{state}/${{4%/32}}" ;;\n'
+        f'  *" addr del "*) rm -f "{state}/${{4%/32}}" ;;\n'
+        f'  *"addr show to "*) a="${{6%/32}}"; [ -e "{state}/$a" ] && '
+        'echo "2: ens10    inet $a/32 scope global" ;;\n'
+        "esac\n"
+        "true\n"
+    )
+
+
+def _local(rig: Rig) -> list[str]:
+    state = rig.tmp / "addrs"
+    return sorted(p.name for p in state.iterdir()) if state.exists() else []
+
+
+def test_stop_keeps_the_addresses_while_the_cloud_routes_here(rig: Rig) -> None:
+    """Issue 11, hung holder / partition: Heartbeat gives the group up on BOTH nodes and restarts
+    when a pause ends. The node the cloud routes to must keep serving through that restart: its
+    stop keeps the addresses (and starts the follower) while the cloud routes here."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    res = rig.run("stop", holds=None)
+    assert res.returncode == 0
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)]), res.stderr
+    assert "keeping the addresses" in res.stderr and rig.kicks == [""]
+    assert _writes(rig.calls()[-4:]) == []
+
+
+def test_stop_takes_the_addresses_off_when_the_cloud_routes_elsewhere(rig: Rig) -> None:
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):  # local, but the cloud routes both to the PEER
+        (rig.tmp / "addrs" / str(a)).touch()
+    res = rig.run("stop", holds=None)
+    assert res.returncode == 0 and _local(rig) == [], res.stderr
+    assert rig.kicks == []
+
+
+def test_stop_with_the_api_down_keeps_the_addresses(rig: Rig) -> None:
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    rig.cloud.faults.configure(outage=60, outage_mode="close")
+    t0 = time.monotonic()
+    assert rig.run("stop", holds=None).returncode == 0
+    assert time.monotonic() - t0 < 2.0 + 1.5
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+
+
+def test_follower_takes_the_addresses_off_once_the_routing_moved(rig: Rig) -> None:
+    """After a release that kept the addresses, `reassert` on the node Heartbeat did not give
+    the resources follows the routing: the addresses come off once the peer has moved it."""
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    mover = threading.Timer(2.0, _route_to_peer, args=(rig,))
+    mover.start()
+    t0 = time.monotonic()
+    try:  # Heartbeat gave this node nothing
+        res = rig.run("reassert", holds=None, extra={"HCLOUD_FAILOVER_RSC": "none"})
+    finally:
+        mover.join()
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert _local(rig) == [], res.stderr
+    assert 2.0 <= took <= 2.0 + 1.0 + 2.0, took  # within a poll (1 s) after the move
+    assert "removed" in res.stderr
+
+
+def _route_to_peer(rig: Rig) -> None:
+    """What the peer's start does: the VIP (keeping the other alias) and the floating IP."""
+    snap = rig.cloud.snapshot()
+    net = rig.server(SELF)["private_net"][0]["network"]
+    _act(
+        rig.cloud,
+        "servers",
+        rig.server(SELF)["id"],
+        "change_alias_ips",
+        {"network": net, "alias_ips": []},
+    )
+    _act(
+        rig.cloud,
+        "servers",
+        rig.server(PEER)["id"],
+        "change_alias_ips",
+        {"network": net, "alias_ips": [VIP, OTHER_ALIAS]},
+    )
+    _act(
+        rig.cloud,
+        "floating_ips",
+        snap["floating_ips"][0]["id"],
+        "assign",
+        {"server": rig.server(PEER)["id"]},
+    )

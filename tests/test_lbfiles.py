@@ -160,15 +160,16 @@ def test_haresources_fields(inv: Inventory) -> None:
     node, *resources = lines[0].split()
     lb = inv.load_balancer
     assert node == lb.primary
-    # the script first: Heartbeat skips `start` when `status` already says running (VIP local)
-    assert resources == [
-        "hcloud-failover",
-        f"IPaddr2::{lb.vip}/32/{lb.interface}",
-        f"IPaddr2::{lb.floating_ip.address}/32/{lb.public_interface}",
-    ]
-    for res in resources[1:]:  # IPaddr2 fields: ip/bits/nic[:label]/broadcast
-        ip, bits, nic = res.split("::")[1].split("/")
-        assert IPv4Network(f"{ip}/{bits}").prefixlen == 32 and nic
+    # the script is the only resource: it puts the addresses on and decides when they come off
+    # (IPaddr2's stop would take them off while the cloud still routes here)
+    assert resources == ["hcloud-failover"]
+    env = lbfiles.failover_env(inv, _lbs(inv)[0], token="t0ken")
+    for line in (
+        f"VIP_INTERFACE={lb.interface}",
+        f"FLOATING_IP_ADDRESS={lb.floating_ip.address}",
+        f"FLOATING_IP_INTERFACE={lb.public_interface}",
+    ):
+        assert line in env.splitlines()
 
 
 def test_resource_script_installed_executable(inv: Inventory) -> None:
