@@ -14,6 +14,7 @@ import random
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -90,12 +91,21 @@ def holder() -> str:
     return scenarios.holder(timeout=60)
 
 
-def hold_on(name: str) -> None:
-    """Make `name` the VIP holder (a planned hand-over when the other one holds it)."""
-    if holder() != name:
+def hold_on(name: str, timeout: float = 90.0) -> None:
+    """Make `name` the VIP holder: a planned hand-over (hb_standby on the other) once Heartbeat
+    is at rest, repeated when Heartbeat cancels it (a peer in flux does not answer)."""
+    t0 = time.monotonic()
+    while True:
+        invariants.quiet()
+        if scenarios.holders() == [name]:
+            return
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{name} did not take the VIP within {timeout}s")
         netns.host_exec(scenarios.other(name), [HB_STANDBY], check=False, timeout=60)
-        scenarios.wait_for(f"{name} holds the VIP", lambda: scenarios.holders() == [name], 45, 0.5)
-    invariants.settle(2.0, give_up=60)
+        with contextlib.suppress(AssertionError):
+            scenarios.wait_for(
+                f"{name} holds the VIP", lambda: scenarios.holders() == [name], 15, 0.5
+            )
 
 
 def sleep_until(ctx: Ctx, t: float) -> None:
@@ -551,7 +561,7 @@ def run_fault(
 ) -> FaultResult:
     """Settle the pair, start the probes and the routing watch, apply the fault, wait for I1,
     probe `tail` s more, then check I1–I4."""
-    invariants.settle(2.0, give_up=90)
+    invariants.quiet()
     probes = readyz.both()
     watch = invariants.RoutingWatch().start()
     ctx = Ctx(inv, probes["vip"].now, rng)
@@ -583,6 +593,10 @@ def run_fault(
         notes["error"] = error
     notes["routing_changes"] = watch.changes()
     notes["probes"] = {k: r.summary() for k, r in res.items()}
+    notes["failures"] = {
+        k: dict(Counter(a.answer or "?" for a in invariants.failed(r, ctx.marks["begin"])))
+        for k, r in res.items()
+    }
     return FaultResult(
         fault.name,
         fault.what,

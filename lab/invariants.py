@@ -98,6 +98,47 @@ def pair_state() -> PairState:
     return PairState(tuple(vip), tuple(fip), vr, fr)
 
 
+def heartbeat_view(host: str) -> tuple[str, str]:
+    """(Heartbeat's resource status on `host`, how it sees its peer); ('', '') when unknown."""
+    peer = LBS[1] if host == LBS[0] else LBS[0]
+    try:
+        r = netns.host_exec(
+            host,
+            ["sh", "-c", f"cl_status rscstatus; cl_status nodestatus {peer}"],
+            check=False,
+            timeout=10,
+        )
+    except Exception:
+        return "", ""
+    lines = r.stdout.split()
+    padded = [*lines, "", ""]
+    return padded[0], padded[1]
+
+
+def owners() -> list[str]:
+    """The LBs Heartbeat gives the resource group."""
+    return [h for h in LBS if heartbeat_view(h)[0] in ("all", "local")]
+
+
+def quiet(timeout: float = 90.0) -> bool:
+    """Wait until Heartbeat is at rest on both nodes: each sees its peer active, exactly one
+    owns the group, none is in transition, and I1 holds. False when it did not within
+    `timeout` (the next fault then starts from whatever state there is)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        views = [heartbeat_view(h) for h in LBS]
+        owning = [v for v in views if v[0] in ("all", "local")]
+        if (
+            all(v[1] == "active" for v in views)
+            and len(owning) == 1
+            and all(v[0] != "transition" for v in views)
+            and pair_state().holder is not None
+        ):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def settle(bound: float, *, give_up: float = 120.0) -> tuple[float | None, PairState]:
     """Seconds until I1 holds (None when it did not within `give_up`), and the state then."""
     t0 = time.monotonic()

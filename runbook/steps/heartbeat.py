@@ -259,27 +259,34 @@ class HeartbeatStep(Step):
             time.sleep(1)
 
     def verify_all(self, ctx: StepContext, targets: Sequence[str]) -> None:
-        """Exactly one node holds the VIP, each node sees its peer active, and the cloud routes
-        the VIP and the floating IP to the holder. Repairs instead of only reporting: nobody
-        holding → the primary (or the first live LB) takes over; a wrong route → re-asserted."""
+        """Exactly one node owns the resources (Heartbeat) and holds the VIP, each node sees its
+        peer active, and the cloud routes the VIP and the floating IP to the owner. Repairs
+        instead of only reporting: nobody owning → the primary (or the first live LB) takes
+        over; a wrong route → re-asserted by the owner; addresses left on the other node (a
+        release while the cloud still routed there) → taken off once the route has moved."""
         hb = ctx.inventory.load_balancer.heartbeat
         lbs = [h.name for h in ctx.inventory.hosts_with_role("lb")]
         wait = hb.effective_initdead + hb.deadtime + 15
         deadline = time.monotonic() + wait
-        # nobody may hold the VIP for a moment (a hand-over, a start): act only when it lasts
+        # nobody may own the group for a moment (a hand-over, a start): act only when it lasts
         nobody_since: float | None = None
         took_over = False
         problem = ""
         while time.monotonic() < deadline:
-            holders = [n for n in lbs if holds_vip(ctx, n)]
+            owners = [n for n in lbs if self._owns(ctx, n)]
             peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
-            if len(holders) == 1 and peers_ok:
-                self._reassert(ctx, holders[0])
-                ctx.ui.print(f"heartbeat pair up: {holders[0]} holds the VIP", style="green")
-                return
-            problem = f"VIP holders: {holders or 'none'}; peers seen active: {peers_ok}"
+            if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
+                self._reassert(ctx, owners[0])
+                for other in lbs:
+                    if other != owners[0] and holds_vip(ctx, other):
+                        self._reassert(ctx, other)  # follows the route: takes them off
+                holders = [n for n in lbs if holds_vip(ctx, n)]
+                if holders == owners:
+                    ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
+                    return
+            problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
             now = time.monotonic()
-            if holders or not peers_ok:
+            if owners or not peers_ok:
                 nobody_since = None
             elif nobody_since is None:
                 nobody_since = now
@@ -288,6 +295,18 @@ class HeartbeatStep(Step):
                 took_over = True
             time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
+
+    @staticmethod
+    def _owns(ctx: StepContext, name: str) -> bool:
+        """Heartbeat gives this node the resource group (`cl_status rscstatus`)."""
+        host = ctx.targets.get(name)
+        if host is None:
+            return False
+        try:
+            out = host.query("cl_status rscstatus", ok_codes=None).stdout.strip()
+        except HostUnreachable:
+            return False
+        return out in ("all", "local")
 
     @staticmethod
     def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:
@@ -307,16 +326,17 @@ class HeartbeatStep(Step):
 
     @staticmethod
     def _reassert(ctx: StepContext, holder: str) -> None:
-        """The holder makes the cloud route the VIP and the floating IP to itself (no API write
-        when that is already so); a failure is the step's failure."""
+        """`hcloud-failover reassert` on a node with the VIP: the owner makes the cloud route
+        both addresses to itself (no API write when that is already so), another node takes
+        them off once the cloud routes them elsewhere; a failure is the step's failure."""
         host = ctx.targets.get(holder)
         if host is None:
             return
         res = host.run(f"{FAILOVER_SCRIPT_PATH} reassert", timeout=120, ok_codes=None)
         if res.exited != 0:
             raise StepFailed(
-                f"{holder}: the cloud does not route the VIP and the floating IP to the holder "
-                f"and `hcloud-failover reassert` could not fix it: {res.stderr.strip()[-300:]}"
+                f"{holder}: `hcloud-failover reassert` could not make the cloud's routing and the "
+                f"local addresses agree: {res.stderr.strip()[-300:]}"
             )
 
     @staticmethod
