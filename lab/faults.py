@@ -1,7 +1,7 @@
-"""Fault tools for lab hosts (SPEC §9: what works in this kernel): hang a whole host (SIGSTOP of
-every process in its PID namespace, then SIGCONT), power-cycle it (SIGKILL of its init: the
-supervisor boots it again), take a link down, and nftables rules inside a host's network namespace
-for packet loss and one-way partitions (no `tc netem` here).
+"""Fault tools for lab hosts (the ones that work in this kernel, see lab/README.md): hang a whole
+host (SIGSTOP of every process in its PID namespace, then SIGCONT), power-cycle it (SIGKILL of its
+init: the supervisor boots it again), take a link down, and nftables rules inside a host's network
+namespace for packet loss and one-way partitions (no `tc netem` here).
 
 Every function acts only on the lab's own namespaces and on processes of a lab host's PID
 namespace, found by that namespace's inode (never by name).
