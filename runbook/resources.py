@@ -45,6 +45,18 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
+def unified_diff(old: str, new: str, fromfile: str, tofile: str) -> str:
+    """What the plan shows for a changed text."""
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=fromfile,
+            tofile=tofile,
+        )
+    )
+
+
 @dataclass
 class File(Resource):
     """A whole file: content, mode, owner; atomic write with a backup, unified diff in the plan.
@@ -95,14 +107,7 @@ class File(Resource):
     def _diff(self, old: str, new: str) -> str:
         if self.secret:
             return f"(content hidden: secret; sha256 changes to {SECRET_MARKER})"
-        return "".join(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
-                fromfile=f"{self.path} (host)",
-                tofile=f"{self.path} (wanted)",
-            )
-        )
+        return unified_diff(old, new, f"{self.path} (host)", f"{self.path} (wanted)")
 
     def apply(self, host: Host) -> None:
         data = self.content.encode()
