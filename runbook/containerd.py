@@ -31,7 +31,8 @@ SUPPORTED_OS = {
 }
 # The oldest containerd per Kubernetes minor: containerd's RELEASES.md "Kubernetes Support"
 # (1.31: 1.7.20+, 1.32/1.33: 1.7.24+; the 1.6 line reached end of life on 2025-07-23), and
-# SPEC §3.1 / Kubernetes 1.35's release notes: 1.35 is the last minor that supports 1.x.
+# Kubernetes 1.35's release notes: 1.35 is the last minor that supports 1.x (docs/procedure.md,
+# step 1).
 MIN_CONTAINERD = {31: (1, 7, 20), 32: (1, 7, 24), 33: (1, 7, 24), 34: (1, 7, 24), 35: (1, 7, 24)}
 CONTAINERD_2_FROM_MINOR = 36
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import select
 import shlex
 import subprocess
 import threading
@@ -243,6 +245,35 @@ class SessionProxyCommand(ProxyCommand):
             start_new_session=True,
         )
         self.timeout = None
+
+    def recv(self, size: int) -> bytes:
+        """paramiko's loop, but the proxy's end of output is the connection's end: paramiko's own
+        version ignores EOF and spins (a host that reboots under a session left the transport
+        waiting forever). An empty result tells paramiko the connection is gone."""
+        buffer = b""
+        assert self.process.stdout is not None  # Popen(stdout=PIPE)
+        fd = self.process.stdout.fileno()
+        try:
+            start = time.monotonic()
+            while len(buffer) < size:
+                wait = None
+                if self.timeout is not None:
+                    wait = self.timeout - (time.monotonic() - start)
+                    if wait <= 0:
+                        raise TimeoutError
+                ready, _, _ = select.select([fd], [], [], wait)
+                if ready:
+                    chunk = os.read(fd, size - len(buffer))
+                    if not chunk:
+                        return buffer
+                    buffer += chunk
+            return buffer
+        except TimeoutError:
+            if buffer:
+                return buffer
+            raise
+        except OSError as exc:
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), str(exc)) from exc
 
     def close(self) -> None:
         if self.process.poll() is None:

@@ -58,23 +58,46 @@ def _file_probe(path: str) -> str:
     return f"test -f {q} || exit 3; stat -c '%a %U %G' {q}; base64 -w0 {q}"
 
 
-def _file_fact(fact: Fact | None) -> tuple[list[str], str] | None:
+def _file_fact(fact: Fact | None) -> tuple[list[str], bytes] | None:
     """Parse `_file_probe` output: ([mode, owner, group], content), or None when absent."""
     if fact is None or fact.rc == 3:
         return None
     meta, _, b64 = fact.stdout.partition("\n")
-    return meta.split(), base64.b64decode(b64.strip() or b"").decode(errors="replace")
+    return meta.split(), base64.b64decode(b64.strip() or b"")
+
+
+def _text(raw: bytes) -> str:
+    """File content as text; bytes that are not UTF-8 survive the round trip (`_raw`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as grep and sed see them: split at "\n" only."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _diff_lines(text: str) -> list[str]:
+    lines = re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
 
 
 def _unified_diff(path: str, old: str, new: str) -> str:
-    return "".join(
+    diff = "".join(
         difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
+            _diff_lines(old),
+            _diff_lines(new),
             fromfile=f"{path} (host)",
             tofile=f"{path} (wanted)",
         )
     )
+    return _raw(diff).decode("utf-8", "replace")  # printable, whatever the file's bytes
 
 
 @dataclass
@@ -118,7 +141,7 @@ class File(Resource):
                 f"mode {self.mode:o} {self.owner}:{self.group}",
                 self._diff("", self.content),
             )
-        parts, current = found
+        parts, current = found[0], _text(found[1])
         wants = [f"{self.mode:o}", self.owner, self.group]
         notes = []
         if parts != wants:
@@ -242,7 +265,7 @@ class LineInFile(Resource):
     def edited(self, current: str) -> str:
         """`current` with the edit made (unchanged when there is nothing to do)."""
         rx = _regex(self.match)
-        lines = current.splitlines()
+        lines = _lines(current)
         kept: list[str] = []
         replaced = False
         for ln in lines:
@@ -261,9 +284,9 @@ class LineInFile(Resource):
         found = _file_fact(fact)
         if found is None and not self.present:
             return None
-        current = found[1] if found else ""
+        current = _text(found[1]) if found else ""
         rx = _regex(self.match)
-        matching = [ln for ln in current.splitlines() if rx.search(ln)]
+        matching = [ln for ln in _lines(current) if rx.search(ln)]
         if self.present:
             if matching == [self.line]:
                 return None
@@ -282,12 +305,13 @@ class LineInFile(Resource):
         found = _file_fact(host.probe(self.probe()))
         if found is None and not self.present:
             return
-        (mode, owner, group), current = found if found else (["644", "root", "root"], "")
+        (mode, owner, group), raw = found if found else (["644", "root", "root"], b"")
+        current = _text(raw)
         new = self.edited(current)
         if found is not None and new == current:
             return
         host.write_file(
-            self.path, new.encode(), mode=int(mode, 8), owner=owner, group=group, backup=False
+            self.path, _raw(new), mode=int(mode, 8), owner=owner, group=group, backup=False
         )
 
 

@@ -74,3 +74,16 @@ def test_a_silent_host_is_one_line_without_a_traceback(tmp_path: Path) -> None:
 def test_why_unreachable_says_it_in_one_line(exc: BaseException, line: str) -> None:
     text = why_unreachable(exc, timeout=2)
     assert text.startswith(line) and "\n" not in text
+
+
+def test_proxy_eof_is_the_end_of_the_connection_not_a_spin() -> None:
+    """paramiko's ProxyCommand.recv ignores EOF (the proxy's peer, e.g. a rebooting host's sshd,
+    went away): the transport then waited forever. Ours returns b"", which paramiko reads as a
+    closed connection."""
+    proxy = SessionProxyCommand("printf SSH-2.0-x")
+    proxy.settimeout(2)
+    try:
+        assert proxy.recv(100) == b"SSH-2.0-x"
+        assert proxy.recv(100) == b""
+    finally:
+        proxy.close()

@@ -208,6 +208,24 @@ def test_line_in_file_appends_after_a_last_line_without_newline(
     assert conf.read_text() == "vm.swappiness = 10\nnet.ipv4.ip_forward = 1\n"
 
 
+def test_line_in_file_keeps_bytes_that_are_not_utf8(host: LocalHost, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(b"# caf\xe9 (latin-1)\r\n10.0.0.2 old\n")
+    line = LineInFile(str(hosts), "10.0.0.2 new", r"^10\.0\.0\.2[[:space:]]")
+    first, second = converge(host, line)
+    assert first is not None and "-10.0.0.2 old" in first.diff and second is None
+    assert hosts.read_bytes() == b"# caf\xe9 (latin-1)\r\n10.0.0.2 new\n"
+
+
+def test_file_diff_shows_a_missing_last_newline(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "motd"
+    path.write_text("hello")
+    os.chmod(path, 0o644)
+    change = File(str(path), "hello\n").check(host, host.probe(File(str(path), "").probe()))
+    assert change is not None and change.action == "update"
+    assert "-hello\n\\ No newline at end of file\n+hello\n" in change.diff
+
+
 def test_line_in_file_absent_on_a_missing_file_is_clean(host: LocalHost, tmp_path: Path) -> None:
     gone = LineInFile(str(tmp_path / "nofile"), "", r"swap", present=False)
     assert converge(host, gone) == (None, None)
@@ -340,7 +358,9 @@ def test_dry_run_host_refuses_mutation(tmp_path: Path) -> None:
 def test_apt_repo_fails_on_a_failed_key_download_instead_of_an_empty_keyring(
     host: LocalHost, tmp_path: Path
 ) -> None:
-    """No curl (a minimal image): the apply fails at the download; no keyring, no source."""
+    """gpg but no curl (a minimal image): the apply fails at the download and leaves no keyring
+    (a pipe `curl | gpg --dearmor` left an empty one), and no source."""
+    _installed(host, "gpg")
     repo = AptRepo(
         "kubernetes",
         "deb [signed-by=/k.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /",

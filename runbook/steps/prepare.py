@@ -69,7 +69,13 @@ class Upgraded(Resource):
             raise CommandFailed(host.name, "apt-get update", 100, lines[0].split(": ", 2)[-1])
         count = lines[-1].strip() if lines and not lines[-1].startswith("lists:") else "0"
         n = int(count or "0")
-        return Change(self.key, "upgrade", f"{n} package(s) upgradable") if n else None
+        if not n:
+            return None
+        return Change(
+            self.key,
+            "upgrade",
+            f"{n} package(s) upgradable (a reboot the upgrade requires is asked for afterwards)",
+        )
 
     def apply(self, host: Host) -> None:
         host.run(

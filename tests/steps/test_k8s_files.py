@@ -238,16 +238,16 @@ def test_weave_gets_ipalloc_range_and_peers_over_the_private_ips(inv: Inventory)
     assert "IPALLOC_RANGE" not in _env(ds, "weave-npc")
     assert k8sfiles.cni_manifest_url(inv).endswith("/v2.8.1/weave-daemonset-k8s.yaml")
     init = list(yaml.safe_load_all(k8sfiles.kubeadm_init_config(inv, "k8scontrol01")))
-    assert init[0]["nodeRegistration"]["kubeletExtraArgs"] == [
-        {"name": "node-ip", "value": "10.143.0.2"}
+    assert {"name": "node-ip", "value": "10.143.0.2"} in init[0]["nodeRegistration"][
+        "kubeletExtraArgs"
     ]
     join = yaml.safe_load(
         k8sfiles.kubeadm_join_config(
             inv, "k8node01", token="abcdef.0123456789abcdef", ca_cert_hash="sha256:" + "a" * 64
         )
     )
-    assert join["nodeRegistration"]["kubeletExtraArgs"] == [
-        {"name": "node-ip", "value": "10.143.0.7"}
+    assert {"name": "node-ip", "value": "10.143.0.7"} in join["nodeRegistration"][
+        "kubeletExtraArgs"
     ]
 
 
