@@ -42,6 +42,18 @@ def addr_probe(interface: str) -> str:
     return f"ip -o -4 addr show dev {shlex.quote(interface)}"
 
 
+RSCSTATUS = "cl_status rscstatus"
+
+
+def owns_group(inv: Inventory, name: str, rscstatus: str) -> bool:
+    """Whether `cl_status rscstatus` on LB `name` means it holds the resource group. Heartbeat
+    counts a node's own resources ("local": haresources names the node) and its peer's
+    ("foreign") apart: the one group is local on the primary and foreign on the other LB, which
+    holds all of its (zero) local resources, so "local" there means nothing."""
+    home = name.lower() == inv.load_balancer.primary.lower()
+    return rscstatus.strip() in ("all", "local" if home else "foreign")
+
+
 def has_vip(inv: Inventory, private_addrs: str) -> bool:
     """Whether this LB holds the VIP locally, from `addr_probe(lb.interface)`'s output."""
     return f" {inv.load_balancer.vip}/" in private_addrs

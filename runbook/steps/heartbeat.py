@@ -41,7 +41,7 @@ from ..lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
-from ..lbstatus import addr_probe, has_vip
+from ..lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host, HostUnreachable
 from ..resources import (
@@ -311,10 +311,10 @@ class HeartbeatStep(Step):
         if host is None:
             return False
         try:
-            out = host.query("cl_status rscstatus", ok_codes=None).stdout.strip()
+            out = host.query(RSCSTATUS, ok_codes=None).stdout
         except HostUnreachable:
             return False
-        return out in ("all", "local")
+        return owns_group(ctx.inventory, name, out)
 
     @staticmethod
     def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:
