@@ -288,7 +288,7 @@ def run_steps(
     within ~5 s of the first signal; a console that cannot write (stdout on a full disk) ends in
     one line on stderr, exit 1 — never a traceback.
     """
-    from ..remote import library_logging
+    from ..sshconn import library_logging
 
     ui, stop = ctx.ui, ctx.stop
     library_logging(verbose=ui.verbose)
