@@ -314,8 +314,9 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
         ({"identity": "."}, "ssh.identity: {tmp} is a directory, not a file"),
         ({"identity": "/dev/null"}, "ssh.identity: /dev/null is not a regular file"),
         ({"identity": None, "known_hosts": "kh"}, "ssh.known_hosts: {tmp}/kh is a directory"),
+        ({"identity": "k\0ey"}, "ssh.identity: {tmp}/k\0ey is not a valid path"),
     ],
-    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir"],
+    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir", "nul"],
 )
 def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
     (tmp_path / "kh").mkdir()

@@ -126,6 +126,12 @@ BAD = [
         set_("ssh.proxy_command", "ssh -W %h:%p 'bastion"),
     ),
     bad("proxy-command-empty", "ssh.proxy_command", "is empty", set_("ssh.proxy_command", " ")),
+    bad(
+        "proxy-command-nul",
+        "ssh.proxy_command",
+        "contains control characters",
+        set_("ssh.proxy_command", "nc %h %p\0"),
+    ),
     bad("port-range", "ssh.port", "less than or equal to 65535", set_("ssh.port", 70000)),
     bad(
         "bad-ip",

@@ -101,6 +101,8 @@ class SSHSpec(_Model):
         """paramiko splits it with shlex: an unbalanced quote would fail only when connecting."""
         if value is None:
             return value
+        if not value.isprintable():
+            raise ValueError("contains control characters (a NUL, tab or newline)")
         try:
             argv = shlex.split(value)
         except ValueError as exc:

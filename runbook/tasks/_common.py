@@ -252,7 +252,9 @@ def execute(
         from ..cloud import CloudTarget, CloudTokenMissing
 
         try:
-            ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+            ctx.targets[CLOUD] = CloudTarget.from_inventory(
+                inv, dry_run=dry_run, ui=ui, stop=ctx.stop
+            )
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
 

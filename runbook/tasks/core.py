@@ -186,7 +186,7 @@ def run_walkthrough(
         )
     )
     try:
-        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui, stop=ctx.stop)
     except CloudTokenMissing as exc:
         raise common.fail_input(ui, [exc]) from None
     t0 = time.monotonic()
