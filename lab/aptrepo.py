@@ -85,7 +85,10 @@ def index(repo: Path) -> None:
         capture_output=True,
         check=True,
     )
-    (repo / "Packages").write_text(r.stdout)
+    # the per-minor Kubernetes repositories below k8s/ (lab.k8srepo) are repositories of their
+    # own, as pkgs.k8s.io's are: not part of the flat one
+    paragraphs = [p for p in r.stdout.split("\n\n") if "\nFilename: ./k8s/" not in f"\n{p}"]
+    (repo / "Packages").write_text("\n\n".join(paragraphs))
     with open(repo / "Packages", "rb") as src, gzip.open(repo / "Packages.gz", "wb", 9) as dst:
         shutil.copyfileobj(src, dst)
     lines = [

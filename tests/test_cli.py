@@ -27,6 +27,8 @@ NAMESPACE = [
     "cluster.admin-user",
     "cluster.insecure-api",
     "cluster.certs",
+    "cluster.backup",
+    "cluster.restore",
     "walkthrough",
     "status",
     "validate",
@@ -125,6 +127,19 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
     r = inv(*args, inventory=p)
     assert r.returncode == 2 and "load_balancer.primary" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_restore_bad_input_exits_2_before_touching_hosts(tmp_path: Path) -> None:
+    r = inv("cluster.restore", "--snapshot", str(tmp_path / "none.db"), "--confirm", "skgm")
+    assert r.returncode == 2 and "none.db: no such file" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    snap = tmp_path / "s.db"
+    snap.write_bytes(b"x")
+    p = bad_inventory(tmp_path, lambda d: d["kubernetes"].update(backup={"keep": 0}))
+    r = inv("cluster.restore", "--snapshot", str(snap), inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
+    r = inv("cluster.backup", "--dry-run", inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
 
 
 def test_unknown_and_wrong_role_host_exit_2() -> None:

@@ -1,5 +1,6 @@
 """Stand-ins for what the lab cannot run (no containers here): kubeadm, kubelet, kubectl,
-containerd — built as real Debian packages for the lab's apt repository.
+containerd, etcd-client (etcdctl, etcdutl) — built as real Debian packages for the lab's apt
+repository.
 
 `build_debs(dest, version)` is called by the lab's repo build; the packages carry the stand-in
 code (``rbk8s``, Python stdlib + python3-yaml + openssl) and thin wrappers in /usr/bin. Why a
@@ -47,7 +48,11 @@ DESCRIPTION = {
     "kubelet": "LAB STAND-IN for kubelet: runs the apiserver static pod, reports node status",
     "kubectl": "LAB STAND-IN for kubectl: the calls the runbook makes, against the stand-in API",
     "containerd": "LAB STAND-IN for containerd 2: strict TOML config, CRI socket, runs nothing",
+    "etcd-client": "LAB STAND-IN for etcdctl/etcdutl 3.6: snapshots, members, restore",
 }
+# packages whose programs are not named like the package
+PROGRAMS = {"etcd-client": ("etcdctl", "etcdutl")}
+ETCD_CLIENT_VERSION = "3.6.4"
 
 
 def _package(dest: Path, name: str, version: str, kube_version: str, epoch: str = "") -> Path:
@@ -58,12 +63,13 @@ def _package(dest: Path, name: str, version: str, kube_version: str, epoch: str 
         for f in SRC.glob("*.py"):
             shutil.copy2(f, lib / f.name)
         (lib / "_version.py").write_text(f'VERSION = "{kube_version}"\n')
-        wrapper = root / "usr/bin" / name
-        wrapper.parent.mkdir(parents=True)
-        wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH={LIB}/{name} exec /usr/bin/python3 -m rbk8s {name} "$@"\n'
-        )
-        wrapper.chmod(0o755)
+        (root / "usr/bin").mkdir(parents=True)
+        for prog in PROGRAMS.get(name, (name,)):
+            wrapper = root / "usr/bin" / prog
+            wrapper.write_text(
+                f'#!/bin/sh\nPYTHONPATH={LIB}/{name} exec /usr/bin/python3 -m rbk8s {prog} "$@"\n'
+            )
+            wrapper.chmod(0o755)
         unit = {"kubelet": KUBELET_UNIT, "containerd": CONTAINERD_UNIT}.get(name)
         if unit:
             u = root / "lib/systemd/system" / f"{name}.service"
@@ -87,7 +93,8 @@ def _package(dest: Path, name: str, version: str, kube_version: str, epoch: str 
 
 
 def build_debs(dest: Path, version: str) -> list[Path]:
-    """kubeadm/kubelet/kubectl `VERSION-1.1` and containerd 2.1.4 stand-in debs into `dest`.
+    """Stand-in debs into `dest`: kubeadm/kubelet/kubectl `VERSION-1.1`, containerd 2.1.4 and
+    etcd-client 3.6.4.
 
     `version` is a Kubernetes version "1.NN" (the inventory's) or "1.NN.P"; "1.NN" becomes
     "1.NN.0". Returns the paths written (existing ones are replaced).
@@ -102,4 +109,5 @@ def build_debs(dest: Path, version: str) -> list[Path]:
     # kubectl 1:528.x), which the lab hosts inherit through their overlay
     debs.append(_package(dest, "kubectl", f"{kube}-1.1", kube, epoch="2:"))
     debs.append(_package(dest, "containerd", f"{CONTAINERD_VERSION}-0rblab1", kube))
+    debs.append(_package(dest, "etcd-client", f"{ETCD_CLIENT_VERSION}-0rblab1", kube))
     return debs
