@@ -125,7 +125,19 @@ def test_drain_is_strict_about_daemonsets_and_unmanaged_pods(
     assert store.data["nodes"]["w1"]["unschedulable"] is True
     assert nodeops.kubectl(conf, ["uncordon", "w1"]) == 0
     node = next(n for n in store.node_list()["items"] if n["metadata"]["name"] == "w1")
-    assert not node["spec"].get("unschedulable")
+    assert not node["spec"].get("unschedulable") and "taints" not in node["spec"]
+
+
+def test_control_planes_carry_kubeadms_taint(api: Any) -> None:
+    _conf, store, _url, _p = api
+    store.data["members"] = {"cp1": "10.0.0.1"}
+    store.heartbeat("cp1", "v1.36.0", "10.0.0.1")
+    store.heartbeat("w1", "v1.36.0", "10.0.0.9")
+    specs = {n["metadata"]["name"]: n["spec"] for n in store.node_list()["items"]}
+    assert specs["cp1"]["taints"] == [
+        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+    ]
+    assert specs["w1"] == {}
 
 
 def test_cordon_of_an_unknown_node_and_unknown_flags(

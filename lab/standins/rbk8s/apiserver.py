@@ -208,7 +208,7 @@ class Store:
                     "kind": "Node",
                     "apiVersion": "v1",
                     "metadata": {"name": name},
-                    "spec": nodeops.node_fields(n),
+                    "spec": nodeops.node_fields(n, control_plane=name in self.data["members"]),
                     "status": {
                         "conditions": [
                             {

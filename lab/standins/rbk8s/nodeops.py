@@ -60,11 +60,20 @@ def pods_on(store: Any, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def node_fields(node: dict[str, Any]) -> dict[str, Any]:
-    """What a Node's `spec` shows of the node's state (for the node list)."""
-    if not node.get("unschedulable"):
-        return {}
-    return {"unschedulable": True, "taints": [UNSCHEDULABLE_TAINT]}
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
+def node_fields(node: dict[str, Any], *, control_plane: bool = False) -> dict[str, Any]:
+    """A Node's `spec`: kubeadm's taint on control planes (its mark-control-plane phase; the
+    etcd members are the control planes kubeadm made), and a cordon."""
+    taints = [CONTROL_PLANE_TAINT] if control_plane else []
+    spec: dict[str, Any] = {}
+    if node.get("unschedulable"):
+        spec["unschedulable"] = True
+        taints.append(UNSCHEDULABLE_TAINT)
+    if taints:
+        spec["taints"] = taints
+    return spec
 
 
 # ----- kubectl side ----------------------------------------------------------------------------
