@@ -1,6 +1,7 @@
 """Day 2 — restore: kubeadm's documented etcd restore, on every control plane, in three phases.
 
-1. `restore-stop` (all control planes, all or nothing, behind a typed confirmation): the static-pod
+1. `restore-stop` (all control planes, all or nothing, behind a typed confirmation): `etcd-client`
+   installed where missing (before anything stops), then the static-pod
    manifests move from /etc/kubernetes/manifests to a parking directory, so the kubelet stops
    etcd and the API server everywhere before any member gets old data (a member still running
    would hand its newer state to the restored ones).
@@ -28,7 +29,7 @@ from .. import etcdcli, staticpods
 from ..engine import Step, StepContext, StepFailed
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
-from ..resources import Resource
+from ..resources import Packages, Resource
 from ._k8s import KUBECTL
 from ._select import hosts_with
 
@@ -191,7 +192,8 @@ class RestoreStopStep(Step):
         return list(restore_of(ctx).members)
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        return [StaticPodsParked(restore_needed(ctx))]
+        # etcdutl on every member, installed before anything stops
+        return [Packages([etcdcli.PACKAGE]), StaticPodsParked(restore_needed(ctx))]
 
     def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
         confirm(ctx)
