@@ -1,6 +1,6 @@
 """`kubeadm certs check-expiration` read as data (for `inv status` and `cluster.renew-certs`).
 
-kubeadm certificates last one year (SPEC §8); the table gives each certificate's residual time
+kubeadm certificates last one year; the table gives each certificate's residual time
 the way kubeadm prints it (`364d`, `23h`, `59m`, `9y`, `<invalid>` once expired).
 """
 

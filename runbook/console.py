@@ -60,18 +60,32 @@ class Masker:
         return pattern.sub(MASK, text) if pattern else text
 
 
+class OutputLost(OSError):
+    """The console's file refused a write (stdout on a full disk, /dev/full, a closed pipe)."""
+
+
 class MaskingWriter(io.TextIOBase):
-    """File wrapper: masks whatever is written (defence in depth below rich)."""
+    """File wrapper: masks whatever is written (defence in depth below rich).
+
+    A failing write raises `OutputLost` (an OSError), which the task layer turns into one
+    message on stderr instead of a traceback.
+    """
 
     def __init__(self, inner: IO[str], masker: Masker) -> None:
         self._inner, self._masker = inner, masker
 
     def write(self, s: str) -> int:
-        self._inner.write(self._masker.mask(s))
+        try:
+            self._inner.write(self._masker.mask(s))
+        except OSError as exc:
+            raise OutputLost(exc.errno, exc.strerror) from exc
         return len(s)
 
     def flush(self) -> None:
-        self._inner.flush()
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            raise OutputLost(exc.errno, exc.strerror) from exc
 
     def isatty(self) -> bool:
         return self._inner.isatty()
@@ -268,11 +282,14 @@ class Ui:
         with self._lock:
             self.console.print(t)
 
-    def recap(self, results: Sequence[StepResult]) -> str:
-        """Print a table per target and the plain `recap:` line; return that line."""
+    def recap(self, results: Sequence[StepResult], *, note: str = "") -> str:
+        """Print a table per target and the plain `recap:` line; return that line.
+
+        `note` (e.g. "interrupted by SIGINT") goes into the title and on a line of its own."""
         t = Table(
             title="recap"
-            + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else ""),
+            + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else "")
+            + (f" ({note})" if note else ""),
             title_justify="left",
         )
         for col in ("step", "target", "status", "changes", "message"):
@@ -291,5 +308,7 @@ class Ui:
         line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
         with self._lock:
             self.console.print(Group(t))
+            if note:
+                self.console.print(Text(note, style="bold red"), soft_wrap=True)
             self.console.print(Text(line), soft_wrap=True)
         return line

@@ -1,4 +1,4 @@
-"""etcd on a kubeadm control plane, as the day-2 steps talk to it (SPEC §8).
+"""etcd on a kubeadm control plane, as the day-2 steps talk to it.
 
 etcd runs as a static pod; the host needs `etcdctl`/`etcdutl` (Debian: `etcd-client`, 3.5 or
 later for `etcdutl`). `etcdctl` reaches the local member on 127.0.0.1:2379 with the member's own

@@ -1,4 +1,4 @@
-"""HAProxy's runtime API on the load balancers (SPEC §7, §8), through python3 (always on Debian):
+"""HAProxy's runtime API on the load balancers, through python3 (always on Debian):
 no socat needed. Used to read the backends (`show stat`) and to take a control plane out of
 rotation before its API server restarts (`set server BACKEND/SERVER state drain|ready`)."""
 

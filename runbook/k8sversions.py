@@ -1,4 +1,4 @@
-"""Kubernetes versions for upgrades (SPEC §8): one minor at a time, never down, the exact package
+"""Kubernetes versions for upgrades: one minor at a time, never down, the exact package
 version of the newest patch the repository of the minor offers."""
 
 from __future__ import annotations

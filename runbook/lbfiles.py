@@ -213,7 +213,9 @@ def haproxy_context(inv: Inventory, host_name: str) -> dict[str, Any]:
         "own_private_ip": str(host.private_ip),
         "floating_ip": str(lb.floating_ip.address),
         "network_range": str(inv.hcloud.network.ip_range),
-        # loopback always, so an empty allow-list still parses and admits only local tools
+        # 127.0.0.0/8 always: an empty allow-list still parses, and `inv status` (curl bound
+        # to 127.0.0.1 on the holder) gets in; a local client without that bind has the
+        # floating IP as its source and is refused like any unlisted address
         "public_allow": ["127.0.0.0/8", *(str(n) for n in lb.public_allow)],
         "api_port": API_PORT,
         "control_planes": [

@@ -27,7 +27,14 @@ from ..lbfiles import (
 )
 from ..lbstatus import addr_probe, has_vip
 from ..remote import HostUnreachable
-from ..resources import SECRET_MARKER, File, Resource, Service, SystemdReload
+from ..resources import (
+    SECRET_MARKER,
+    File,
+    Resource,
+    Service,
+    SystemdReload,
+    secret_backups_absent,
+)
 from ._select import hosts_with
 
 _AUTHKEY = re.compile(r"^\s*1\s+(?:sha1|md5)\s+(\S+)\s*$", re.M)
@@ -125,6 +132,7 @@ class HeartbeatStep(Step):
                 + [f"file:{WATCHDOG_SERVICE_PATH}"],
                 on_change="restart",
             ),
+            *secret_backups_absent([*hb, *fo]),
         ]
 
     def verify(self, ctx: StepContext, target: str) -> None:

@@ -1,4 +1,6 @@
-"""SPEC §4 — the optional insecure-API emulation (`load_balancer.insecure_api`, off by default).
+"""The optional insecure-API emulation (`load_balancer.insecure_api`, off by default).
+
+docs/procedure.md, "The insecure port".
 
 The post's `insecure-port: 6080` no longer exists (serving removed in 1.20, flags in 1.24). When
 enabled: on the first control plane a ServiceAccount bound to the chosen ClusterRole with an

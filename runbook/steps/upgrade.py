@@ -1,4 +1,4 @@
-"""Day 2 — upgrade: one Kubernetes minor at a time, the API kept serving (SPEC §8).
+"""Day 2 — upgrade: one Kubernetes minor at a time, the API kept serving.
 
 The operator bumps `kubernetes.version`; `inv cluster.upgrade` then runs (after an etcd backup):
 
@@ -74,7 +74,7 @@ def _at_target(ctx: StepContext, version: str) -> bool:
 
 
 def install_exact(host: Host, packages: Sequence[str], version: Version) -> None:
-    """Unhold, install the exact version, hold again (SPEC §8). Each package's own version
+    """Unhold, install the exact version, hold again. Each package's own version
     string (its revision, an epoch) comes from the repository."""
     names = " ".join(shlex.quote(p) for p in packages)
     pins = []

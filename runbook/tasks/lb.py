@@ -155,6 +155,7 @@ def failover_drill(
         raise common.fail_input(ui, [f"--seconds: {seconds} is outside 3..600"])
     prober = probe_host or inv.first_control_plane.name
     common.hosts_for(inv, ui, [prober], roles=["control-plane", "worker"], task="failover-drill")
+    common.check_local_files(inv, ui)
     names = [h.name for h in inv.hosts_with_role("lb")]
     hosts = connect_all(
         inv,

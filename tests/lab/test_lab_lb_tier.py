@@ -89,6 +89,36 @@ def test_dry_run_changes_nothing_and_shows_diffs(lb_tier: dict[str, float]) -> N
     r = cli("lb.haproxy", "--yes")
     assert recap(r.stdout)["changed"] == 1
     assert "# local edit" not in netns.host_exec("k8slb02", ["cat", cfg]).stdout
+    # the replaced version is kept under the runbook's backup directory, not beside the file
+    backup = netns.host_exec("k8slb02", ["cat", f"/var/backups/runbook{cfg}"]).stdout
+    assert backup == before
+    assert netns.host_exec("k8slb02", ["test", "-e", f"{cfg}.rb-bak"], check=False).returncode
+
+
+def test_old_copies_of_secrets_are_removed_without_a_restart(lb_tier: dict[str, float]) -> None:
+    """An earlier runbook kept `<file>.rb-bak` beside the files it replaced, the Heartbeat key
+    and the API token's env file included: the heartbeat step removes those copies (shown in
+    the plan), restarts nothing, and never makes a copy of a secret itself."""
+    secrets = ("/etc/ha.d/authkeys", "/etc/hcloud-failover.env")
+    pid = {}
+    for h in ("k8slb01", "k8slb02"):
+        for f in secrets:
+            netns.host_exec(h, ["cp", "-p", f, f"{f}.rb-bak"])
+        pid[h] = netns.host_exec(h, ["cat", "/var/run/heartbeat.pid"]).stdout.strip()
+    r = cli("lb.heartbeat", "--yes")
+    rc = recap(r.stdout)
+    assert rc["changed"] == 2 and rc["failed"] == 0, r.stdout
+    assert "old backup copies of secret files" in r.stdout and "restart" not in r.stdout
+    for h in ("k8slb01", "k8slb02"):
+        found = netns.host_exec(
+            h,
+            ["sh", "-c", "ls /etc/ha.d/authkeys.rb-bak /etc/hcloud-failover.env.rb-bak "
+             "/var/backups/runbook/etc/ha.d/authkeys /var/backups/runbook/etc/hcloud-failover.env"],
+            check=False,
+        ).stdout.split()  # fmt: skip
+        assert found == [], (h, found)
+        assert netns.host_exec(h, ["cat", "/var/run/heartbeat.pid"]).stdout.strip() == pid[h]
+    assert recap(cli("lb.heartbeat", "--yes").stdout)["changed"] == 0
 
 
 def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:

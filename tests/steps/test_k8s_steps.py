@@ -75,20 +75,22 @@ def changes(step: Any, ctx: StepContext, target: str) -> list[tuple[str, str]]:
 def test_prepare_kubernetes_resources_in_apply_order(inv: Inventory) -> None:
     keys = [r.key for r in kubernetes_resources(inv, "k8node01")]
     assert keys == [
+        "packages:ca-certificates,curl,gpg",
         "apt-repo:kubernetes",
+        "apt-repo:docker",
         "swap:off",
         f"file:{k8sfiles.MODULES_PATH}",
         "command:modules",
         "sysctl:net.ipv4.ip_forward",
         "sysctl:net.bridge.bridge-nf-call-iptables",
         "sysctl:net.bridge.bridge-nf-call-ip6tables",
-        "packages:containerd",
+        "containerd:runtime",
         f"file:{k8sfiles.CONTAINERD_CONFIG_PATH}",
         "service:containerd",
         "packages:kubelet,kubeadm,kubectl",
         "command:enable-kubelet",
     ]
-    pkgs = kubernetes_resources(inv, "k8node01")[10]
+    pkgs = kubernetes_resources(inv, "k8node01")[12]
     assert isinstance(pkgs, Packages) and pkgs.hold
 
 
@@ -99,6 +101,7 @@ def test_init_plans_then_is_clean(inv: Inventory) -> None:
     assert step.target_names(ctx) == ["k8scontrol01"]
     assert changes(step, ctx, "k8scontrol01") == [
         (f"file:{k8sfiles.KUBEADM_CONFIG_PATH}", "create"),
+        (f"file:{k8sfiles.APISERVER_PATCH}", "create"),
         ("command:kubeadm-init", "run"),
         ("command:root-kubeconfig", "run"),
     ]
@@ -147,7 +150,10 @@ def test_join_control_planes_one_at_a_time_then_workers_fresh_credentials(
     assert cp.serial and not workers.serial
     ctx = w.ctx()
     assert cp.target_names(ctx) == ["k8scontrol02", "k8scontrol03"]
-    assert changes(cp, ctx, "k8scontrol02") == [("kubeadm-join:k8scontrol02", "join")]
+    assert changes(cp, ctx, "k8scontrol02") == [
+        (f"file:{k8sfiles.APISERVER_PATCH}", "create"),
+        ("kubeadm-join:k8scontrol02", "join"),
+    ]
     for step in (cp, workers):
         res = run_step(step, w.ctx())
         assert {r.status for r in res.results} == {Status.CHANGED}, res
@@ -314,9 +320,9 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
 
     steps = walk_steps()
     assert [(label, n) for label, n, _ in steps] == [
-        ("prepare", 1), ("network", 2), ("lb", 3), ("heartbeat", 4), ("haproxy", 5),
-        ("init", 6), ("join", 7), ("join-workers", 7), ("cni", 8), ("admin-user", 9),
-        ("insecure-api", 9), ("certs", 10),
+        ("prepare", 1), ("reboot", 1), ("network", 2), ("firewall", 2), ("lb", 3),
+        ("heartbeat", 4), ("haproxy", 5), ("init", 6), ("join", 7), ("join-workers", 7),
+        ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
     from runbook.plan import Change, StepResult, TargetResult
 

@@ -142,6 +142,23 @@ def test_heartbeat_changed_config_restarts_heartbeat(inv: Inventory, monkeypatch
     assert "-keepalive 2" in changes["file:/etc/ha.d/ha.cf"].diff
 
 
+def test_heartbeat_removes_old_backups_of_its_secrets_without_a_restart(  # type: ignore[no-untyped-def]
+    inv: Inventory, monkeypatch
+) -> None:
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
+    step = HeartbeatStep()
+    res = step.resources(ctx, "k8slb01")
+    facts = {r.key: converged_fact(r) for r in res}
+    (cleanup,) = (r for r in res if r.key.startswith("stale-secret-backups:"))
+    facts[cleanup.key] = Fact("/etc/ha.d/authkeys.rb-bak\n/etc/hcloud-failover.env.rb-bak", 0)
+    ctx.targets["k8slb01"].facts = facts
+    changes = plan(step, ctx, "k8slb01")
+    assert [(c.resource, c.action) for c in changes] == [(cleanup.key, "remove")]
+    assert "/etc/ha.d/authkeys.rb-bak" in changes[0].summary
+    assert "/etc/hcloud-failover.env.rb-bak" in changes[0].summary
+
+
 def test_haproxy_validates_and_reloads(inv: Inventory) -> None:
     ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
     step = HaproxyStep()

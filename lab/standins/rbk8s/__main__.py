@@ -19,7 +19,9 @@ def main() -> int:
 
         return etcd.etcdctl(args) if prog == "etcdctl" else etcd.etcdutl(args)
     if prog == "containerd":
-        return daemons.containerd(args)
+        from . import containerd
+
+        return containerd.main(args)
     if prog == "apiserver":
         from pathlib import Path
 

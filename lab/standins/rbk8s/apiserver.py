@@ -188,6 +188,7 @@ class Store:
                 "heartbeat": self.now(),
                 "version": version,
                 "ip": ip,
+                "created": old.get("created") or self.now(),
             }
             self.touch(f"nodes/{name}")
             self.commit()
@@ -207,7 +208,21 @@ class Store:
                 {
                     "kind": "Node",
                     "apiVersion": "v1",
-                    "metadata": {"name": name},
+                    "metadata": {
+                        "name": name,
+                        # kubeadm labels the nodes it made control planes (the etcd members)
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            **(
+                                {"node-role.kubernetes.io/control-plane": ""}
+                                if name in self.data["members"]
+                                else {}
+                            ),
+                        },
+                        "creationTimestamp": time.strftime(
+                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(n.get("created") or n["heartbeat"])
+                        ),
+                    },
                     "spec": nodeops.node_fields(n, control_plane=name in self.data["members"]),
                     "status": {
                         "conditions": [
