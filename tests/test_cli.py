@@ -29,6 +29,10 @@ NAMESPACE = [
     "cluster.certs",
     "cluster.backup",
     "cluster.restore",
+    "cluster.upgrade",
+    "cluster.remove",
+    "cluster.renew-certs",
+    "patch",
     "walkthrough",
     "status",
     "validate",
@@ -50,6 +54,9 @@ STEP_TASKS = [
     "cluster.insecure-api",
     "cluster.certs",
     "walkthrough",
+    "patch",
+    "cluster.remove",
+    "cluster.renew-certs",
 ]
 
 

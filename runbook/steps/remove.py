@@ -20,22 +20,12 @@ from dataclasses import dataclass
 
 from .. import etcdcli
 from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF, KUBELET_CONF
+from ..k8sfiles import KUBELET_CONF
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
 from ..resources import Resource
+from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
-from .upgrade import set_rotation
-
-
-def door(ctx: StepContext, leaving: str) -> str:
-    """A control plane other than the one leaving, with an admin.conf: where kubectl/etcdctl run."""
-    for h in ctx.inventory.hosts_with_role("control-plane"):
-        if h.name == leaving or h.name not in ctx.targets:
-            continue
-        if ctx.targets[h.name].query(f"test -f {ADMIN_CONF}", ok_codes=None).exited == 0:
-            return h.name
-    raise StepFailed(f"no other initialised control plane to remove {leaving} from")
 
 
 def etcd_members(host: Host) -> dict[str, str]:

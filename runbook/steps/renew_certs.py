@@ -19,8 +19,8 @@ from ..k8sfiles import ADMIN_CONF
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
 from ..resources import Resource
+from ._day2 import set_rotation, wait_apiserver_ready
 from ._select import hosts_with
-from .upgrade import set_rotation, wait_apiserver_ready
 
 
 @dataclass

@@ -30,11 +30,11 @@ from ..engine import Step, StepContext, StepFailed
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
 from ..resources import Packages, Resource
+from ._day2 import wait_apiserver_ready
 from ._k8s import KUBECTL
 from ._select import hosts_with
 
 MARKER = f"{etcdcli.DATA_DIR}/runbook-restored-from"
-READY_WAIT_S = 180
 _lock = threading.Lock()
 
 
@@ -242,15 +242,7 @@ class RestoreStartStep(Step):
         return [StaticPodsRunning()]
 
     def verify(self, ctx: StepContext, target: str) -> None:
-        host = ctx.targets[target]
-        deadline = time.monotonic() + READY_WAIT_S
-        ip = ctx.inventory.hosts[target].private_ip
-        # the serving certificate names the advertise address (not 127.0.0.1), as kubeadm's
-        probe = f"curl -s --max-time 3 --cacert /etc/kubernetes/pki/ca.crt https://{ip}:6443/readyz"
-        while host.query(probe, ok_codes=None).stdout.strip() != "ok":
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{target}: the API server is not ready after {READY_WAIT_S} s")
-            time.sleep(2)
+        wait_apiserver_ready(ctx, target)
 
     def verify_all(self, ctx: StepContext, targets: Sequence[str]) -> None:
         first = ctx.inventory.first_control_plane.name

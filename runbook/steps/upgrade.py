@@ -20,25 +20,23 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import shlex
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import haproxyctl
 from ..engine import Step, StepContext, StepFailed
 from ..k8sfiles import APISERVER_MANIFEST, apt_source
 from ..k8sversions import Version, deb_upstream, exact_package, newest_package
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
 from ..resources import AptRepo, Resource
+from ._day2 import apiserver_version, set_rotation, wait_apiserver_ready
 from ._k8s import KUBECTL, Cluster
 from ._select import hosts_with
 
 READY_WAIT_S = 180
-CA = "/etc/kubernetes/pki/ca.crt"
 _lock = threading.Lock()
 
 
@@ -100,35 +98,6 @@ def _require_target(ctx: StepContext) -> tuple[Version, str]:
             f"{ctx.inventory.first_control_plane.name} (was upgrade-repo applied?)"
         )
     return t
-
-
-def set_rotation(ctx: StepContext, server: str, state: str) -> None:
-    """Put a control plane's server in `state` (drain/ready) on every load balancer."""
-    for lb in ctx.inventory.hosts_with_role("lb"):
-        ctx.targets[lb.name].run(haproxyctl.set_server_state(server, state))
-
-
-def wait_apiserver_ready(ctx: StepContext, name: str) -> None:
-    """Until this control plane's own API server answers /readyz (TLS checked, its own IP)."""
-    ip = ctx.inventory.hosts[name].private_ip
-    probe = f"curl -s --max-time 3 --cacert {CA} https://{ip}:6443/readyz"
-    deadline = time.monotonic() + READY_WAIT_S
-    with ctx.ui.status(f"{name}: waiting for /readyz"):
-        while ctx.targets[name].query(probe, ok_codes=None).stdout.strip() != "ok":
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{name}: the API server is not ready after {READY_WAIT_S} s")
-            time.sleep(1)
-
-
-def apiserver_version(ctx: StepContext, name: str) -> str:
-    ip = ctx.inventory.hosts[name].private_ip
-    res = ctx.targets[name].query(
-        f"curl -s --max-time 3 --cacert {CA} https://{ip}:6443/version", ok_codes=None
-    )
-    try:
-        return str(json.loads(res.stdout)["gitVersion"])
-    except (ValueError, KeyError, TypeError):
-        return ""
 
 
 @dataclass

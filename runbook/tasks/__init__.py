@@ -18,6 +18,7 @@ def namespace() -> Collection:
         core.firewall,
         core.walkthrough,
         core.status,
+        day2.patch,
     ):
         ns.add_task(t)
     ns.add_collection(Collection.from_module(lb, name="lb"))

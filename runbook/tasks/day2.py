@@ -1,4 +1,5 @@
-"""Day-2 tasks of the `cluster` namespace: backup, restore (etcd snapshots), upgrade, remove.
+"""Day-2 tasks: `cluster.backup`, `cluster.restore` (etcd snapshots), `cluster.upgrade`,
+`cluster.remove`, `cluster.renew-certs` and the top-level `patch`.
 
 Registered into the `cluster` collection by `runbook.tasks.namespace` (kept apart from
 `cluster.py`, the build steps).
@@ -208,3 +209,25 @@ def renew_certs(
                    dry_run=dry_run, yes=yes, verbose=verbose,
                    accept_new_host_keys=accept_new_host_keys, ui=ui,
                    also_connect=lambda i: [i.first_control_plane.name, *lbs])  # fmt: skip
+
+
+@task(help=common.step_help(), iterable=["host"])
+def patch(
+    c: Context,
+    host: list[str] | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """Rolling OS updates, one host at a time: the standby LB, a planned hand-over and the former
+    holder, the control planes (out of HAProxy's rotation), the workers; each drained, upgraded
+    (held packages stay held), rebooted when required, Ready, uncordoned."""
+    from ..steps.patch import PatchStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    inv = common.load(c, ui)
+    everyone = list(inv.hosts)  # the door to kubectl, the LBs' rotation and the VIP holder
+    common.execute(c, [PatchStep()], task="patch", host=host, dry_run=dry_run, yes=yes,
+                   verbose=verbose, accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   also_connect=lambda _i: everyone)  # fmt: skip
