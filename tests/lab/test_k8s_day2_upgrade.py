@@ -47,7 +47,8 @@ def test_upgrade_136_to_137_keeps_the_api_serving(cluster: dict[str, float]) -> 
     new = inventory_for("1.37")
 
     r = inv(new, "cluster.upgrade", "--dry-run")
-    assert "upgrade-control-plane" in r.stdout and "kubeadm upgrade plan + apply" in r.stdout
+    plan = " ".join(r.stdout.split())
+    assert "upgrade-control-plane" in plan and "kubeadm upgrade plan + apply" in plan
 
     fip = topology.load().floating_ip
     probe = ReadyzProbe(fip, interval=0.2).start()
@@ -100,5 +101,5 @@ def test_upgrade_136_to_137_keeps_the_api_serving(cluster: dict[str, float]) -> 
 
     for version, why in (("1.38", "skips a minor"), ("1.36", "does not downgrade")):
         r = inv(inventory_for(version), "cluster.upgrade", "--yes", check=False)
-        text = r.stdout + r.stderr
+        text = " ".join((r.stdout + r.stderr).split())
         assert r.returncode == 2 and why in text and "kubernetes.version" in text, text
