@@ -83,11 +83,11 @@ def download(cache: Path, pkgs: tuple[str, ...]) -> None:
     (cache / "manifest.json").write_text(json.dumps({"wanted": _manifest(pkgs), "debs": debs}))
 
 
-def index(repo: Path) -> None:
-    """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
+def _packages(root: Path, scan: str, out: Path) -> None:
+    """`out`/Packages and Packages.gz for the debs under root/scan (Filename relative to root)."""
     r = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
-        cwd=repo,
+        ["dpkg-scanpackages", "--multiversion", scan, "/dev/null"],
+        cwd=root,
         text=True,
         capture_output=True,
         check=True,
@@ -95,9 +95,24 @@ def index(repo: Path) -> None:
     # the per-minor Kubernetes repositories below k8s/ (lab.k8srepo) are repositories of their
     # own, as pkgs.k8s.io's are: not part of the flat one
     paragraphs = [p for p in r.stdout.split("\n\n") if "\nFilename: ./k8s/" not in f"\n{p}"]
-    (repo / "Packages").write_text("\n\n".join(paragraphs))
-    with open(repo / "Packages", "rb") as src, gzip.open(repo / "Packages.gz", "wb", 9) as dst:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "Packages").write_text("\n\n".join(paragraphs))
+    with open(out / "Packages", "rb") as src, gzip.open(out / "Packages.gz", "wb", 9) as dst:
         shutil.copyfileobj(src, dst)
+
+
+def _sha256(base: Path, names: tuple[str, ...]) -> list[str]:
+    """Release's SHA256 lines for files relative to `base`."""
+    out = ["SHA256:"]
+    for f in names:
+        data = (base / f).read_bytes()
+        out.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
+    return out
+
+
+def index(repo: Path) -> None:
+    """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
+    _packages(repo, ".", repo)
     lines = [
         "Origin: rblab",
         "Label: rblab",
@@ -105,11 +120,8 @@ def index(repo: Path) -> None:
         "Codename: rblab",
         f"Date: {formatdate(usegmt=True)}",
         "Architectures: amd64 all",
-        "SHA256:",
+        *_sha256(repo, ("Packages", "Packages.gz")),
     ]
-    for f in ("Packages", "Packages.gz"):
-        data = (repo / f).read_bytes()
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
     (repo / "Release").write_text("\n".join(lines) + "\n")
 
 
@@ -213,18 +225,7 @@ def build_docker(root: Path, keydir: Path, k8s_version: str) -> Path:
     pool = base / "pool" / "stable"
     build_containerd_io(pool, suite, version_id, k8s_version)
     dist = base / "dists" / suite
-    binary = dist / "stable" / "binary-amd64"
-    binary.mkdir(parents=True)
-    r = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", "pool", "/dev/null"],
-        cwd=base,
-        text=True,
-        capture_output=True,
-        check=True,
-    )
-    (binary / "Packages").write_text(r.stdout)
-    with open(binary / "Packages", "rb") as src, gzip.open(binary / "Packages.gz", "wb", 9) as dst:
-        shutil.copyfileobj(src, dst)
+    _packages(base, "pool", dist / "stable" / "binary-amd64")
     lines = [
         "Origin: Docker",
         "Label: Docker",
@@ -234,11 +235,8 @@ def build_docker(root: Path, keydir: Path, k8s_version: str) -> Path:
         "Architectures: amd64",
         "Components: stable",
         "Description: rblab stand-in for Docker's repository (containerd.io only)",
-        "SHA256:",
+        *_sha256(dist, ("stable/binary-amd64/Packages", "stable/binary-amd64/Packages.gz")),
     ]
-    for f in ("stable/binary-amd64/Packages", "stable/binary-amd64/Packages.gz"):
-        data = (dist / f).read_bytes()
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
     release = "\n".join(lines) + "\n"
     (dist / "Release").write_text(release)
     _signing_key(keydir)

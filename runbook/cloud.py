@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -165,36 +166,60 @@ class Retrier:
         say: Callable[[str], None] | None = None,
         base: float = 0.5,
         cap: float = 5.0,
+        slow_after: float = 5.0,
     ) -> None:
         self.deadline = deadline
         self.clock, self.sleep, self.say = clock, sleep, say
         self.base, self.cap = base, cap
+        self.slow_after = slow_after
         self._until: float | None = None  # end of the current outage's retries
 
     def call(self, fn: Callable[[], T]) -> T:
         attempt = 0
         while True:
+            watch = self._watch()
             try:
-                result = fn()
+                return self._succeeded(fn())
             except Exception as exc:
                 reason = retry_reason(exc)
                 if reason is None:
                     raise
-                now = self.clock()
-                if self._until is None:
-                    self._until = now + self.deadline
-                    self._announce(reason, self._until - now)
-                if now >= self._until:
-                    raise CloudUnavailable(
-                        f"the Hetzner API did not answer within hcloud.retry_deadline "
-                        f"({self.deadline:g} s): {reason}"
-                    ) from None
-                attempt += 1
-                delay = min(self.cap, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-                self.sleep(max(0.0, min(delay, self._until - now)))
-                continue
-            self._until = None
-            return result
+            finally:
+                if watch is not None:
+                    watch.cancel()
+            now = self.clock()
+            if self._until is None:
+                self._until = now + self.deadline
+                self._announce(reason, self._until - now)
+            if now >= self._until:
+                raise CloudUnavailable(
+                    f"the Hetzner API did not answer within hcloud.retry_deadline "
+                    f"({self.deadline:g} s): {reason}"
+                )
+            attempt += 1
+            delay = min(self.cap, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            self.sleep(max(0.0, min(delay, self._until - now)))
+
+    def _succeeded(self, result: T) -> T:
+        self._until = None  # the API answers: a later outage gets a whole deadline again
+        return result
+
+    def _watch(self) -> threading.Timer | None:
+        """Say so when one call runs longer than ``slow_after``: hcloud's own retries of
+        timeouts and rate limits (up to 6 tries with backoff) are otherwise silent."""
+        if self.say is None:
+            return None
+        timer = threading.Timer(
+            self.slow_after,
+            self.say,
+            [
+                f"hcloud: no answer from the API for {self.slow_after:g} s, still waiting "
+                "(the hcloud client retries timeouts and rate limits itself)"
+            ],
+        )
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _announce(self, reason: str, left: float) -> None:
         if self.say is None:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import trace
 from .interrupt import Interrupted, StopFlag
 from .plan import Change, Status, StepResult, TargetPlan, TargetResult
-from .remote import HostUnreachable
+from .remote import Host, HostUnreachable
 from .resources import Resource
 
 if TYPE_CHECKING:
@@ -224,6 +224,9 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
 def _run_step(step: Step, ctx: StepContext) -> StepResult:
     ui, stop = ctx.ui, ctx.stop
     stop.check()
+    for target in ctx.targets.values():
+        if isinstance(target, Host):
+            target.stop = stop
     ui.step_title(step.name, step.title)
     names = step.target_names(ctx)
     with ui.status(f"{step.name}: gathering facts on {len(names)} target(s)"):

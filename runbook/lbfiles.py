@@ -115,16 +115,9 @@ def authkeys(inv: Inventory, *, authkey: str) -> str:
 
 
 def haresources(inv: Inventory) -> str:
-    """``/etc/ha.d/haresources``: the script before the addresses (see the template)."""
-    lb = inv.load_balancer
-    return render(
-        "haresources.j2",
-        primary=inv.primary.name.lower(),
-        vip=str(lb.vip),
-        interface=lb.interface,
-        floating_ip=str(lb.floating_ip.address),
-        public_interface=lb.public_interface,
-    )
+    """``/etc/ha.d/haresources``: the primary and the one resource, the script (see the
+    template; the addresses and their interfaces are in the script's env file)."""
+    return render("haresources.j2", primary=inv.primary.name.lower())
 
 
 def failover_script() -> str:
@@ -191,6 +184,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         "haproxy-watchdog.service.j2",
         vip=str(inv.load_balancer.vip),
         peers=_peers(inv, host_name),
+        public_interface=inv.load_balancer.public_interface,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,

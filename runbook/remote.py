@@ -27,6 +27,7 @@ from fabric import Config, Connection
 from paramiko.proxy import ProxyCommand
 
 from . import trace
+from .interrupt import Interrupted, StopFlag
 
 if TYPE_CHECKING:
     from .inventory import HostSpec, Inventory
@@ -102,6 +103,9 @@ class Host:
         self._log = log
         # One Host object per host per run: this id marks what a run did once on a host.
         self.run_id = uuid.uuid4().hex[:12]
+        # The run's interrupt flag (set by the engine): after Ctrl-C no new query starts, and
+        # no new mutating command once the running work's grace is over.
+        self.stop: StopFlag | None = None
         # Keys of resources that changed (or would change) in this run: lets a Service
         # know that a file it watches was rewritten.
         self.touched: set[str] = set()
@@ -147,6 +151,9 @@ class Host:
         ok_codes: Sequence[int] | None,
         stdin: str | None,
     ) -> Result:
+        stop = self.stop
+        if stop is not None and stop.requested and (not mutating or stop.grace_over()):
+            raise Interrupted(stop.signum)
         if self._log is not None:
             self._log(self.name, cmd, mutating=mutating)
         t0 = time.monotonic()

@@ -88,14 +88,10 @@ def _diff_lines(text: str) -> list[str]:
     return lines
 
 
-def _unified_diff(path: str, old: str, new: str) -> str:
+def unified_diff(old: str, new: str, fromfile: str, tofile: str) -> str:
+    """What the plan shows for a changed text (a missing final newline marked, as diff does)."""
     diff = "".join(
-        difflib.unified_diff(
-            _diff_lines(old),
-            _diff_lines(new),
-            fromfile=f"{path} (host)",
-            tofile=f"{path} (wanted)",
-        )
+        difflib.unified_diff(_diff_lines(old), _diff_lines(new), fromfile=fromfile, tofile=tofile)
     )
     return _raw(diff).decode("utf-8", "replace")  # printable, whatever the file's bytes
 
@@ -155,7 +151,7 @@ class File(Resource):
     def _diff(self, old: str, new: str) -> str:
         if self.secret:
             return f"(content hidden: secret; sha256 changes to {SECRET_MARKER})"
-        return _unified_diff(self.path, old, new)
+        return unified_diff(old, new, f"{self.path} (host)", f"{self.path} (wanted)")
 
     def apply(self, host: Host) -> None:
         data = self.content.encode()
@@ -298,7 +294,12 @@ class LineInFile(Resource):
             action = "remove"
             summary = f"{self.path}: {len(matching)} line(s) matching {self.match}"
         return Change(
-            self.key, action, summary, _unified_diff(self.path, current, self.edited(current))
+            self.key,
+            action,
+            summary,
+            unified_diff(
+                current, self.edited(current), f"{self.path} (host)", f"{self.path} (wanted)"
+            ),
         )
 
     def apply(self, host: Host) -> None:

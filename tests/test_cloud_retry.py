@@ -190,3 +190,21 @@ def test_inv_network_dry_run_with_the_api_down_says_so_and_stops(tmp_path: Path)
     assert "API not answering (connection failed), retrying until" in text
     assert "did not answer within hcloud.retry_deadline (2 s)" in text
     assert "Traceback" not in text
+
+
+def test_a_call_hcloud_keeps_retrying_is_announced_while_it_runs(
+    fake_api: tuple[FakeCloud, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hanging API: hcloud retries its read timeouts itself (silently); the runbook says so."""
+    fc, url = fake_api
+    monkeypatch.setattr(hcloud._client, "time", _NoSleepTime())
+    fc.faults.configure(outage=60, outage_mode="hang")
+    said: list[str] = []
+    retrier = Retrier(60, say=said.append, slow_after=0.3)
+    client = Client(token="tok-0123456789abcdef", api_endpoint=url, timeout=0.2)
+    with pytest.raises(requests.Timeout):  # hcloud's 6 tries of 0.2 s, then the step fails
+        retrier.call(lambda: client.networks.get_by_name("k8s"))
+    assert said == [
+        "hcloud: no answer from the API for 0.3 s, still waiting "
+        "(the hcloud client retries timeouts and rate limits itself)"
+    ]

@@ -315,3 +315,21 @@ def test_interrupt_before_a_step_starts_nothing(
     with pytest.raises(interrupt.Interrupted):
         run_step(FileStep(tmp_path / "fs", ["a"]), ctx)
     assert hosts["a"].commands == []
+
+
+def test_after_an_interrupt_no_new_query_and_no_new_command_after_the_grace(
+    tmp_path: Path, hosts: dict[str, LocalHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Abandoned work must not go on changing hosts after the recap said the run stopped."""
+    monkeypatch.setattr(interrupt, "GRACE", 0.2)
+    ctx, _ = make_ctx({"a": hosts["a"]})
+    run_step(FileStep(tmp_path / "fs", ["a"]), ctx)  # the engine hands the host its stop flag
+    h = hosts["a"]
+    ctx.stop.request(signal.SIGINT)
+    with pytest.raises(interrupt.Interrupted):
+        h.query("true")
+    h.run(f"touch {tmp_path / 'in-grace'}")  # within the grace a resource may finish
+    threading.Event().wait(0.3)
+    with pytest.raises(interrupt.Interrupted):
+        h.run(f"touch {tmp_path / 'after-grace'}")
+    assert (tmp_path / "in-grace").exists() and not (tmp_path / "after-grace").exists()

@@ -491,18 +491,6 @@ WARN = [
         ),
     ),
     (
-        "sans-no-fip",
-        f"{K8S}.cert_sans",
-        "floating IP 116.202.6.21",
-        set_(f"{K8S}.cert_sans", ["api.k8s.skgm.de"]),
-    ),
-    (
-        "sans-no-dns",
-        f"{K8S}.cert_sans",
-        "api_dns_name api.k8s.skgm.de",
-        set_(f"{K8S}.cert_sans", ["116.202.6.21"]),
-    ),
-    (
         "insecure-on",
         f"{LB}.insecure_api.enabled",
         "unauthenticated",
@@ -1015,3 +1003,13 @@ def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
     text = "\n".join(str(p) for p in problems)
     assert "ssh.user" in text and "is not a plain name" in text
     assert len(text) < 3000, len(text)
+
+
+def test_cert_sans_without_the_floating_ip_or_api_name_is_no_warning(tmp_path: Path) -> None:
+    """The runbook always puts the floating IP, api_dns_name and the VIP into the certificate
+    (`k8sfiles.cert_sans`), so an inventory that does not repeat them is not a problem."""
+    from runbook import k8sfiles
+
+    inv = load_mutated(tmp_path, set_(f"{K8S}.cert_sans", []))
+    assert [w for w in inv.warnings if w.key.startswith("kubernetes.cert_sans")] == []
+    assert {"116.202.6.21", "api.k8s.skgm.de", "10.143.0.50"} <= set(k8sfiles.cert_sans(inv))

@@ -384,25 +384,6 @@ def _etcd(p: Parts) -> Iterator[Finding]:
         )
 
 
-def _cert_sans(p: Parts) -> Iterator[Finding]:
-    if p.kubernetes is None:
-        return
-    k8s = p.kubernetes
-    sans = {s.lower().rstrip(".") for s in k8s.cert_sans}
-    wanted = []
-    if (fip := _attr(p.load_balancer, "floating_ip.address")) is not None:
-        wanted.append(("the floating IP", str(fip)))
-    if (name := _attr(k8s, "api_dns_name")) is not None:
-        wanted.append(("api_dns_name", name))
-    for what, value in wanted:
-        if value.lower().rstrip(".") not in sans:
-            yield Finding(
-                "kubernetes.cert_sans",
-                f"does not contain {what} {value}: clients that use it get a certificate error",
-                warning=True,
-            )
-
-
 def _api_name_in_cluster_domain(p: Parts) -> Iterator[Finding]:
     if p.kubernetes is None:
         return
@@ -434,6 +415,5 @@ _RULES: tuple[Callable[[Parts], Iterator[Finding]], ...] = (
     _overlaps,
     _k8s_sizes,
     _etcd,
-    _cert_sans,
     _api_name_in_cluster_domain,
 )

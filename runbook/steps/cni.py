@@ -12,7 +12,6 @@ answer NXDOMAIN; `inv validate` warns about that case).
 
 from __future__ import annotations
 
-import difflib
 import shlex
 import threading
 import urllib.request
@@ -31,7 +30,7 @@ from ..k8sfiles import (
 )
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host
-from ..resources import File, Resource
+from ..resources import File, Resource, unified_diff
 from ._k8s import KUBECTL, Cluster, KubectlApplied
 from ._select import hosts_with
 
@@ -72,14 +71,7 @@ class CorednsApiHost(Resource):
         current, wanted = self._wanted(fact)
         if current.rstrip("\n") == wanted.rstrip("\n"):
             return None
-        diff = "".join(
-            difflib.unified_diff(
-                current.splitlines(keepends=True),
-                wanted.splitlines(keepends=True),
-                "Corefile (cluster)",
-                "Corefile (wanted)",
-            )
-        )
+        diff = unified_diff(current, wanted, "Corefile (cluster)", "Corefile (wanted)")
         return Change(self.key, "update", f"{self.name} -> {self.vip} in CoreDNS", diff)
 
     def apply(self, host: Host) -> None:

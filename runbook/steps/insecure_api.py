@@ -38,7 +38,7 @@ from ._select import hosts_with
 
 TOKEN_WAIT_S = 60
 VERIFY_WAIT_S = 20
-VIP_WAIT_S = 30  # HAProxy marks a new server UP after `rise 2` x `inter 2s`
+VIP_WAIT_S = 30  # HAProxy marks a new server UP after `rise 2` x `inter 1s`
 _lock = threading.Lock()
 _token_lock = threading.Lock()
 

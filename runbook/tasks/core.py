@@ -104,15 +104,17 @@ def walkthrough(
     )
 
 
-# (walkthrough name, procedure step number, "module:Class", constructor args) in document order
+# (walkthrough name, procedure step number, "module:Class", constructor args) in document order,
+# but haproxy (5) before heartbeat (4): HAProxy is configured before anything (the watchdog on the
+# VIP holder) starts it
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
     ("reboot", 1, "prepare:RebootStep", ()),
     ("network", 2, "network:NetworkStep", ()),
     ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
     ("lb", 3, "lb:LbStep", ()),
-    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("haproxy", 5, "haproxy:HaproxyStep", ()),
+    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("init", 6, "init:InitStep", ()),
     ("join", 7, "join:JoinStep", ("control-plane",)),
     ("join-workers", 7, "join:JoinStep", ("worker",)),

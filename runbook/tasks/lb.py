@@ -10,8 +10,9 @@ from ._common import STEP_HELP
 
 setup = common.step_task(
     "lb.setup",
-    "Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified.",
-    ["lb:LbStep", "heartbeat:HeartbeatStep", "haproxy:HaproxyStep"],
+    "Steps 3-5: VIP + floating IP on the primary, HAProxy, then Heartbeat (HAProxy is configured "
+    "before Heartbeat's watchdog may start it) — idempotent, verified.",
+    ["lb:LbStep", "haproxy:HaproxyStep", "heartbeat:HeartbeatStep"],
     roles=["lb"],
     needs_cloud=True,
 )

@@ -147,8 +147,9 @@ def test_secrets_not_in_output(cluster: dict[str, float]) -> None:
 def test_api_through_the_vip_survives_a_control_plane_down(cluster: dict[str, float]) -> None:
     netns.host_exec("k8scontrol01", ["systemctl", "stop", "kubelet"])
     try:
-        # HAProxy takes the dead apiserver out after `fall 3` x `inter 2s`; until then a request
-        # may still land on it (as with the real thing). Within 30 s every request must succeed.
+        # HAProxy takes the dead apiserver out after `fall 2` checks (inter 1s, fastinter
+        # 250ms); until then a request may still land on it (as with the real thing). Within
+        # 30 s every request must succeed.
         deadline = time.monotonic() + 30
         ok_in_a_row = 0
         while ok_in_a_row < 5:

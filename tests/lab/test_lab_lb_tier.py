@@ -17,7 +17,7 @@ import pytest
 
 from lab import labstate, netns, probe, scenarios, topology
 
-from .helpers import recap, wait_for
+from .helpers import recap
 
 pytestmark = pytest.mark.lab
 OUTPUTS: list[str] = []
@@ -38,40 +38,14 @@ def measure(name: str, value: float) -> None:
 
 @pytest.fixture(scope="module")
 def lb_tier(lab_up: dict[str, float]) -> dict[str, float]:
-    t = {}
-    for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
-        ("network",),
-        ("lb.setup",),
-    ):
-        t0 = time.monotonic()
-        r = cli(*args, "--yes")
-        t[args[0]] = time.monotonic() - t0
-        assert recap(r.stdout)["failed"] == 0
-    wait_for(
-        "one VIP holder",
-        lambda: (
-            sum(
-                f" {topology.load().vip}/"
-                in netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "dev", "ens10"]).stdout
-                for h in ("k8slb01", "k8slb02")
-            )
-            == 1
-        ),
-        timeout=60,
-        step=0.5,
-    )
+    t = scenarios.lb_tier(cli)
     for k, v in t.items():
         measure(f"first run {k} (s)", v)
     return t
 
 
 def test_second_run_changes_nothing(lb_tier: dict[str, float]) -> None:
-    for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
-        ("network",),
-        ("lb.setup",),
-    ):
+    for args in scenarios.LB_TIER_RUNS:
         t0 = time.monotonic()
         r = cli(*args, "--yes")
         measure(f"second run {args[0]} (s)", time.monotonic() - t0)

@@ -43,7 +43,7 @@ ORDER = (
     "k8node01",
     "k8node02",
 )
-ROLE = {"k8slb": 0, "k8scontrol": 1, "k8snode": 2}
+ROLE = {"k8slb": 0, "k8scontrol": 1, "k8node": 2}
 
 
 def publish(version: str) -> None:

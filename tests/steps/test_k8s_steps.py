@@ -18,6 +18,7 @@ from runbook.console import Masker, NeedsPerson, Ui, make_console
 from runbook.engine import RunOptions, StepContext, plan_target, run_step
 from runbook.inventory import Inventory, load_inventory
 from runbook.plan import Status
+from runbook.remote import Host, Result
 from runbook.resources import Packages
 from runbook.steps.admin_user import AdminUserStep
 from runbook.steps.certs import CertsStep
@@ -321,7 +322,7 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
     steps = walk_steps()
     assert [(label, n) for label, n, _ in steps] == [
         ("prepare", 1), ("reboot", 1), ("network", 2), ("firewall", 2), ("lb", 3),
-        ("heartbeat", 4), ("haproxy", 5), ("init", 6), ("join", 7), ("join-workers", 7),
+        ("haproxy", 5), ("heartbeat", 4), ("init", 6), ("join", 7), ("join-workers", 7),
         ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
     from runbook.plan import Change, StepResult, TargetResult
@@ -331,3 +332,41 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
     )
     checked = as_checked(pending)
     assert not checked.dry_run and checked.results[0].status is Status.SKIPPED
+
+
+class _FlakyVip(Host):
+    """Answers the first `fail` calls as kubectl does while the VIP has no holder."""
+
+    def __init__(self, fail: int, error: str) -> None:
+        super().__init__("k8scontrol01")
+        self.fail, self.error, self.calls = fail, error, 0
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        self.calls += 1
+        if self.calls <= self.fail:
+            return Result("", self.error, 1)
+        return Result("ok", "", 0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Unable to connect to the server: dial tcp 10.143.0.50:6443: connect: no route to host",
+        "The connection to the server 10.143.0.50:6443 was refused - did you specify the right "
+        "host or port?",
+    ],
+)
+def test_calls_through_the_vip_ride_out_a_hand_over(error: str) -> None:
+    """I5 (issue 11: the join step's verification failed the run on one "Unable to connect to
+    the server" while the VIP moved): connection failures are retried until the deadline."""
+    from runbook.steps._k8s import through_vip
+
+    host = _FlakyVip(2, error)
+    res = through_vip(host, "kubectl get nodes -o json", deadline_s=10)
+    assert res.exited == 0 and host.calls == 3
+    # a real error is not retried; a connection failure past the deadline is returned as is
+    other = _FlakyVip(5, 'Error from server (Forbidden): nodes is forbidden: User "x"')
+    assert through_vip(other, "kubectl get nodes", deadline_s=10).exited == 1 and other.calls == 1
+    late = _FlakyVip(99, error)
+    assert through_vip(late, "kubectl get nodes", deadline_s=1.5).exited == 1
+    assert 2 <= late.calls <= 3
