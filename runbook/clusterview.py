@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from rich.table import Table
 from rich.text import Text
 
+from .certexpiry import WARN_DAYS, soonest
 from .cloud import CloudTarget
 from .clusterfacts import CloudLookup, cloud_lookup, collect_status
 from .clusterstatus import ClusterStatus, FirewallView, short, uptime_text
@@ -184,6 +185,23 @@ def _nodes(ui: Ui, st: ClusterStatus) -> None:
     )
 
 
+def _certs(ui: Ui, st: ClusterStatus) -> None:
+    rows: list[list[Cell]] = []
+    for h in st.hosts:
+        first = soonest(list(h.certs))
+        if first is None:
+            continue
+        style = BAD if first.days < 0 else MEH if first.days < WARN_DAYS else GOOD
+        rows.append([h.name, first.name, first.expires, Text(first.residual, style=style)])
+    if rows:
+        _table(
+            ui,
+            "certificates (the soonest per control plane)",
+            ["control plane", "certificate", "expires", "residual"],
+            rows,
+        )
+
+
 def _firewalls(ui: Ui, st: ClusterStatus) -> None:
     fw = st.firewalls
     if fw is None or fw.error:
@@ -208,6 +226,7 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
     _lbs(ui, st, verbose)
     _api(ui, st, verbose)
     _nodes(ui, st)
+    _certs(ui, st)
     _firewalls(ui, st)
     for w in st.warnings():
         ui.warn(w)

@@ -218,6 +218,27 @@ class Ui:
         if not ok:
             raise CheckpointDeclined(f"declined: {q}")
 
+    def typed_checkpoint(self, question: str, *, expected: str, given: str | None) -> None:
+        """A checkpoint for what cannot be undone: the operator types `expected` (`--yes` is
+        not enough; a script passes it as `given`, e.g. an option `--confirm NAME`)."""
+        q = self.masker.mask(question)
+        with self._lock:
+            self.console.print(Panel(Text(q), title="checkpoint", border_style="red"))
+        if given is not None:
+            if given != expected:
+                raise CheckpointDeclined(f"declined: typed {given!r}, not {expected!r}")
+            self.print(f"checkpoint: confirmed by typing {expected!r}", style="cyan")
+            return
+        if not self.interactive:
+            raise NeedsPerson(
+                f"checkpoint needs a person: {q} (no TTY; re-run with --confirm {expected})"
+            )
+        with self._lock:
+            self.console.print(f"type {escape(expected)} to confirm: ", end="")
+        answer = self._stdin.readline().strip()
+        if answer != expected:
+            raise CheckpointDeclined(f"declined: typed {answer!r}, not {expected!r}")
+
     def ask_secret(self, prompt: str) -> str:
         """Ask for a secret without echo (TTY only); registered with the masker."""
         if not self.interactive:

@@ -13,16 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .haproxyctl import runtime_command
 from .inventory import Inventory
 from .remote import Host, HostUnreachable
 
-# HAProxy's runtime API through python3 (always on Debian): no socat needed on the LBs.
-SHOW_STAT = (
-    'python3 -c "import socket;s=socket.socket(socket.AF_UNIX);'
-    "s.connect('/run/haproxy/admin.sock');s.sendall(b'show stat\\n');"
-    "import sys;b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
-    'sys.stdout.write(b.decode())"'
-)
+SHOW_STAT = runtime_command("show stat")
 
 
 @dataclass(frozen=True)

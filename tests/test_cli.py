@@ -27,6 +27,12 @@ NAMESPACE = [
     "cluster.admin-user",
     "cluster.insecure-api",
     "cluster.certs",
+    "cluster.backup",
+    "cluster.restore",
+    "cluster.upgrade",
+    "cluster.remove",
+    "cluster.renew-certs",
+    "patch",
     "walkthrough",
     "status",
     "validate",
@@ -48,6 +54,9 @@ STEP_TASKS = [
     "cluster.insecure-api",
     "cluster.certs",
     "walkthrough",
+    "patch",
+    "cluster.remove",
+    "cluster.renew-certs",
 ]
 
 
@@ -134,6 +143,20 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
     r = inv(*args, inventory=p)
     assert r.returncode == 2 and "load_balancer.primary" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.bad_input
+def test_restore_bad_input_exits_2_before_touching_hosts(tmp_path: Path) -> None:
+    r = inv("cluster.restore", "--snapshot", str(tmp_path / "none.db"), "--confirm", "skgm")
+    assert r.returncode == 2 and "none.db: no such file" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    snap = tmp_path / "s.db"
+    snap.write_bytes(b"x")
+    p = bad_inventory(tmp_path, lambda d: d["kubernetes"].update(backup={"keep": 0}))
+    r = inv("cluster.restore", "--snapshot", str(snap), inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
+    r = inv("cluster.backup", "--dry-run", inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
 
 
 @pytest.mark.bad_input

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -289,6 +289,12 @@ class EtcdSpec(_Model):
     election_timeout_ms: EtcdMillis = 5000
 
 
+class BackupSpec(_Model):
+    """Local etcd snapshots (`inv cluster.backup`): how many the operator's machine keeps."""
+
+    keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = 7  # older ones are pruned
+
+
 class PackageRepoSpec(_Model):
     """Where kubelet/kubeadm/kubectl (``package_repo``, default pkgs.k8s.io for ``version``) or
     containerd.io (``containerd_repo``, default Docker's repository) come from.
@@ -319,6 +325,7 @@ class KubernetesSpec(_Model):
     api_dns_name: DNSName | None = None
     cert_sans: tuple[SubjectAltName, ...] = Field(default=(), max_length=MAX_LIST)
     etcd: EtcdSpec = EtcdSpec()
+    backup: BackupSpec = BackupSpec()
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
     package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/
