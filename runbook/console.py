@@ -154,6 +154,13 @@ class Ui:
             self.console.rule(Text(self.masker.mask(f"{name} — {title}"), style="bold"))
 
     def show_plan(self, step: str, plans: Sequence[TargetPlan]) -> None:
+        """The plan tree: grouped over targets (plangroup), per target with --verbose."""
+        if not self.verbose:
+            from .plangroup import grouped_tree
+
+            with self._lock:
+                self.console.print(grouped_tree(step, plans, self.masker.mask))
+            return
         tree = Tree(Text(f"plan: {step}", style="bold"))
         for plan in plans:
             if plan.error:
@@ -248,25 +255,35 @@ class Ui:
             self.console.print(t)
 
     def recap(self, results: Sequence[StepResult]) -> str:
-        """Print a table per target and the plain `recap:` line; return that line."""
-        t = Table(
-            title="recap"
-            + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else ""),
-            title_justify="left",
+        """Print a table (targets with the same outcome share a row; one per target with
+        --verbose) and the plain `recap:` line; return that line."""
+        from .plangroup import host_ranges, recap_rows
+        from .screen import fitted_table
+
+        if self.verbose:
+            rows = [
+                (sr.step, host_ranges([r.target]), r.status, len(r.changes), r.message)
+                for sr in results
+                for r in sr.results
+            ]
+        else:
+            rows = recap_rows(results)
+        title = "recap" + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else "")
+        t = fitted_table(
+            self.console,
+            title,
+            ("step", "target", "status", "changes", "message"),
+            [
+                (step, target, Text(st.value, style=_STATUS_STYLE[st]), str(n), msg)
+                for step, target, st, n, msg in rows
+            ],
+            whole=("step", "target", "status"),
+            cell=lambda v: Text(self.masker.mask(v)),
         )
-        for col in ("step", "target", "status", "changes", "message"):
-            t.add_column(col)
         counts = dict.fromkeys(Status, 0)
         for sr in results:
             for r in sr.results:
                 counts[r.status] += 1
-                t.add_row(
-                    sr.step,
-                    r.target,
-                    Text(r.status.value, style=_STATUS_STYLE[r.status]),
-                    str(len(r.changes)),
-                    self.masker.mask(r.message),
-                )
         line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
         with self._lock:
             self.console.print(Group(t))
