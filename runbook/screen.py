@@ -22,6 +22,10 @@ def _longest_word(cells: Sequence[Cell]) -> int:
     return max((len(w) for w in words), default=1)
 
 
+def _cell(value: Cell, make: Callable[[str], Text]) -> Text:
+    return make(value) if isinstance(value, str) else value
+
+
 def fitted_table(
     console: Console,
     title: str,
@@ -54,7 +58,7 @@ def fitted_table(
             else:
                 table.add_column(columns[i], overflow="fold")
         for row in rows:
-            table.add_row(*(cell(row[i]) if isinstance(row[i], str) else row[i] for i in shown))
+            table.add_row(*(_cell(row[i], cell) for i in shown))
         need = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
         if need <= console.width:
             break
