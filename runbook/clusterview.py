@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from rich.table import Table
 from rich.text import Text
 
 from .cloud import CloudTarget
@@ -17,6 +16,7 @@ from .clusterstatus import ClusterStatus, short, uptime_text
 from .console import Ui
 from .inventory import Inventory
 from .remote import Host, connect_all
+from .screen import fitted_table
 
 GOOD, BAD, MEH = "green", "bold red", "yellow"
 Cell = str | Text
@@ -27,19 +27,28 @@ def _held(flag: bool) -> Text:
 
 
 def _table(
-    ui: Ui, title: str, columns: Sequence[str], rows: Sequence[Sequence[Cell]], *, caption: str = ""
+    ui: Ui,
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    caption: str = "",
+    whole: Sequence[str] = (),
+    drop: Sequence[str] = (),
 ) -> None:
-    t = Table(
-        title=ui.masker.mask(title),
-        title_justify="left",
-        caption=ui.masker.mask(caption) or None,
-        caption_justify="left",
+    """A table fitted to the screen: `whole` columns (names, IPs) are never cut, `drop`
+    columns (least valuable first) are left out while a row would not fit on one line."""
+    table = fitted_table(
+        ui.console,
+        ui.masker.mask(title),
+        columns,
+        rows,
+        whole=whole,
+        drop=drop,
+        caption=ui.masker.mask(caption),
+        cell=lambda v: Text(ui.masker.mask(v)),
     )
-    for c in columns:
-        t.add_column(c)
-    for row in rows:
-        t.add_row(*(Text(ui.masker.mask(c)) if isinstance(c, str) else c for c in row))
-    ui.console.print(t)
+    ui.console.print(table)
 
 
 def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
@@ -60,7 +69,7 @@ def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
                 h.role,
                 h.private_ip,
                 Text("yes", style=GOOD),
-                h.os,
+                h.os if verbose else h.os.replace(" GNU/Linux", ""),
                 h.kernel,
                 uptime_text(h.uptime_s),
                 kubelet,
@@ -72,6 +81,8 @@ def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         f"hosts ({reachable}/{len(st.hosts)} reachable over SSH)",
         ["host", "role", "private IP", "SSH", "OS", "kernel", "uptime", "kubelet"],
         rows,
+        whole=("host", "role", "private IP"),
+        drop=() if verbose else ("kernel", "uptime"),
     )
 
 
@@ -111,6 +122,7 @@ def _lbs(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         ["node", "heartbeat", "VIP here", "floating IP here", "haproxy", "backends"],
         rows,
         caption=routes,
+        whole=("node",),
     )
     if verbose:
         for n in st.lbs:
@@ -132,6 +144,8 @@ def _api(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         "API server health (GET /readyz)",
         ["through", "asked from", "result", "HTTP", "latency", "TLS", "server version"],
         rows,
+        whole=("through", "asked from"),
+        drop=() if verbose else ("server version", "latency"),
     )
 
 
@@ -181,6 +195,8 @@ def _nodes(ui: Ui, st: ClusterStatus) -> None:
         f"nodes ({n_ready}/{len(nv.nodes)} Ready; kubectl on {nv.source})",
         ["node", "status", "roles", "kubelet", "internal IP", "inventory role", "note"],
         rows,
+        whole=("node", "internal IP"),
+        drop=("inventory role", "kubelet"),
     )
 
 
