@@ -205,11 +205,33 @@ class Ui:
             )
         hint = "[Y/n]" if default else "[y/N]"
         with self._lock:
-            self.console.print(f"{escape(q)} {hint} ", end="")
+            # a Text, not markup: "[y/N]" as markup is a style tag and vanishes
+            self.console.print(Text(f"confirm? {hint} "), end="")
         answer = self._stdin.readline().strip().lower()
         ok = default if not answer else answer in ("y", "yes")
         if not ok:
             raise CheckpointDeclined(f"declined: {q}")
+
+    def choose(self, question: str, choices: Sequence[str], default: str) -> str:
+        """Ask for one of `choices` (a unique prefix will do; empty = `default`) on a TTY.
+
+        End of input counts as the last choice (the way out, e.g. "quit").
+        """
+        shown = " / ".join(c.upper() if c == default else c for c in choices)
+        while True:
+            with self._lock:
+                self.console.print(Text(f"{self.masker.mask(question)} {shown}? "), end="")
+            line = self._stdin.readline()
+            if not line:
+                self.print("")
+                return choices[-1]
+            answer = line.strip().lower()
+            if not answer:
+                return default
+            matches = [c for c in choices if c.startswith(answer)]
+            if len(matches) == 1:
+                return matches[0]
+            self.print(f"please answer {', '.join(choices)} (empty: {default})", style="yellow")
 
     def ask_secret(self, prompt: str) -> str:
         """Ask for a secret without echo (TTY only); registered with the masker."""

@@ -137,3 +137,11 @@ def test_verbose_commands_are_masked() -> None:
     quiet, qout = ui_at(verbose=False)
     quiet.command("k8slb01", "ls", mutating=False)
     assert qout.getvalue() == ""
+
+
+def test_checkpoint_prints_its_text_once_and_shows_choices_and_default() -> None:
+    ui, out = ui_at(interactive=True, stdin=io.StringIO("y\n"))
+    ui.checkpoint("Reboot k8slb01 now? It holds no VIP.")
+    text = out.getvalue()
+    assert text.count("Reboot k8slb01 now?") == 1
+    assert "[y/N]" in text

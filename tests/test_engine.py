@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, Step, StepContext, StepFailed, run_step
+from runbook.engine import RunOptions, Step, StepContext, StepFailed, StepQuit, run_step
 from runbook.plan import Status, TargetPlan
 from runbook.remote import DryRunViolation, Fact, Host
 from runbook.resources import File, Resource
@@ -74,6 +74,7 @@ def make_ctx(
     yes: bool = True,
     interactive: bool = False,
     answer: str = "",
+    guided: bool = False,
 ) -> tuple[StepContext, io.StringIO]:
     out = io.StringIO()
     masker = Masker()
@@ -87,7 +88,7 @@ def make_ctx(
     ctx = StepContext(
         inventory=SimpleNamespace(),
         ui=ui,  # type: ignore[arg-type]
-        options=RunOptions(dry_run=dry_run, yes=yes),
+        options=RunOptions(dry_run=dry_run, yes=yes, guided=guided),
     )
     ctx.targets.update(hosts)
     return ctx, out
@@ -108,7 +109,7 @@ def test_changed_then_ok(tmp_path: Path, hosts: dict[str, LocalHost]) -> None:
     ctx2, out = make_ctx({n: LocalHost(n, h.state) for n, h in hosts.items()})
     second = run_step(step, ctx2)
     assert [r.status for r in second.results] == [Status.OK] * 3
-    assert "a: ok (no changes)" in out.getvalue()
+    assert "a, b, c: ok (no changes)" in out.getvalue()
     assert sorted(step.verified) == ["a", "a", "b", "b", "c", "c"]
 
 
@@ -203,3 +204,47 @@ def test_facts_gathered_in_one_round_trip(tmp_path: Path, hosts: dict[str, Local
     ctx, _ = make_ctx({"a": h}, dry_run=True)
     run_step(ManyFiles(tmp_path / "fs", ["a"]), ctx)
     assert len(h.commands) == 1  # six probes, one command
+
+
+@pytest.mark.parametrize("answer", ["\n", "a\n", "apply\n", "x\nA\n"])
+def test_guided_apply(tmp_path: Path, hosts: dict[str, LocalHost], answer: str) -> None:
+    step = FileStep(tmp_path / "fs", ["a", "b"])
+    ctx, out = make_ctx(hosts, yes=False, interactive=True, answer=answer, guided=True)
+    res = run_step(step, ctx)
+    assert [r.status for r in res.results] == [Status.CHANGED] * 2
+    assert "files: apply these changes on a, b APPLY / skip / quit?" in out.getvalue()
+    if answer.startswith("x"):
+        assert "please answer apply, skip, quit (empty: apply)" in out.getvalue()
+
+
+def test_guided_skip_changes_nothing_and_goes_on(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    step = FileStep(tmp_path / "fs", ["a", "b"])
+    ctx, _ = make_ctx(hosts, yes=False, interactive=True, answer="s\n", guided=True)
+    res = run_step(step, ctx)
+    assert [r.status for r in res.results] == [Status.SKIPPED] * 2
+    assert not res.failed
+    assert all(h.mutating() == [] for h in hosts.values())
+
+
+@pytest.mark.parametrize("answer", ["q\n", "quit\n", ""])  # "" = end of input
+def test_guided_quit_raises_and_changes_nothing(
+    tmp_path: Path, hosts: dict[str, LocalHost], answer: str
+) -> None:
+    step = FileStep(tmp_path / "fs", ["a"])
+    ctx, _ = make_ctx(hosts, yes=False, interactive=True, answer=answer, guided=True)
+    with pytest.raises(StepQuit, match="--from files"):
+        run_step(step, ctx)
+    assert hosts["a"].mutating() == []
+
+
+def test_guided_does_not_ask_when_nothing_changes(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    run_step(FileStep(tmp_path / "fs", ["a"]), make_ctx({"a": hosts["a"]})[0])
+    ctx, out = make_ctx(
+        {"a": LocalHost("a", hosts["a"].state)}, yes=False, interactive=True, guided=True
+    )
+    assert run_step(FileStep(tmp_path / "fs", ["a"]), ctx).results[0].status is Status.OK
+    assert "apply / skip" not in out.getvalue().lower()

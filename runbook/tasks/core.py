@@ -63,7 +63,8 @@ network = common.step_task(
 
 @task(
     help=common.step_help(
-        from_step="Start at this step (e.g. heartbeat); earlier ones are checked."
+        from_="Start at this step (e.g. heartbeat); earlier ones are only checked.",
+        only="Run this one step only (e.g. to repeat it); the others are not looked at.",
     ),
     iterable=["host"],
 )
@@ -74,9 +75,14 @@ def walkthrough(
     yes: bool = False,
     verbose: bool = False,
     accept_new_host_keys: bool = False,
-    from_step: str = "",
+    from_: str = "",
+    only: str = "",
 ) -> None:
-    """The whole procedure, steps 1-10 in order, guided, with checkpoints; re-running resumes."""
+    """The whole procedure, steps 1-10 in order, with checkpoints; re-running resumes.
+
+    On a TTY without --yes each step shows its plan and asks apply / skip / quit (quit: exit 3,
+    a re-run resumes there; a step with nothing to change does not ask).
+    """
     run_walkthrough(
         c,
         host=host or [],
@@ -84,7 +90,8 @@ def walkthrough(
         yes=yes,
         verbose=verbose,
         accept_new_host_keys=accept_new_host_keys,
-        from_step=from_step,
+        from_step=from_,
+        only=only,
     )
 
 
@@ -131,12 +138,14 @@ def run_walkthrough(
     verbose: bool,
     accept_new_host_keys: bool,
     from_step: str,
+    only: str = "",
 ) -> list[StepResult]:
-    """Steps 1-10 with checkpoints; steps before --from-step are only checked (planned)."""
+    """Steps 1-10 with checkpoints; steps before --from are only checked (planned)."""
     from dataclasses import replace
 
     from ..cloud import CloudTarget, CloudTokenMissing
     from ..console import CheckpointDeclined, NeedsPerson
+    from ..engine import StepQuit
     from ..plan import CLOUD
     from ..remote import connect_all
 
@@ -146,13 +155,22 @@ def run_walkthrough(
         raise Exit(code=common.EXIT_CHECKPOINT)
     steps = walk_steps()
     labels = [label for label, _, _ in steps]
-    if from_step and from_step not in labels:
-        raise common.fail_input(ui, [f"--from-step: {from_step!r} is not one of {labels}"])
+    for flag, value in (("--from", from_step), ("--only", only)):
+        if value and value not in labels:
+            raise common.fail_input(ui, [f"{flag}: {value!r} is not one of {', '.join(labels)}"])
+    if from_step and only:
+        raise common.fail_input(ui, ["--from and --only: give one of them"])
+    if only:
+        steps = [s for s in steps if s[0] == only]
+        labels = [only]
     start = labels.index(from_step) if from_step else 0
     inv = common.load(c, ui)
     common.register_secrets(inv, ui)
     selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
-    options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
+    guided = ui.interactive and not (yes or dry_run)
+    options = RunOptions(
+        dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
+    )
     ctx = StepContext(inventory=inv, ui=ui, options=options)
     first_cp = inv.first_control_plane.name
     ctx.targets.update(
@@ -189,7 +207,7 @@ def run_walkthrough(
                 break
             if label == "haproxy" and i >= start and not dry_run:
                 offer_drill(ctx)
-    except (CheckpointDeclined, NeedsPerson) as exc:
+    except (CheckpointDeclined, NeedsPerson, StepQuit) as exc:
         ui.error(str(exc))
         code = common.EXIT_CHECKPOINT
     finally:
@@ -209,15 +227,13 @@ def run_walkthrough(
 
 
 def as_checked(res: StepResult) -> StepResult:
-    """A step before --from-step was only planned: pending changes are reported as skipped."""
+    """A step before --from was only planned: pending changes are reported as skipped."""
     from dataclasses import replace
 
     from ..plan import Status, TargetResult
 
     rows = tuple(
-        TargetResult(
-            r.target, Status.SKIPPED, r.changes, "pending: before --from-step, not applied"
-        )
+        TargetResult(r.target, Status.SKIPPED, r.changes, "pending: before --from, not applied")
         if r.status is Status.CHANGED
         else r
         for r in res.results
