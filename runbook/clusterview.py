@@ -228,6 +228,21 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
     return 0
 
 
+def with_cloud_facts(inv: Inventory, ui: Ui, hosts: dict[str, Host]) -> Inventory:
+    """The LBs' interfaces and public IPs from the cloud when the inventory leaves them out
+    (runbook.discover); a disagreement is a warning here (status only reads)."""
+    from .discover import DiscoveryFailed, discover, needs_discovery
+
+    if not needs_discovery(inv):
+        return inv  # status does not verify given names (validate --online does)
+    try:
+        return discover(inv, ui, hosts)
+    except DiscoveryFailed as exc:
+        for p in exc.problems:
+            ui.warn(p)
+        return inv
+
+
 def run_status(
     inv: Inventory,
     ui: Ui,
@@ -255,6 +270,7 @@ def run_status(
         factory=factory,
     )
     try:
+        inv = with_cloud_facts(inv, ui, hosts)
         with ui.status("asking the hosts, the load balancers and the API …"):
             st = collect_status(inv, hosts, cloud=cloud)
     finally:

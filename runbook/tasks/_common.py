@@ -16,6 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from ..console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from ..discover import LB_FACT_STEPS
 from ..engine import RunOptions, Step, StepContext, run_step
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
 from ..plan import CLOUD, StepResult
@@ -146,6 +147,21 @@ def register_secrets(inv: Inventory, ui: Ui) -> None:
     ui.masker.register(token)
 
 
+def cloud_facts(
+    inv: Inventory, ui: Ui, hosts: Any, *, dry_run: bool, cloud: Any = None
+) -> Inventory:
+    """The inventory with the LBs' public IPs and interfaces from the cloud (runbook.discover);
+    a disagreement or a fact not found is bad input (exit 2, every problem listed)."""
+    from ..discover import DiscoveryFailed, discover
+
+    try:
+        return discover(inv, ui, hosts, cloud=cloud, pending_ok=dry_run)
+    except DiscoveryFailed as exc:
+        raise fail_input(
+            ui, exc.problems, header="the inventory, the cloud and the hosts disagree:"
+        ) from None
+
+
 def execute(
     c: Context,
     steps: Sequence[Step],
@@ -193,6 +209,8 @@ def execute(
             ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
+    if any(s.name in LB_FACT_STEPS for s in steps):
+        ctx.inventory = cloud_facts(ctx.inventory, ui, ctx.targets, dry_run=dry_run)
     results: list[StepResult] = []
     code = 0
     try:

@@ -9,15 +9,26 @@ from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from ..console import Ui
 from ..engine import RunOptions, Step, StepContext, run_step
-from ..inventory import SUMMARY_COLUMNS, summary_facts, summary_rows
+from ..inventory import SUMMARY_COLUMNS, Inventory, summary_facts, summary_rows
 from ..plan import StepResult
 from . import _common as common
 from ._common import STEP_HELP
 
 
-@task(help={"verbose": "Also list every warning's explanation."})
-def validate(c: Context, verbose: bool = False) -> None:
+@task(
+    help={
+        "verbose": "Also list every warning's explanation.",
+        "online": "Also check the inventory against the Hetzner API (servers, private IPs, "
+        "floating IP, network) and the hosts (SSH, OS release, the LBs' interfaces); read-only. "
+        "Exit 2 when the cloud disagrees, 1 when a host cannot be reached or is unsupported.",
+        "accept_new_host_keys": STEP_HELP["accept_new_host_keys"],
+    }
+)
+def validate(
+    c: Context, verbose: bool = False, online: bool = False, accept_new_host_keys: bool = False
+) -> None:
     """Check the inventory (hosts.yaml) against every rule; exit 2 listing all problems."""
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
@@ -25,6 +36,60 @@ def validate(c: Context, verbose: bool = False) -> None:
     ui.table(f"inventory {common.inventory_path(c)}", SUMMARY_COLUMNS, rows)
     ui.table("cluster", ["what", "value"], summary_facts(inv))
     ui.print(f"valid: {len(rows)} hosts, {len(inv.warnings)} warning(s)", style="green")
+    if online:
+        validate_online(inv, ui, accept_new_host_keys=accept_new_host_keys)
+
+
+def validate_online(inv: Inventory, ui: Ui, *, accept_new_host_keys: bool) -> None:
+    """`validate --online`: one table of cloud and host checks (runbook.onlinecheck)."""
+    from rich.text import Text
+
+    from ..cloud import CloudTarget, CloudTokenMissing
+    from ..onlinecheck import cloud_checks, exit_code, host_checks
+    from ..remote import connect_all
+    from ..screen import fitted_table
+
+    common.register_secrets(inv, ui)
+    try:
+        cloud = CloudTarget.from_inventory(inv, dry_run=True, ui=ui)
+    except CloudTokenMissing as exc:
+        raise common.fail_input(ui, [exc]) from None
+    hosts = connect_all(
+        inv,
+        list(inv.hosts),
+        dry_run=True,
+        accept_new_host_keys=accept_new_host_keys,
+        log=ui.command,
+    )
+    try:
+        with ui.status("asking the Hetzner API and every host (read-only) …"):
+            checks = cloud_checks(inv, cloud) + host_checks(inv, hosts, cloud)
+    finally:
+        for h in hosts.values():
+            h.close()
+    marks: dict[bool | None, Text] = {
+        True: Text("ok", style="green"),
+        False: Text("FAIL", style="bold red"),
+        None: Text("note", style="cyan"),
+    }
+    rows = [(c.what, c.target, marks[c.ok], c.detail) for c in checks]
+    ui.console.print(
+        fitted_table(
+            ui.console,
+            "online: the inventory against the cloud and the hosts",
+            ("check", "target", "result", "detail"),
+            rows,
+            whole=("check", "target", "result"),
+            cell=lambda v: Text(ui.masker.mask(v)),
+        )
+    )
+    code = exit_code(checks)
+    failed = sum(c.ok is False for c in checks)
+    ui.print(
+        f"online: {len(checks)} checks, {failed} failed", style="bold red" if failed else "green"
+    )
+    if code:
+        raise Exit(code=code)
 
 
 @task(
@@ -145,6 +210,7 @@ def run_walkthrough(
 
     from ..cloud import CloudTarget, CloudTokenMissing
     from ..console import CheckpointDeclined, NeedsPerson
+    from ..discover import LB_FACT_STEPS, PENDING_NIC
     from ..engine import StepQuit
     from ..plan import CLOUD
     from ..remote import connect_all
@@ -189,8 +255,17 @@ def run_walkthrough(
     results: list[StepResult] = []
     code = 0
     t0 = time.monotonic()
+    facts_known = False
     try:
         for i, (label, number, step) in enumerate(steps):
+            if step.name in LB_FACT_STEPS and (
+                not facts_known or ctx.inventory.load_balancer.interface == PENDING_NIC
+            ):
+                # read now, not at the start: the private NIC exists once `network` attached it
+                ctx.inventory = common.cloud_facts(
+                    inv, ui, ctx.targets, dry_run=dry_run or i < start, cloud=ctx.targets[CLOUD]
+                )
+                facts_known = True
             ui.print(
                 f"walkthrough {i + 1}/{len(steps)}: step {number} ({label}), "
                 f"{time.monotonic() - t0:.0f} s elapsed",
