@@ -102,6 +102,13 @@ def make_console(
     )
 
 
+def until(seconds: float) -> str:
+    """The wall-clock time `seconds` from now, HH:MM:SS (what an operator compares with)."""
+    import datetime
+
+    return (datetime.datetime.now() + datetime.timedelta(seconds=seconds)).strftime("%H:%M:%S")
+
+
 class Ui:
     """What steps and tasks show the operator; never prints an unmasked secret."""
 
@@ -253,10 +260,26 @@ class Ui:
         with self.console.status(Text(self.masker.mask(text))):
             yield
 
+    @contextlib.contextmanager
+    def waiting(self, what: str, seconds: float) -> Iterator[None]:
+        """A wait with a deadline: says what for and until when (a spinner on a terminal, one
+        line otherwise)."""
+        text = f"waiting for {what}, until {until(seconds)} (at most {seconds:.0f} s)"
+        if not self.console.is_terminal:
+            self.print(text, style="dim")
+            yield
+            return
+        with self.console.status(Text(self.masker.mask(text))):
+            yield
+
     def wait(self, description: str, total: float) -> Any:
-        """A progress bar for a wait with a known length (seconds)."""
+        """A progress bar for a wait with a known length (seconds), naming its deadline; without
+        a terminal one line says what for and until when."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        description = f"{description}, until {until(total)}"
+        if not self.console.is_terminal:
+            self.print(f"waiting for {description} (at most {total:.0f} s)", style="dim")
         return Progress(
             TextColumn(self.m(description)),
             BarColumn(),

@@ -142,14 +142,15 @@ class HeartbeatStep(Step):
         wait = hb.effective_initdead + hb.deadtime + 15
         deadline = time.monotonic() + wait
         problem = ""
-        while time.monotonic() < deadline:
-            holders = [n for n in lbs if holds_vip(ctx, n)]
-            peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
-            if len(holders) == 1 and peers_ok:
-                ctx.ui.print(f"heartbeat pair up: {holders[0]} holds the VIP", style="green")
-                return
-            problem = f"VIP holders: {holders or 'none'}; peers seen active: {peers_ok}"
-            time.sleep(1)
+        with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
+            while time.monotonic() < deadline:
+                holders = [n for n in lbs if holds_vip(ctx, n)]
+                peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
+                if len(holders) == 1 and peers_ok:
+                    ctx.ui.print(f"heartbeat pair up: {holders[0]} holds the VIP", style="green")
+                    return
+                problem = f"VIP holders: {holders or 'none'}; peers seen active: {peers_ok}"
+                time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
 
     @staticmethod
