@@ -20,12 +20,12 @@ from runbook.inventory.fields import (
     DNSName,
     EnvName,
     FetchUrl,
-    Iface,
     IPv4,
     K8sName,
     Label,
     Name,
     Net,
+    OptIface,
     Port,
     PositiveFloat,
     Seconds,
@@ -199,8 +199,8 @@ class LoadBalancerSpec(_Model):
     floating_ip: FloatingIPSpec
     # "" (left out): found from the API's MAC of the private NIC / the public IPv4 on the host
     # (runbook.discover); a name given is verified the same way
-    interface: Iface | Literal[""] = ""
-    public_interface: Iface | Literal[""] = ""
+    interface: OptIface = ""
+    public_interface: OptIface = ""
     heartbeat: HeartbeatSpec
     public_allow: tuple[Net, ...] = ()
     insecure_api: InsecureAPISpec = InsecureAPISpec()
