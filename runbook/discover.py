@@ -234,10 +234,6 @@ def resolve(
     return inv.model_copy(update={"hosts": hosts, "load_balancer": new_lb}), [], notes
 
 
-def summary(notes: Sequence[str]) -> str:
-    return "from the cloud: " + "; ".join(notes)
-
-
 #: steps whose files or checks use the LBs' public IPs and interface names
 LB_FACT_STEPS = frozenset({"lb", "heartbeat", "haproxy", "insecure-api"})
 
@@ -281,6 +277,6 @@ def discover(
     new, problems, notes = resolve(inv, servers, links, pending_ok=pending_ok)
     if problems:
         raise DiscoveryFailed(problems)
-    if notes:
-        ui.print(summary(notes), style="cyan")
+    for note in notes:
+        ui.print(f"from the cloud: {note}", style="cyan")
     return new

@@ -65,6 +65,8 @@ ORDER = {
     "test_lab_network.py": 2,
     # uses the cluster the walkthrough module (rank 5) built, and must not build it itself
     "test_k8s_insecure_api.py": 6,
+    # resets the lab to fresh hosts (twice): after every module that uses the built cluster
+    "test_lab_ux.py": 8,
 }
 LAST = {"test_lab_zz_down.py"}
 
