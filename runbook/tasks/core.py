@@ -105,10 +105,28 @@ def render(c: Context, host: str, out: str) -> None:
     ui = common.new_ui()
     inv = common.load(c, ui)
     common.hosts_for(inv, ui, [host], roles=None, task="render")
+    inv = lb_facts_for_render(c, inv, ui)
     written = render_host(inv, host, Path(out))
     if not written:
         ui.warn(f"no built step writes files to {host} yet")
     ui.table(f"rendered for {host}", ["file", "mode", "bytes"], written)
+
+
+def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
+    """An inventory leaving the LBs' public IPs or interfaces to the cloud: read them (API and a
+    read-only look at the LBs), since the rendered files contain them."""
+    from ..discover import needs_discovery
+    from ..remote import connect_all
+
+    if not needs_discovery(inv):
+        return inv
+    names = [h.name for h in inv.hosts_with_role("lb")]
+    hosts = connect_all(inv, names, dry_run=True, log=ui.command)
+    try:
+        return common.cloud_facts(inv, ui, hosts, dry_run=True)
+    finally:
+        for h in hosts.values():
+            h.close()
 
 
 prepare = common.step_task(
