@@ -196,3 +196,18 @@ def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files, r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--only", "nosuch"), "--only: 'nosuch' is not one of prepare, network, lb"),
+        (("--from", "later"), "--from: 'later' is not one of prepare, network, lb"),
+        (("--from", "lb", "--only", "network"), "--from and --only: give one of them"),
+    ],
+)
+def test_walkthrough_from_and_only_name_a_step(args: tuple[str, ...], message: str) -> None:
+    r = inv("walkthrough", "--yes", *args, inventory=REPO / "hosts.yaml")
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert message in text and "Traceback" not in text
