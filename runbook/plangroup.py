@@ -4,6 +4,7 @@ A change is the same on two hosts when its resource, action, summary and diff ar
 changes a set of hosts shares are listed once under that set ("k8scontrol01-03, k8node01-02:
 10 change(s)"); a resource whose summary or diff differs per host is listed once with one line
 per variant. Targets with nothing to change share one "ok" line; errors stay one per target.
+A long diff (a new 600-line script) shows its first `DIFF_LINES` lines and how many follow.
 `--verbose` keeps the per-host form (console.Ui.show_plan).
 """
 
@@ -110,8 +111,23 @@ def _line(action: str, resource: str, summary: str) -> str:
     return f"{action} {resource}" + (f" — {summary}" if summary else "")
 
 
+#: a diff longer than this shows its first lines and how many more (all with --verbose)
+DIFF_LINES = 24
+
+
+def clip_diff(diff: str, limit: int = DIFF_LINES) -> str:
+    """The first `limit` lines of a long diff and a line saying how to see the rest."""
+    lines = diff.rstrip("\n").splitlines()
+    if len(lines) <= limit + 2:  # never hide just one or two lines behind a note
+        return "\n".join(lines)
+    rest = len(lines) - limit
+    return "\n".join(
+        [*lines[:limit], f"… {rest} more diff lines (--verbose shows all; inv render writes it)"]
+    )
+
+
 def _diff(diff: str, mask: Callable[[str], str]) -> Syntax:
-    return Syntax(mask(diff.rstrip("\n")), "diff", theme="ansi_dark", word_wrap=True)
+    return Syntax(mask(clip_diff(diff)), "diff", theme="ansi_dark", word_wrap=True)
 
 
 def grouped_tree(step: str, plans: Sequence[TargetPlan], mask: Callable[[str], str]) -> Tree:

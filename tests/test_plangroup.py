@@ -165,3 +165,26 @@ def test_recap_verbose_is_one_row_per_target() -> None:
     text = out.getvalue()
     for h in HOSTS:
         assert re.search(rf"│ {h} +│", text), h
+
+
+def test_a_long_diff_is_clipped_unless_verbose() -> None:
+    script = "".join(f"+line {i}\n" for i in range(600))
+    diff = (
+        "--- /usr/local/sbin/x (host)\n+++ /usr/local/sbin/x (wanted)\n@@ -0,0 +1,600 @@\n" + script
+    )
+    plans = [
+        TargetPlan(h, (Change("file:/usr/local/sbin/x", "create", "mode 755", diff),)) for h in LBS
+    ]
+    ui, out = ui_at(80)
+    ui.show_plan("heartbeat", plans)
+    text = out.getvalue()
+    assert "+line 20" in text and "+line 21" not in text
+    assert "… 579 more diff lines (--verbose shows all; inv render writes it)" in text
+    assert len(text.splitlines()) < 40
+    full, full_out = ui_at(80, verbose=True)
+    full.show_plan("heartbeat", plans)
+    assert full_out.getvalue().count("+line 599") == 2  # per host, whole
+    short = "".join(f"+l{i}\n" for i in range(26))
+    ui, out = ui_at(80)
+    ui.show_plan("x", [TargetPlan("a", (Change("file:/y", "create", "", short),))])
+    assert "+l25" in out.getvalue() and "more diff lines" not in out.getvalue()
