@@ -19,7 +19,6 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
@@ -291,11 +290,17 @@ class Ui:
 
     # -- tables and recap -----------------------------------------------------------------
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        t = Table(title=self.masker.mask(title), title_justify="left")
-        for c in columns:
-            t.add_column(c)
-        for row in rows:
-            t.add_row(*(self.masker.mask(str(v)) for v in row))
+        """A table fitted to the screen; the first column (a name) is never cut."""
+        from .screen import fitted_table
+
+        t = fitted_table(
+            self.console,
+            self.masker.mask(title),
+            columns,
+            [[str(v) for v in row] for row in rows],
+            whole=columns[:1],
+            cell=lambda v: Text(self.masker.mask(v)),
+        )
         with self._lock:
             self.console.print(t)
 
