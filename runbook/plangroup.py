@@ -112,7 +112,7 @@ def _line(action: str, resource: str, summary: str) -> str:
 
 
 #: a diff longer than this shows its first lines and how many more (all with --verbose)
-DIFF_LINES = 24
+DIFF_LINES = 16
 
 
 def clip_diff(diff: str, limit: int = DIFF_LINES) -> str:

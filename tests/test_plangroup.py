@@ -178,13 +178,13 @@ def test_a_long_diff_is_clipped_unless_verbose() -> None:
     ui, out = ui_at(80)
     ui.show_plan("heartbeat", plans)
     text = out.getvalue()
-    assert "+line 20" in text and "+line 21" not in text
-    assert "… 579 more diff lines (--verbose shows all; inv render writes it)" in text
+    assert "+line 12" in text and "+line 13" not in text
+    assert "… 587 more diff lines (--verbose shows all; inv render writes it)" in text
     assert len(text.splitlines()) < 40
     full, full_out = ui_at(80, verbose=True)
     full.show_plan("heartbeat", plans)
     assert full_out.getvalue().count("+line 599") == 2  # per host, whole
-    short = "".join(f"+l{i}\n" for i in range(26))
+    short = "".join(f"+l{i}\n" for i in range(18))
     ui, out = ui_at(80)
     ui.show_plan("x", [TargetPlan("a", (Change("file:/y", "create", "", short),))])
-    assert "+l25" in out.getvalue() and "more diff lines" not in out.getvalue()
+    assert "+l17" in out.getvalue() and "more diff lines" not in out.getvalue()

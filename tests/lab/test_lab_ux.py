@@ -127,6 +127,7 @@ def test_grouped_prepare_plan_is_short_and_names_every_host_and_change(fresh: No
     assert len(wanted) >= 10, full
     assert wanted <= change_lines(grouped), sorted(wanted - change_lines(grouped))
     assert max(len(ln) for ln in lines) <= 80
+    print(grouped)
 
 
 def test_cloud_facts_inventory_converges_the_fresh_lab_in_a_short_output(fresh: None) -> None:
@@ -135,6 +136,7 @@ def test_cloud_facts_inventory_converges_the_fresh_lab_in_a_short_output(fresh: 
     code, out = run(inv, "walkthrough", "--yes")
     took = time.monotonic() - t0
     print(f"fresh walkthrough --yes: {len(out.splitlines())} lines at 80 columns, {took:.0f} s")
+    print(out)
     assert code == 0 and recap(out)["failed"] == 0, out
     assert "load_balancer.interface: ens10 (found from the API)" in out
     assert "hosts.k8slb01.public_ip: 203.0.113.14 (from the API)" in out
@@ -160,6 +162,7 @@ def test_status_at_80_columns_cuts_no_name_or_ip(fresh: None) -> None:
 
 def test_validate_online_is_green_and_one_table(fresh: None) -> None:
     code, out = run(cloud_inventory(), "validate", "--online", columns=100)
+    print(out)
     assert code == 0, out
     assert "online: the inventory against the cloud and the hosts" in out
     assert re.search(r"interfaces\W+LBs\W+ok\W+private ens10, public eth0", out), out
