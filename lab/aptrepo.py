@@ -1,4 +1,11 @@
-"""The lab's local apt repository (hosts have no other network).
+"""The lab's local apt repositories (hosts have no other network).
+
+Two, as a real server sees two: the lab's Debian repository (below), which also plays
+pkgs.k8s.io (the kubeadm/kubelet/kubectl stand-ins) and carries Debian 12's REAL `containerd`
+1.6 from packages.txt; and a simulated Docker repository (`build_docker`) with the
+`containerd.io` stand-in, laid out like download.docker.com (`<url> <codename> stable`), its
+InRelease signed by a lab key that the runbook fetches with curl and dearmors into its own
+keyring, as it does with Docker's.
 
 Why `--download-only`: hosts overlay the root filesystem, so their dpkg database starts as the
 machine's; apt in the root namespace downloads exactly the packages a host lacks (e.g. haproxy,
@@ -76,18 +83,33 @@ def download(cache: Path, pkgs: tuple[str, ...]) -> None:
     (cache / "manifest.json").write_text(json.dumps({"wanted": _manifest(pkgs), "debs": debs}))
 
 
-def index(repo: Path) -> None:
-    """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
+def _packages(root: Path, scan: str, out: Path) -> None:
+    """`out`/Packages and Packages.gz for the debs under root/scan (Filename relative to root)."""
     r = subprocess.run(
-        ["dpkg-scanpackages", "--multiversion", ".", "/dev/null"],
-        cwd=repo,
+        ["dpkg-scanpackages", "--multiversion", scan, "/dev/null"],
+        cwd=root,
         text=True,
         capture_output=True,
         check=True,
     )
-    (repo / "Packages").write_text(r.stdout)
-    with open(repo / "Packages", "rb") as src, gzip.open(repo / "Packages.gz", "wb", 9) as dst:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "Packages").write_text(r.stdout)
+    with open(out / "Packages", "rb") as src, gzip.open(out / "Packages.gz", "wb", 9) as dst:
         shutil.copyfileobj(src, dst)
+
+
+def _sha256(base: Path, names: tuple[str, ...]) -> list[str]:
+    """Release's SHA256 lines for files relative to `base`."""
+    out = ["SHA256:"]
+    for f in names:
+        data = (base / f).read_bytes()
+        out.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
+    return out
+
+
+def index(repo: Path) -> None:
+    """Packages, Packages.gz and an unsigned Release (hosts use [trusted=yes])."""
+    _packages(repo, ".", repo)
     lines = [
         "Origin: rblab",
         "Label: rblab",
@@ -95,11 +117,8 @@ def index(repo: Path) -> None:
         "Codename: rblab",
         f"Date: {formatdate(usegmt=True)}",
         "Architectures: amd64 all",
-        "SHA256:",
+        *_sha256(repo, ("Packages", "Packages.gz")),
     ]
-    for f in ("Packages", "Packages.gz"):
-        data = (repo / f).read_bytes()
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {f}")
     (repo / "Release").write_text("\n".join(lines) + "\n")
 
 
@@ -153,3 +172,76 @@ def build(
 
 def _same_fs(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
+
+
+def host_release() -> tuple[str, str]:
+    """(VERSION_CODENAME, VERSION_ID) of the machine, whose root fs the lab hosts overlay."""
+    text = Path("/etc/os-release").read_text()
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return fields["VERSION_CODENAME"].strip('"'), fields["VERSION_ID"].strip('"')
+
+
+DOCKER_KEY_UID = "rblab Docker repository stand-in <docker@rblab.invalid>"
+
+
+def _gpg(keydir: Path, *args: str, stdin: bytes | None = None) -> bytes:
+    env = {**os.environ, "GNUPGHOME": str(keydir)}
+    r = subprocess.run(
+        ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"gpg {' '.join(args)} failed: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
+def _signing_key(keydir: Path) -> None:
+    """The lab's repository key, made once (kept with the state dir like the host keys)."""
+    keydir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _gpg(keydir, "--list-secret-keys", "--with-colons").strip():
+        _gpg(keydir, "--quick-gen-key", DOCKER_KEY_UID, "ed25519", "sign", "0")
+
+
+def build_docker(root: Path, keydir: Path, k8s_version: str) -> Path:
+    """`<root>/linux/debian`: dists/<codename>/{InRelease,Release}, stable/binary-amd64/Packages
+    and pool/stable/containerd.io_…deb, plus `gpg` (the armored public key, like Docker's
+    https://download.docker.com/linux/debian/gpg). Skipped when nothing changed."""
+    from lab.standins import build_containerd_io
+
+    suite, version_id = host_release()
+    base = root / "linux" / "debian"
+    stamp = root / ".manifest"
+    want = f"{suite}{_standins_stamp(k8s_version)}"
+    if stamp.exists() and stamp.read_text() == want and (base / "gpg").exists():
+        return base
+    if root.exists():
+        shutil.rmtree(root)
+    pool = base / "pool" / "stable"
+    build_containerd_io(pool, suite, version_id, k8s_version)
+    dist = base / "dists" / suite
+    _packages(base, "pool", dist / "stable" / "binary-amd64")
+    lines = [
+        "Origin: Docker",
+        "Label: Docker",
+        f"Suite: {suite}",
+        f"Codename: {suite}",
+        f"Date: {formatdate(usegmt=True)}",
+        "Architectures: amd64",
+        "Components: stable",
+        "Description: rblab stand-in for Docker's repository (containerd.io only)",
+        *_sha256(dist, ("stable/binary-amd64/Packages", "stable/binary-amd64/Packages.gz")),
+    ]
+    release = "\n".join(lines) + "\n"
+    (dist / "Release").write_text(release)
+    _signing_key(keydir)
+    (dist / "InRelease").write_bytes(
+        _gpg(keydir, "--clearsign", "--digest-algo", "SHA512", stdin=release.encode())
+    )
+    (base / "gpg").write_bytes(_gpg(keydir, "--armor", "--export"))
+    agent = {**os.environ, "GNUPGHOME": str(keydir)}
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=agent, check=False)
+    stamp.write_text(want)
+    return base

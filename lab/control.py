@@ -144,6 +144,7 @@ def ensure_files(p: LabPaths, topo: topology.Topology) -> None:
         "state": str(p.root),
         "layers": str(p.layers),
         "repo": str(p.repo),
+        "docker_repo": str(p.docker_repo),
         "tools": str(p.tools),
         "inventory": str(topo.inventory),
         "hosts": {
@@ -332,6 +333,8 @@ def up(progress: Progress = lambda _m: None, *, timeout: float = 90) -> UpResult
     ensure_files(p, topo)
     progress("apt repository")
     repo = aptrepo.build(p.apt_cache, p.repo, k8s_version=topo.k8s_version)
+    if topo.k8s_version is not None:
+        aptrepo.build_docker(p.docker_repo, p.docker_key, topo.k8s_version)
     seed_cloud(p, topo)
     rec = Record(started=time.time())
     rec.save(p.record)

@@ -102,6 +102,10 @@ def mount_filesystems(cfg: dict[str, Any], layer: Path) -> None:
     Path("/run/labrepo").mkdir()
     sh("mount", "--bind", cfg["repo"], "/run/labrepo")
     sh("mount", "-o", "remount,bind,ro", "/run/labrepo")
+    if Path(cfg.get("docker_repo", "/nonexistent")).is_dir():  # the simulated Docker repository
+        Path("/run/labdocker").mkdir()
+        sh("mount", "--bind", cfg["docker_repo"], "/run/labdocker")
+        sh("mount", "-o", "remount,bind,ro", "/run/labdocker")
     tools = Path("/run/rblab/tools")
     tools.mkdir()
     sh("mount", "--bind", cfg["tools"], str(tools))

@@ -11,13 +11,15 @@
 # - dpkg-dev: dpkg-scanpackages for the lab's flat apt repository.
 # - iproute2, util-linux: ip netns / nsenter / unshare.
 # - python3-yaml, openssl: the Kubernetes stand-ins (lab/standins) run with the hosts' python3.
+# - nftables: the `nft` tool; the internet namespace rbl-inet enforces the simulated Hetzner Cloud
+#   Firewalls with it (lab/sdn.py). Only used inside lab namespaces, never in the root namespace.
 # haproxy and heartbeat are NOT installed here: hosts install them from the lab repo.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-machine.sh: must run as root" >&2; exit 2; }
-PKGS="openssh-server netcat-openbsd dpkg-dev iproute2 util-linux python3 python3-yaml openssl"
-missing=""
-for p in $PKGS; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+PKGS=(openssh-server netcat-openbsd dpkg-dev iproute2 util-linux python3 python3-yaml openssl nftables)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 created_policy=0
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -25,12 +27,12 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
   chmod 0755 /usr/sbin/policy-rc.d
   created_policy=1
 fi
-if [ -n "$missing" ]; then
-  echo "install-machine: installing$missing"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-machine: installing ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
-  echo "install-machine: all machine packages present ($PKGS)"
+  echo "install-machine: all machine packages present (${PKGS[*]})"
   # the lab repo is built with apt-get --download-only: it needs package lists
   ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || apt-get update -qq
 fi

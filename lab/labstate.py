@@ -43,6 +43,16 @@ class LabPaths:
         return self.root / "repo"
 
     @property
+    def docker_repo(self) -> Path:
+        """The simulated download.docker.com (hosts: file:/run/labdocker)."""
+        return self.root / "docker-repo"
+
+    @property
+    def docker_key(self) -> Path:
+        """GNUPGHOME of the key that signs the simulated Docker repository."""
+        return self.root / "docker-gpg"
+
+    @property
     def run(self) -> Path:
         """Runtime files of a running lab (init PIDs, boot counters); emptied by `down`."""
         return self.root / "run"

@@ -23,11 +23,8 @@ from typing import Any
 from lab import labstate
 from lab.topology import (
     API_IP,
-    CLIENT_IP,
-    CLIENT_NS,
     INET_NS,
-    OP_IP,
-    OP_NS,
+    OUTSIDE,
     PUBLIC_GATEWAY,
     ROUTER_NS,
     Topology,
@@ -135,7 +132,7 @@ def build_network(topo: Topology, record: labstate.Record) -> None:
         INET_NS, [f"address add {PUBLIC_GATEWAY}/32 dev lo", f"address add {API_IP}/32 dev lo"]
     )
     inet_routes: list[str] = []
-    for name, address in ((CLIENT_NS, CLIENT_IP), (OP_NS, OP_IP)):
+    for name, address in OUTSIDE.items():
         add_netns(name, record)
         short = name.removeprefix("rbl-")
         veth(name, "eth0", INET_NS, inet_link(short))

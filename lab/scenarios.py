@@ -91,6 +91,23 @@ def wait_for(what: str, ok: Callable[[], bool], timeout: float = 20.0, step: flo
     return time.monotonic() - t0
 
 
+LB_TIER_RUNS = (("prepare", "--host", LBS[0], "--host", LBS[1]), ("network",), ("lb.setup",))
+
+
+def lb_tier(inv: Inv) -> dict[str, float]:
+    """The LB tier through the real CLI (prepare on the LBs, network, lb.setup; each with --yes
+    and no failed host), then wait for one VIP holder. Returns the seconds per command."""
+    took = {}
+    for args in LB_TIER_RUNS:
+        t0 = time.monotonic()
+        r = inv(*args, "--yes")
+        took[args[0]] = round(time.monotonic() - t0, 2)
+        if recap(r.stdout).get("failed", 1) != 0:
+            raise AssertionError(f"inv {' '.join(args)}: {r.stdout[-2000:]}")
+    holder(timeout=60)
+    return took
+
+
 def holders() -> list[str]:
     """The LBs that have the VIP on their private interface now."""
     vip = topology.load().vip

@@ -8,7 +8,8 @@ hook (called after every completed mutation) and makes the lab route exactly wha
 - each attached host: `ens10` holds its private /32 and routes the network's ip_range via the
   gateway (onlink), as Hetzner's DHCP configures it — a server not attached gets neither and is not
   routed;
-- `rbl-inet`: a floating IP /32 → the link of the server it is assigned to.
+- `rbl-inet`: a floating IP /32 → the link of the server it is assigned to; and the cloud
+  firewalls applied to each server, enforced with nftables (lab.labfirewall).
 
 Idempotent and fast (a few `ip -batch` calls); every route move is logged with a timestamp.
 """
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab import labstate, topology
+from lab import labfirewall, labstate, topology
 from lab.topology import INET_NS, ROUTER_NS, host_ns, inet_link, router_link
 
 NETNS_DIR = Path("/run/netns")
@@ -184,8 +185,14 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
             )
             _sync_routes(ROUTER_NS, "r-", d.router, set(), moves)
         if _ns_ok(INET_NS):
-            static = {h.public_ip for h in topo.hosts} | {topology.CLIENT_IP, topology.OP_IP}
+            static = {h.public_ip for h in topo.hosts} | set(topology.OUTSIDE.values())
             _sync_routes(INET_NS, "i-", d.inet, static, moves)
+            rules = labfirewall.ruleset(state, lab_hosts)
+            labfirewall.apply(INET_NS, rules)
+            last = p.run / "firewall.nft"
+            if not last.exists() or last.read_text() != rules:
+                moves.append(f"{INET_NS} firewall: {rules.count(' jump ')} filtered address(es)")
+                last.write_text(rules)
         applied = _load_applied(p)
         for name in topo.names:
             ns = host_ns(name)

@@ -22,9 +22,14 @@ ROUTER_NS = "rbl-router"
 INET_NS = "rbl-inet"
 CLIENT_NS = "rbl-client"
 OP_NS = "rbl-op"
+STRANGER_NS = "rbl-stranger"
 PUBLIC_GATEWAY = "203.0.113.1"
 CLIENT_IP = "203.0.113.200"
 OP_IP = "203.0.113.201"
+STRANGER_IP = "198.51.100.10"  # outside every allow-list of lab/hosts.yaml
+# the lab's outside clients: namespace → its only address (routed by rbl-inet, never filtered
+# on their side)
+OUTSIDE = {CLIENT_NS: CLIENT_IP, OP_NS: OP_IP, STRANGER_NS: STRANGER_IP}
 API_IP = "203.0.113.254"
 API_ADMIN_PORT = 8780
 

@@ -2,18 +2,26 @@
 
 The cloud is one more target (`CLOUD`) of a step: its resources read with the client during
 check and write only in apply. A dry-run CloudTarget refuses writes like a dry-run Host.
-`locked` (423) is retried here: the hcloud client retries rate limits and conflicts, not locks.
+
+Retries: the hcloud client already retries rate limits, conflicts, timeouts and 502/504 (up to
+5 times with backoff); wrapping those again multiplied them (~90 s instead of 60 on a steady
+429). Only what hcloud does not retry is retried here: `locked` (an action is still running),
+`unavailable`/503 and a refused connection (the API is down), with a progress line and a total
+deadline (`hcloud.retry_deadline`) that spans consecutive calls while the API stays down.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import requests
 from hcloud import APIException, Client
 from hcloud.networks import NetworkSubnet
 
@@ -26,15 +34,8 @@ if TYPE_CHECKING:
     from .inventory import Inventory
 
 T = TypeVar("T")
-RETRY_CODES = {
-    "locked",
-    "rate_limit_exceeded",
-    "conflict",
-    "server_error",
-    "unavailable",
-    "timeout",
-    "service_error",
-}
+# error codes hcloud does not retry itself and that pass: a running action, maintenance
+RETRY_CODES: frozenset[str | int] = frozenset({"locked", "unavailable", 503})
 
 
 class CloudTokenMissing(Exception):
@@ -57,12 +58,19 @@ class CloudTarget:
         dry_run: bool = False,
         ui: Ui | None = None,
         retry_seconds: float = 60,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.dry_run = dry_run
         self.ui = ui
-        self.retry_seconds = retry_seconds
         self.touched: set[str] = set()
+        self.retrier = Retrier(
+            retry_seconds,
+            clock=clock,
+            sleep=sleep,
+            say=ui.warn if ui is not None else None,
+        )
 
     @classmethod
     def from_inventory(
@@ -88,7 +96,7 @@ class CloudTarget:
             timeout=inv.hcloud.timeout,
             poll_interval=0.2,
         )
-        return cls(client, dry_run=dry_run, ui=ui)
+        return cls(client, dry_run=dry_run, ui=ui, retry_seconds=inv.hcloud.retry_deadline)
 
     def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
         return [None] * len(probes)
@@ -105,20 +113,20 @@ class CloudTarget:
             raise DryRunViolation(f"hcloud: refused in --dry-run: {what}")
         if self.ui is not None:
             self.ui.command(CLOUD, what, mutating=True)
-        return retry(fn, deadline=self.retry_seconds)
+        return self.retrier.call(fn)
 
     # -- read helpers --------------------------------------------------------------------
     def server(self, name: str) -> Any:
-        srv = retry(lambda: self.client.servers.get_by_name(name), deadline=self.retry_seconds)
+        srv = self.retrier.call(lambda: self.client.servers.get_by_name(name))
         if srv is None:
             raise CloudError(f"server {name} not found in the Hetzner project (create it first)")
         return srv
 
     def network(self, name: str) -> Any:
-        return retry(lambda: self.client.networks.get_by_name(name), deadline=self.retry_seconds)
+        return self.retrier.call(lambda: self.client.networks.get_by_name(name))
 
     def floating_ip(self, name: str) -> Any:
-        fip = retry(lambda: self.client.floating_ips.get_by_name(name), deadline=self.retry_seconds)
+        fip = self.retrier.call(lambda: self.client.floating_ips.get_by_name(name))
         if fip is None:
             raise CloudError(
                 f"floating IP {name} not found in the Hetzner project (order it first)"
@@ -126,22 +134,98 @@ class CloudTarget:
         return fip
 
 
-def retry(fn: Callable[[], T], *, deadline: float = 60, base: float = 0.5) -> T:
-    """Retry transient API errors (incl. `locked`) with exponential backoff until a deadline."""
-    end = time.monotonic() + deadline
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except APIException as exc:
-            if str(exc.code) not in RETRY_CODES or time.monotonic() >= end:
-                raise
-        except (ConnectionError, TimeoutError, OSError):
-            if time.monotonic() >= end:
-                raise
-        attempt += 1
-        delay = min(8.0, base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        time.sleep(max(0.0, min(delay, end - time.monotonic())))
+class CloudUnavailable(RuntimeError):
+    """The API did not answer (or stayed locked) until the retry deadline."""
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth retrying here (hcloud did not already), or None."""
+    if isinstance(exc, APIException):
+        return f"{exc.code}: {exc.message}" if exc.code in RETRY_CODES else None
+    if isinstance(exc, requests.exceptions.Timeout):
+        return None  # hcloud retried timeouts already
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return "connection failed"
+    return None
+
+
+class Retrier:
+    """Calls with retries of what hcloud does not retry, until a deadline that spans calls.
+
+    The deadline starts at the first failure and ends at the next success, so while the API
+    stays down a whole run waits at most ``deadline`` seconds in total (later calls try once).
+    The first failure of an outage is announced with the wall-clock time of the deadline.
+    """
+
+    def __init__(
+        self,
+        deadline: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        say: Callable[[str], None] | None = None,
+        base: float = 0.5,
+        cap: float = 5.0,
+        slow_after: float = 5.0,
+    ) -> None:
+        self.deadline = deadline
+        self.clock, self.sleep, self.say = clock, sleep, say
+        self.base, self.cap = base, cap
+        self.slow_after = slow_after
+        self._until: float | None = None  # end of the current outage's retries
+
+    def call(self, fn: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            watch = self._watch()
+            try:
+                return self._succeeded(fn())
+            except Exception as exc:
+                reason = retry_reason(exc)
+                if reason is None:
+                    raise
+            finally:
+                if watch is not None:
+                    watch.cancel()
+            now = self.clock()
+            if self._until is None:
+                self._until = now + self.deadline
+                self._announce(reason, self._until - now)
+            if now >= self._until:
+                raise CloudUnavailable(
+                    f"the Hetzner API did not answer within hcloud.retry_deadline "
+                    f"({self.deadline:g} s): {reason}"
+                )
+            attempt += 1
+            delay = min(self.cap, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            self.sleep(max(0.0, min(delay, self._until - now)))
+
+    def _succeeded(self, result: T) -> T:
+        self._until = None  # the API answers: a later outage gets a whole deadline again
+        return result
+
+    def _watch(self) -> threading.Timer | None:
+        """Say so when one call runs longer than ``slow_after``: hcloud's own retries of
+        timeouts and rate limits (up to 6 tries with backoff) are otherwise silent."""
+        if self.say is None:
+            return None
+        timer = threading.Timer(
+            self.slow_after,
+            self.say,
+            [
+                f"hcloud: no answer from the API for {self.slow_after:g} s, still waiting "
+                "(the hcloud client retries timeouts and rate limits itself)"
+            ],
+        )
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _announce(self, reason: str, left: float) -> None:
+        if self.say is None:
+            return
+        at = (datetime.now() + timedelta(seconds=left)).strftime("%H:%M:%S")
+        self.say(f"hcloud: API not answering ({reason}), retrying until {at}")
 
 
 def _private_net(server: Any, network_id: int) -> Any:

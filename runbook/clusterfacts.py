@@ -20,6 +20,7 @@ from .clusterstatus import (
     K8S_ROLES,
     ApiCheck,
     ClusterStatus,
+    FirewallView,
     HostState,
     NodeState,
     NodesView,
@@ -229,13 +230,18 @@ def nodes_view(
 
 # -- all of it ------------------------------------------------------------------------------------
 def collect_status(
-    inv: Inventory, hosts: Mapping[str, Host], *, cloud: CloudLookup | None
+    inv: Inventory,
+    hosts: Mapping[str, Host],
+    *,
+    cloud: CloudLookup | None,
+    firewalls: Callable[[], FirewallView] | None = None,
 ) -> ClusterStatus:
     """Every fact in parallel (one thread per host), then the API probes; never raises."""
     lb_names = [h.name for h in inv.hosts_with_role("lb")]
     lb = inv.load_balancer
     with ThreadPoolExecutor(max_workers=len(hosts) + 1) as pool:
         cloud_job = pool.submit(cloud) if cloud is not None else None
+        fw_job = pool.submit(firewalls) if firewalls is not None else None
         state_jobs = {n: pool.submit(host_state, inv, h) for n, h in hosts.items()}
         states = {n: j.result() for n, j in state_jobs.items()}
         for name, spec in inv.hosts.items():  # every inventory host has a state
@@ -320,6 +326,7 @@ def collect_status(
         expected_minor=inv.kubernetes.minor,
         inventory_ips={h.name: str(h.private_ip) for h in inv.hosts.values()},
         inventory_roles={h.name: h.role for h in inv.hosts.values()},
+        firewalls=fw_job.result() if fw_job is not None else None,
     )
 
 

@@ -73,6 +73,25 @@ class NodesView:
 
 
 @dataclass(frozen=True)
+class FirewallRow:
+    """One cloud firewall covering inventory servers: inbound rule count, servers covered."""
+
+    name: str
+    rules: int
+    servers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FirewallView:
+    """The cloud firewalls of the inventory's servers, or why they are unknown."""
+
+    firewalls: tuple[FirewallRow, ...] = ()
+    uncovered: tuple[str, ...] = ()  # inventory servers no firewall applies to
+    managed: bool = True  # the inventory has a firewall section
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     hosts: tuple[HostState, ...]
     lbs: tuple[LbNode, ...]
@@ -84,6 +103,7 @@ class ClusterStatus:
     expected_minor: int = 0
     inventory_ips: Mapping[str, str] = field(default_factory=dict)
     inventory_roles: Mapping[str, str] = field(default_factory=dict)
+    firewalls: FirewallView | None = None  # None: the cloud API was not asked
 
     def problems(self) -> list[str]:
         """What makes the cluster unhealthy (exit 1); empty when all is well."""
@@ -123,11 +143,26 @@ class ClusterStatus:
                 why = f" ({node.reason})" if node.reason else ""
                 out.append(f"node {node.name}: {state}{why}")
         out += [f"{m}: in the inventory but not a node of the cluster" for m in nv.missing]
+        fw = self.firewalls
+        if fw is not None and fw.managed and not fw.error:
+            out += [
+                f"{n}: no cloud firewall applied: every port is open to the internet "
+                "(run `inv firewall`)"
+                for n in fw.uncovered
+            ]
         return out
 
     def warnings(self) -> list[str]:
         """Worth a look, but not unhealthy (exit code unchanged)."""
         out = [self.cloud_note] if self.cloud_note else []
+        fw = self.firewalls
+        if fw is not None and fw.error:
+            out.append(f"cloud firewalls unknown: {fw.error}")
+        elif fw is not None and not fw.managed and fw.uncovered:
+            out.append(
+                f"no cloud firewall on {', '.join(fw.uncovered)} (the inventory has no firewall "
+                "section): every port is open to the internet"
+            )
         for node in self.nodes.nodes:
             if not node.inventory_role:
                 out.append(f"node {node.name}: in the cluster but not in the inventory")

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from .cloud import CloudTarget
 from .clusterfacts import CloudLookup, cloud_lookup, collect_status
-from .clusterstatus import ClusterStatus, short, uptime_text
+from .clusterstatus import ClusterStatus, FirewallView, short, uptime_text
 from .console import Ui
 from .inventory import Inventory
 from .remote import Host, connect_all
@@ -200,6 +200,23 @@ def _nodes(ui: Ui, st: ClusterStatus) -> None:
     )
 
 
+def _firewalls(ui: Ui, st: ClusterStatus) -> None:
+    fw = st.firewalls
+    if fw is None or fw.error:
+        return  # not asked (--no-cloud), or unknown: a warning says why
+    rows: list[list[str | Text]] = [
+        [r.name, str(r.rules), ", ".join(r.servers)] for r in fw.firewalls
+    ]
+    if fw.uncovered:
+        rows.append([Text("none", style=BAD), "-", ", ".join(fw.uncovered)])
+    _table(
+        ui,
+        "cloud firewalls (inbound rules; servers covered)",
+        ["firewall", "rules", "servers"],
+        rows,
+    )
+
+
 def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> int:
     """Print the screen; return 0 (healthy) or 1 (degraded)."""
     ui.console.rule(Text(ui.masker.mask(title), style="bold"))
@@ -207,6 +224,7 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
     _lbs(ui, st, verbose)
     _api(ui, st, verbose)
     _nodes(ui, st)
+    _firewalls(ui, st)
     for w in st.warnings():
         ui.warn(w)
     problems = st.problems()
@@ -250,17 +268,27 @@ def run_status(
     accept_new_host_keys: bool = False,
     ask_cloud: bool = True,
     cloud: CloudLookup | None = None,
+    firewalls: Callable[[], FirewallView] | None = None,
     factory: Callable[..., Host] | None = None,
 ) -> int:
     """Connect every host read-only (dry-run hosts), collect, render; the exit code (0/1).
 
     `cloud`: who the API routes the VIP/floating IP to (default: asked with the inventory's
-    token, unless `ask_cloud` is false); `factory`: Host maker for tests (see `connect_all`).
+    token, unless `ask_cloud` is false); `firewalls`: the cloud firewalls of the servers (by
+    default asked with the same client); `factory`: Host maker for tests (see `connect_all`).
     """
     if cloud is None and ask_cloud:
-        cloud = cloud_lookup(
-            inv, lambda: CloudTarget.from_inventory(inv, dry_run=True, ui=ui).client
-        )
+        from .firewall import firewall_view
+
+        def client() -> object:
+            if not made:
+                made.append(CloudTarget.from_inventory(inv, dry_run=True, ui=ui).client)
+            return made[0]
+
+        made: list[object] = []
+        cloud = cloud_lookup(inv, client)
+        if firewalls is None:
+            firewalls = lambda: firewall_view(inv, client)  # noqa: E731
     hosts = connect_all(
         inv,
         list(inv.hosts),
@@ -272,7 +300,7 @@ def run_status(
     try:
         inv = with_cloud_facts(inv, ui, hosts)
         with ui.status("asking the hosts, the load balancers and the API …"):
-            st = collect_status(inv, hosts, cloud=cloud)
+            st = collect_status(inv, hosts, cloud=cloud, firewalls=firewalls)
     finally:
         for h in hosts.values():
             h.close()

@@ -59,18 +59,32 @@ class Masker:
         return pattern.sub(MASK, text) if pattern else text
 
 
+class OutputLost(OSError):
+    """The console's file refused a write (stdout on a full disk, /dev/full, a closed pipe)."""
+
+
 class MaskingWriter(io.TextIOBase):
-    """File wrapper: masks whatever is written (defence in depth below rich)."""
+    """File wrapper: masks whatever is written (defence in depth below rich).
+
+    A failing write raises `OutputLost` (an OSError), which the task layer turns into one
+    message on stderr instead of a traceback.
+    """
 
     def __init__(self, inner: IO[str], masker: Masker) -> None:
         self._inner, self._masker = inner, masker
 
     def write(self, s: str) -> int:
-        self._inner.write(self._masker.mask(s))
+        try:
+            self._inner.write(self._masker.mask(s))
+        except OSError as exc:
+            raise OutputLost(exc.errno, exc.strerror) from exc
         return len(s)
 
     def flush(self) -> None:
-        self._inner.flush()
+        try:
+            self._inner.flush()
+        except OSError as exc:
+            raise OutputLost(exc.errno, exc.strerror) from exc
 
     def isatty(self) -> bool:
         return self._inner.isatty()
@@ -216,7 +230,8 @@ class Ui:
         answer = self._stdin.readline().strip().lower()
         ok = default if not answer else answer in ("y", "yes")
         if not ok:
-            raise CheckpointDeclined(f"declined: {q}")
+            # the question is on the screen once, in the panel above: not again here
+            raise CheckpointDeclined("declined at the checkpoint: this step changed nothing")
 
     def choose(self, question: str, choices: Sequence[str], default: str) -> str:
         """Ask for one of `choices` (a unique prefix will do; empty = `default`) on a TTY.
@@ -304,9 +319,11 @@ class Ui:
         with self._lock:
             self.console.print(t)
 
-    def recap(self, results: Sequence[StepResult]) -> str:
+    def recap(self, results: Sequence[StepResult], *, note: str = "") -> str:
         """Print a table (targets with the same outcome share a row; one per target with
-        --verbose) and the plain `recap:` line; return that line."""
+        --verbose) and the plain `recap:` line; return that line.
+
+        `note` (e.g. "interrupted by SIGINT") goes into the title and on a line of its own."""
         from .plangroup import host_ranges, recap_rows
         from .screen import fitted_table
 
@@ -318,7 +335,11 @@ class Ui:
             ]
         else:
             rows = recap_rows(results)
-        title = "recap" + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else "")
+        title = (
+            "recap"
+            + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else "")
+            + (f" ({note})" if note else "")
+        )
         t = fitted_table(
             self.console,
             title,
@@ -337,5 +358,7 @@ class Ui:
         line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
         with self._lock:
             self.console.print(Group(t))
+            if note:
+                self.console.print(Text(note, style="bold red"), soft_wrap=True)
             self.console.print(Text(line), soft_wrap=True)
         return line

@@ -122,16 +122,18 @@ def run_drill(
     time.sleep(1.5)  # a baseline before the failure
     ui.print(f"failing {holder}: {mode}")
     lbs[holder].run(fail_command(inv, mode, seconds))
-    with ui.wait(f"probing {vip_t} and {fip_t}", seconds) as bar:
-        task = bar.add_task("probe", total=seconds)
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            time.sleep(0.5)
-            bar.update(task, completed=seconds - (end - time.monotonic()))
-    data = _read_probe(probe_host, timeout=15)
-    if mode == "linkdown":
-        _wait_back(lbs[holder], timeout=seconds + 30)
-    lbs[holder].run(restore_command(inv, mode))
+    try:
+        with ui.wait(f"probing {vip_t} and {fip_t}", seconds) as bar:
+            task = bar.add_task("probe", total=seconds)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                time.sleep(0.5)
+                bar.update(task, completed=seconds - (end - time.monotonic()))
+        data = _read_probe(probe_host, timeout=15)
+    finally:  # whatever went wrong while measuring, the failed node comes back as the standby
+        if mode == "linkdown":
+            _wait_back(lbs[holder], timeout=seconds + 30)
+        lbs[holder].run(restore_command(inv, mode))
     time.sleep(1)
     after = collect(inv, lbs)
     now = [n.name for n in after if n.holds_vip]

@@ -2,7 +2,13 @@
 
 An unreachable or failing target does not stop the others, unless the step declares
 `all_or_nothing` (e.g. heartbeat: both nodes must get the same config) — then nothing is applied
-anywhere. `--dry-run` stops after the plan; the targets themselves refuse mutating calls.
+anywhere — or `serial` (one target at a time, in order): then the first failure stops the step
+and the targets after it are skipped. `--dry-run` stops after the plan; the targets themselves
+refuse mutating calls.
+
+All remote work runs in worker threads while the main thread only waits: after an interrupt
+(`ctx.stop`, set by the task layer's signal handler) nothing new starts, running work gets
+`interrupt.GRACE` seconds, and the step raises `Interrupted` carrying what it had done.
 """
 
 from __future__ import annotations
@@ -10,13 +16,14 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import trace
+from .interrupt import Interrupted, StopFlag
 from .plan import Change, Status, StepResult, TargetPlan, TargetResult
-from .remote import HostUnreachable
+from .remote import Host, HostUnreachable
 from .resources import Resource
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ class StepContext:
     options: RunOptions
     targets: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stop: StopFlag = field(default_factory=StopFlag)
 
 
 class Step(ABC):
@@ -80,11 +88,66 @@ class Step(ABC):
         """Verification across targets after every target is done (e.g. the LB pair)."""
 
 
-def _parallel(fn: Callable[[str], Any], names: Sequence[str], *, serial: bool = False) -> list[Any]:
-    if serial or len(names) <= 1:
-        return [fn(n) for n in names]
-    with ThreadPoolExecutor(max_workers=min(32, len(names))) as pool:
-        return list(pool.map(fn, names))
+def _failed(r: TargetResult) -> bool:
+    return r.status in (Status.FAILED, Status.UNREACHABLE)
+
+
+def run_all(
+    fn: Callable[[str], Any],
+    names: Sequence[str],
+    stop: StopFlag,
+    *,
+    serial: bool = False,
+    halt: Callable[[Any], bool] | None = None,
+    started: set[str] | None = None,
+) -> dict[str, Any]:
+    """`fn(name)` for each name in worker threads (up to 32 at once; `serial`: one at a time, in
+    order, and nothing more after a result for which `halt` is true). Returns the results of the
+    names that finished: after an interrupt nothing new starts and running calls are abandoned
+    once their grace is over, so a name may be missing (`started` collects the names begun)."""
+    done: dict[str, Any] = {}
+    queue = list(names)
+    if not queue:
+        return done
+    pool = ThreadPoolExecutor(max_workers=1 if serial else min(32, len(queue)))
+    running: dict[Future[Any], str] = {}
+    try:
+        while queue or running:
+            while queue and not stop.requested and (not serial or not running):
+                name = queue.pop(0)
+                running[pool.submit(fn, name)] = name
+                if started is not None:
+                    started.add(name)
+            if not running or stop.grace_over():
+                break
+            finished, _ = wait(running, timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name = running.pop(fut)
+                done[name] = fut.result()
+                if serial and halt is not None and halt(done[name]):
+                    queue.clear()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return done
+
+
+def run_one(fn: Callable[[], Any], stop: StopFlag) -> Any:
+    """`fn()` in a worker thread, so an interrupt can abandon it; raises `Interrupted` then."""
+    box = run_all(lambda _: _capture(fn), ["-"], stop)
+    stop.check()
+    if "-" not in box:  # pragma: no cover - only when interrupted (checked above)
+        raise Interrupted(stop.signum)
+    ok, value = box["-"]
+    if not ok:
+        raise value
+    return value
+
+
+def _capture(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, fn()
+    except Exception as exc:
+        return False, exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -117,6 +180,7 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
     try:
         resources = step.resources(ctx, name)
         for res in resources:
+            ctx.stop.check()
             change = res.check(target, target.probe(res.probe()))
             if change is None:
                 continue
@@ -139,6 +203,10 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
         step.verify(ctx, name)
     except HostUnreachable as exc:
         return TargetResult(name, Status.UNREACHABLE, tuple(applied), _describe(exc))
+    except Interrupted as exc:
+        return TargetResult(
+            name, Status.FAILED, tuple(applied), f"{exc} after {len(applied)} change(s)"
+        )
     except Exception as exc:
         return TargetResult(name, Status.FAILED, tuple(applied), _describe(exc))
     status = Status.CHANGED if applied else Status.OK
@@ -160,11 +228,18 @@ def run_step(step: Step, ctx: StepContext) -> StepResult:
 
 
 def _run_step(step: Step, ctx: StepContext) -> StepResult:
-    ui = ctx.ui
+    ui, stop = ctx.ui, ctx.stop
+    stop.check()
+    for target in ctx.targets.values():
+        if isinstance(target, Host):
+            target.stop = stop
     ui.step_title(step.name, step.title)
     names = step.target_names(ctx)
     with ui.status(f"{step.name}: gathering facts on {len(names)} target(s)"):
-        plans: list[TargetPlan] = _parallel(lambda n: plan_target(step, ctx, n), names)
+        planned = run_all(lambda n: plan_target(step, ctx, n), names, stop)
+    if stop.requested:  # nothing was changed yet
+        raise Interrupted(stop.signum, _interrupted(step, ctx, names, {}, set()))
+    plans: list[TargetPlan] = [planned[n] for n in names]
     ui.show_plan(step.name, plans)
 
     broken = [p for p in plans if p.error]
@@ -188,15 +263,30 @@ def _run_step(step: Step, ctx: StepContext) -> StepResult:
         return StepResult(step.name, tuple(results), True)
 
     todo = [p.target for p in plans if p.changes and not p.error]
-    if todo and ctx.options.guided and not ask_apply(step, ctx, todo):
-        return StepResult(step.name, tuple(_skipped(p) for p in plans), False)
+    if todo and ctx.options.guided:
+        with stop.raising():  # Ctrl-C at the question ends the run like at a checkpoint
+            wanted = ask_apply(step, ctx, todo)
+        if not wanted:
+            return StepResult(step.name, tuple(_skipped(p) for p in plans), False)
     if todo:
         question = step.checkpoint(ctx, plans)
         if question:
-            ui.checkpoint(question)
-    done: dict[str, TargetResult] = {}
-    for r in _parallel(lambda n: apply_target(step, ctx, n), todo, serial=step.serial):
-        done[r.target] = r
+            with stop.raising():
+                ui.checkpoint(question)
+    started: set[str] = set()
+    done: dict[str, TargetResult] = run_all(
+        lambda n: apply_target(step, ctx, n),
+        todo,
+        stop,
+        serial=step.serial,
+        halt=_failed,
+        started=started,
+    )
+    # nothing to change: still run the step's own verify (read-only)
+    unchanged = [p.target for p in plans if not p.error and p.target not in todo]
+    done.update(run_all(lambda n: _verify_only(step, ctx, n), unchanged, stop, started=started))
+    if stop.requested:
+        raise Interrupted(stop.signum, _interrupted(step, ctx, names, done, started))
     results = []
     for p in plans:
         if p.error:
@@ -204,12 +294,21 @@ def _run_step(step: Step, ctx: StepContext) -> StepResult:
         elif p.target in done:
             results.append(done[p.target])
         else:
-            # nothing to change: still run the step's own verify
-            results.append(_verify_only(step, ctx, p.target))
-    if not any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in results):
+            results.append(
+                TargetResult(
+                    p.target,
+                    Status.SKIPPED,
+                    p.changes,
+                    "not applied: an earlier target of this one-at-a-time step failed",
+                )
+            )
+    if not any(_failed(r) for r in results):
         try:
             with ui.status(f"{step.name}: verifying"):
-                step.verify_all(ctx, [p.target for p in plans])
+                run_one(lambda: step.verify_all(ctx, [p.target for p in plans]), stop)
+        except Interrupted as exc:
+            exc.partial = StepResult(step.name, tuple(results), False)
+            raise
         except Exception as exc:
             results = [
                 TargetResult(r.target, Status.FAILED, r.changes, _describe(exc)) for r in results
@@ -235,6 +334,27 @@ def _skipped(p: TargetPlan) -> TargetResult:
     if p.changes and not p.error:
         return TargetResult(p.target, Status.SKIPPED, p.changes, "skipped by the operator")
     return _plan_only(p)
+
+
+def _interrupted(
+    step: Step,
+    ctx: StepContext,
+    names: Sequence[str],
+    done: dict[str, TargetResult],
+    started: set[str],
+) -> StepResult:
+    """What an interrupted step had done: finished targets as they ended, the others flagged."""
+
+    def row(n: str) -> TargetResult:
+        if n in done:
+            return done[n]
+        if n in started:
+            return TargetResult(
+                n, Status.FAILED, message="interrupted: abandoned while running (a re-run resumes)"
+            )
+        return TargetResult(n, Status.SKIPPED, message="interrupted: not started")
+
+    return StepResult(step.name, tuple(row(n) for n in names), ctx.options.dry_run)
 
 
 def _plan_only(p: TargetPlan) -> TargetResult:

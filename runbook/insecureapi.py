@@ -1,6 +1,6 @@
 """The insecure-API emulation's files, rendered from the inventory (pure functions, no host).
 
-SPEC §4: the post's `insecure-port: 6080` is gone from Kubernetes (serving removed in 1.20, the
+docs/procedure.md: the post's `insecure-port: 6080` is gone (serving removed in Kubernetes 1.20, the
 flags in 1.24). When `load_balancer.insecure_api.enabled`, each control plane runs
 `kubectl proxy` on its private IP:port as a ServiceAccount bound to a chosen ClusterRole, and
 HAProxy forwards VIP:port to them (lbfiles). The token lives only in a root 0600 kubeconfig; the

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from runbook.containerd import CONTAINERD_2_FROM_MINOR, DOCKER_KEYRING, DOCKER_URL
 from runbook.inventory import API_PORT, HostSpec, Inventory
 from runbook.templates import render, source
 
@@ -24,9 +25,12 @@ MODULES_PATH = "/etc/modules-load.d/runbook-k8s.conf"
 SYSCTL_FILE = "/etc/sysctl.d/60-runbook-k8s.conf"
 ADMIN_USER_PATH = "/etc/kubernetes/runbook/admin-user.yaml"
 CNI_MANIFEST_PATH = "/etc/kubernetes/runbook/cni.yaml"
+COREDNS_MANIFEST_PATH = "/etc/kubernetes/runbook/coredns.yaml"
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 APISERVER_MANIFEST = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+PATCHES_DIR = "/etc/kubernetes/runbook/patches"  # kubeadm `patches.directory` (control planes)
+APISERVER_PATCH = f"{PATCHES_DIR}/kube-apiserver+json.yaml"
 CRI_SOCKET = "unix:///run/containerd/containerd.sock"
 KEYRING = "/etc/apt/keyrings/kubernetes-apt-keyring.gpg"
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl")
@@ -43,15 +47,18 @@ K8S_SYSCTLS = (
 )
 ADMIN_NAMESPACE = "kube-system"
 # The pause image each kubeadm minor pulls (`kubeadm config images list`); pinned in containerd
-# so the sandbox image containerd uses is the one kubeadm expects (no preflight warning).
-PAUSE_VERSIONS = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.1"}
-CONTAINERD_2_FROM_MINOR = 36  # SPEC §3.1: containerd 2.x for Kubernetes >= 1.36
+# so the sandbox image containerd uses is the one kubeadm expects (no preflight warning, no
+# second image). Source: kubeadm's `PauseVersion` constant in
+# cmd/kubeadm/app/constants/constants.go of each release branch (release-1.31 … release-1.36).
+PAUSE_VERSIONS = {31: "3.10", 32: "3.10", 33: "3.10", 34: "3.10.1", 35: "3.10.1", 36: "3.10.2"}
+PREREQUISITES = ("ca-certificates", "curl", "gpg")  # the keyring fetch: curl … | gpg --dearmor
 
 CNI_DEFAULT_URLS = {
     # Weave Net is archived: 2.8.1 (2021) is its last release; cloud.weave.works is gone.
     "weave": "https://github.com/weaveworks/weave/releases/download/v2.8.1/weave-daemonset-k8s.yaml",
-    "calico": "https://raw.githubusercontent.com/projectcalico/calico/v3.29.3/manifests/calico.yaml",
-    "flannel": "https://github.com/flannel-io/flannel/releases/download/v0.26.7/kube-flannel.yml",
+    # Calico v3.33.0 and Flannel v0.28.9: the newest releases (2026) the runbook was checked with
+    "calico": "https://raw.githubusercontent.com/projectcalico/calico/v3.33.0/manifests/calico.yaml",
+    "flannel": "https://github.com/flannel-io/flannel/releases/download/v0.28.9/kube-flannel.yml",
 }
 # (namespace, DaemonSet) whose pods make the nodes Ready, per CNI
 CNI_DAEMONSETS = {
@@ -122,6 +129,25 @@ def apt_source(inv: Inventory) -> AptSource:
     return AptSource("kubernetes", f"deb [signed-by={KEYRING}] {url} /", KEYRING, repo.key_url)
 
 
+def docker_apt_source(inv: Inventory) -> AptSource:
+    """Docker's repository for containerd.io, in the host's suite (`{id}`/`{codename}` are
+    filled from its os-release by `AptRepo`), or the inventory's mirror of it."""
+    repo = inv.kubernetes.containerd_repo
+    if repo is None:
+        url = DOCKER_URL
+        return AptSource(
+            "docker", f"deb [signed-by={DOCKER_KEYRING}] {url} {{codename}} stable",
+            DOCKER_KEYRING, f"{url}/gpg",
+        )  # fmt: skip
+    url = repo.url.rstrip("/")
+    if repo.trusted:
+        return AptSource("docker", f"deb [trusted=yes] {url} {{codename}} stable", None, None)
+    return AptSource(
+        "docker", f"deb [signed-by={DOCKER_KEYRING}] {url} {{codename}} stable",
+        DOCKER_KEYRING, repo.key_url,
+    )  # fmt: skip
+
+
 def containerd_config(inv: Inventory) -> str:
     """``/etc/containerd/config.toml``: SystemdCgroup = true, the pause image pinned."""
     return render(
@@ -177,6 +203,15 @@ def kubeadm_init_config(inv: Inventory, host_name: str, *, kubernetes_version: s
         cert_sans=cert_sans(inv),
         etcd_heartbeat_interval_ms=k8s.etcd.heartbeat_interval_ms,
         etcd_election_timeout_ms=k8s.etcd.election_timeout_ms,
+        patches_dir=PATCHES_DIR,
+    )
+
+
+def apiserver_patch(inv: Inventory, host_name: str) -> str:
+    """The JSON patch that binds this control plane's kube-apiserver to its private IP."""
+    host = _k8s_host(inv, host_name, "control-plane")
+    return render(
+        "k8s/kube-apiserver-patch.yaml.j2", node_name=host.name, bind_address=str(host.private_ip)
     )
 
 
@@ -214,6 +249,7 @@ def kubeadm_join_config(
         advertise_address=str(host.private_ip),
         api_port=API_PORT,
         certificate_key=certificate_key or "",
+        patches_dir=PATCHES_DIR,
     )
 
 
@@ -298,12 +334,26 @@ def _set_env(ds: dict[str, Any], container: str, values: dict[str, str]) -> None
             entry.update({"name": name, "value": value})
 
 
-def patch_cni_manifest(inv: Inventory, text: str) -> str:
-    """The upstream manifest with the pod subnet set (never the CNI's own default range).
+def _set_flannel_iface(ds: dict[str, Any], can_reach: str) -> None:
+    """flanneld's `--iface-can-reach`: without it flannel takes the default route's interface,
+    the PUBLIC one on Hetzner; by what it reaches, not by name (ens10 or enp7s0 per server
+    type). Any `--iface*` flag already there is replaced."""
+    containers = ds["spec"]["template"]["spec"]["containers"]
+    c = next((c for c in containers if c.get("name") == "kube-flannel"), None)
+    if c is None:
+        raise ValueError("CNI manifest: DaemonSet has no container kube-flannel")
+    args = [a for a in c.get("args") or [] if not str(a).startswith("--iface")]
+    c["args"] = [*args, f"--iface-can-reach={can_reach}"]
 
-    Weave: IPALLOC_RANGE (its default 10.32.0.0/12 is the post's collision); Calico:
+
+def patch_cni_manifest(inv: Inventory, text: str) -> str:
+    """The upstream manifest with the pod subnet and the private network set (never the CNI's
+    own default range, never the public interface).
+
+    Weave: IPALLOC_RANGE (its default 10.32.0.0/12 is the post's collision); it peers over the
+    nodes' InternalIPs, which kubeadm sets to the private IPs (`node-ip`). Calico:
     CALICO_IPV4POOL_CIDR and IP_AUTODETECTION_METHOD=cidr=<hcloud subnet> (so it picks the
-    private interface); Flannel: net-conf.json's Network.
+    private interface). Flannel: net-conf.json's Network and `--iface-can-reach=<VIP>`.
     """
     k8s = inv.kubernetes
     docs = _documents(text)
@@ -325,5 +375,80 @@ def patch_cni_manifest(inv: Inventory, text: str) -> str:
         conf = json.loads(cm["data"]["net-conf.json"])
         conf["Network"] = pods
         cm["data"]["net-conf.json"] = json.dumps(conf, indent=2) + "\n"
+        _set_flannel_iface(_find(objs, "DaemonSet", "kube-flannel-ds"), str(inv.load_balancer.vip))
     header = f"# {k8s.cni} manifest from {cni_manifest_url(inv)}, pod subnet {pods} (runbook)\n"
     return header + yaml.safe_dump_all(docs, sort_keys=False, default_flow_style=False)
+
+
+# ----- CoreDNS: the API name inside the cluster ---------------------------------------------
+COREFILE_MARK = "# runbook: kubernetes.api_dns_name on the VIP, as in the hosts' /etc/hosts"
+
+
+def corefile_with_api_host(corefile: str, name: str, vip: str) -> str:
+    """kubeadm's Corefile with a `hosts` entry NAME → VIP in the `.:53` block (before
+    `kubernetes`; CoreDNS runs `hosts` first anyway), `fallthrough` for every other name.
+
+    Why: CoreDNS is authoritative for `dns_domain`, so with the post's `api.k8s.skgm.de` inside
+    `k8s.skgm.de` a pod gets NXDOMAIN; outside it a pod would get the public floating IP. Pods
+    now resolve it as the hosts do. A `hosts` block that is not the runbook's is refused (CoreDNS
+    allows one per server block): merge the entry by hand. Idempotent: an earlier entry of the
+    runbook is replaced.
+    """
+    lines = corefile.splitlines()
+    out: list[str] = []
+    i, depth, in_root, placed = 0, 0, False, False
+    while i < len(lines):
+        ln = lines[i]
+        words = ln.split("#", 1)[0].split()
+        if depth == 0 and words[:1] == [".:53"]:
+            in_root = True
+        if in_root and depth == 1 and ln.strip() == COREFILE_MARK:
+            i += 1  # drop our earlier block: the mark, `hosts {`, its lines, `}`
+            while i < len(lines) and lines[i].strip() != "}":
+                i += 1
+            i += 1
+            continue
+        if in_root and depth == 1 and words[:1] == ["hosts"]:
+            raise ValueError(
+                "the CoreDNS Corefile already has a hosts block that is not the runbook's: add "
+                f"`{vip} {name}` to it by hand (CoreDNS allows one hosts block per server block)"
+            )
+        if in_root and depth == 1 and words[:1] == ["kubernetes"] and not placed:
+            pad = ln[: len(ln) - len(ln.lstrip())]
+            out += [
+                f"{pad}{COREFILE_MARK}",
+                f"{pad}hosts {{",
+                f"{pad}   {vip} {name}",
+                f"{pad}   fallthrough",
+                f"{pad}}}",
+            ]
+            placed = True
+        depth += ln.count("{") - ln.count("}")
+        if depth == 0:
+            in_root = False
+        out.append(ln)
+        i += 1
+    if not placed:
+        raise ValueError("the CoreDNS Corefile has no .:53 block with a kubernetes plugin")
+    return "\n".join(out) + "\n"
+
+
+def coredns_configmap(corefile: str) -> str:
+    """ConfigMap kube-system/coredns with this Corefile (its only key, as kubeadm makes it)."""
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "coredns", "namespace": "kube-system"},
+        "data": {"Corefile": corefile},
+    }
+    return yaml.dump(cm, Dumper=_BlockDumper, sort_keys=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks (a Corefile stays readable in the file and the diff)."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda d, s: d.represent_scalar("tag:yaml.org,2002:str", s, style="|" if "\n" in s else None),
+)

@@ -115,16 +115,9 @@ def authkeys(inv: Inventory, *, authkey: str) -> str:
 
 
 def haresources(inv: Inventory) -> str:
-    """``/etc/ha.d/haresources``: the script before the addresses (see the template)."""
-    lb = inv.load_balancer
-    return render(
-        "haresources.j2",
-        primary=inv.primary.name.lower(),
-        vip=str(lb.vip),
-        interface=lb.interface,
-        floating_ip=str(lb.floating_ip.address),
-        public_interface=lb.public_interface,
-    )
+    """``/etc/ha.d/haresources``: the primary and the one resource, the script (see the
+    template; the addresses and their interfaces are in the script's env file)."""
+    return render("haresources.j2", primary=inv.primary.name.lower())
 
 
 def failover_script() -> str:
@@ -191,6 +184,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         "haproxy-watchdog.service.j2",
         vip=str(inv.load_balancer.vip),
         peers=_peers(inv, host_name),
+        public_interface=inv.load_balancer.public_interface,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,
@@ -213,7 +207,9 @@ def haproxy_context(inv: Inventory, host_name: str) -> dict[str, Any]:
         "own_private_ip": str(host.private_ip),
         "floating_ip": str(lb.floating_ip.address),
         "network_range": str(inv.hcloud.network.ip_range),
-        # loopback always, so an empty allow-list still parses and admits only local tools
+        # 127.0.0.0/8 always: an empty allow-list still parses, and `inv status` (curl bound
+        # to 127.0.0.1 on the holder) gets in; a local client without that bind has the
+        # floating IP as its source and is refused like any unlisted address
         "public_allow": ["127.0.0.0/8", *(str(n) for n in lb.public_allow)],
         "api_port": API_PORT,
         "control_planes": [

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from .console import Masker, Ui, make_console
 from .engine import RunOptions, StepContext
 from .inventory import Inventory
+from .outdir import OutFile, write_tree
 from .resources import File
 from .steps import built_steps
 
 
-def render_host(inv: Inventory, host: str, out: Path) -> list[tuple[str, str, str]]:
-    """Write the files under OUT (mirroring host paths); return (path, mode, bytes) rows.
+def rendered_files(inv: Inventory, host: str) -> list[OutFile]:
+    """Every file the built steps would write to HOST, as paths below an output directory.
 
     Steps see `ctx.extra["render"] = True` and put SECRET_MARKER where a secret goes.
     """
@@ -21,16 +20,24 @@ def render_host(inv: Inventory, host: str, out: Path) -> list[tuple[str, str, st
     ctx = StepContext(
         inventory=inv, ui=ui, options=RunOptions(dry_run=True), extra={"render": True}
     )
-    rows: list[tuple[str, str, str]] = []
+    files: list[OutFile] = []
     for step in built_steps():
         if host not in step.target_names(ctx):
             continue
         for res in step.resources(ctx, host):
-            if not isinstance(res, File):
-                continue
-            dest = out / res.path.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(res.content)
-            dest.chmod(res.mode)
-            rows.append((res.path, f"{res.mode:04o}", str(len(res.content.encode()))))
-    return rows
+            if isinstance(res, File):
+                files.append(OutFile(res.path.lstrip("/"), res.content.encode(), res.mode))
+    return files
+
+
+def render_host(
+    inv: Inventory, host: str, out: str, *, force: bool = False
+) -> list[tuple[str, str, str]]:
+    """Write the files under OUT (mirroring host paths); return (path, mode, bytes) rows.
+
+    OUT is checked first (not a system directory, empty unless `force`, see outdir);
+    raises OutDirError with the reason.
+    """
+    files = rendered_files(inv, host)
+    write_tree(out, files, force=force)
+    return [(f"/{f.path}", f"{f.mode:04o}", str(len(f.content))) for f in files]

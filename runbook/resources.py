@@ -7,8 +7,11 @@ expects every check to come back clean: that is the generic part of verify.
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
+import posixpath
+import re
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,6 +21,10 @@ from .plan import Change
 from .remote import Fact, Host
 
 SECRET_MARKER = "<secret>"
+BACKUP_ROOT = "/var/backups/runbook"
+"""Where `File` keeps the previous version of a file it replaces (the path mirrored below it)."""
+LEGACY_BACKUP_SUFFIX = ".rb-bak"
+"""Earlier runs kept backups beside the live file under this suffix, secret files included."""
 
 
 class Resource(ABC):
@@ -45,11 +52,58 @@ def _q(s: str) -> str:
     return shlex.quote(s)
 
 
+def _file_probe(path: str) -> str:
+    """Mode, owner, group and base64 content of a file; exit 3 when there is none."""
+    q = _q(path)
+    return f"test -f {q} || exit 3; stat -c '%a %U %G' {q}; base64 -w0 {q}"
+
+
+def _file_fact(fact: Fact | None) -> tuple[list[str], bytes] | None:
+    """Parse `_file_probe` output: ([mode, owner, group], content), or None when absent."""
+    if fact is None or fact.rc == 3:
+        return None
+    meta, _, b64 = fact.stdout.partition("\n")
+    return meta.split(), base64.b64decode(b64.strip() or b"")
+
+
+def _text(raw: bytes) -> str:
+    """File content as text; bytes that are not UTF-8 survive the round trip (`_raw`)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as grep and sed see them: split at "\n" only."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def _diff_lines(text: str) -> list[str]:
+    lines = re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n\\ No newline at end of file\n"
+    return lines
+
+
+def unified_diff(old: str, new: str, fromfile: str, tofile: str) -> str:
+    """What the plan shows for a changed text (a missing final newline marked, as diff does)."""
+    diff = "".join(
+        difflib.unified_diff(_diff_lines(old), _diff_lines(new), fromfile=fromfile, tofile=tofile)
+    )
+    return _raw(diff).decode("utf-8", "replace")  # printable, whatever the file's bytes
+
+
 @dataclass
 class File(Resource):
-    """A whole file: content, mode, owner; atomic write with a backup, unified diff in the plan.
+    """A whole file: content, mode, owner; atomic write, unified diff in the plan.
 
-    `secret=True` keeps content out of diffs (the plan says the file changes, not how).
+    Before replacing a file, the previous version is copied under `backup_root` (the path
+    mirrored: /etc/haproxy/haproxy.cfg -> /var/backups/runbook/etc/haproxy/haproxy.cfg, one copy,
+    directories 0700). `secret=True` keeps content out of diffs (the plan says the file changes,
+    not how) and out of backups: an old key or token lying in a copy is still a live credential.
     `validate` is a command run on the new content (`%s` = temp path) before install.
     """
 
@@ -60,28 +114,30 @@ class File(Resource):
     group: str = "root"
     secret: bool = False
     validate: str | None = None
+    backup_root: str | None = None  # None: BACKUP_ROOT
 
     @property
     def key(self) -> str:
         return f"file:{self.path}"
 
+    @property
+    def backup_path(self) -> str:
+        """Where the previous version goes (never used for a secret file)."""
+        return posixpath.join(self.backup_root or BACKUP_ROOT, self.path.lstrip("/"))
+
     def probe(self) -> str:
-        q = _q(self.path)
-        return f"test -f {q} || exit 3; stat -c '%a %U %G' {q}; base64 -w0 {q}"
+        return _file_probe(self.path)
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        if fact is None or fact.rc == 3:
+        found = _file_fact(fact)
+        if found is None:
             return Change(
                 self.key,
                 "create",
                 f"mode {self.mode:o} {self.owner}:{self.group}",
                 self._diff("", self.content),
             )
-        meta, _, b64 = fact.stdout.partition("\n")
-        import base64
-
-        current = base64.b64decode(b64.strip() or b"").decode(errors="replace")
-        parts = meta.split()
+        parts, current = found[0], _text(found[1])
         wants = [f"{self.mode:o}", self.owner, self.group]
         notes = []
         if parts != wants:
@@ -95,14 +151,7 @@ class File(Resource):
     def _diff(self, old: str, new: str) -> str:
         if self.secret:
             return f"(content hidden: secret; sha256 changes to {SECRET_MARKER})"
-        return "".join(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                new.splitlines(keepends=True),
-                fromfile=f"{self.path} (host)",
-                tofile=f"{self.path} (wanted)",
-            )
-        )
+        return unified_diff(old, new, f"{self.path} (host)", f"{self.path} (wanted)")
 
     def apply(self, host: Host) -> None:
         data = self.content.encode()
@@ -117,12 +166,85 @@ class File(Resource):
                 raise ValueError(
                     f"{self.path}: validation failed, file not installed:\n{res.stdout}{res.stderr}"
                 )
-        host.write_file(self.path, data, mode=self.mode, owner=self.owner, group=self.group)
+        if not self.secret:
+            host.run(self._backup_command())
+        host.write_file(
+            self.path, data, mode=self.mode, owner=self.owner, group=self.group, backup=False
+        )
+
+    def _backup_command(self) -> str:
+        q, b = _q(self.path), _q(self.backup_path)
+        return (
+            f"if [ -f {q} ]; then umask 077; mkdir -p {_q(posixpath.dirname(self.backup_path))} "
+            f"&& cp -p {q} {b}; fi"
+        )
+
+
+@dataclass
+class SecretBackupsAbsent(Resource):
+    """No copy of a secret file left beside it by an earlier run (`<path>.rb-bak`).
+
+    Earlier versions of the runbook backed up every file it replaced, Heartbeat's authkeys and
+    the API token's env file included; this removes those copies. A resource of its own, not
+    part of `File`: a change here must not count as a change of the file a service watches.
+    """
+
+    paths: Sequence[str]
+
+    @property
+    def key(self) -> str:
+        return "stale-secret-backups:" + ",".join(self.paths)
+
+    def _backups(self) -> str:
+        return " ".join(_q(p + LEGACY_BACKUP_SUFFIX) for p in self.paths)
+
+    def probe(self) -> str:
+        return f'for f in {self._backups()}; do if [ -e "$f" ]; then echo "$f"; fi; done'
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        found = (fact.stdout if fact else "").split()
+        if not found:
+            return None
+        return Change(self.key, "remove", "old backup copies of secret files: " + ", ".join(found))
+
+    def apply(self, host: Host) -> None:
+        host.run(f"rm -f {self._backups()}")
+
+
+def secret_backups_absent(resources: Sequence[Resource]) -> list[Resource]:
+    """The `SecretBackupsAbsent` for the secret files among `resources` (none: empty list)."""
+    paths = [r.path for r in resources if isinstance(r, File) and r.secret]
+    return [SecretBackupsAbsent(paths)] if paths else []
+
+
+_POSIX_CLASSES = {
+    "[:space:]": r"\s",
+    "[:blank:]": r" \t",
+    "[:digit:]": "0-9",
+    "[:alpha:]": "A-Za-z",
+    "[:alnum:]": "0-9A-Za-z",
+    "[:upper:]": "A-Z",
+    "[:lower:]": "a-z",
+}
+
+
+def _regex(pattern: str) -> re.Pattern[str]:
+    """A pattern in Python's `re` syntax; POSIX classes such as `[[:space:]]` are accepted."""
+    for posix, python in _POSIX_CLASSES.items():
+        pattern = pattern.replace(posix, python)
+    return re.compile(pattern)
 
 
 @dataclass
 class LineInFile(Resource):
-    """Ensure one line (matched by `match`, a regex) is present, or absent with `present=False`."""
+    """Ensure one line (matched by `match`, a regex) is present, or absent with `present=False`.
+
+    Present: the first matching line is replaced by `line` and further matches are dropped; with
+    no match, `line` is appended. Absent: every matching line is dropped. The edit is made in
+    Python on the file's content and written with the host's atomic write (mode and owner kept;
+    a new file is root 0644); the plan shows it as a unified diff. `match` is searched in each
+    line (Python `re`; POSIX classes such as `[[:space:]]` are accepted).
+    """
 
     path: str
     line: str
@@ -134,34 +256,64 @@ class LineInFile(Resource):
         return f"line:{self.path}:{self.match}"
 
     def probe(self) -> str:
-        return f"test -f {_q(self.path)} || exit 3; grep -E -- {_q(self.match)} {_q(self.path)}"
+        return _file_probe(self.path)
+
+    def edited(self, current: str) -> str:
+        """`current` with the edit made (unchanged when there is nothing to do)."""
+        rx = _regex(self.match)
+        lines = _lines(current)
+        kept: list[str] = []
+        replaced = False
+        for ln in lines:
+            if not rx.search(ln):
+                kept.append(ln)
+            elif self.present and not replaced:
+                kept.append(self.line)
+                replaced = True
+        if self.present and not replaced:
+            kept.append(self.line)
+        if kept == lines:
+            return current
+        return "".join(f"{ln}\n" for ln in kept)
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        lines = [] if fact is None or fact.rc == 3 else fact.stdout.splitlines()
-        if self.present:
-            if lines == [self.line]:
-                return None
-            action = "replace" if lines else "add"
-            return Change(self.key, action, f"{self.path}: {self.line}")
-        if not lines:
+        found = _file_fact(fact)
+        if found is None and not self.present:
             return None
+        current = _text(found[1]) if found else ""
+        rx = _regex(self.match)
+        matching = [ln for ln in _lines(current) if rx.search(ln)]
+        if self.present:
+            if matching == [self.line]:
+                return None
+            action = "replace" if matching else "add"
+            summary = f"{self.path}: {self.line}"
+        else:
+            if not matching:
+                return None
+            action = "remove"
+            summary = f"{self.path}: {len(matching)} line(s) matching {self.match}"
         return Change(
-            self.key, "remove", f"{self.path}: {len(lines)} line(s) matching {self.match}"
+            self.key,
+            action,
+            summary,
+            unified_diff(
+                current, self.edited(current), f"{self.path} (host)", f"{self.path} (wanted)"
+            ),
         )
 
     def apply(self, host: Host) -> None:
-        p, m = _q(self.path), _q(self.match)
-        if self.present:
-            script = (
-                f"touch {p}; if grep -qE -- {m} {p}; then "
-                f"awk -v re={m} -v line={_q(self.line)} "
-                "'BEGIN{done=0} $0 ~ re {if(!done){print line; done=1}; next} {print}' "
-                f"{p} > {p}.rb-tmp && cat {p}.rb-tmp > {p} && rm -f {p}.rb-tmp; "
-                f"else printf '%s\\n' {_q(self.line)} >> {p}; fi"
-            )
-        else:
-            script = f"grep -vE -- {m} {p} > {p}.rb-tmp; cat {p}.rb-tmp > {p}; rm -f {p}.rb-tmp"
-        host.run(script)
+        found = _file_fact(host.probe(self.probe()))
+        if found is None and not self.present:
+            return
+        (mode, owner, group), raw = found if found else (["644", "root", "root"], b"")
+        current = _text(raw)
+        new = self.edited(current)
+        if found is not None and new == current:
+            return
+        host.write_file(
+            self.path, _raw(new), mode=int(mode, 8), owner=owner, group=group, backup=False
+        )
 
 
 @dataclass
@@ -205,7 +357,12 @@ class Sysctl(Resource):
 
 @dataclass
 class AptRepo(Resource):
-    """An apt source with its keyring (`signed-by`); `key_url` is fetched on the host."""
+    """An apt source with its keyring (`signed-by`); `key_url` is fetched on the host.
+
+    `line` and `key_url` may name the host's release as `{id}` and `{codename}` (os-release
+    `ID`, `VERSION_CODENAME`), e.g. Docker's `https://download.docker.com/linux/{id} {codename}
+    stable`: the probe reads them, so one resource serves Debian 12/13 and Ubuntu hosts.
+    """
 
     name: str
     line: str
@@ -221,28 +378,58 @@ class AptRepo(Resource):
     def list_path(self) -> str:
         return f"{self.list_dir}/{self.name}.list"
 
+    @property
+    def _per_os(self) -> bool:
+        return "{" in self.line or "{" in (self.key_url or "")
+
     def probe(self) -> str:
+        os_line = '. /etc/os-release; echo "$ID|$VERSION_CODENAME"; ' if self._per_os else ""
         kr = f"test -s {_q(self.keyring)} && echo key; " if self.keyring else ""
-        return f"{kr}cat {_q(self.list_path)}"
+        return f"{os_line}{kr}cat {_q(self.list_path)}"
+
+    def _wanted(self, fact: Fact | None) -> tuple[str, str | None, list[str]]:
+        """(line, key_url, the rest of the fact's lines) for this host."""
+        lines = (fact.stdout if fact else "").splitlines()
+        if not self._per_os:
+            return self.line, self.key_url, lines
+        os_id, _, codename = (lines[0] if lines else "").partition("|")
+        if not os_id or not codename:
+            raise ValueError(f"{self.key}: /etc/os-release has no ID or VERSION_CODENAME")
+        fields = {"id": os_id, "codename": codename}
+        url = self.key_url.format(**fields) if self.key_url else None
+        return self.line.format(**fields), url, lines[1:]
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        out = fact.stdout if fact else ""
+        line, _, out = self._wanted(fact)
         missing = []
-        if self.keyring and not out.startswith("key"):
+        if self.keyring and out[:1] != ["key"]:
             missing.append(f"keyring {self.keyring}")
-        if self.line not in out.splitlines():
-            missing.append(f"source {self.list_path}")
+        if line not in out:
+            missing.append(f"source {self.list_path}: {line}")
         return Change(self.key, "add", ", ".join(missing)) if missing else None
 
     def apply(self, host: Host) -> None:
-        if self.keyring and self.key_url:
+        line, key_url, _ = self._wanted(host.probe(self.probe()))
+        if self.keyring and key_url:
             kd = _q(self.keyring.rsplit("/", 1)[0])
             host.run(
-                f"install -d -m 0755 {kd} && curl -fsSL {_q(self.key_url)} | "
-                f"gpg --dearmor --yes -o {_q(self.keyring)} && chmod 0644 {_q(self.keyring)}"
+                # no pipe: a failed download must fail here, not leave an empty keyring
+                f"install -d -m 0755 {kd} && k=$(curl -fsSL {_q(key_url)}) && "
+                f"printf '%s\\n' \"$k\" | gpg --dearmor --yes -o {_q(self.keyring)} && "
+                f"chmod 0644 {_q(self.keyring)}"
             )
-        host.write_file(self.list_path, (self.line + "\n").encode(), backup=False)
+        host.write_file(self.list_path, (line + "\n").encode(), backup=False)
         host.run("apt-get update -q", timeout=600)
+
+
+def apt_install(host: Host, names: Sequence[str], *, update_first: bool = True) -> None:
+    """`apt-get install` without recommends, keeping changed config files (never prompts)."""
+    upd = "apt-get update -q && " if update_first else ""
+    host.run(
+        f"{upd}DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        f"-o Dpkg::Options::=--force-confold {' '.join(_q(n) for n in names)}",
+        timeout=1800,
+    )
 
 
 @dataclass
@@ -289,14 +476,8 @@ class Packages(Resource):
 
     def apply(self, host: Host) -> None:
         missing, unheld = self._state(host.probe(self.probe()))
-        env = "DEBIAN_FRONTEND=noninteractive"
         if missing:
-            upd = "apt-get update -q && " if self.update_first else ""
-            host.run(
-                f"{upd}{env} apt-get install -y -q --no-install-recommends "
-                f"-o Dpkg::Options::=--force-confold {' '.join(_q(n) for n in missing)}",
-                timeout=1800,
-            )
+            apt_install(host, missing, update_first=self.update_first)
         if unheld:
             host.run("apt-mark hold " + " ".join(_q(n) for n in unheld))
 

@@ -90,8 +90,15 @@ def test_every_step_task_has_the_common_options_with_help(task: str) -> None:
             assert len(line.split(None, 1)) == 2 or "  " in line.strip(), f"no help: {line}"
 
 
-def test_validate_passes_on_hosts_yaml() -> None:
-    r = inv("validate", inventory=REPO / "hosts.yaml")
+def home_with_key(tmp_path: Path) -> dict[str, str]:
+    """HOME holding the example inventory's ~/.ssh/id_ed25519 (validate checks it exists)."""
+    (tmp_path / ".ssh").mkdir(exist_ok=True)
+    (tmp_path / ".ssh" / "id_ed25519").write_text("not a real key\n")
+    return {"HOME": str(tmp_path), "SSH_AUTH_SOCK": ""}
+
+
+def test_validate_passes_on_hosts_yaml(tmp_path: Path) -> None:
+    r = inv("validate", inventory=REPO / "hosts.yaml", env=home_with_key(tmp_path))
     assert r.returncode == 0, r.stderr + r.stdout
     assert "valid: 7 hosts" in r.stdout and "10.143.0.50" in r.stdout
 
@@ -104,6 +111,7 @@ def bad_inventory(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-de
     return p
 
 
+@pytest.mark.bad_input
 def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None:
     def mutate(d: dict) -> None:  # type: ignore[type-arg]
         d["hcloud"]["network"]["ip_range"] = "10.0.0.0/8"
@@ -119,6 +127,7 @@ def test_validate_lists_all_problems_exit_2_no_traceback(tmp_path: Path) -> None
     assert "10.32.0.0/12" in text and "10.0.0.0/8" in text
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("args", [("prepare", "--yes"), ("status", "--no-cloud")])
 def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple[str, ...]) -> None:
     p = bad_inventory(tmp_path, lambda d: d["load_balancer"].update(primary="k8node01"))
@@ -127,6 +136,7 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
     assert "Traceback" not in r.stdout + r.stderr
 
 
+@pytest.mark.bad_input
 def test_unknown_and_wrong_role_host_exit_2() -> None:
     r = inv(
         "lb.setup",
@@ -142,6 +152,7 @@ def test_unknown_and_wrong_role_host_exit_2() -> None:
     assert "nosuch" in text and "not in the inventory" in text and "k8node01" in text
 
 
+@pytest.mark.bad_input
 def test_missing_token_is_bad_input(tmp_path: Path) -> None:
     r = inv("network", "--dry-run", inventory=REPO / "hosts.yaml", env={"HCLOUD_TOKEN": ""})
     assert r.returncode == 2
@@ -201,8 +212,8 @@ def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--only", "nosuch"), "--only: 'nosuch' is not one of prepare, network, lb"),
-        (("--from", "later"), "--from: 'later' is not one of prepare, network, lb"),
+        (("--only", "nosuch"), "--only: 'nosuch' is not one of prepare,"),
+        (("--from", "later"), "--from: 'later' is not one of prepare,"),
         (("--from", "lb", "--only", "network"), "--from and --only: give one of them"),
     ],
 )
@@ -211,3 +222,167 @@ def test_walkthrough_from_and_only_name_a_step(args: tuple[str, ...], message: s
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
     assert message in text and "Traceback" not in text
+
+
+# --- usage errors: Invoke's message, exit 2 (bad input), never a traceback, nothing run ---
+
+USAGE_ERRORS = [
+    (("validate", "extra"), "No idea what 'extra' is!"),
+    (("valdate",), "No idea what 'valdate' is!"),
+    (("--nosuch-flag",), "No idea what '--nosuch-flag' is!"),
+    (("render", "--host", "k8slb01"), "did not receive required positional arguments: 'out'"),
+    (("--help", "nosuch"), "No idea what 'nosuch' is!"),
+    (("--list", "nosuch"), "Sub-collection 'nosuch' not found!"),
+    # a value-less --host used to mean "every host" (and --yes confirmed it)
+    (("prepare", "--host"), "--host needs a value"),
+    (("prepare", "--host", "--yes"), "--host needs a value"),
+    (("walkthrough", "--host", "--yes"), "--host needs a value"),
+    (("cluster.join", "--host", "k8node01", "--host", "--dry-run"), "--host needs a value"),
+    (("lb.setup", "--host=", "--dry-run"), "--host: '': not in the inventory"),
+]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("args", "fragment"), [pytest.param(a, f, id=" ".join(a)) for a, f in USAGE_ERRORS]
+)
+def test_usage_errors_exit_2_with_invokes_message(args: tuple[str, ...], fragment: str) -> None:
+    r = inv(*args, inventory=REPO / "hosts.yaml", env={"HCLOUD_TOKEN": "x"})
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert fragment in text and "Traceback" not in text, text
+
+
+def _config_file(tmp_path: Path, kind: str) -> Path:
+    suffix = {"json": "json", "py": "py", "txt": "txt"}.get(kind, "yaml")
+    path = tmp_path / f"{kind}.{suffix}"
+    if kind in ("json", "py", "txt"):
+        path.write_text({"json": '{"runbook": ', "py": "runbook = {\n", "txt": "x"}[kind])
+    elif kind == "broken":
+        path.write_text("runbook: {inventory: [unclosed\n")
+    elif kind == "bomb":
+        path.write_text(
+            "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 12))
+        )
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("kind", "fragment"),
+    [
+        ("missing", "-f {path}: no such file"),
+        ("broken", "{path}: line 2, column 1: invalid YAML"),
+        ("bomb", "{path}: (yaml): more than 50000 values once its aliases are expanded"),
+        ("fifo", "{path}: (file): not a regular file (it is a FIFO)"),
+        ("directory", "-f {path}: is a directory"),
+        ("json", "-f {path}: JSONDecodeError: Expecting value"),
+        ("py", "-f {path}: SyntaxError: '{{' was never closed"),
+        ("txt", "-f {path}: UnknownFileType: Config files of type 'txt'"),
+    ],
+)
+def test_runtime_config_file_problems_exit_2(tmp_path: Path, kind: str, fragment: str) -> None:
+    path = _config_file(tmp_path, kind)
+    r = inv("-f", str(path), "validate")
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert fragment.format(path=path) in text and "Traceback" not in text, text
+
+
+def test_inv_is_the_runbooks_entry_point() -> None:
+    """The CLI contract above needs runbook.cli's `inv`, not Invoke's (re-run bin/setup)."""
+    assert "from runbook.cli import main" in Path(INV).read_text(), "run: bash bin/setup"
+
+
+def test_inventory_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "hosts.yaml").write_text((REPO / "hosts.yaml").read_text())
+    cfg = tmp_path / "site" / "runbook.yaml"
+    cfg.write_text("runbook:\n  inventory: hosts.yaml\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = inv("-f", str(cfg), "validate", cwd=elsewhere, env=home_with_key(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(tmp_path / "site" / "hosts.yaml") in r.stdout.replace("\n", "")
+
+
+# --- the operator's own files the inventory names ---
+
+
+def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["ssh"].update(ssh)
+
+    return bad_inventory(tmp_path, mutate)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("ssh", "fragment"),
+    [
+        ({"identity": "keys/missing"}, "ssh.identity: {tmp}/keys/missing does not exist"),
+        ({"identity": "."}, "ssh.identity: {tmp} is a directory, not a file"),
+        ({"identity": "/dev/null"}, "ssh.identity: /dev/null is not a regular file"),
+        ({"identity": None, "known_hosts": "kh"}, "ssh.known_hosts: {tmp}/kh is a directory"),
+    ],
+    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir"],
+)
+def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
+    (tmp_path / "kh").mkdir()
+    p = ssh_files_inventory(tmp_path, **ssh)
+    r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": ""})
+    text = (r.stdout + r.stderr).replace("\n", "")
+    assert r.returncode == 2, text
+    assert f"{p.name}: {fragment.format(tmp=tmp_path)}" in text.replace(str(p), p.name), text
+
+
+def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> None:
+    p = ssh_files_inventory(tmp_path, identity="keys/missing")
+    r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": str(tmp_path / "agent.sock")})
+    text = (r.stdout + r.stderr).replace("\n", "")
+    assert r.returncode == 0, text
+    assert "warning" in text and "an ssh agent may hold the key" in text
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "args",
+    [("prepare", "--yes"), ("walkthrough", "--yes"), ("lb.failover-drill", "--yes")],
+    ids=lambda a: a[0],
+)
+def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    p = unreachable_inventory(tmp_path)
+    data = yaml.safe_load(p.read_text())
+    data["ssh"]["identity"] = str(tmp_path / "missing_key")
+    p.write_text(yaml.safe_dump(data))
+    r = inv(*args, inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "missing_key does not exist" in text and "unreachable" not in text
+    assert not (tmp_path / "known_hosts").exists()
+
+
+def test_inventory_in_the_projects_invoke_yaml_is_relative_to_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "site").mkdir(parents=True)
+    (project / "site" / "hosts.yaml").write_text((REPO / "hosts.yaml").read_text())
+    (project / "tasks.py").write_text("from runbook.tasks import namespace\n\nns = namespace()\n")
+    (project / "invoke.yaml").write_text("runbook:\n  inventory: site/hosts.yaml\n")
+    e = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    r = subprocess.run(
+        [INV, "-r", str(project), "validate"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**e, **home_with_key(tmp_path), "COLUMNS": "200"},
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert str(project / "site" / "hosts.yaml") in r.stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from runbook.clusterfacts import KUBECTL_NODES, api_check, http_probe, parse_http
+from runbook.clusterstatus import FirewallRow, FirewallView
 from runbook.clusterview import run_status
 from runbook.console import Masker, Ui, make_console
 from runbook.inventory import Inventory, load_inventory
@@ -173,7 +174,11 @@ class Run:
 
 
 def status(
-    model: Model, *, cloud: tuple[str, str] | Exception | None = None, width: int = 200
+    model: Model,
+    *,
+    cloud: tuple[str, str] | Exception | None = None,
+    firewalls: FirewallView | None = None,
+    width: int = 200,
 ) -> Run:
     out = io.StringIO()
     masker = Masker()
@@ -191,7 +196,13 @@ def status(
             raise cloud
         return cloud or (model.vip_on, model.fip_on)
 
-    code = run_status(model.inv, ui, cloud=lookup, factory=factory)
+    code = run_status(
+        model.inv,
+        ui,
+        cloud=lookup,
+        firewalls=None if firewalls is None else lambda: firewalls,
+        factory=factory,
+    )
     text = out.getvalue()
     assert "Traceback" not in text and TOKEN not in text
     return Run(code, text, hosts)
@@ -432,3 +443,21 @@ def test_status_fits_the_screen_without_cutting_a_name_or_an_ip(
     if not down:
         for name in K8S:
             assert re.search(rf"│ {name} +│ Ready", r.out), name
+
+
+def test_firewalls_shown_and_a_server_without_one_degrades(model: Model) -> None:
+    lbs = FirewallRow("skgm-lb", 4, ("k8slb01", "k8slb02"))
+    cps = FirewallRow("skgm-control-plane", 2, ("k8scontrol01", "k8scontrol02", "k8scontrol03"))
+    workers = FirewallRow("skgm-worker", 2, ("k8node01", "k8node02"))
+    ok = status(model, firewalls=FirewallView((lbs, cps, workers)))
+    assert ok.code == 0, ok.out
+    assert ok.row("skgm-lb") == "skgm-lb | 4 | k8slb01, k8slb02"
+    open_node = status(model, firewalls=FirewallView((lbs, cps), uncovered=("k8node01",)))
+    assert open_node.code == 1
+    assert open_node.row("none") == "none | - | k8node01"
+    assert open_node.problems() == [
+        "k8node01: no cloud firewall applied: every port is open to the internet "
+        "(run `inv firewall`)"
+    ]
+    unmanaged = status(model, firewalls=FirewallView(uncovered=("k8node01",), managed=False))
+    assert unmanaged.code == 0 and "no cloud firewall on k8node01" in unmanaged.out

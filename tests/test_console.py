@@ -139,12 +139,17 @@ def test_verbose_commands_are_masked() -> None:
     assert qout.getvalue() == ""
 
 
-def test_checkpoint_prints_its_text_once_and_shows_choices_and_default() -> None:
-    ui, out = ui_at(interactive=True, stdin=io.StringIO("y\n"))
-    ui.checkpoint("Reboot k8slb01 now? It holds no VIP.")
+@pytest.mark.parametrize("answer", ["y\n", "n\n"])
+def test_checkpoint_prints_its_text_once_and_shows_choices_and_default(answer: str) -> None:
+    ui, out = ui_at(interactive=True, stdin=io.StringIO(answer))
+    try:
+        ui.checkpoint("Reboot k8slb01 now? It holds no VIP.")
+    except CheckpointDeclined as exc:
+        ui.error(str(exc))  # what the tasks print
+        assert answer == "n\n"
     text = out.getvalue()
     assert text.count("Reboot k8slb01 now?") == 1
-    assert "[y/N]" in text
+    assert "confirm? [y/N]" in text
 
 
 def test_a_wait_says_what_for_and_until_when() -> None:

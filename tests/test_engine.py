@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from runbook import interrupt
 from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
 from runbook.engine import RunOptions, Step, StepContext, StepFailed, StepQuit, run_step
 from runbook.plan import Status, TargetPlan
@@ -248,3 +251,130 @@ def test_guided_does_not_ask_when_nothing_changes(
     )
     assert run_step(FileStep(tmp_path / "fs", ["a"]), ctx).results[0].status is Status.OK
     assert "apply / skip" not in out.getvalue().lower()
+
+
+def test_serial_step_stops_at_the_first_failure(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    """Standby first, holder last: a failed standby must not lead to the holder's change."""
+    step = FileStep(tmp_path / "fs", ["a", "b", "c"], broken="a")
+    step.serial = True
+    ctx, _ = make_ctx(dict(hosts))
+    by = {r.target: r for r in run_step(step, ctx).results}
+    assert by["a"].status is Status.FAILED and "disk full" in by["a"].message
+    for n in ("b", "c"):
+        assert by[n].status is Status.SKIPPED and "earlier target" in by[n].message
+        assert hosts[n].mutating() == []
+        assert not (tmp_path / "fs" / n / "motd").exists()
+
+
+def test_serial_step_stops_after_a_failed_verify(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    step = FileStep(tmp_path / "fs", ["a", "b"], verify_fails="a")
+    step.serial = True
+    ctx, _ = make_ctx({"a": hosts["a"], "b": hosts["b"]})
+    by = {r.target: r for r in run_step(step, ctx).results}
+    assert by["a"].status is Status.FAILED and by["b"].status is Status.SKIPPED
+    assert step.verified == ["a"]
+
+
+class Gate(Resource):
+    """Applies by waiting on an event (a long remote command); counts how often it started."""
+
+    key = "gate"
+
+    def __init__(self, started: threading.Event, release: threading.Event) -> None:
+        self.started, self.release = started, release
+
+    def check(self, host: Host, fact: Fact | None):  # type: ignore[override]
+        from runbook.plan import Change
+
+        return Change("gate", "wait")
+
+    def apply(self, host: Host) -> None:
+        self.started.set()
+        self.release.wait(30)
+
+
+class GateStep(FileStep):
+    def __init__(self, root: Path, names: Sequence[str], gate: Gate) -> None:
+        super().__init__(root, names)
+        self.gate = gate
+
+    def resources(self, ctx: StepContext, target: str) -> list[Resource]:
+        return [self.gate, *super().resources(ctx, target)]
+
+
+def test_interrupt_starts_nothing_new_and_abandons_a_hung_command(
+    tmp_path: Path, hosts: dict[str, LocalHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(interrupt, "GRACE", 0.3)
+    started, release = threading.Event(), threading.Event()
+    step = GateStep(tmp_path / "fs", ["a", "b", "c"], Gate(started, release))
+    step.serial = True
+    ctx, _ = make_ctx(dict(hosts))
+    threading.Thread(
+        target=lambda: started.wait(10) and ctx.stop.request(signal.SIGINT), daemon=True
+    ).start()
+    try:
+        with pytest.raises(interrupt.Interrupted) as exc:
+            run_step(step, ctx)
+        assert not release.is_set()  # returned while the command still hangs
+    finally:
+        release.set()
+    assert exc.value.exit_code == 130
+    by = {r.target: r for r in exc.value.partial.results}
+    assert by["a"].status is Status.FAILED and "abandoned while running" in by["a"].message
+    assert by["b"].status is Status.SKIPPED and by["b"].message == "interrupted: not started"
+    assert by["c"].status is Status.SKIPPED
+    assert hosts["b"].mutating() == []
+
+
+def test_interrupt_lets_a_running_command_finish_then_stops_the_target(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    step = GateStep(tmp_path / "fs", ["a"], Gate(started, release))
+    ctx, _ = make_ctx({"a": hosts["a"]})
+
+    def interrupt_then_release() -> None:
+        started.wait(10)
+        ctx.stop.request(signal.SIGTERM)
+        release.set()
+
+    threading.Thread(target=interrupt_then_release, daemon=True).start()
+    with pytest.raises(interrupt.Interrupted) as exc:
+        run_step(step, ctx)
+    assert exc.value.exit_code == 143
+    (r,) = exc.value.partial.results
+    assert r.status is Status.FAILED and r.message == "interrupted by SIGTERM after 1 change(s)"
+    assert not (tmp_path / "fs" / "a" / "motd").exists()  # the next resource never started
+
+
+def test_interrupt_before_a_step_starts_nothing(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    ctx, _ = make_ctx({"a": hosts["a"]})
+    ctx.stop.request(signal.SIGINT)
+    with pytest.raises(interrupt.Interrupted):
+        run_step(FileStep(tmp_path / "fs", ["a"]), ctx)
+    assert hosts["a"].commands == []
+
+
+def test_after_an_interrupt_no_new_query_and_no_new_command_after_the_grace(
+    tmp_path: Path, hosts: dict[str, LocalHost], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Abandoned work must not go on changing hosts after the recap said the run stopped."""
+    monkeypatch.setattr(interrupt, "GRACE", 0.2)
+    ctx, _ = make_ctx({"a": hosts["a"]})
+    run_step(FileStep(tmp_path / "fs", ["a"]), ctx)  # the engine hands the host its stop flag
+    h = hosts["a"]
+    ctx.stop.request(signal.SIGINT)
+    with pytest.raises(interrupt.Interrupted):
+        h.query("true")
+    h.run(f"touch {tmp_path / 'in-grace'}")  # within the grace a resource may finish
+    threading.Event().wait(0.3)
+    with pytest.raises(interrupt.Interrupted):
+        h.run(f"touch {tmp_path / 'after-grace'}")
+    assert (tmp_path / "in-grace").exists() and not (tmp_path / "after-grace").exists()

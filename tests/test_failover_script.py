@@ -6,7 +6,8 @@ repository's inventory (endpoint and deadline pointed at the in-process fake API
 overrides are used: HCLOUD_FAILOVER_ENV (env file path), HCLOUD_FAILOVER_HOLDS (whether this
 node holds the VIP locally) and HCLOUD_FAILOVER_IP (a recorder instead of `ip`: the tests run as
 root on the machine, whose addresses must never change); HCLOUD_FAILOVER_LOG_COPY captures the
-syslog lines.
+syslog lines; HCLOUD_FAILOVER_PENDING and HCLOUD_FAILOVER_KICK point the pending marker and the
+"start the re-assert service now" command into the test's directory (a recorder).
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ class Rig:
         return self.tmp / "ip-calls.txt"
 
     @property
+    def pending(self) -> Path:
+        """The marker `start` leaves when it keeps the resources without the routing."""
+        return self.tmp / "pending"
+
+    @property
+    def kicks(self) -> list[str]:
+        """How often `start` asked systemd to run the re-assert service."""
+        f = self.tmp / "kicks.txt"
+        return f.read_text().splitlines() if f.exists() else []
+
+    @property
     def url(self) -> str:
         host, port = self.running.addresses[0]
         return f"http://{host}:{port}/v1"
@@ -90,7 +102,12 @@ class Rig:
         )
 
     def run(
-        self, action: str, *, holds: bool | None = True, timeout: float = 60
+        self,
+        action: str,
+        *,
+        holds: bool | None = True,
+        timeout: float = 60,
+        extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
@@ -98,9 +115,12 @@ class Rig:
             "HCLOUD_FAILOVER_LOCK": str(self.tmp / "failover.lock"),
             "HCLOUD_FAILOVER_LOG_COPY": str(self.log_copy),
             "HCLOUD_FAILOVER_IP": str(self.tmp / "ip"),
+            "HCLOUD_FAILOVER_PENDING": str(self.pending),
+            "HCLOUD_FAILOVER_KICK": str(self.tmp / "kick"),
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
+        env.update(extra or {})
         return subprocess.run(
             [PYTHON, str(self.script), action],
             env=env,
@@ -172,6 +192,9 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     recorder = tmp_path / "ip"  # records its arguments, prints nothing: no address is local
     recorder.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {tmp_path / "ip-calls.txt"}\n')
     recorder.chmod(0o755)
+    kick = tmp_path / "kick"
+    kick.write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "kicks.txt"}\n')
+    kick.chmod(0o755)
     r = Rig(cloud, running, token, inv, tmp_path, script, env_file, tmp_path / "syslog.txt")
     yield r
     running.stop()
@@ -273,13 +296,56 @@ def test_stop_always_exits_zero(rig: Rig) -> None:
 
 
 def test_status_is_judged_by_output(rig: Rig) -> None:
+    assert rig.run("start").returncode == 0
+    before = len(rig.calls())
     held = rig.run("status", holds=True)
     assert held.stdout.strip() == "running" and held.returncode == 0
+    assert _writes(rig.calls()[before:]) == []  # status only reads
     free = rig.run("status", holds=False)
     assert free.stdout.strip() == "stopped"
     # Heartbeat's ResourceManager treats any "OK" or "running" in the output as held
     assert "OK" not in free.stdout and "unning" not in free.stdout
-    assert rig.calls() == []  # status never calls the API
+
+
+def test_status_without_the_vip_never_asks_the_api(rig: Rig) -> None:
+    """The standby's status (every takeover asks it first) costs no API round trip."""
+    assert rig.run("status", holds=False).stdout.strip() == "stopped"
+    assert rig.calls() == []
+
+
+def test_status_local_vip_but_cloud_routes_elsewhere_is_stopped(rig: Rig) -> None:
+    """Issue 11, hung holder resumed: the node that keeps the resources after "Both machines own
+    our resources!" has the VIP locally while the cloud routes it to the peer; its status must
+    say stopped so Heartbeat runs start (which moves the routing here)."""
+    res = rig.run("status", holds=True)
+    assert res.stdout.strip() == "stopped" and res.returncode == 3, res.stderr
+    assert "routes the VIP and the floating IP elsewhere" in res.stderr
+    assert _writes(rig.calls()) == []
+    # only the floating IP routed elsewhere is just as wrong
+    assert rig.run("start").returncode == 0
+    peer_id = rig.server(PEER)["id"]
+    _act(
+        rig.cloud,
+        "floating_ips",
+        rig.cloud.snapshot()["floating_ips"][0]["id"],
+        "assign",
+        {"server": peer_id},
+    )
+    res = rig.run("status", holds=True)
+    assert res.stdout.strip() == "stopped", res.stderr
+    assert "routes the floating IP elsewhere" in res.stderr
+
+
+@pytest.mark.parametrize("mode", ["close", "hang", "503"])
+def test_status_with_the_api_down_keeps_the_local_view(rig: Rig, mode: str) -> None:
+    """An unreachable API must not flap the status: the local view counts, within the budget."""
+    assert rig.run("start").returncode == 0
+    rig.cloud.faults.configure(outage=60, outage_mode=mode)
+    t0 = time.monotonic()
+    res = rig.run("status", holds=True)
+    assert res.stdout.strip() == "running", res.stderr
+    assert time.monotonic() - t0 < 2.0 + 1.5
+    assert "the local view counts" in res.stderr
 
 
 def test_status_without_override_asks_ip(rig: Rig) -> None:
@@ -368,16 +434,61 @@ def test_short_outage_within_deadline_recovers(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("mode", ["close", "hang", "503"])
-def test_api_down_past_deadline_fails_in_time(rig: Rig, mode: str) -> None:
+def test_api_down_past_deadline_keeps_the_resources_pending(rig: Rig, mode: str) -> None:
+    """Issue 11, cold start with the API down: a failed start made Heartbeat give the group up on
+    both nodes, and nobody took it once the API was back. Now start gives up at its deadline but
+    keeps the resources (exit 0), marks the routing pending and starts the re-assert service."""
     rig.cloud.faults.configure(outage=60, outage_mode=mode)
     t0 = time.monotonic()
     res = rig.run("start")
     took = time.monotonic() - t0
-    assert res.returncode != 0
+    assert res.returncode == 0, res.stderr
     assert DEADLINE - 0.5 <= took <= DEADLINE + 1.5, took
-    assert "deadline" in res.stderr
+    assert "deadline" in res.stderr and "PENDING" in res.stderr
+    assert rig.pending.exists()
+    assert rig.kicks == [""]
     assert VIP in rig.aliases(PEER)  # nothing changed
     _assert_no_token(rig, res.stdout, res.stderr)
+
+
+def test_pending_reassert_keeps_trying_until_the_api_is_back(rig: Rig) -> None:
+    """The re-assert service started by a pending start rounds (each at most DEADLINE s) until
+    the API routes both addresses here, then forgets the pending mark."""
+    rig.cloud.faults.configure(outage=60, outage_mode="close")
+    assert rig.run("start").returncode == 0 and rig.pending.exists()
+    rig.cloud.faults.configure(outage=DEADLINE + 2, outage_mode="close")
+    t0 = time.monotonic()
+    res = rig.run("reassert", timeout=60)
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    assert not rig.pending.exists()
+    assert "routing still pending" in res.stderr
+    # back within a round's pause plus the moves after the API returned
+    assert took <= DEADLINE + 2 + 2.0 + 2.0, took
+
+
+def test_pending_reassert_on_a_node_that_no_longer_holds_stops(rig: Rig) -> None:
+    rig.pending.write_text("1\n")
+    res = rig.run("reassert", holds=False)
+    assert res.returncode == 0
+    assert not rig.pending.exists() and rig.calls() == []
+
+
+def test_plain_reassert_failure_does_not_loop(rig: Rig) -> None:
+    """Without a pending start, a re-assert that cannot reach the API ends at its deadline."""
+    rig.cloud.faults.configure(outage=60, outage_mode="close")
+    t0 = time.monotonic()
+    res = rig.run("reassert")
+    assert res.returncode == 1
+    assert time.monotonic() - t0 <= DEADLINE + 1.5
+    assert not rig.pending.exists()
+
+
+def test_stop_forgets_a_pending_routing(rig: Rig) -> None:
+    rig.pending.write_text("1\n")
+    assert rig.run("stop").returncode == 0
+    assert not rig.pending.exists()
 
 
 def test_latency_measured(rig: Rig) -> None:
@@ -504,14 +615,14 @@ def test_addresses_already_local_are_not_added_again(rig: Rig) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a throw-away network namespace")
 def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> None:
     """Real `ip`, in an own network namespace with the two interfaces: the addresses are added
-    (the API is unreachable from there: start fails at its deadline, as it must)."""
+    (the API is unreachable from there: start gives up at its deadline, keeping them)."""
     lb = rig.inv.load_balancer
     # no dummy module on every kernel: one veth pair gives the two interfaces
     priv, pub = lb.interface, lb.public_interface
     links = f"ip link add {priv} type veth peer name {pub} && ip link set {priv} up"
     links += f" && ip link set {pub} up"
     res = rig.in_own_netns(f'{links} && "$0" "$1" start; echo "rc=$?"; ip -4 -o addr show')
-    assert "rc=1" in res.stdout, res.stdout + res.stderr
+    assert "rc=0" in res.stdout, res.stdout + res.stderr  # kept, routing pending
     assert f"{lb.interface}    inet {lb.vip}/32" in res.stdout
     assert f"{lb.public_interface}    inet {lb.floating_ip.address}/32" in res.stdout
     assert "deadline" in res.stderr
@@ -520,13 +631,13 @@ def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> Non
 def test_vip_held_by_a_server_it_does_not_know_starts_over_until_the_deadline(rig: Rig) -> None:
     """The add answers 422 ip_not_available while no known peer holds the VIP (here: PEERS names
     a server that does not exist, the real holder is unknown to the script): read again and start
-    over, never give up early, fail at the deadline without touching the holder."""
+    over, never give up early, stop at the deadline (routing pending), the holder untouched."""
     text = rig.env_file.read_text().replace(f"PEERS={PEER}", "PEERS=k8slb09")
     rig.env_file.write_text(text)
     t0 = time.monotonic()
     res = rig.run("start")
     took = time.monotonic() - t0
-    assert res.returncode == 1
+    assert res.returncode == 0 and rig.pending.exists()
     assert DEADLINE - 0.5 <= took <= DEADLINE + 1.5, took
     assert "taken by another server; starting over" in res.stderr
     assert VIP in rig.aliases(PEER)
@@ -545,7 +656,7 @@ def test_missing_self_fails_fast(rig: Rig) -> None:
     rig.env_file.write_text(rig.env_file.read_text().replace(f"SELF={SELF}", "SELF=k8slb09"))
     t0 = time.monotonic()
     res = rig.run("start")
-    assert res.returncode == 1
+    assert res.returncode == 0 and rig.pending.exists()  # kept; the routing is pending
     assert time.monotonic() - t0 < DEADLINE  # a permanent answer: no retrying until the deadline
     assert "0 resources named 'k8slb09'" in res.stderr
     assert _writes(rig.calls()) == []
@@ -555,5 +666,110 @@ def test_wrong_token_fails_fast_without_leaking(rig: Rig) -> None:
     wrong = "wrong-" + secrets.token_hex(8)
     rig.env_file.write_text(rig.env_file.read_text().replace(rig.token, wrong))
     res = rig.run("start")
-    assert res.returncode == 1 and "401" in res.stderr
+    assert res.returncode == 0 and "401" in res.stderr and rig.pending.exists()
     assert wrong not in res.stderr + res.stdout + rig.log_copy.read_text()
+
+
+# ----- release: the addresses follow the cloud's routing ------------------------------------
+def _stateful_ip(rig: Rig) -> None:
+    """A fake `ip` that keeps the addresses it was given (one file each) and logs its calls."""
+    state = rig.tmp / "addrs"
+    state.mkdir(exist_ok=True)
+    (rig.tmp / "ip").write_text(
+        "#!/bin/sh\n"
+        f'echo "$(date +%s.%N) $*" >> {rig.ip_log}\n'
+        'case "$*" in\n'
+        f'  *" addr add "*) touch "{state}/${{4%/32}}" ;;\n'
+        f'  *" addr del "*) rm -f "{state}/${{4%/32}}" ;;\n'
+        f'  *"addr show to "*) a="${{6%/32}}"; [ -e "{state}/$a" ] && '
+        'echo "2: ens10    inet $a/32 scope global" ;;\n'
+        "esac\n"
+        "true\n"
+    )
+
+
+def _local(rig: Rig) -> list[str]:
+    state = rig.tmp / "addrs"
+    return sorted(p.name for p in state.iterdir()) if state.exists() else []
+
+
+def test_stop_keeps_the_addresses_while_the_cloud_routes_here(rig: Rig) -> None:
+    """Issue 11, hung holder / partition: Heartbeat gives the group up on BOTH nodes and restarts
+    when a pause ends. The node the cloud routes to must keep serving through that restart: its
+    stop keeps the addresses (and starts the follower) while the cloud routes here."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    res = rig.run("stop", holds=None)
+    assert res.returncode == 0
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)]), res.stderr
+    assert "keeping the addresses" in res.stderr and rig.kicks == [""]
+    assert _writes(rig.calls()[-4:]) == []
+
+
+def test_stop_takes_the_addresses_off_when_the_cloud_routes_elsewhere(rig: Rig) -> None:
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):  # local, but the cloud routes both to the PEER
+        (rig.tmp / "addrs" / str(a)).touch()
+    res = rig.run("stop", holds=None)
+    assert res.returncode == 0 and _local(rig) == [], res.stderr
+    assert rig.kicks == []
+
+
+def test_stop_with_the_api_down_keeps_the_addresses(rig: Rig) -> None:
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    rig.cloud.faults.configure(outage=60, outage_mode="close")
+    t0 = time.monotonic()
+    assert rig.run("stop", holds=None).returncode == 0
+    assert time.monotonic() - t0 < 2.0 + 1.5
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+
+
+def test_follower_takes_the_addresses_off_once_the_routing_moved(rig: Rig) -> None:
+    """After a release that kept the addresses, `reassert` on the node Heartbeat did not give
+    the resources follows the routing: the addresses come off once the peer has moved it."""
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    mover = threading.Timer(2.0, _route_to_peer, args=(rig,))
+    mover.start()
+    t0 = time.monotonic()
+    try:  # Heartbeat gave this node nothing
+        res = rig.run("reassert", holds=None, extra={"HCLOUD_FAILOVER_RSC": "none"})
+    finally:
+        mover.join()
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    assert _local(rig) == [], res.stderr
+    assert 2.0 <= took <= 2.0 + 1.0 + 2.0, took  # within a poll (1 s) after the move
+    assert "removed" in res.stderr
+
+
+def _route_to_peer(rig: Rig) -> None:
+    """What the peer's start does: the VIP (keeping the other alias) and the floating IP."""
+    snap = rig.cloud.snapshot()
+    net = rig.server(SELF)["private_net"][0]["network"]
+    _act(
+        rig.cloud,
+        "servers",
+        rig.server(SELF)["id"],
+        "change_alias_ips",
+        {"network": net, "alias_ips": []},
+    )
+    _act(
+        rig.cloud,
+        "servers",
+        rig.server(PEER)["id"],
+        "change_alias_ips",
+        {"network": net, "alias_ips": [VIP, OTHER_ALIAS]},
+    )
+    _act(
+        rig.cloud,
+        "floating_ips",
+        snap["floating_ips"][0]["id"],
+        "assign",
+        {"server": rig.server(PEER)["id"]},
+    )

@@ -160,15 +160,16 @@ def test_haresources_fields(inv: Inventory) -> None:
     node, *resources = lines[0].split()
     lb = inv.load_balancer
     assert node == lb.primary
-    # the script first: Heartbeat skips `start` when `status` already says running (VIP local)
-    assert resources == [
-        "hcloud-failover",
-        f"IPaddr2::{lb.vip}/32/{lb.interface}",
-        f"IPaddr2::{lb.floating_ip.address}/32/{lb.public_interface}",
-    ]
-    for res in resources[1:]:  # IPaddr2 fields: ip/bits/nic[:label]/broadcast
-        ip, bits, nic = res.split("::")[1].split("/")
-        assert IPv4Network(f"{ip}/{bits}").prefixlen == 32 and nic
+    # the script is the only resource: it puts the addresses on and decides when they come off
+    # (IPaddr2's stop would take them off while the cloud still routes here)
+    assert resources == ["hcloud-failover"]
+    env = lbfiles.failover_env(inv, _lbs(inv)[0], token="t0ken")
+    for line in (
+        f"VIP_INTERFACE={lb.interface}",
+        f"FLOATING_IP_ADDRESS={lb.floating_ip.address}",
+        f"FLOATING_IP_INTERFACE={lb.public_interface}",
+    ):
+        assert line in env.splitlines()
 
 
 def test_resource_script_installed_executable(inv: Inventory) -> None:
@@ -251,7 +252,12 @@ def test_haproxy_cfg_binds_and_backends(inv: Inventory) -> None:
             "http-check connect ssl",
             "http-check send meth GET uri /readyz",
             "http-check expect status 200",
-            "default-server check check-ssl verify none inter 2s fall 3 rise 2",
+            "default-server check check-ssl verify none inter 1s fastinter 250ms downinter 1s "
+            "fall 2 rise 2 on-marked-down shutdown-sessions",
+            "timeout check 1s",
+            "timeout connect 1s",
+            "retries 2",
+            "option redispatch 1",
             "timeout tunnel 1h",
             "stats socket /run/haproxy/admin.sock mode 660 level admin",
             f"tcp-request connection reject unless {{ src {inv.hcloud.network.ip_range} }}",
@@ -474,11 +480,19 @@ def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
 
 # ----- the HAProxy watchdog, with fake ip/systemctl/hb_standby/cl_status ----------------------
 FAKES = {
-    "ip": '[ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10"; true',
+    "ip": (
+        'case "$*" in\n'
+        '  *link*) [ -e "$W/public-down" ] && echo "3: eth0: <BROADCAST> state DOWN" '
+        '|| echo "3: eth0: <BROADCAST,UP> state UP" ;;\n'
+        '  *) [ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10";'
+        " true ;;\n"
+        "esac"
+    ),
     "systemctl": (
         'echo "$*" >> "$W/systemctl.log"\n'
         'case "$*" in\n'
-        '  *is-active*) [ -e "$W/haproxy-up" ] ;;\n'
+        '  *is-active*) [ -e "$W/odd-once" ] && rm -f "$W/odd-once" && exit 1;'
+        ' [ -e "$W/haproxy-up" ] ;;\n'
         '  *restart*) [ -e "$W/restart-works" ] && touch "$W/haproxy-up"; true ;;\n'
         "esac"
     ),
@@ -501,6 +515,8 @@ class Watchdog:
         script = {f.path: f for f in lbfiles.watchdog_files(inv, me)}[lbfiles.WATCHDOG_PATH]
         (tmp / "watchdog").write_text(script.content)
         (tmp / "peer").write_text("active\n")
+        # the runbook's haproxy.cfg, as the haproxy step installs it
+        (tmp / "haproxy.cfg").write_text(lbfiles.haproxy_cfg(inv, me))
         self.env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "W": str(tmp),
@@ -512,6 +528,8 @@ class Watchdog:
             "WATCHDOG_SYSTEMCTL_CMD": str(bindir / "systemctl"),
             "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
+            "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
+            "WATCHDOG_PUBLIC_IF": "eth0",
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -565,7 +583,8 @@ def test_watchdog_hands_over_when_haproxy_stays_down(watchdog: Watchdog) -> None
     t0 = time.monotonic()
     assert watchdog.wait_for("standby.log", 5) is not None
     took = time.monotonic() - t0
-    assert 1 <= took <= 1 + 0.2 + 0.5, took  # grace 1 s after detection (poll 0.2 s)
+    # grace 1 s after detection; each loop while down: poll 0.2 s + a second look 0.5 s later
+    assert 1 <= took <= 1 + 3 * (0.2 + 0.5), took
     calls = watchdog.lines("systemctl.log")
     assert calls.count("--no-block restart haproxy") == 1  # one restart attempt first
     time.sleep(1.5)
@@ -596,6 +615,70 @@ def test_watchdog_idle_on_standby_node(watchdog: Watchdog) -> None:
     time.sleep(1.5)
     assert watchdog.lines("standby.log") == []
     assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+def test_watchdog_one_odd_answer_does_not_restart_haproxy(watchdog: Watchdog) -> None:
+    """Found by the issue-11 campaign: right after a host resumed from a pause, one
+    `is-active haproxy` said inactive and the watchdog restarted the HAProxy serving the VIP."""
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    time.sleep(0.5)
+    watchdog.flag("odd-once")
+    time.sleep(2.0)
+    assert not (watchdog.w / "odd-once").exists()  # it was asked
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+def test_watchdog_hands_over_when_the_public_link_stays_down(watchdog: Watchdog) -> None:
+    """Found by the issue-11 campaign: with only the holder's public link down the private
+    heartbeat path keeps the pair together, and the floating IP stayed on a node that cannot
+    receive its traffic for as long as the link was down."""
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    time.sleep(0.5)
+    assert watchdog.lines("standby.log") == []
+    watchdog.flag("public-down")
+    t0 = time.monotonic()
+    assert watchdog.wait_for("standby.log", 5) is not None
+    assert 1 <= time.monotonic() - t0 <= 1 + 0.2 + 0.5
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))  # haproxy is fine
+
+
+def test_watchdog_public_link_down_without_live_peer_keeps_the_vip(watchdog: Watchdog) -> None:
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.flag("public-down")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    time.sleep(2.5)
+    assert watchdog.lines("standby.log") == []
+
+
+@pytest.mark.parametrize("config", ["debian-default", "missing"])
+def test_watchdog_never_starts_haproxy_before_its_config_is_installed(
+    watchdog: Watchdog, config: str
+) -> None:
+    """Issue 11: the heartbeat step enabled the watchdog before the haproxy step wrote
+    haproxy.cfg, and the watchdog started HAProxy with Debian's default config on the holder."""
+    cfg = watchdog.w / "haproxy.cfg"
+    if config == "missing":
+        cfg.unlink()
+    else:
+        cfg.write_text("global\n    log /dev/log local0\ndefaults\n    mode http\n")
+    watchdog.flag("holds")  # holder, haproxy down, live peer: would restart, then hand over
+    watchdog.start()
+    time.sleep(2.5)
+    assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+    assert watchdog.lines("standby.log") == []
+    assert "not the runbook's yet" in (watchdog.w / "stderr.log").read_text()
+    # once the runbook's config is in place the watchdog does its job
+    cfg.write_text(
+        lbfiles.haproxy_cfg(load_inventory(INVENTORIES[0]), _lbs(load_inventory(INVENTORIES[0]))[0])
+    )
+    assert watchdog.wait_for("standby.log", 5) is not None
+    assert watchdog.lines("systemctl.log").count("--no-block restart haproxy") == 1
 
 
 def test_watchdog_with_installed_timings_hands_over_in_time(tmp_path: Path) -> None:

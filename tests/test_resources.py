@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.remote import DryRunViolation
+from runbook.remote import CommandFailed, DryRunViolation, Fact
 from runbook.resources import (
     AptRepo,
     File,
@@ -18,6 +18,7 @@ from runbook.resources import (
     Resource,
     Service,
     Sysctl,
+    secret_backups_absent,
 )
 from tests.fakehost import LocalHost
 
@@ -48,16 +49,73 @@ def test_file_create_then_ok(host: LocalHost, tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_file_update_shows_diff_and_keeps_backup(host: LocalHost, tmp_path: Path) -> None:
-    path = tmp_path / "haproxy.cfg"
+def test_file_update_shows_diff_and_keeps_backup_under_the_backup_root(
+    host: LocalHost, tmp_path: Path
+) -> None:
+    path = tmp_path / "etc" / "haproxy.cfg"
+    path.parent.mkdir()
     path.write_text("old line\n")
-    os.chmod(path, 0o644)
-    f = File(str(path), "new line\n")
+    os.chmod(path, 0o640)
+    root = tmp_path / "backups"
+    f = File(str(path), "new line\n", mode=0o640, backup_root=str(root))
     first, second = converge(host, f)
     assert first is not None and first.action == "update"
     assert "-old line" in first.diff and "+new line" in first.diff
     assert second is None
-    assert Path(f"{path}.rb-bak").read_text() == "old line\n"
+    backup = Path(f.backup_path)
+    assert backup == root / str(path).lstrip("/")
+    assert backup.read_text() == "old line\n" and stat.S_IMODE(backup.stat().st_mode) == 0o640
+    assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
+    # nothing left beside the live file
+    assert sorted(p.name for p in path.parent.iterdir()) == ["haproxy.cfg"]
+
+
+def test_backup_root_defaults_to_the_runbook_directory(_backups_in_tmp: Path) -> None:
+    assert File("/etc/ha.d/ha.cf", "").backup_path == f"{_backups_in_tmp}/etc/ha.d/ha.cf"
+
+
+def test_new_file_makes_no_backup(host: LocalHost, tmp_path: Path, _backups_in_tmp: Path) -> None:
+    converge(host, File(str(tmp_path / "motd"), "hi\n"))
+    assert not _backups_in_tmp.exists()
+
+
+def test_secret_file_is_never_backed_up(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "hcloud-failover.env"
+    path.write_text("HCLOUD_TOKEN=old-token-0123456789\n")
+    os.chmod(path, 0o600)
+    root = tmp_path / "backups"
+    f = File(str(path), "HCLOUD_TOKEN=new\n", mode=0o600, secret=True, backup_root=str(root))
+    first, second = converge(host, f)
+    assert first is not None and first.action == "update" and second is None
+    assert path.read_text() == "HCLOUD_TOKEN=new\n"
+    assert not root.exists()
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and "old-token" in p.read_text()]
+    assert leftovers == []
+
+
+def test_old_backups_of_secret_files_are_removed_and_planned(
+    host: LocalHost, tmp_path: Path
+) -> None:
+    authkeys = tmp_path / "authkeys"
+    env = tmp_path / "hcloud-failover.env"
+    cfg = tmp_path / "ha.cf"
+    for p in (authkeys, env, cfg):
+        p.write_text("current\n")
+        Path(f"{p}.rb-bak").write_text("an earlier version\n")
+    files = [
+        File(str(authkeys), "current\n", secret=True),
+        File(str(env), "current\n", secret=True),
+        File(str(cfg), "current\n"),
+    ]
+    (cleanup,) = secret_backups_absent(files)
+    first, second = converge(host, cleanup)
+    assert first is not None and first.action == "remove"
+    assert f"{authkeys}.rb-bak" in first.summary and f"{env}.rb-bak" in first.summary
+    assert f"{cfg}.rb-bak" not in first.summary
+    assert second is None
+    assert not Path(f"{authkeys}.rb-bak").exists() and not Path(f"{env}.rb-bak").exists()
+    assert Path(f"{cfg}.rb-bak").exists()  # not a secret: left alone
+    assert secret_backups_absent(files[2:]) == []
 
 
 def test_file_mode_only_change(host: LocalHost, tmp_path: Path) -> None:
@@ -115,6 +173,65 @@ def test_line_in_file_add_replace_remove(host: LocalHost, tmp_path: Path) -> Non
     assert fstab.read_text().count("tmpfs /tmp") == 1
 
 
+def test_line_in_file_edits_in_python_through_the_atomic_write_with_a_diff(
+    host: LocalHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.0.0.2 old-name\n10.0.0.2 dup\n")
+    os.chmod(hosts, 0o640)
+    writes: list[tuple[str, bytes, int]] = []
+    real_write = host.write_file
+
+    def spy(path: str, content: bytes, **kw: object) -> None:
+        writes.append((path, content, int(kw["mode"])))  # type: ignore[call-overload]
+        real_write(path, content, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(host, "write_file", spy)
+    line = LineInFile(str(hosts), "10.0.0.2 k8scontrol01", r"^10\.0\.0\.2[[:space:]]")
+    first, second = converge(host, line)
+    assert first is not None and first.action == "replace" and second is None
+    assert "-10.0.0.2 old-name" in first.diff and "-10.0.0.2 dup" in first.diff
+    assert "+10.0.0.2 k8scontrol01" in first.diff
+    assert hosts.read_text() == "127.0.0.1 localhost\n10.0.0.2 k8scontrol01\n"
+    assert stat.S_IMODE(hosts.stat().st_mode) == 0o640  # mode kept
+    assert [(p, m) for p, _, m in writes] == [(str(hosts), 0o640)]
+    assert not any(w in c for c, _ in host.commands for w in ("awk ", "grep ", "cat >"))
+
+
+def test_line_in_file_appends_after_a_last_line_without_newline(
+    host: LocalHost, tmp_path: Path
+) -> None:
+    conf = tmp_path / "99.conf"
+    conf.write_text("vm.swappiness = 10")  # no newline at the end
+    first, second = converge(host, LineInFile(str(conf), "net.ipv4.ip_forward = 1", r"^net"))
+    assert first is not None and first.action == "add" and second is None
+    assert conf.read_text() == "vm.swappiness = 10\nnet.ipv4.ip_forward = 1\n"
+
+
+def test_line_in_file_keeps_bytes_that_are_not_utf8(host: LocalHost, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_bytes(b"# caf\xe9 (latin-1)\r\n10.0.0.2 old\n")
+    line = LineInFile(str(hosts), "10.0.0.2 new", r"^10\.0\.0\.2[[:space:]]")
+    first, second = converge(host, line)
+    assert first is not None and "-10.0.0.2 old" in first.diff and second is None
+    assert hosts.read_bytes() == b"# caf\xe9 (latin-1)\r\n10.0.0.2 new\n"
+
+
+def test_file_diff_shows_a_missing_last_newline(host: LocalHost, tmp_path: Path) -> None:
+    path = tmp_path / "motd"
+    path.write_text("hello")
+    os.chmod(path, 0o644)
+    change = File(str(path), "hello\n").check(host, host.probe(File(str(path), "").probe()))
+    assert change is not None and change.action == "update"
+    assert "-hello\n\\ No newline at end of file\n+hello\n" in change.diff
+
+
+def test_line_in_file_absent_on_a_missing_file_is_clean(host: LocalHost, tmp_path: Path) -> None:
+    gone = LineInFile(str(tmp_path / "nofile"), "", r"swap", present=False)
+    assert converge(host, gone) == (None, None)
+    assert not (tmp_path / "nofile").exists() and host.mutating() == []
+
+
 def test_sysctl_runtime_and_persistent(host: LocalHost, tmp_path: Path) -> None:
     conf = tmp_path / "sysctl.d" / "90-runbook.conf"
     conf.parent.mkdir()
@@ -135,7 +252,14 @@ def test_sysctl_detects_runtime_drift(host: LocalHost, tmp_path: Path) -> None:
     assert change is not None and "runtime 0 -> 1" in change.summary
 
 
+def _installed(host: LocalHost, *names: str) -> None:
+    (host.state / "pkgs").mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (host.state / "pkgs" / n).touch()
+
+
 def test_apt_repo_keyring_and_source(host: LocalHost, tmp_path: Path) -> None:
+    _installed(host, "ca-certificates", "curl", "gpg")
     (tmp_path / "keyrings").mkdir()
     (tmp_path / "sources").mkdir()
     repo = AptRepo(
@@ -229,3 +353,51 @@ def test_dry_run_host_refuses_mutation(tmp_path: Path) -> None:
     with pytest.raises(DryRunViolation):
         f.apply(h)
     assert not (tmp_path / "x").exists()
+
+
+def test_apt_repo_fails_on_a_failed_key_download_instead_of_an_empty_keyring(
+    host: LocalHost, tmp_path: Path
+) -> None:
+    """gpg but no curl (a minimal image): the apply fails at the download and leaves no keyring
+    (a pipe `curl | gpg --dearmor` left an empty one), and no source."""
+    _installed(host, "gpg")
+    repo = AptRepo(
+        "kubernetes",
+        "deb [signed-by=/k.gpg] https://pkgs.k8s.io/core:/stable:/v1.36/deb/ /",
+        keyring=str(tmp_path / "keyrings" / "k.gpg"),
+        key_url="https://pkgs.k8s.io/core:/stable:/v1.36/deb/Release.key",
+        list_dir=str(tmp_path / "sources"),
+    )
+    with pytest.raises(CommandFailed, match="curl: command not found"):
+        repo.apply(host)
+    assert not (tmp_path / "keyrings" / "k.gpg").exists()
+    assert not (tmp_path / "sources" / "kubernetes.list").exists()
+
+
+DOCKER = "deb [signed-by=/d.gpg] https://download.docker.com/linux"
+
+
+@pytest.mark.parametrize(
+    ("os_line", "suite_line"),
+    [
+        ("debian|bookworm", f"{DOCKER}/debian bookworm stable"),
+        ("debian|trixie", f"{DOCKER}/debian trixie stable"),
+        ("ubuntu|noble", f"{DOCKER}/ubuntu noble stable"),
+    ],
+)
+def test_apt_repo_line_in_the_hosts_own_release(
+    host: LocalHost, os_line: str, suite_line: str
+) -> None:
+    """Docker's repository: the suite and the distribution come from the host's os-release."""
+    repo = AptRepo(
+        "docker",
+        "deb [signed-by=/d.gpg] https://download.docker.com/linux/{id} {codename} stable",
+        keyring="/d.gpg",
+        key_url="https://download.docker.com/linux/{id}/gpg",
+    )
+    assert repo.probe().startswith(". /etc/os-release;")
+    assert repo.check(host, Fact(f"{os_line}\nkey\n{suite_line}", 0)) is None
+    change = repo.check(host, Fact(f"{os_line}\nkey\n", 0))
+    assert change is not None and change.summary.endswith(suite_line)
+    other = "debian|bookworm" if "ubuntu" in os_line else "ubuntu|noble"
+    assert repo.check(host, Fact(f"{other}\nkey\n{suite_line}", 0)) is not None

@@ -1,4 +1,4 @@
-"""Hetzner's error envelope and its code → HTTP status table (SPEC §6 plus operation codes)."""
+"""Hetzner's error envelope and its code → HTTP status table (documented + operation codes)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "ip_not_available": 422,
     "no_subnet_available": 422,
     "networks_overlap": 422,
+    "firewall_already_applied": 422,
+    "firewall_already_removed": 422,
+    "firewall_resource_not_found": 422,
+    "resource_in_use": 422,
     "locked": 423,
     "rate_limit_exceeded": 429,
     "server_error": 500,

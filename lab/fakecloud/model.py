@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lab.fakecloud import inputs, ops, shapes
+from lab.fakecloud import firewalls, inputs, ops, shapes
 from lab.fakecloud.errors import ApiError, invalid_field
 from lab.fakecloud.faults import CallLog, Faults, TokenBucket
 from lab.fakecloud.state import JSON, allocate_id, load_state, save_state
@@ -38,6 +38,9 @@ _PLANNERS: dict[tuple[str, str], Callable[[JSON, JSON, dict[str, Any]], ops.Plan
     ("floating_ips", "unassign"): ops.plan_unassign,
     ("floating_ips", "change_dns_ptr"): ops.plan_dns_ptr,
     ("networks", "add_subnet"): ops.plan_add_subnet,
+    ("firewalls", "set_rules"): ops.plan_set_rules,
+    ("firewalls", "apply_to_resources"): ops.plan_apply_firewall,
+    ("firewalls", "remove_from_resources"): ops.plan_remove_firewall,
 }
 _SORT_KEYS = ("id", "name", "created", "command", "status", "started", "finished")
 
@@ -225,18 +228,65 @@ class FakeCloud:
             self._check_unlocked(
                 (ops.KINDS[collection], rid)
             )  # busy: locked before input is judged
-            return self._start_action(planner(self._state, resource, body))
+            status, answer = self._start_action(planner(self._state, resource, body))
+            if collection == "firewalls":  # firewall actions answer a list of actions
+                return status, {"actions": [answer["action"]]}
+            return status, answer
 
-    def create_network(self, body: JSON) -> Response:
+    def _mutate(self, change: Callable[[], Response]) -> Response:
+        """A synchronous change (no action): apply, persist, then tell the lab (on_change)."""
         with self._notify_lock:
             with self._lock:
-                net = ops.create_network(self._state, body)
+                answer = change()
                 self._persist()
                 snap = copy.deepcopy(self._state)
-                answer = copy.deepcopy(net)
             if self.on_change is not None:
                 self.on_change(snap)
-        return 201, {"network": answer}
+        return answer
+
+    def create_network(self, body: JSON) -> Response:
+        return self._mutate(
+            lambda: (201, {"network": copy.deepcopy(ops.create_network(self._state, body))})
+        )
+
+    def update_resource(self, collection: str, rid: int, body: JSON) -> Response:
+        """PUT /servers/{id}, /firewalls/{id}: name and labels."""
+        if collection not in ("servers", "firewalls"):
+            raise ApiError("method_not_allowed", f"PUT not supported on {collection}")
+
+        def change() -> Response:
+            item = ops.find(self._state, collection, rid)
+            if collection == "servers":
+                ops.update_server(self._state, item, body)
+            else:
+                firewalls.update(item, self._state, body)
+            return 200, {ops.KINDS[collection]: copy.deepcopy(item)}
+
+        return self._mutate(change)
+
+    def create_firewall(self, body: JSON) -> Response:
+        """POST /firewalls: synchronous; `apply_to` starts one apply_firewall action."""
+        with self._lock:
+            fw, apply_to = firewalls.create(self._state, body)
+            actions: list[JSON] = []
+            if apply_to:
+                plan = ops.plan_apply_firewall(self._state, fw, {"apply_to": apply_to})
+                actions.append(self._start_action(plan)[1]["action"])
+            self._persist()
+            return 201, {"firewall": copy.deepcopy(fw), "actions": actions}
+
+    def delete_resource(self, collection: str, rid: int) -> Response:
+        """DELETE /firewalls/{id} (refused while applied); other kinds cannot be deleted here."""
+        if collection != "firewalls":
+            raise ApiError("method_not_allowed", f"DELETE not supported on {collection}")
+
+        def change() -> Response:
+            fw = ops.find(self._state, collection, rid)
+            self._check_unlocked(("firewall", rid))
+            firewalls.delete(fw, self._state)
+            return 204, {}
+
+        return self._mutate(change)
 
     def get_action(self, aid: int) -> Response:
         with self._lock:

@@ -11,11 +11,16 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from lab.fakecloud import inputs, shapes
+from lab.fakecloud import firewalls, inputs, shapes
 from lab.fakecloud.errors import ApiError, invalid_field, not_found
 from lab.fakecloud.state import JSON, allocate_id
 
-KINDS = {"servers": "server", "networks": "network", "floating_ips": "floating_ip"}
+KINDS = {
+    "servers": "server",
+    "networks": "network",
+    "floating_ips": "floating_ip",
+    "firewalls": "firewall",
+}
 _PRIVATE = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
@@ -341,5 +346,68 @@ def apply(state: JSON, op: str, args: dict[str, Any]) -> None:
         fip["dns_ptr"].append({"ip": args["ip"], "dns_ptr": ptr})
     elif op == "add_subnet":
         find(state, "networks", args["network_id"])["subnets"].append(dict(args["subnet"]))
+    elif op.startswith("fw_"):
+        firewalls.apply_effect(state, find(state, "firewalls", args["firewall"]), op, args)
     else:
         raise ValueError(f"unknown operation {op!r}")
+
+
+def plan_set_rules(state: JSON, fw: JSON, body: dict[str, Any]) -> Plan:
+    if "rules" not in body:
+        raise invalid_field("rules", "Missing required field")
+    rules = firewalls.check_rules(body["rules"])
+    return Plan(
+        "set_firewall_rules",
+        [("firewall", fw["id"])],
+        ("firewall", fw["id"]),
+        "fw_rules",
+        {"firewall": fw["id"], "rules": rules},
+    )
+
+
+def _fw_resources_plan(
+    state: JSON, fw: JSON, body: dict[str, Any], field: str, *, apply: bool
+) -> Plan:
+    if field not in body:
+        raise invalid_field(field, "Missing required field")
+    resources = firewalls.check_resources(body[field], field, state)
+    if not resources:
+        raise invalid_field(field, "must not be empty")
+    for res in resources:
+        present = firewalls.applied_entry(fw, res) is not None
+        if apply and present:
+            raise ApiError("firewall_already_applied", "firewall is already applied to resource")
+        if not apply and not present:
+            raise ApiError("firewall_already_removed", "firewall is not applied to resource")
+    servers = [("server", r["server"]["id"]) for r in resources if r["type"] == "server"]
+    return Plan(
+        "apply_firewall" if apply else "remove_firewall",
+        [("firewall", fw["id"]), *servers],
+        ("firewall", fw["id"]),
+        "fw_apply" if apply else "fw_remove",
+        {"firewall": fw["id"], "resources": resources},
+    )
+
+
+def plan_apply_firewall(state: JSON, fw: JSON, body: dict[str, Any]) -> Plan:
+    return _fw_resources_plan(state, fw, body, "apply_to", apply=True)
+
+
+def plan_remove_firewall(state: JSON, fw: JSON, body: dict[str, Any]) -> Plan:
+    return _fw_resources_plan(state, fw, body, "remove_from", apply=False)
+
+
+def update_server(state: JSON, server: JSON, body: dict[str, Any]) -> None:
+    """PUT /servers/{id}: name and labels (synchronous); label selectors follow at once."""
+    name = inputs.opt_str(body, "name")
+    if name is not None:
+        if not name.strip():
+            raise invalid_field("name", "must not be empty")
+        if any(s["name"] == name and s["id"] != server["id"] for s in state["servers"]):
+            raise ApiError(
+                "uniqueness_error", "name is already used", {"fields": [{"name": "name"}]}
+            )
+        server["name"] = name
+    if "labels" in body:
+        server["labels"] = inputs.labels(body)
+    firewalls.refresh(state)

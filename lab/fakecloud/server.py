@@ -31,13 +31,16 @@ __all__ = ["FakeCloud", "Listener", "Running", "start"]
 log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 MAX_BODY = 1 << 20
-_COLL = r"(?P<coll>servers|networks|floating_ips)"
+_COLL = r"(?P<coll>servers|networks|floating_ips|firewalls)"
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(rf"^/{_COLL}$"), "list"),
     ("GET", re.compile(rf"^/{_COLL}/actions$"), "kind_actions"),
     ("GET", re.compile(rf"^/{_COLL}/actions/(?P<aid>[^/]+)$"), "kind_action"),
     ("POST", re.compile(r"^/networks$"), "create_network"),
+    ("POST", re.compile(r"^/firewalls$"), "create_firewall"),
     ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)$"), "get"),
+    ("PUT", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)$"), "update"),
+    ("DELETE", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)$"), "delete"),
     ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions$"), "res_actions"),
     ("GET", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions/(?P<aid>[^/]+)$"), "res_action"),
     ("POST", re.compile(rf"^/{_COLL}/(?P<id>[^/]+)/actions/(?P<cmd>[a-z_]+)$"), "action"),
@@ -132,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
+        data = b"" if status == 204 else json.dumps(body).encode()  # 204: no content at all
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -226,8 +229,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return cloud.kind_actions(coll, query, _int_id(g["aid"], "id"))
             if name == "create_network":
                 return cloud.create_network(parse_body(raw))
+            if name == "create_firewall":
+                return cloud.create_firewall(parse_body(raw))
             if name == "get":
                 return cloud.get_resource(coll, _int_id(g["id"], "id"))
+            if name == "update":
+                return cloud.update_resource(coll, _int_id(g["id"], "id"), parse_body(raw))
+            if name == "delete":
+                return cloud.delete_resource(coll, _int_id(g["id"], "id"))
             if name == "res_actions":
                 return cloud.resource_actions(coll, _int_id(g["id"], "id"), query)
             if name == "res_action":

@@ -233,3 +233,14 @@ def action(aid: int, command: str, resources: list[tuple[str, int]]) -> JSON:
         "resources": [{"id": rid, "type": rtype} for rtype, rid in resources],
         "error": None,
     }
+
+
+def firewall(fid: int, name: str, labels: dict[str, str], rules: list[JSON]) -> JSON:
+    return {
+        "id": fid,
+        "name": name,
+        "labels": dict(labels),
+        "created": now_iso(),
+        "rules": list(rules),
+        "applied_to": [],
+    }

@@ -49,6 +49,7 @@ def empty_state() -> JSON:
         "servers": [],
         "networks": [],
         "floating_ips": [],
+        "firewalls": [],
         "actions": [],
         "pending": [],
     }

@@ -1,4 +1,6 @@
-"""The inventory (``hosts.yaml``): models, loading with every SPEC §2 rule, host selection.
+"""The inventory (``hosts.yaml``): models, loading with every rule, host selection.
+
+Every key, its type, default and rule: docs/inventory.md.
 
 Public API: ``load_inventory`` → ``Inventory`` or ``InventoryError`` (``.problems``: all of them).
 """

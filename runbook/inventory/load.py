@@ -7,6 +7,8 @@ document is composed first and its mappings are searched for duplicates before c
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,10 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from runbook.inventory import rules
-from runbook.inventory.fields import is_hostname
+from runbook.inventory.fields import MAX_HOSTS, is_hostname, show
 from runbook.inventory.models import (
     ClusterSpec,
+    FirewallSpec,
     HcloudSpec,
     HostSpec,
     Inventory,
@@ -37,8 +40,9 @@ SECTIONS: dict[str, type[BaseModel] | None] = {
     "hosts": None,
     "load_balancer": LoadBalancerSpec,
     "kubernetes": KubernetesSpec,
+    "firewall": FirewallSpec,
 }
-OPTIONAL_SECTIONS = frozenset({"ssh"})
+OPTIONAL_SECTIONS = frozenset({"ssh", "firewall"})
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -54,18 +58,21 @@ def parse_inventory(data: object, *, path: Path) -> Inventory:
 
 
 def read_yaml(path: Path) -> tuple[object, list[Problem]]:
-    """The document and its duplicate-key problems; unreadable or unparsable files raise."""
+    """The document and its duplicate-key problems; unreadable, oversized or hostile files raise.
+
+    Hostile input is refused fast with bounded memory: only regular files (a FIFO would block,
+    /dev/zero never ends), at most ``MAX_BYTES``, nesting at most ``MAX_DEPTH`` deep, and at
+    most ``MAX_NODES`` values once aliases are expanded (an alias bomb is a few lines that
+    expand to billions of values when validated or printed).
+    """
     file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InventoryError([Problem(file, "(file)", f"cannot read: {reason}")]) from None
-    loader = yaml.SafeLoader(text)
+    text = read_text(path)
+    loader = _BoundedLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None, []
+        _check_expansion(file, node)
         duplicates = list(_duplicates(file, node, "", set()))
         return loader.construct_document(node), duplicates
     except yaml.MarkedYAMLError as exc:
@@ -77,8 +84,139 @@ def read_yaml(path: Path) -> tuple[object, list[Problem]]:
         raise InventoryError([Problem(file, where, f"invalid YAML: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise InventoryError([Problem(file, "(yaml)", f"invalid YAML: {exc}")]) from None
+    except (RecursionError, MemoryError):
+        raise InventoryError([Problem(file, "(file)", _TOO_BIG)]) from None
     finally:
         loader.dispose()
+
+
+MAX_BYTES = 1 << 20  # 1 MiB; the example inventory is 4 KiB
+MAX_DEPTH = 64
+MAX_NODES = 50_000
+_TOO_BIG = "too deeply nested or too large to load"
+
+
+def read_text(path: Path, *, limit: int = MAX_BYTES) -> str:
+    """A regular file's UTF-8 text, at most ``limit`` bytes (InventoryError otherwise).
+
+    Opened non-blocking so a FIFO cannot hang the open; its type is checked on the open file.
+    """
+    file = str(path)
+
+    def refuse(reason: str) -> InventoryError:
+        return InventoryError([Problem(file, "(file)", reason)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise refuse(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse(f"not a regular file (it is {_file_kind(st.st_mode)})")
+        if st.st_size > limit:
+            raise refuse(f"{st.st_size} bytes, more than the limit of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise refuse(f"more than the limit of {limit} bytes")
+    except OSError as exc:
+        raise refuse(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise refuse(f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that stops past MAX_DEPTH levels or MAX_NODES nodes (no RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._count = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        self._count += 1
+        try:
+            for limit, value, what in (
+                (MAX_DEPTH, self._depth, f"nested more than {MAX_DEPTH} levels deep"),
+                (MAX_NODES, self._count, f"more than {MAX_NODES} values"),
+            ):
+                if value > limit:
+                    mark = self.peek_event().start_mark
+                    raise yaml.composer.ComposerError(None, None, what, mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_expansion(file: str, root: yaml.Node) -> None:
+    """Refuse recursive aliases and documents larger than MAX_NODES once aliases are expanded.
+
+    Composing shares an aliased node instead of copying it, so this counts each node's
+    expanded size once (iteratively, memoised): linear in the composed document.
+    """
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # nodes whose children are still being counted (the DFS path)
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            sizes[key] = min(MAX_NODES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        open_.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_:
+                line = child.start_mark.line + 1
+                raise InventoryError(
+                    [Problem(file, f"line {line}", "a recursive alias (refers to itself)")]
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+    if sizes[id(root)] > MAX_NODES:
+        raise InventoryError(
+            [
+                Problem(
+                    file,
+                    "(yaml)",
+                    f"more than {MAX_NODES} values once its aliases are expanded (an alias bomb?)",
+                )
+            ]
+        )
 
 
 def _duplicates(file: str, node: yaml.Node, path: str, seen: set[int]) -> Iterator[Problem]:
@@ -112,7 +250,7 @@ def _parse(data: object, *, path: Path, problems: list[Problem]) -> Inventory:
     file = str(path)
     problems = list(problems)
     if not isinstance(data, dict):
-        what = "the file is empty" if data is None else f"got {_show(data)}"
+        what = "the file is empty" if data is None else f"got {show(data)}"
         problems.append(
             Problem(
                 file,
@@ -144,6 +282,8 @@ def _parse(data: object, *, path: Path, problems: list[Problem]) -> Inventory:
         load_balancer=parts.get("load_balancer"),
         kubernetes=parts.get("kubernetes"),
         partial=partial,
+        firewall=parts.get("firewall"),
+        firewall_given="firewall" in data,
     )
     warnings: list[Problem] = []
     for finding in rules.findings(view):
@@ -162,11 +302,16 @@ def _hosts(file: str, raw: object, problems: list[Problem]) -> tuple[dict[str, H
     """Validate host by host, so one bad host does not hide the problems of the others."""
     if not isinstance(raw, dict):
         problems.append(
-            Problem(file, "hosts", f"expected a mapping of host name to host, got {_show(raw)}")
+            Problem(file, "hosts", f"expected a mapping of host name to host, got {show(raw)}")
         )
         return {}, False
     if not raw:
         problems.append(Problem(file, "hosts", "no hosts"))
+    if len(raw) > MAX_HOSTS:
+        problems.append(
+            Problem(file, "hosts", f"{len(raw)} hosts; at most {MAX_HOSTS} (one Hetzner network)")
+        )
+        return {}, False
     hosts: dict[str, HostSpec] = {}
     complete = True
     for name, value in raw.items():
@@ -194,16 +339,16 @@ def _hosts(file: str, raw: object, problems: list[Problem]) -> tuple[dict[str, H
 
 def _bad_hostname(name: object) -> str:
     if not isinstance(name, str):
-        return f"host names must be strings, got {_show(name)} (quote it)"
+        return f"host names must be strings, got {show(name)} (quote it)"
     if is_hostname(name.lower()):
         return (
-            f"{name!r} has upper-case letters: use {name.lower()!r} (Kubernetes node names "
+            f"{show(name)} has upper-case letters: use {show(name.lower())} (Kubernetes node names "
             "must be lower-case and Heartbeat compares them lower-case)"
         )
     if len(name) > 63:
-        return f"{name!r} is longer than 63 characters"
+        return f"{show(name)} is longer than 63 characters"
     return (
-        f"{name!r} is not a valid host name: an RFC 1123 label of lower-case letters, digits "
+        f"{show(name)} is not a valid host name: an RFC 1123 label of lower-case letters, digits "
         "and '-', not starting or ending with '-'"
     )
 
@@ -275,13 +420,13 @@ def _reason(err: Any, model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     if kind == "extra_forbidden":
         return _unknown(str(loc[-1]), _fields_at(model, loc[:-1]))
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return f"expected a mapping of keys, got {_show(value)}"
+        return f"expected a mapping of keys, got {show(value)}"
     if kind == "value_error":
         return str(msg).removeprefix("Value error, ")
     if kind == "literal_error":
-        return f"{_show(value)} is not allowed; expected {err['ctx']['expected']}"
+        return f"{show(value)} is not allowed; expected {err['ctx']['expected']}"
     text = str(msg)
-    return f"{text[:1].lower()}{text[1:]} (got {_show(value)})"
+    return f"{text[:1].lower()}{text[1:]} (got {show(value)})"
 
 
 def _unknown(name: str, allowed: list[str]) -> str:
@@ -302,8 +447,3 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     if current is None:
         return []
     return [f for f in current.model_fields if not (current is HostSpec and f == "name")]
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,4 +1,4 @@
-"""Models of ``hosts.yaml`` (SPEC §2) and the problem type every refusal is reported in.
+"""Models of ``hosts.yaml`` (docs/inventory.md) and the problem type every refusal is reported in.
 
 Models are frozen: the validated inventory is a value that every step reads and none changes.
 Cross-field rules live in ``rules``; here are only the checks a single field can make.
@@ -6,6 +6,7 @@ Cross-field rules live in ``rules``; here are only the checks a single field can
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,27 +15,33 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from runbook.inventory.fields import (
+    MAX_LIST,
     MIN_MINOR,
     VERSION_RE,
     Address,
+    AnyNet,
+    Deadline,
     DNSName,
     EnvName,
+    EtcdMillis,
     FetchUrl,
+    HbSeconds,
+    Interval,
     IPv4,
     K8sName,
     Label,
     Name,
     Net,
+    NetTimeout,
     OptIface,
     Port,
-    PositiveFloat,
-    Seconds,
     SSHEndpoint,
     StrictBool,
     SubjectAltName,
     Url,
     Zone,
     parse_endpoint,
+    show,
 )
 
 Role = Literal["control-plane", "lb", "worker"]
@@ -51,7 +58,12 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.reason}"
+        return f"{self.file}: {_cap(self.key, 100)}: {_cap(self.reason, 400)}"
+
+
+def _cap(text: str, limit: int) -> str:
+    """Keys and reasons quote the input; a hostile file must not flood the terminal."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InventoryError(Exception):
@@ -81,7 +93,21 @@ class SSHSpec(_Model):
     identity: str | None = None
     known_hosts: str = ".runbook/known_hosts"
     proxy_command: str | None = None  # OpenSSH ProxyCommand, %h and %p expanded (the lab uses it)
-    connect_timeout: PositiveFloat = 10.0
+    connect_timeout: NetTimeout = 10.0
+
+    @field_validator("proxy_command")
+    @classmethod
+    def _proxy_command_parses(cls, value: str | None) -> str | None:
+        """paramiko splits it with shlex: an unbalanced quote would fail only when connecting."""
+        if value is None:
+            return value
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot be parsed as a command: {exc}") from None
+        if not argv:
+            raise ValueError("is empty; leave the key out for a direct connection")
+        return value
 
 
 class NetworkSpec(_Model):
@@ -97,8 +123,9 @@ class HcloudSpec(_Model):
     token_env: EnvName = "HCLOUD_TOKEN"
     endpoint: Url = "https://api.hetzner.cloud/v1"
     host_endpoint: Url | None = None  # the API URL as the LB hosts reach it (failover script)
-    timeout: PositiveFloat = 10.0
-    failover_deadline: PositiveFloat = 30.0  # seconds the failover script keeps retrying
+    timeout: NetTimeout = 10.0  # seconds per API request
+    failover_deadline: Deadline = 30.0  # seconds the failover script keeps retrying
+    retry_deadline: Deadline = 60.0  # seconds the runbook retries an API that does not answer
     network: NetworkSpec
 
     @property
@@ -116,7 +143,7 @@ class HostSpec(_Model):
     address: Address  # how SSH reaches the host
     gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
     public_ip: IPv4 | None = None  # lb hosts: read from the API when left out (runbook.discover)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("gateway")
     @classmethod
@@ -135,13 +162,13 @@ class FloatingIPSpec(_Model):
 class HeartbeatSpec(_Model):
     """``ha.cf`` timing (whole seconds) and the authkeys digest."""
 
-    keepalive: Seconds
-    deadtime: Seconds
+    keepalive: HbSeconds
+    deadtime: HbSeconds
     udpport: Port = 694
     auth: Literal["sha1", "md5", "crc"] = "sha1"
     auto_failback: StrictBool = False
-    warntime: Seconds | None = None
-    initdead: Seconds | None = None
+    warntime: HbSeconds | None = None
+    initdead: Interval | None = None
     # Heartbeat's own log file besides syslog (ha.cf `logfile`); none by default
     logfile: str | None = None
 
@@ -202,18 +229,69 @@ class LoadBalancerSpec(_Model):
     interface: OptIface = ""
     public_interface: OptIface = ""
     heartbeat: HeartbeatSpec
-    public_allow: tuple[Net, ...] = ()
+    public_allow: tuple[Net, ...] = Field(default=(), max_length=MAX_LIST)
     insecure_api: InsecureAPISpec = InsecureAPISpec()
-    reassert_interval: Seconds = 60  # the holder re-asserts the cloud assignment this often
+    reassert_interval: Interval = 60  # the holder re-asserts the cloud assignment this often
+
+
+FirewallProtocol = Literal["tcp", "udp", "icmp", "esp", "gre"]
+
+
+class FirewallRuleSpec(_Model):
+    """An extra inbound rule on the firewall of each of ``roles`` (e.g. NodePorts on workers)."""
+
+    roles: tuple[Role, ...] = Field(min_length=1)
+    protocol: FirewallProtocol
+    port: str | None = None  # "80" or "30000-32767"; tcp and udp only
+    sources: tuple[AnyNet, ...] = Field(min_length=1, max_length=MAX_LIST)
+    description: str | None = Field(default=None, max_length=200)
+
+    @field_validator("port")
+    @classmethod
+    def _port_syntax(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        low, dash, high = value.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"{show(value)} is not a port (80) or a port range (30000-32767)")
+        lo, hi = int(low), int(high) if dash else int(low)
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"{show(value)}: ports are 1-65535, the range low to high")
+        return value
+
+    @model_validator(mode="after")
+    def _port_for_protocol(self) -> FirewallRuleSpec:
+        if self.protocol in ("tcp", "udp") and self.port is None:
+            raise ValueError(f"port is required for {self.protocol} (a port or a range)")
+        if self.protocol not in ("tcp", "udp") and self.port is not None:
+            raise ValueError(f"port applies to tcp and udp only, not {self.protocol}")
+        return self
+
+
+class FirewallSpec(_Model):
+    """Hetzner Cloud Firewalls, one per role (``inv firewall``): inbound public traffic only.
+
+    Every server accepts SSH from ``admin_networks``, the LBs the API port from
+    ``load_balancer.public_allow`` and Heartbeat's UDP port from the LBs' public IPs, ICMP from
+    anywhere (``icmp``), plus ``rules``; everything else from the internet is dropped.
+    ``ssh_from_anywhere: true`` is the explicit confirmation 0.0.0.0/0 or ::/0 in
+    ``admin_networks`` needs.
+    """
+
+    admin_networks: tuple[AnyNet, ...] = Field(min_length=1, max_length=MAX_LIST)
+    ssh_from_anywhere: StrictBool = False
+    icmp: StrictBool = True
+    rules: tuple[FirewallRuleSpec, ...] = Field(default=(), max_length=MAX_LIST)
 
 
 class EtcdSpec(_Model):
-    heartbeat_interval_ms: Seconds = 250
-    election_timeout_ms: Seconds = 5000
+    heartbeat_interval_ms: EtcdMillis = 250
+    election_timeout_ms: EtcdMillis = 5000
 
 
 class PackageRepoSpec(_Model):
-    """Where kubelet/kubeadm/kubectl come from (default: pkgs.k8s.io for ``version``).
+    """Where kubelet/kubeadm/kubectl (``package_repo``, default pkgs.k8s.io for ``version``) or
+    containerd.io (``containerd_repo``, default Docker's repository) come from.
 
     ``trusted`` (an unsigned mirror, e.g. the lab's local repository) replaces ``signed-by``
     with ``trusted=yes``; it is refused together with a ``key_url``, and a mirror that is not
@@ -239,11 +317,13 @@ class KubernetesSpec(_Model):
     service_subnet: Net
     dns_domain: DNSName = "cluster.local"
     api_dns_name: DNSName | None = None
-    cert_sans: tuple[SubjectAltName, ...] = ()
+    cert_sans: tuple[SubjectAltName, ...] = Field(default=(), max_length=MAX_LIST)
     etcd: EtcdSpec = EtcdSpec()
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
     package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/
+    # None: Docker's https://download.docker.com/linux/<ID> <codename> stable (containerd.io)
+    containerd_repo: PackageRepoSpec | None = None
     cni_manifest_url: FetchUrl | None = None  # None: the pinned upstream manifest of ``cni``
 
     @field_validator("version", mode="before")
@@ -251,13 +331,13 @@ class KubernetesSpec(_Model):
     def _version(cls, value: Any) -> Any:
         if isinstance(value, int | float):
             raise ValueError(
-                f'quote the version, e.g. "1.36": unquoted YAML reads {value!r} as '
+                f'quote the version, e.g. "1.36": unquoted YAML reads {show(value)} as '
                 "a number (1.30 would become 1.3)"
             )
         if isinstance(value, str):
             match = VERSION_RE.match(value)
             if not match:
-                raise ValueError(f'{value!r} is not a minor version of the form "1.NN"')
+                raise ValueError(f'{show(value)} is not a minor version of the form "1.NN"')
             if int(match.group(1)) < MIN_MINOR:
                 raise ValueError(f"{value} is too old: kubeadm.k8s.io/v1beta4 needs 1.{MIN_MINOR}+")
         return value
@@ -276,6 +356,7 @@ class Inventory(_Model):
     hosts: dict[str, HostSpec]
     load_balancer: LoadBalancerSpec
     kubernetes: KubernetesSpec
+    firewall: FirewallSpec | None = None  # None: no cloud firewall is managed (a warning)
     _path: Path = PrivateAttr(default=Path("hosts.yaml"))
     _warnings: tuple[Problem, ...] = PrivateAttr(default=())
 

@@ -1,4 +1,4 @@
-"""The semantic rules of SPEC §2: what pydantic's per-field types cannot see.
+"""The inventory's semantic rules (docs/inventory.md): what per-field types cannot see.
 
 Each rule reads what validated (see ``Parts``), so one run reports type errors and semantic
 problems together. Rules
@@ -16,6 +16,7 @@ from typing import Any
 from runbook import netcheck
 from runbook.inventory.models import (
     API_PORT,
+    FirewallSpec,
     HcloudSpec,
     HostSpec,
     KubernetesSpec,
@@ -51,6 +52,8 @@ class Parts:
     load_balancer: LoadBalancerSpec | None
     kubernetes: KubernetesSpec | None
     partial: bool = False
+    firewall: FirewallSpec | None = None
+    firewall_given: bool = True  # the section is optional; absent is a warning, not an error
 
 
 def findings(p: Parts) -> list[Finding]:
@@ -242,7 +245,8 @@ def _exposure(p: Parts) -> Iterator[Finding]:
         if allowed.prefixlen == 0:
             yield Finding(
                 f"load_balancer.public_allow[{i}]",
-                "0.0.0.0/0 opens the API on the floating IP to the whole internet",
+                "0.0.0.0/0 opens the API on the floating IP (HAProxy's allow-list and the "
+                "LBs' cloud firewall) to the whole internet",
                 warning=True,
             )
     api = lb.insecure_api
@@ -255,6 +259,38 @@ def _exposure(p: Parts) -> Iterator[Finding]:
             f"{api.role} for everyone on the private network (emulates the post's removed "
             "insecure port)",
             warning=True,
+        )
+
+
+def _firewall(p: Parts) -> Iterator[Finding]:
+    if not p.firewall_given:
+        yield Finding(
+            "firewall",
+            "no firewall section: every port of every server (SSH, kubelet 10250, NodePorts, "
+            "the API on each control plane) stays reachable from the internet; list your "
+            "admin_networks there and run `inv firewall`",
+            warning=True,
+        )
+        return
+    fw = p.firewall
+    if fw is None:
+        return
+    anywhere = [i for i, n in enumerate(fw.admin_networks) if n.prefixlen == 0]
+    for i in anywhere:
+        net = fw.admin_networks[i]
+        key = f"firewall.admin_networks[{i}]"
+        if fw.ssh_from_anywhere:
+            yield Finding(key, f"{net}: SSH is open to the whole internet (confirmed)", True)
+        else:
+            yield Finding(
+                key,
+                f"{net} opens SSH on every server to the whole internet; list your admin "
+                "networks instead, or confirm with firewall.ssh_from_anywhere: true",
+            )
+    if fw.ssh_from_anywhere and not anywhere:
+        yield Finding(
+            "firewall.ssh_from_anywhere",
+            "confirms 0.0.0.0/0 or ::/0 in admin_networks, but none is listed: remove it",
         )
 
 
@@ -341,23 +377,21 @@ def _etcd(p: Parts) -> Iterator[Finding]:
         )
 
 
-def _cert_sans(p: Parts) -> Iterator[Finding]:
+def _api_name_in_cluster_domain(p: Parts) -> Iterator[Finding]:
     if p.kubernetes is None:
         return
-    k8s = p.kubernetes
-    sans = {s.lower().rstrip(".") for s in k8s.cert_sans}
-    wanted = []
-    if (fip := _attr(p.load_balancer, "floating_ip.address")) is not None:
-        wanted.append(("the floating IP", str(fip)))
-    if (name := _attr(k8s, "api_dns_name")) is not None:
-        wanted.append(("api_dns_name", name))
-    for what, value in wanted:
-        if value.lower().rstrip(".") not in sans:
-            yield Finding(
-                "kubernetes.cert_sans",
-                f"does not contain {what} {value}: clients that use it get a certificate error",
-                warning=True,
-            )
+    name = _attr(p.kubernetes, "api_dns_name")
+    domain = _attr(p.kubernetes, "dns_domain").lower().rstrip(".")
+    fqdn = None if name is None else name.lower().rstrip(".")
+    if fqdn is not None and (fqdn == domain or fqdn.endswith("." + domain)):
+        yield Finding(
+            "kubernetes.api_dns_name",
+            f"{name} lies inside dns_domain {domain}, for which the cluster's CoreDNS is "
+            "authoritative: pods would get NXDOMAIN for it. The runbook adds a CoreDNS hosts "
+            f"entry {name} -> the VIP (inv cluster.weave); other names under {domain} do not "
+            "resolve in pods, and a dns_domain outside your public zone avoids this",
+            warning=True,
+        )
 
 
 _RULES: tuple[Callable[[Parts], Iterator[Finding]], ...] = (
@@ -369,9 +403,10 @@ _RULES: tuple[Callable[[Parts], Iterator[Finding]], ...] = (
     _floating_ip,
     _interfaces,
     _exposure,
+    _firewall,
     _heartbeat,
     _overlaps,
     _k8s_sizes,
     _etcd,
-    _cert_sans,
+    _api_name_in_cluster_domain,
 )

@@ -27,7 +27,8 @@ def select_hosts(
         host = inv.hosts.get(name)
         if host is None:
             known = ", ".join(inv.hosts)
-            problems.append(Problem("--host", name, f"not in the inventory (known: {known})"))
+            key = name or "''"  # --host= (an empty name)
+            problems.append(Problem("--host", key, f"not in the inventory (known: {known})"))
         elif host not in eligible:
             where = " or ".join(sorted(roles or ()))
             allowed = ", ".join(h.name for h in eligible) or "none"
@@ -70,6 +71,14 @@ def summary_facts(inv: Inventory) -> list[tuple[str, str]]:
         if lb.insecure_api.enabled
         else "off"
     )
+    fw = inv.firewall
+    firewall = (
+        "none: every port of every server is open to the internet"
+        if fw is None
+        else f"SSH from {', '.join(str(n) for n in fw.admin_networks)}"
+        + (", ICMP" if fw.icmp else "")
+        + (f", {len(fw.rules)} extra rule(s)" if fw.rules else "")
+    )
     return [
         ("cluster", inv.cluster.name),
         (
@@ -92,6 +101,7 @@ def summary_facts(inv: Inventory) -> list[tuple[str, str]]:
         ),
         ("public allow-list", allow),
         ("insecure API", insecure),
+        ("cloud firewall", firewall),
         ("hcloud API", f"{inv.hcloud.endpoint} (token from ${inv.hcloud.token_env})"),
         ("ssh", f"{inv.ssh.user}, port {inv.ssh.port}, known_hosts {inv.known_hosts_path}"),
     ]

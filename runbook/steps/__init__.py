@@ -23,8 +23,8 @@ def built_steps() -> list[Step]:
         PrepareStep(),
         NetworkStep(),
         LbStep(),
+        HaproxyStep(),  # before Heartbeat: configured before its watchdog may start it
         HeartbeatStep(),
-        HaproxyStep(),
         InitStep(),
         JoinStep("control-plane"),
         JoinStep("worker"),

@@ -20,10 +20,31 @@ from pathlib import Path
 from ..engine import StepContext, StepFailed
 from ..k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
 from ..plan import Change
-from ..remote import CommandFailed, Fact, Host
+from ..remote import CommandFailed, Fact, Host, Result
 from ..resources import Resource
 
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+# I5: a call through the VIP rides out a hand-over of the VIP (a few seconds without a holder, or
+# the cloud still routing to the old one) instead of failing the run: kubectl's words for "no
+# connection", retried every second until the deadline
+VIP_TRANSIENT = ("Unable to connect to the server", "was refused", "connection reset by peer")
+VIP_DEADLINE_S = 30.0
+
+
+def through_vip(
+    host: Host, cmd: str, *, mutating: bool = False, timeout: float = 120, deadline_s: float = 0
+) -> Result:
+    """Run a kubectl command whose way to the apiserver is the VIP; retry while the answer is a
+    connection failure, until `deadline_s` (default VIP_DEADLINE_S). The caller judges the last
+    result (exit code and output)."""
+    until = time.monotonic() + (deadline_s or VIP_DEADLINE_S)
+    while True:
+        call = host.run if mutating else host.query
+        res = call(cmd, timeout=timeout, ok_codes=None)
+        transient = any(w in res.stderr + res.stdout for w in VIP_TRANSIENT)
+        if res.exited == 0 or not transient or time.monotonic() >= until:
+            return res
+        time.sleep(1)
 
 
 @dataclass(frozen=True)
@@ -81,7 +102,7 @@ class Cluster:
         with self._lock:
             if self._nodes is None or refresh:
                 self.require_initialised()
-                res = self.host.query(f"{KUBECTL} get nodes -o json", ok_codes=None)
+                res = through_vip(self.host, f"{KUBECTL} get nodes -o json")
                 if res.exited != 0:
                     raise StepFailed(
                         f"kubectl get nodes on {self.name} failed: {res.stderr.strip()[-300:]}"
@@ -164,15 +185,11 @@ class KubectlApplied(Resource):
 
     def apply(self, host: Host) -> None:
         # `kubectl apply` is idempotent: a transient "Unable to connect to the server" (an
-        # apiserver behind the VIP still settling) is retried a few times, anything else fails
+        # apiserver behind the VIP still settling, a VIP hand-over) is retried, else it fails
         cmd = f"{KUBECTL} apply -f {shlex.quote(self.path)}"
-        for attempt in range(4):
-            res = host.run(cmd, timeout=300, ok_codes=None)
-            if res.exited == 0:
-                return
-            if "Unable to connect to the server" not in res.stderr + res.stdout or attempt == 3:
-                raise CommandFailed(host.name, cmd, res.exited, res.stderr or res.stdout)
-            time.sleep(3)
+        res = through_vip(host, cmd, mutating=True, timeout=300)
+        if res.exited != 0:
+            raise CommandFailed(host.name, cmd, res.exited, res.stderr or res.stdout)
 
 
 def write_private(path: Path, data: bytes) -> None:

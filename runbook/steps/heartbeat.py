@@ -1,8 +1,20 @@
 """Step 4 — heartbeat: identical ha.cf, one shared authkey, haresources, the failover script.
 
-Both LBs must get the same configuration, so the step is all-or-nothing. Nodes are changed one
-at a time, the standby first and the VIP holder last: restarting the holder moves the VIP once
-(to the already-updated standby) instead of twice.
+Both LBs must get the same configuration, so the step is all-or-nothing. A converge run must never
+cause a failover by itself (issue 11, invariant I4), so Heartbeat is touched only as far as a
+change needs it:
+- a mode/owner fix (e.g. authkeys 0644 → 0600) changes nothing Heartbeat has loaded: no action;
+- new ha.cf or authkeys content is what Heartbeat re-reads on reload (`heartbeat -r`, it keeps
+  its resources): reload;
+- the resource script and its env file are read on every call: no action;
+- only new haresources content needs a restart; on the VIP holder that restart comes after a
+  checkpoint and a planned hand-over (`hb_standby`, then wait until the peer holds the VIP).
+Nodes are changed one at a time, the standby first and the holder last. On a fresh pair (nobody
+holds the VIP yet) there is nothing to hand over and both nodes are configured in parallel.
+
+Verification repairs what it can instead of only reporting it: nobody holding the VIP while both
+Heartbeats run → the primary (or the first live LB) is asked to take over (`hb_takeover`); the
+holder then re-asserts the cloud routing (`hcloud-failover reassert`: no API write when right).
 """
 
 from __future__ import annotations
@@ -16,7 +28,11 @@ from collections.abc import Sequence
 
 from ..engine import Step, StepContext, StepFailed
 from ..lbfiles import (
+    AUTHKEYS_PATH,
     FAILOVER_ENV_PATH,
+    FAILOVER_SCRIPT_PATH,
+    HA_CF_PATH,
+    HARESOURCES_PATH,
     REASSERT_SERVICE_PATH,
     REASSERT_TIMER_PATH,
     WATCHDOG_SERVICE_PATH,
@@ -26,9 +42,24 @@ from ..lbfiles import (
     watchdog_files,
 )
 from ..lbstatus import addr_probe, has_vip
-from ..remote import HostUnreachable
-from ..resources import SECRET_MARKER, File, Resource, Service, SystemdReload
+from ..plan import Change, TargetPlan
+from ..remote import Fact, Host, HostUnreachable
+from ..resources import (
+    SECRET_MARKER,
+    File,
+    Resource,
+    Service,
+    SystemdReload,
+    secret_backups_absent,
+)
 from ._select import hosts_with
+
+HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
+HB_STANDBY = "/usr/share/heartbeat/hb_standby"
+HB_TAKEOVER = "/usr/share/heartbeat/hb_takeover"
+HANDOVER_WAIT_S = 30.0  # how long a planned hand-over may take before the restart is refused
+RESTART_ON = (HARESOURCES_PATH,)  # read only when Heartbeat starts
+RELOAD_ON = (HA_CF_PATH, AUTHKEYS_PATH)  # re-read by `heartbeat -r`, resources kept
 
 _AUTHKEY = re.compile(r"^\s*1\s+(?:sha1|md5)\s+(\S+)\s*$", re.M)
 _lock = threading.Lock()
@@ -36,6 +67,82 @@ _lock = threading.Lock()
 
 def as_file(rf: RenderedFile) -> File:
     return File(rf.path, rf.content, mode=rf.mode, owner=rf.owner, group=rf.group, secret=rf.secret)
+
+
+def content_key(path: str) -> str:
+    """What a `ContentFile` marks in `host.touched` when its content (not only its mode) changes."""
+    return f"content:{path}"
+
+
+class ContentFile(File):
+    """A File that tells content changes apart from mode/owner fixes (`content:PATH` touched), so
+    a service can react to the first only."""
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        change = super().check(host, fact)
+        if change is not None and change.action != "chmod/chown":
+            host.touched.add(content_key(self.path))
+        return change
+
+
+def as_content_file(rf: RenderedFile) -> ContentFile:
+    return ContentFile(
+        rf.path, rf.content, mode=rf.mode, owner=rf.owner, group=rf.group, secret=rf.secret
+    )
+
+
+def _vip_holders(ctx: StepContext) -> list[str]:
+    return [n for n in hosts_with(ctx, "lb") if holds_vip(ctx, n)]
+
+
+class HeartbeatService(Service):
+    """Heartbeat enabled and running; on a config change: nothing, reload or (haresources only)
+    restart, the holder's restart after a planned hand-over to its peer."""
+
+    def __init__(self, peers: Sequence[str], ctx: StepContext) -> None:
+        super().__init__("heartbeat", watch=[content_key(p) for p in (*RESTART_ON, *RELOAD_ON)])
+        self.peers = list(peers)
+        self.ctx = ctx
+
+    def _wants(self, host: Host, fact: Fact | None) -> list[str]:
+        enabled_s, _, active_s = (fact.stdout if fact else "").partition("|")
+        todo = [] if enabled_s.strip() == "enabled" else ["enable"]
+        if active_s.strip() != "active":
+            return [*todo, "start"]
+        if any(content_key(p) in host.touched for p in RESTART_ON):
+            return [*todo, "restart"]
+        if any(content_key(p) in host.touched for p in RELOAD_ON):
+            return [*todo, "reload"]
+        return todo
+
+    def apply(self, host: Host) -> None:
+        for action in self._wants(host, host.probe(self.probe())):
+            if action == "reload":
+                host.run(f"{HEARTBEAT_BIN} -r", timeout=60)
+            elif action == "restart":
+                self._hand_over(host)
+                host.run("systemctl restart heartbeat", timeout=180)
+            else:
+                host.run(f"systemctl {action} heartbeat", timeout=120)
+        host.touched.difference_update(self.watch)
+
+    def _hand_over(self, host: Host) -> None:
+        """On the VIP holder: hb_standby, then wait until a peer holds the VIP (else refuse)."""
+        if not holds_vip(self.ctx, host.name):
+            return
+        self.ctx.ui.print(f"{host.name}: planned hand-over of the VIP before the restart")
+        host.run(HB_STANDBY, timeout=60)
+        deadline = time.monotonic() + HANDOVER_WAIT_S
+        while time.monotonic() < deadline:
+            if not holds_vip(self.ctx, host.name) and any(
+                holds_vip(self.ctx, p) for p in self.peers
+            ):
+                return
+            time.sleep(0.5)
+        raise StepFailed(
+            f"{host.name}: the peer did not take the VIP within {HANDOVER_WAIT_S:g} s "
+            "after hb_standby; Heartbeat not restarted"
+        )
 
 
 def shared_authkey(ctx: StepContext) -> str:
@@ -98,22 +205,27 @@ class HeartbeatStep(Step):
         names = hosts_with(ctx, "lb")
         if ctx.extra.get("render"):
             return names
+        holders = _vip_holders(ctx)
+        ctx.extra["vip_holders"] = holders
+        # a fresh pair (nobody holds the VIP yet) has nothing to hand over: both at once
+        self.serial = bool(holders)
         # standby first, holder last (stable otherwise: inventory order)
-        return sorted(names, key=lambda n: holds_vip(ctx, n))
+        return sorted(names, key=lambda n: n in holders)
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
         inv = ctx.inventory
-        hb = [as_file(f) for f in heartbeat_files(inv, target, authkey=shared_authkey(ctx))]
+        hb = [as_content_file(f) for f in heartbeat_files(inv, target, authkey=shared_authkey(ctx))]
         fo = [as_file(f) for f in failover_files(inv, target, token=api_token(ctx))]
         wd = [as_file(f) for f in watchdog_files(inv, target)]
         units = [f.key for f in (*fo, *wd) if f.path.startswith("/etc/systemd/")]
         env_key = next(f.key for f in fo if f.path == FAILOVER_ENV_PATH)
+        peers = [n for n in (h.name for h in inv.hosts_with_role("lb")) if n != target]
         return [
             *hb,
             *fo,
             *wd,
             SystemdReload(units),
-            Service("heartbeat", watch=[f.key for f in hb], on_change="restart"),
+            HeartbeatService(peers, ctx),
             Service(
                 "hcloud-reassert.timer",
                 watch=[f"file:{REASSERT_TIMER_PATH}", f"file:{REASSERT_SERVICE_PATH}", env_key],
@@ -125,7 +237,26 @@ class HeartbeatStep(Step):
                 + [f"file:{WATCHDOG_SERVICE_PATH}"],
                 on_change="restart",
             ),
+            *secret_backups_absent([*hb, *fo]),
         ]
+
+    def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
+        """A restart of the holder's Heartbeat moves the VIP: only after the operator agrees."""
+        holders = ctx.extra.get("vip_holders") or []
+        restarts = [
+            p.target
+            for p in plans
+            if p.target in holders
+            and any(c.resource == "service:heartbeat" and "restart" in c.action for c in p.changes)
+        ]
+        if not restarts:
+            return None
+        return (
+            f"Heartbeat on the VIP holder {', '.join(restarts)} must restart (haresources "
+            "changed; Heartbeat reads it only at start). The runbook first hands the VIP over "
+            "to the already-updated peer (hb_standby: a planned failover, about as long as "
+            "`lb.failover-drill --mode stop`), then restarts it. Continue?"
+        )
 
     def verify(self, ctx: StepContext, target: str) -> None:
         host = ctx.targets[target]
@@ -136,22 +267,86 @@ class HeartbeatStep(Step):
             time.sleep(1)
 
     def verify_all(self, ctx: StepContext, targets: Sequence[str]) -> None:
-        """Exactly one node holds the VIP, and each node sees its peer active."""
+        """Exactly one node owns the resources (Heartbeat) and holds the VIP, each node sees its
+        peer active, and the cloud routes the VIP and the floating IP to the owner. Repairs
+        instead of only reporting: nobody owning → the primary (or the first live LB) takes
+        over; a wrong route → re-asserted by the owner; addresses left on the other node (a
+        release while the cloud still routed there) → taken off once the route has moved."""
         hb = ctx.inventory.load_balancer.heartbeat
         lbs = [h.name for h in ctx.inventory.hosts_with_role("lb")]
         wait = hb.effective_initdead + hb.deadtime + 15
         deadline = time.monotonic() + wait
+        # nobody may own the group for a moment (a hand-over, a start): act only when it lasts
+        nobody_since: float | None = None
+        took_over = False
         problem = ""
         with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
             while time.monotonic() < deadline:
-                holders = [n for n in lbs if holds_vip(ctx, n)]
+                owners = [n for n in lbs if self._owns(ctx, n)]
                 peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
-                if len(holders) == 1 and peers_ok:
-                    ctx.ui.print(f"heartbeat pair up: {holders[0]} holds the VIP", style="green")
-                    return
-                problem = f"VIP holders: {holders or 'none'}; peers seen active: {peers_ok}"
+                if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
+                    self._reassert(ctx, owners[0])
+                    for other in lbs:
+                        if other != owners[0] and holds_vip(ctx, other):
+                            self._reassert(ctx, other)  # follows the route: takes them off
+                    holders = [n for n in lbs if holds_vip(ctx, n)]
+                    if holders == owners:
+                        ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
+                        return
+                problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
+                now = time.monotonic()
+                if owners or not peers_ok:
+                    nobody_since = None
+                elif nobody_since is None:
+                    nobody_since = now
+                elif not took_over and now - nobody_since >= hb.deadtime + 2:
+                    self._take_over(ctx, lbs)
+                    took_over = True
                 time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
+
+    @staticmethod
+    def _owns(ctx: StepContext, name: str) -> bool:
+        """Heartbeat gives this node the resource group (`cl_status rscstatus`)."""
+        host = ctx.targets.get(name)
+        if host is None:
+            return False
+        try:
+            out = host.query("cl_status rscstatus", ok_codes=None).stdout.strip()
+        except HostUnreachable:
+            return False
+        return out in ("all", "local")
+
+    @staticmethod
+    def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:
+        """Both Heartbeats run and nobody holds the resources (e.g. both gave them up while the
+        API was down): the primary, else the first LB by name, takes them."""
+        primary = ctx.inventory.load_balancer.primary
+        for name in [primary, *sorted(n for n in lbs if n != primary)]:
+            host = ctx.targets.get(name)
+            if host is None:
+                continue
+            ctx.ui.warn(f"nobody holds the VIP: asking {name} to take over (hb_takeover)")
+            try:
+                host.run(f"{HB_TAKEOVER} all", timeout=60)
+                return
+            except Exception as exc:  # the next LB may still do it
+                ctx.ui.warn(f"{name}: hb_takeover failed: {exc}")
+
+    @staticmethod
+    def _reassert(ctx: StepContext, holder: str) -> None:
+        """`hcloud-failover reassert` on a node with the VIP: the owner makes the cloud route
+        both addresses to itself (no API write when that is already so), another node takes
+        them off once the cloud routes them elsewhere; a failure is the step's failure."""
+        host = ctx.targets.get(holder)
+        if host is None:
+            return
+        res = host.run(f"{FAILOVER_SCRIPT_PATH} reassert", timeout=120, ok_codes=None)
+        if res.exited != 0:
+            raise StepFailed(
+                f"{holder}: `hcloud-failover reassert` could not make the cloud's routing and the "
+                f"local addresses agree: {res.stderr.strip()[-300:]}"
+            )
 
     @staticmethod
     def _sees_peers(ctx: StepContext, name: str, lbs: Sequence[str]) -> bool:

@@ -1,6 +1,6 @@
 """Step 6 — init: `kubeadm init --config … --upload-certs` on the first control plane.
 
-Never on an initialised host: the guard is /etc/kubernetes/admin.conf (SPEC §3.6). The config is
+Never on an initialised host (guard: /etc/kubernetes/admin.conf; docs/procedure.md). The config is
 kubeadm v1beta4 rendered from the inventory for the kubeadm version installed on the host, so a
 package of another minor is refused before anything runs. Verify: the API answers /readyz through
 the VIP (admin.conf points there) and the apiserver manifest advertises the host's own IP.
@@ -12,7 +12,14 @@ import shlex
 import time
 
 from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF, APISERVER_MANIFEST, KUBEADM_CONFIG_PATH, kubeadm_init_config
+from ..k8sfiles import (
+    ADMIN_CONF,
+    APISERVER_MANIFEST,
+    APISERVER_PATCH,
+    KUBEADM_CONFIG_PATH,
+    apiserver_patch,
+    kubeadm_init_config,
+)
 from ..resources import File, GuardedCommand, Resource
 from ._k8s import KUBECTL
 from ._select import hosts_with
@@ -47,6 +54,7 @@ class InitStep(Step):
         cfg = shlex.quote(KUBEADM_CONFIG_PATH)
         return [
             File(KUBEADM_CONFIG_PATH, config, mode=0o600),
+            File(APISERVER_PATCH, apiserver_patch(ctx.inventory, target)),
             GuardedCommand(
                 "kubeadm-init",
                 f"kubeadm init --config {cfg} --upload-certs",

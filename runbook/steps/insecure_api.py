@@ -1,4 +1,6 @@
-"""SPEC §4 — the optional insecure-API emulation (`load_balancer.insecure_api`, off by default).
+"""The optional insecure-API emulation (`load_balancer.insecure_api`, off by default).
+
+docs/procedure.md, "The insecure port".
 
 The post's `insecure-port: 6080` no longer exists (serving removed in 1.20, flags in 1.24). When
 enabled: on the first control plane a ServiceAccount bound to the chosen ClusterRole with an
@@ -36,7 +38,7 @@ from ._select import hosts_with
 
 TOKEN_WAIT_S = 60
 VERIFY_WAIT_S = 20
-VIP_WAIT_S = 30  # HAProxy marks a new server UP after `rise 2` x `inter 2s`
+VIP_WAIT_S = 30  # HAProxy marks a new server UP after `rise 2` x `inter 1s`
 _lock = threading.Lock()
 _token_lock = threading.Lock()
 

@@ -17,10 +17,17 @@ import time
 from dataclasses import dataclass
 
 from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import APISERVER_MANIFEST, JOIN_CONFIG_PATH, KUBELET_CONF, kubeadm_join_config
+from ..k8sfiles import (
+    APISERVER_MANIFEST,
+    APISERVER_PATCH,
+    JOIN_CONFIG_PATH,
+    KUBELET_CONF,
+    apiserver_patch,
+    kubeadm_join_config,
+)
 from ..plan import Change
 from ..remote import Fact, Host, HostUnreachable
-from ..resources import Resource
+from ..resources import File, Resource
 from ._k8s import Cluster
 from ._select import hosts_with
 
@@ -118,7 +125,10 @@ class JoinStep(Step):
         return [n for n in hosts_with(ctx, self.role) if n != first]
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        return [Joined(target, Cluster.of(ctx))]
+        joined = Joined(target, Cluster.of(ctx))
+        if self.role != "control-plane":
+            return [joined]
+        return [File(APISERVER_PATCH, apiserver_patch(ctx.inventory, target)), joined]
 
     def verify(self, ctx: StepContext, target: str) -> None:
         cluster = Cluster.of(ctx)

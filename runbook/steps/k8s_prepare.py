@@ -1,6 +1,11 @@
-"""Step 1, Kubernetes hosts: pkgs.k8s.io repo, containerd, kubelet/kubeadm/kubectl held, swap off,
-kernel modules and sysctls (SPEC §3.1, §4: keyring + signed-by instead of apt-key, containerd
-instead of docker.io).
+"""Step 1, Kubernetes hosts: the keyring tools, pkgs.k8s.io repo, containerd.io from Docker's
+repository, kubelet/kubeadm/kubectl held, swap off, kernel modules and sysctls (docs/procedure.md,
+step 1 and the departures: keyring + signed-by instead of apt-key, containerd instead of
+docker.io).
+
+containerd: `ContainerRuntime` installs `containerd.io` unless a containerd that suffices is
+already there (see `runbook.containerd`); the verify reads what containerd really runs with
+(`containerd --config F config dump`), so a containerd that ignores the config is caught.
 
 `PrepareStep` calls `kubernetes_resources` for control planes and workers and
 `verify_kubernetes_host` after apply; this module holds no Step of its own.
@@ -8,10 +13,10 @@ instead of docker.io).
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 
+from .. import containerd as ctd
 from ..engine import StepContext, StepFailed
 from ..inventory import Inventory
 from ..k8sfiles import (
@@ -21,15 +26,27 @@ from ..k8sfiles import (
     K8S_SYSCTLS,
     MODULE_PRESENT,
     MODULES_PATH,
+    PREREQUISITES,
     SYSCTL_FILE,
+    AptSource,
     apt_source,
     containerd_config,
-    containerd_major,
+    docker_apt_source,
     modules_load,
+    pause_image,
 )
 from ..plan import Change
 from ..remote import Fact, Host
-from ..resources import AptRepo, File, GuardedCommand, Packages, Resource, Service, Sysctl
+from ..resources import (
+    AptRepo,
+    File,
+    GuardedCommand,
+    Packages,
+    Resource,
+    Service,
+    Sysctl,
+    apt_install,
+)
 
 # an active /etc/fstab swap line: device, mount point, type "swap"
 _FSTAB_SWAP = r"^[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]"
@@ -65,14 +82,76 @@ class SwapOff(Resource):
         host.run(f"swapoff -a && if [ -f {f} ]; then sed -ri {shlex.quote(_SED_COMMENT)} {f}; fi")
 
 
+@dataclass
+class ContainerRuntime(Resource):
+    """containerd for Kubernetes 1.<minor>: `containerd.io` from Docker's repository, or an
+    installed containerd that suffices. Never swaps one package for the other (see
+    `runbook.containerd`): `dpkg-query` answers per package name, and containerd.io only
+    *provides* `containerd`, so both names are asked."""
+
+    minor: int
+
+    @property
+    def key(self) -> str:
+        return "containerd:runtime"
+
+    def probe(self) -> str:
+        pkgs = f"{ctd.DISTRO_PACKAGE} {ctd.DOCKER_PACKAGE}"
+        return (
+            '. /etc/os-release; echo "$ID|$VERSION_ID|$VERSION_CODENAME|$PRETTY_NAME"; '
+            f"dpkg-query -W -f='${{Package}} ${{Version}} ${{db:Status-Abbrev}}\\n' {pkgs}"
+        )
+
+    def _state(self, fact: Fact | None) -> tuple[ctd.OsRelease, dict[str, str]]:
+        lines = (fact.stdout if fact else "").splitlines()
+        os = ctd.OsRelease.parse(lines[0] if lines else "")
+        installed = {
+            parts[0]: parts[1]
+            for parts in (ln.split() for ln in lines[1:])
+            if len(parts) >= 3 and parts[2][1:2] == "i"
+        }
+        return os, installed
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        os, installed = self._state(fact)
+        if os.docker_suite is None:
+            raise StepFailed(f"{host.name}: {ctd.unsupported_os(os)}")
+        have = installed.get(ctd.DOCKER_PACKAGE)
+        if have is not None:
+            if ctd.suffices(have, self.minor):
+                return None
+            want = ".".join(map(str, ctd.minimum(self.minor)))
+            return Change(self.key, "upgrade", f"{ctd.DOCKER_PACKAGE} {have} -> {want} or newer")
+        distro = installed.get(ctd.DISTRO_PACKAGE)
+        if distro is not None:
+            if ctd.suffices(distro, self.minor):
+                return None  # the distribution's own, new enough: kept
+            raise StepFailed(f"{host.name}: {ctd.distro_too_old(distro, self.minor, os)}")
+        return Change(
+            self.key,
+            "install",
+            f"{ctd.DOCKER_PACKAGE} from Docker's repository ({os.docker_suite})",
+        )
+
+    def apply(self, host: Host) -> None:
+        # lists: refreshed by the upgrade check, and by the AptRepo that added Docker's repository
+        apt_install(host, [ctd.DOCKER_PACKAGE], update_first=False)
+
+
+def _repo(src: AptSource) -> AptRepo:
+    return AptRepo(src.name, src.line, keyring=src.keyring, key_url=src.key_url)
+
+
 def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
     """The Kubernetes part of prepare for one control plane or worker, in apply order."""
-    src = apt_source(inv)
     config = File(CONTAINERD_CONFIG_PATH, containerd_config(inv))
     modules = File(MODULES_PATH, modules_load())
     mods = " && ".join(MODULE_PRESENT[m] for m in K8S_MODULES)
     return [
-        AptRepo(src.name, src.line, keyring=src.keyring, key_url=src.key_url),
+        # the keyring fetch below runs `curl … | gpg --dearmor`: a minimal image has neither
+        Packages(PREREQUISITES, update_first=False),  # lists: refreshed by the upgrade check
+        _repo(apt_source(inv)),
+        _repo(docker_apt_source(inv)),
         SwapOff(),
         modules,
         GuardedCommand(
@@ -82,10 +161,10 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
             summary=f"load {', '.join(K8S_MODULES)}",
         ),
         *(Sysctl(name, value, file=SYSCTL_FILE) for name, value in K8S_SYSCTLS),
-        Packages(("containerd",)),
+        ContainerRuntime(inv.kubernetes.minor),
         config,
         Service("containerd", watch=[config.key], on_change="restart"),
-        Packages(K8S_PACKAGES, hold=True),
+        Packages(K8S_PACKAGES, hold=True, update_first=False),
         GuardedCommand(
             "enable-kubelet",
             "systemctl enable kubelet",
@@ -95,19 +174,32 @@ def kubernetes_resources(inv: Inventory, host_name: str) -> list[Resource]:
     ]
 
 
-_VERSION = re.compile(r"\bv?(\d+)\.(\d+)\.(\d+)")
+CONFIG_DUMP = f"containerd --config {CONTAINERD_CONFIG_PATH} config dump"
 
 
 def verify_kubernetes_host(ctx: StepContext, target: str) -> None:
-    """containerd's major version fits the Kubernetes minor (2.x from 1.36 on)."""
-    want = containerd_major(ctx.inventory)
-    res = ctx.targets[target].query("containerd --version", ok_codes=None)
-    m = _VERSION.search(res.stdout)
-    if res.exited != 0 or not m:
+    """containerd is new enough for the Kubernetes minor AND runs with the runbook's config as
+    written: `config dump` shows what it really read (1.6 reads a `version = 3` file without
+    a word and keeps SystemdCgroup = false and its own pause image)."""
+    minor = ctx.inventory.kubernetes.minor
+    host = ctx.targets[target]
+    res = host.query("containerd --version", ok_codes=None)
+    version = ctd.parse_version(res.stdout)
+    if res.exited != 0 or version is None:
         raise StepFailed(f"{target}: `containerd --version` failed: {res.stderr.strip()[:200]}")
-    if int(m.group(1)) < want:
+    shown = ".".join(map(str, version))
+    if version < ctd.minimum(minor):
+        want = ".".join(map(str, ctd.minimum(minor)))
         raise StepFailed(
-            f"{target}: containerd {m.group(0)} is installed, Kubernetes "
-            f"{ctx.inventory.kubernetes.version} needs containerd {want}.x: install a "
-            "containerd 2 package (e.g. containerd.io from Docker's repository) and re-run"
+            f"{target}: containerd {shown} is installed, Kubernetes "
+            f"{ctx.inventory.kubernetes.version} needs containerd {want} or newer"
+        )
+    dump = host.query(CONFIG_DUMP, ok_codes=None)
+    if dump.exited != 0:
+        raise StepFailed(f"{target}: `{CONFIG_DUMP}` failed: {dump.stderr.strip()[-300:]}")
+    problems = ctd.config_problems(dump.stdout, pause_image(minor))
+    if problems:
+        raise StepFailed(
+            f"{target}: containerd {shown} does not run with {CONTAINERD_CONFIG_PATH} as "
+            f"written (`{CONFIG_DUMP}`): {'; '.join(problems)}"
         )

@@ -15,6 +15,7 @@ def namespace() -> Collection:
         core.render,
         core.prepare,
         core.network,
+        core.firewall,
         core.walkthrough,
         core.status,
     ):

@@ -1,23 +1,28 @@
 """Shared task plumbing: load the inventory, build the console, run steps, map exit codes.
 
-Exit codes (DESIGN §3): 0 done; 1 a step failed on some host; 2 bad input; 3 a checkpoint was
-declined or needs a person.
+Exit codes (docs/architecture.md, "The flow"): 0 done; 1 a step failed on some host; 2 bad
+input; 3 a checkpoint was declined or needs a person.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from ..console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from ..console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
 from ..discover import LB_FACT_STEPS
-from ..engine import RunOptions, Step, StepContext, run_step
+from ..engine import RunOptions, Step, StepContext, StepQuit, run_step
+from ..interrupt import Interrupted, handle_signals, wait_for_workers
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
 from ..plan import CLOUD, StepResult
 
@@ -95,13 +100,38 @@ def step_task(
     return Task(run, name=name, help=STEP_HELP, iterable=["host"])
 
 
+# Invoke's config levels that come from a file, highest precedence first, with the attribute
+# holding that file's path; `env` (INVOKE_RUNBOOK_INVENTORY) sits between project and runtime.
+_CONFIG_LEVELS = (
+    ("_runtime", "_runtime_path"),
+    ("_env", None),
+    ("_project", "_project_path"),
+    ("_user", "_user_path"),
+    ("_system", "_system_path"),
+)
+
+
 def inventory_path(c: Context) -> Path:
-    """`runbook.inventory` from Invoke config (invoke.yaml, -f, INVOKE_RUNBOOK_INVENTORY)."""
+    """`runbook.inventory` from Invoke config (invoke.yaml, -f, INVOKE_RUNBOOK_INVENTORY).
+
+    A relative path from a config file is relative to that file's directory (as `ssh.identity`
+    is to the inventory's); from the environment or the default, to the current directory.
+    """
+    config = c.config
     try:
-        value = c.config.runbook.inventory
+        value = config.runbook.inventory
     except AttributeError:
         value = "hosts.yaml"
-    return Path(os.path.expanduser(str(value)))
+    path = Path(os.path.expanduser(str(value)))
+    if path.is_absolute():
+        return path
+    for level, file_attr in _CONFIG_LEVELS:
+        data = getattr(config, level, None) or {}
+        section = data.get("runbook")
+        if isinstance(section, dict) and "inventory" in section:
+            file = getattr(config, file_attr, None) if file_attr else None
+            return Path(os.path.expanduser(file)).parent / path if file else path
+    return path
 
 
 def new_ui(*, yes: bool = False, verbose: bool = False) -> Ui:
@@ -128,6 +158,17 @@ def load(c: Context, ui: Ui) -> Inventory:
     for w in inv.warnings:
         ui.warn(str(w))
     return inv
+
+
+def check_local_files(inv: Inventory, ui: Ui) -> None:
+    """`ssh.identity` and `known_hosts` usable on this machine, or exit 2 before connecting."""
+    from ..inventory.localfiles import local_file_findings
+
+    problems, warnings = local_file_findings(inv, os.environ)
+    for w in warnings:
+        ui.warn(str(w))
+    if problems:
+        raise fail_input(ui, problems, header=f"invalid inventory {inv.path}:")
 
 
 def hosts_for(
@@ -162,6 +203,25 @@ def cloud_facts(
         ) from None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guard_output(fn: F) -> F:
+    """A task body whose console cannot write (stdout on /dev/full, a closed pipe) ends in one
+    line on stderr and exit 1, not an OSError traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OutputLost as exc:
+            _output_lost(exc)
+            raise Exit(code=EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@guard_output
 def execute(
     c: Context,
     steps: Sequence[Step],
@@ -188,6 +248,8 @@ def execute(
     inv = load(c, ui)
     register_secrets(inv, ui)
     selected = hosts_for(inv, ui, host or [], roles=roles, task=task)
+    if connect_hosts:
+        check_local_files(inv, ui)
     options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
     ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
     from ..remote import connect_all
@@ -211,24 +273,91 @@ def execute(
             raise fail_input(ui, [exc]) from None
     if any(s.name in LB_FACT_STEPS for s in steps):
         ctx.inventory = cloud_facts(ctx.inventory, ui, ctx.targets, dry_run=dry_run)
-    results: list[StepResult] = []
-    code = 0
-    try:
+
+    def body(results: list[StepResult]) -> int:
         for step in steps:
             res = run_step(step, ctx)
             results.append(res)
             if res.failed:
-                code = EXIT_FAILED
-                break
-    except (CheckpointDeclined, NeedsPerson) as exc:
-        ui.error(str(exc))
-        code = EXIT_CHECKPOINT
-    finally:
-        for t in ctx.targets.values():
-            close = getattr(t, "close", None)
-            if close:
+                return EXIT_FAILED
+        return 0
+
+    return run_steps(ctx, body)
+
+
+def close_targets(ctx: StepContext) -> None:
+    for t in ctx.targets.values():
+        close = getattr(t, "close", None)
+        if close:
+            with contextlib.suppress(Exception):  # an abandoned command may still use it
                 close()
-    ui.recap(results)
+
+
+def run_steps(
+    ctx: StepContext,
+    body: Callable[[list[StepResult]], int],
+    *,
+    done: Callable[[], None] | None = None,
+) -> list[StepResult]:
+    """Run `body` (it appends each StepResult and returns an exit code), close every target,
+    print the recap and map the outcome to an exit code (Exit raised unless 0; `done` runs on 0).
+
+    Interrupts (SIGINT/SIGTERM on `ctx.stop`) end in the recap with "interrupted" and exit 130/143
+    within ~5 s of the first signal; a console that cannot write (stdout on a full disk) ends in
+    one line on stderr, exit 1 — never a traceback.
+    """
+    from ..remote import library_logging
+
+    ui, stop = ctx.ui, ctx.stop
+    library_logging(verbose=ui.verbose)
+    results: list[StepResult] = []
+    code = 0
+    try:
+        with handle_signals(stop):
+            try:
+                code = body(results)
+            except (CheckpointDeclined, NeedsPerson, StepQuit) as exc:
+                ui.error(str(exc))
+                code = EXIT_CHECKPOINT
+            except Interrupted as exc:
+                if exc.partial is not None:
+                    results.append(exc.partial)
+            finally:
+                close_targets(ctx)
+            note = ""
+            if stop.requested:
+                code = 128 + stop.signum
+                note = (
+                    f"interrupted by {signal.Signals(stop.signum).name}: stopped early; "
+                    "a re-run resumes"
+                )
+            ui.recap(results, note=note)
+            if stop.requested and not wait_for_workers(stop):
+                # an abandoned remote command still blocks a worker thread: do not join it
+                _flush_quietly()
+                os._exit(code)
+            if not code and done is not None:
+                done()
+    except OutputLost as exc:
+        _output_lost(exc)
+        code = code or EXIT_FAILED
     if code:
         raise Exit(code=code)
     return results
+
+
+def _flush_quietly() -> None:
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+
+
+def _output_lost(exc: OSError) -> None:
+    """One line on stderr; stdout pointed at /dev/null so the interpreter's final flush is quiet."""
+    msg = f"error: cannot write to standard output ({exc.strerror or exc}); stopped\n"
+    with contextlib.suppress(OSError):
+        os.write(2, msg.encode())
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -77,7 +77,7 @@ def admin_user(
 
 insecure_api = common.step_task(
     "cluster.insecure-api",
-    "Optional plain-HTTP API on VIP:port, off by default (SPEC 4, load_balancer.insecure_api): "
+    "Optional plain-HTTP API on VIP:port, off by default (load_balancer.insecure_api): "
     "kubectl proxy as a ServiceAccount with the chosen role on each control plane behind "
     "HAProxy; while disabled it removes what an earlier run created.",
     ["haproxy:HaproxyStep", "insecure_api:InsecureApiStep"],

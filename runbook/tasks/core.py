@@ -1,9 +1,8 @@
-"""Top-level tasks: validate, render, prepare, network, walkthrough, status."""
+"""Top-level tasks: validate, render, prepare, network, firewall, walkthrough, status."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from invoke import task
 from invoke.context import Context
@@ -32,6 +31,7 @@ def validate(
     """Check the inventory (hosts.yaml) against every rule; exit 2 listing all problems."""
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
+    common.check_local_files(inv, ui)
     rows = summary_rows(inv)
     ui.table(f"inventory {common.inventory_path(c)}", SUMMARY_COLUMNS, rows)
     ui.table("cluster", ["what", "value"], summary_facts(inv))
@@ -95,18 +95,25 @@ def validate_online(inv: Inventory, ui: Ui, *, accept_new_host_keys: bool) -> No
 @task(
     help={
         "host": "Host to render files for (an inventory name).",
-        "out": "Directory to write the rendered files into (created; mirrors the host's paths).",
-    }
+        "out": "Directory to write the rendered files into (created; mirrors the host's paths; "
+        "must be empty, never a system or home directory itself).",
+        "force": "Write into a non-empty --out (files of the same name are replaced).",
+    },
+    auto_shortflags=False,  # -f is Invoke's --config, -h its --help
 )
-def render(c: Context, host: str, out: str) -> None:
+def render(c: Context, host: str, out: str, force: bool = False) -> None:
     """Write every file the built steps would put on HOST, secrets replaced by a marker."""
+    from ..outdir import OutDirError
     from ..render import render_host
 
     ui = common.new_ui()
     inv = common.load(c, ui)
     common.hosts_for(inv, ui, [host], roles=None, task="render")
     inv = lb_facts_for_render(c, inv, ui)
-    written = render_host(inv, host, Path(out))
+    try:
+        written = render_host(inv, host, out, force=force)
+    except OutDirError as exc:
+        raise common.fail_input(ui, [], header=f"--out: {exc}") from None
     if not written:
         ui.warn(f"no built step writes files to {host} yet")
     ui.table(f"rendered for {host}", ["file", "mode", "bytes"], written)
@@ -132,7 +139,7 @@ def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
 prepare = common.step_task(
     "prepare",
     "Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host.",
-    ["prepare:PrepareStep"],
+    ["prepare:PrepareStep", "prepare:RebootStep"],
 )
 
 network = common.step_task(
@@ -141,6 +148,15 @@ network = common.step_task(
     ["network:NetworkStep"],
     needs_cloud=True,
     connect_hosts=False,
+)
+
+firewall = common.step_task(
+    "firewall",
+    "Step 2b: Hetzner Cloud Firewalls per role (SSH from admin networks; on the LBs the API "
+    "from public_allow and Heartbeat from the peer), applied by label selector; refuses when "
+    "your own source address is outside the admin networks.",
+    ["firewall:FirewallStep"],
+    needs_cloud=True,
 )
 
 
@@ -178,19 +194,23 @@ def walkthrough(
     )
 
 
-# (walkthrough name, SPEC step number, "module:Class", constructor args) in document order
+# (walkthrough name, procedure step number, "module:Class", constructor args) in document order,
+# but haproxy (5) before heartbeat (4): HAProxy is configured before anything (the watchdog on the
+# VIP holder) starts it
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
+    ("reboot", 1, "prepare:RebootStep", ()),
     ("network", 2, "network:NetworkStep", ()),
+    ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
     ("lb", 3, "lb:LbStep", ()),
-    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("haproxy", 5, "haproxy:HaproxyStep", ()),
+    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
     ("init", 6, "init:InitStep", ()),
     ("join", 7, "join:JoinStep", ("control-plane",)),
     ("join-workers", 7, "join:JoinStep", ("worker",)),
     ("cni", 8, "cni:CniStep", ()),
     ("admin-user", 9, "admin_user:AdminUserStep", ()),
-    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # SPEC §4; off unless enabled
+    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # optional: off unless enabled
     ("certs", 10, "certs:CertsStep", ()),
 )
 
@@ -212,6 +232,7 @@ def walk_steps() -> list[tuple[str, int, Step]]:
     return out
 
 
+@common.guard_output
 def run_walkthrough(
     c: Context,
     *,
@@ -227,9 +248,7 @@ def run_walkthrough(
     from dataclasses import replace
 
     from ..cloud import CloudTarget, CloudTokenMissing
-    from ..console import CheckpointDeclined, NeedsPerson
     from ..discover import LB_FACT_STEPS, PENDING_NIC
-    from ..engine import StepQuit
     from ..plan import CLOUD
     from ..remote import connect_all
 
@@ -251,6 +270,7 @@ def run_walkthrough(
     inv = common.load(c, ui)
     common.register_secrets(inv, ui)
     selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
+    common.check_local_files(inv, ui)
     guided = ui.interactive and not (yes or dry_run)
     options = RunOptions(
         dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
@@ -270,11 +290,10 @@ def run_walkthrough(
         ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
     except CloudTokenMissing as exc:
         raise common.fail_input(ui, [exc]) from None
-    results: list[StepResult] = []
-    code = 0
     t0 = time.monotonic()
-    facts_known = False
-    try:
+
+    def body(results: list[StepResult]) -> int:
+        facts_known = False
         for i, (label, number, step) in enumerate(steps):
             if step.name in LB_FACT_STEPS and (
                 not facts_known or ctx.inventory.load_balancer.interface == PENDING_NIC
@@ -296,27 +315,20 @@ def run_walkthrough(
                 res = run_step(step, ctx)
             results.append(res)
             if res.failed:
-                code = common.EXIT_FAILED
-                break
+                return common.EXIT_FAILED
             if label == "haproxy" and i >= start and not dry_run:
                 offer_drill(ctx)
-    except (CheckpointDeclined, NeedsPerson, StepQuit) as exc:
-        ui.error(str(exc))
-        code = common.EXIT_CHECKPOINT
-    finally:
-        for t in ctx.targets.values():
-            close = getattr(t, "close", None)
-            if close:
-                close()
-    ui.recap(results)
-    if code:
-        raise Exit(code=code)
-    ui.print(
-        f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
-        f"{inv.control_plane_endpoint}",
-        style="bold green",
+        return 0
+
+    return common.run_steps(
+        ctx,
+        body,
+        done=lambda: ui.print(
+            f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
+            f"{inv.control_plane_endpoint}",
+            style="bold green",
+        ),
     )
-    return results
 
 
 def as_checked(res: StepResult) -> StepResult:

@@ -10,8 +10,9 @@ from ._common import STEP_HELP
 
 setup = common.step_task(
     "lb.setup",
-    "Steps 3-5: VIP + floating IP on the primary, Heartbeat, HAProxy — idempotent, verified.",
-    ["lb:LbStep", "heartbeat:HeartbeatStep", "haproxy:HaproxyStep"],
+    "Steps 3-5: VIP + floating IP on the primary, HAProxy, then Heartbeat (HAProxy is configured "
+    "before Heartbeat's watchdog may start it) — idempotent, verified.",
+    ["lb:LbStep", "haproxy:HaproxyStep", "heartbeat:HeartbeatStep"],
     roles=["lb"],
     needs_cloud=True,
 )
@@ -156,6 +157,7 @@ def failover_drill(
         raise common.fail_input(ui, [f"--seconds: {seconds} is outside 3..600"])
     prober = probe_host or inv.first_control_plane.name
     common.hosts_for(inv, ui, [prober], roles=["control-plane", "worker"], task="failover-drill")
+    common.check_local_files(inv, ui)
     names = [h.name for h in inv.hosts_with_role("lb")]
     hosts = connect_all(
         inv,

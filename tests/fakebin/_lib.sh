@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # shared by the fake commands: state lives under $RB_FAKE_STATE
 S="${RB_FAKE_STATE:?RB_FAKE_STATE not set}"
 mkdir -p "$S/pkgs" "$S/held" "$S/units" "$S/sysctl"

@@ -36,6 +36,8 @@ def inventory() -> Path:
     data = yaml.safe_load((src if src.exists() else REPO / "lab" / "hosts.yaml").read_text())
     k8s = data["kubernetes"]
     k8s.setdefault("package_repo", {"url": "file:/run/labrepo", "trusted": True})
+    k8s.setdefault("containerd_repo", yaml.safe_load((REPO / "lab" / "hosts.yaml").read_text())[
+        "kubernetes"]["containerd_repo"])  # fmt: skip
     manifest = REPO / "lab" / "standins" / "manifests" / "weave-daemonset-k8s.yaml"
     k8s.setdefault("cni_manifest_url", manifest.as_uri())
     out = root / "hosts-k8s.yaml"
@@ -48,9 +50,10 @@ def ensure_standin_debs(version: str) -> None:
     session must not serve stale stand-ins (same version, so hosts would not notice)."""
     from lab.standins import build_debs
 
-    repo = labstate.paths().repo
-    build_debs(repo, version)
-    aptrepo.index(repo)
+    paths = labstate.paths()
+    build_debs(paths.repo, version)
+    aptrepo.index(paths.repo)
+    aptrepo.build_docker(paths.docker_repo, paths.docker_key, version)
 
 
 def cli(*args: str, check: bool = True, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
@@ -144,8 +147,9 @@ def test_secrets_not_in_output(cluster: dict[str, float]) -> None:
 def test_api_through_the_vip_survives_a_control_plane_down(cluster: dict[str, float]) -> None:
     netns.host_exec("k8scontrol01", ["systemctl", "stop", "kubelet"])
     try:
-        # HAProxy takes the dead apiserver out after `fall 3` x `inter 2s`; until then a request
-        # may still land on it (as with the real thing). Within 30 s every request must succeed.
+        # HAProxy takes the dead apiserver out after `fall 2` checks (inter 1s, fastinter
+        # 250ms); until then a request may still land on it (as with the real thing). Within
+        # 30 s every request must succeed.
         deadline = time.monotonic() + 30
         ok_in_a_row = 0
         while ok_in_a_row < 5:
@@ -158,3 +162,54 @@ def test_api_through_the_vip_survives_a_control_plane_down(cluster: dict[str, fl
         assert set(nodes("k8scontrol02")) == set(K8S_HOSTS)
     finally:
         netns.host_exec("k8scontrol01", ["systemctl", "start", "kubelet"])
+
+
+def test_pods_resolve_the_api_name_to_the_vip(cluster: dict[str, float]) -> None:
+    """The post's api.k8s.skgm.de lies inside dns_domain k8s.skgm.de: the Corefile the cluster
+    holds, read by the CoreDNS stand-in, answers it with the VIP (without the runbook's entry:
+    NXDOMAIN), and nothing else of the zone."""
+    from lab.standins.rbk8s import coredns
+
+    r = netns.host_exec(
+        "k8scontrol02",
+        [*KUBECTL, "-n", "kube-system", "get", "configmap", "coredns", "-o",
+         "jsonpath={.data.Corefile}"],
+    )  # fmt: skip
+    assert coredns.resolve(r.stdout, "api.k8s.skgm.de") == "10.143.0.50"
+    assert coredns.resolve(r.stdout, "nope.k8s.skgm.de") is None
+
+
+def test_kubectl_get_nodes_table_as_kubectl_prints_it(cluster: dict[str, float]) -> None:
+    table = netns.host_exec("k8scontrol01", [*KUBECTL, "get", "nodes"]).stdout.splitlines()
+    assert table[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    rows = {ln.split()[0]: ln.split() for ln in table[1:]}
+    assert set(rows) == set(K8S_HOSTS)
+    for name, row in rows.items():
+        role = "control-plane" if name.startswith("k8scontrol") else "<none>"
+        assert row[1:3] == ["Ready", role], row
+        assert re.fullmatch(r"\d+(s|m\d*s?)", row[3]), row  # kubectl's AGE: 45s, 3m, 3m20s
+        assert row[4] == "v1.36.0"
+    bare = netns.host_exec("k8scontrol01", [*KUBECTL, "get", "nodes", "--no-headers"]).stdout
+    assert [ln.split()[:3] for ln in bare.splitlines()] == [r.split()[:3] for r in table[1:]]
+
+
+def test_public_frontend_admits_a_local_client_only_with_a_loopback_source(
+    cluster: dict[str, float],
+) -> None:
+    """haproxy.cfg's 127.0.0.0/8 on the floating IP: a local client's default source towards the
+    floating IP is the floating IP itself, never loopback (so 127.0.0.0/8 does not admit it; the
+    lab's allow-list 203.0.113.0/24 happens to); only a client bound to 127.0.0.1, as `inv
+    status` does, is admitted by that entry (127.0.0.1 is in no other allowed network)."""
+    fip = "203.0.113.100"
+    holder = next(
+        h
+        for h in ("k8slb01", "k8slb02")
+        if f" {fip}/" in netns.host_exec(h, ["ip", "-4", "-o", "addr", "show"]).stdout
+    )
+    route = netns.host_exec(holder, ["ip", "-4", "route", "get", fip]).stdout
+    assert f"src {fip}" in route and "127." not in route, route
+    url = f"https://{fip}:6443/readyz"
+    bound = netns.host_exec(
+        holder, ["curl", "-sk", "--max-time", "5", "--interface", "127.0.0.1", url], check=False
+    )
+    assert bound.returncode == 0 and bound.stdout.strip() == "ok", bound

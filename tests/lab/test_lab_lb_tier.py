@@ -17,7 +17,7 @@ import pytest
 
 from lab import labstate, netns, probe, scenarios, topology
 
-from .helpers import recap, wait_for
+from .helpers import recap
 
 pytestmark = pytest.mark.lab
 OUTPUTS: list[str] = []
@@ -38,40 +38,14 @@ def measure(name: str, value: float) -> None:
 
 @pytest.fixture(scope="module")
 def lb_tier(lab_up: dict[str, float]) -> dict[str, float]:
-    t = {}
-    for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
-        ("network",),
-        ("lb.setup",),
-    ):
-        t0 = time.monotonic()
-        r = cli(*args, "--yes")
-        t[args[0]] = time.monotonic() - t0
-        assert recap(r.stdout)["failed"] == 0
-    wait_for(
-        "one VIP holder",
-        lambda: (
-            sum(
-                f" {topology.load().vip}/"
-                in netns.host_exec(h, ["ip", "-4", "-o", "addr", "show", "dev", "ens10"]).stdout
-                for h in ("k8slb01", "k8slb02")
-            )
-            == 1
-        ),
-        timeout=60,
-        step=0.5,
-    )
+    t = scenarios.lb_tier(cli)
     for k, v in t.items():
         measure(f"first run {k} (s)", v)
     return t
 
 
 def test_second_run_changes_nothing(lb_tier: dict[str, float]) -> None:
-    for args in (
-        ("prepare", "--host", "k8slb01", "--host", "k8slb02"),
-        ("network",),
-        ("lb.setup",),
-    ):
+    for args in scenarios.LB_TIER_RUNS:
         t0 = time.monotonic()
         r = cli(*args, "--yes")
         measure(f"second run {args[0]} (s)", time.monotonic() - t0)
@@ -89,6 +63,36 @@ def test_dry_run_changes_nothing_and_shows_diffs(lb_tier: dict[str, float]) -> N
     r = cli("lb.haproxy", "--yes")
     assert recap(r.stdout)["changed"] == 1
     assert "# local edit" not in netns.host_exec("k8slb02", ["cat", cfg]).stdout
+    # the replaced version is kept under the runbook's backup directory, not beside the file
+    backup = netns.host_exec("k8slb02", ["cat", f"/var/backups/runbook{cfg}"]).stdout
+    assert backup == before
+    assert netns.host_exec("k8slb02", ["test", "-e", f"{cfg}.rb-bak"], check=False).returncode
+
+
+def test_old_copies_of_secrets_are_removed_without_a_restart(lb_tier: dict[str, float]) -> None:
+    """An earlier runbook kept `<file>.rb-bak` beside the files it replaced, the Heartbeat key
+    and the API token's env file included: the heartbeat step removes those copies (shown in
+    the plan), restarts nothing, and never makes a copy of a secret itself."""
+    secrets = ("/etc/ha.d/authkeys", "/etc/hcloud-failover.env")
+    pid = {}
+    for h in ("k8slb01", "k8slb02"):
+        for f in secrets:
+            netns.host_exec(h, ["cp", "-p", f, f"{f}.rb-bak"])
+        pid[h] = netns.host_exec(h, ["cat", "/var/run/heartbeat.pid"]).stdout.strip()
+    r = cli("lb.heartbeat", "--yes")
+    rc = recap(r.stdout)
+    assert rc["changed"] == 2 and rc["failed"] == 0, r.stdout
+    assert "old backup copies of secret files" in r.stdout and "restart" not in r.stdout
+    for h in ("k8slb01", "k8slb02"):
+        found = netns.host_exec(
+            h,
+            ["sh", "-c", "ls /etc/ha.d/authkeys.rb-bak /etc/hcloud-failover.env.rb-bak "
+             "/var/backups/runbook/etc/ha.d/authkeys /var/backups/runbook/etc/hcloud-failover.env"],
+            check=False,
+        ).stdout.split()  # fmt: skip
+        assert found == [], (h, found)
+        assert netns.host_exec(h, ["cat", "/var/run/heartbeat.pid"]).stdout.strip() == pid[h]
+    assert recap(cli("lb.heartbeat", "--yes").stdout)["changed"] == 0
 
 
 def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:

@@ -281,38 +281,46 @@ class Pty:
         return self.proc.wait(timeout=5)
 
 
-ASK = r"{}: apply these changes on [^\n]*APPLY / skip / quit\? "
+ASK = re.compile(r"([a-z-]+): apply these changes on [^\n]*APPLY / skip / quit\? ")
+CONFIRM = re.compile(r"confirm\? \[y/N\] ")
+
+
+def answer(p: Pty, policy: dict[str, str], *, confirm: str = "y") -> list[str]:
+    """Answer every step question by `policy` (default: Enter = apply) and every checkpoint with
+    `confirm`, until the run ends; the steps asked, in order."""
+    asked = []
+    while True:
+        m = p.expect(r"APPLY / skip / quit\? |confirm\? \[y/N\] |recap: ok=", timeout=900)
+        if m.startswith("recap"):
+            return asked
+        if m.startswith("confirm"):
+            asked.append("confirm")
+            p.send(confirm)
+            continue
+        step = ASK.findall(p.text[: p.seen])[-1]
+        asked.append(step)
+        p.send(policy.get(step, ""))
 
 
 def test_guided_rhythm_under_a_pseudo_terminal(fresh: None) -> None:
     fresh_lab()
     inv = inventory()
-    # 1: prepare applied (the default), network skipped, quit at lb
+    # 1: prepare (and the reboot, if asked) applied with Enter, network skipped, quit at the next
     p = Pty(inv, ["walkthrough"])
-    p.expect(r"plan: prepare")
-    p.expect(ASK.format("prepare"))
-    p.send("")
-    p.expect(ASK.format("network"))
-    p.send("s")
-    p.expect(ASK.format("lb"))
-    p.send("q")
+    asked = answer(p, {"network": "s", "firewall": "q"})
     assert p.finish() == 3, p.text
-    assert "quit at step lb; a re-run resumes here (--from lb)" in p.text
+    assert asked[0] == "prepare" and asked[-2:] == ["network", "firewall"], asked
+    assert "quit at step firewall; a re-run resumes here (--from firewall)" in p.text
     assert re.search(r"network\W+hcloud\W+skipped", p.text), p.text
     assert re.search(r"prepare\W+k8scontrol01-03[^\n]*\W+changed", p.text), p.text
     # 2: the re-run resumes: prepare has nothing to change and does not ask; network applied;
-    # the lb step's checkpoint shows its text once and its choices, and "n" declines (exit 3)
+    # the firewall's checkpoint shows its text once and its choices, and "n" declines (exit 3)
     p = Pty(inv, ["walkthrough"])
-    p.expect(ASK.format("network"))
-    p.send("apply")
-    p.expect(ASK.format("lb"))
-    p.send("a")
-    p.expect(r"confirm\? \[y/N\] ")
-    p.send("n")
+    asked = answer(p, {"network": "apply", "firewall": "a"}, confirm="n")
     assert p.finish() == 3, p.text
-    assert "prepare: apply these changes" not in p.text
-    assert p.text.count("The forward DNS record is yours to create") == 1, p.text
-    assert "declined:" in p.text
+    assert asked == ["network", "firewall", "confirm"], asked
+    assert p.text.count("Apply the cloud firewalls?") == 1, p.text
+    assert "declined at the checkpoint: this step changed nothing" in p.text
     # 3: --only a step with nothing to change: no question at all
     p = Pty(inv, ["walkthrough", "--only", "network"])
     assert p.finish() == 0, p.text

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from lab.standins.rbk8s.coredns import kubeadm_default as kubeadm_corefile
 from runbook import k8sfiles
 from runbook.remote import Fact, Host, Result
 
@@ -145,6 +146,13 @@ class FakeK8sHost(Host):
             self._manifest(ip)
             self.files[k8sfiles.KUBELET_CONF] = (b"kubelet", 0o600)
             c.initialised, c.nodes[self.name] = True, False
+            domain = yaml.safe_load_all(self.files[m[1]][0])
+            dns = next(d for d in domain if d["kind"] == "ClusterConfiguration")
+            c.objects["configmap/coredns"] = {
+                "kind": "ConfigMap",
+                "metadata": {"name": "coredns"},
+                "data": {"Corefile": kubeadm_corefile(dns["networking"]["dnsDomain"])},
+            }
             return Result("Your Kubernetes control-plane has initialized successfully!\n", "", 0)
         if (
             cmd
@@ -172,6 +180,13 @@ class FakeK8sHost(Host):
         m = re.fullmatch(r"kubeadm join --config (\S+); rc=\$\?; rm -f (\S+); exit \$rc", cmd)
         if m:
             return self._join(m[1])
+        m = re.fullmatch(
+            r"if \[ -f (\S+) \]; then umask 077; mkdir -p \S+ && cp -p \S+ (\S+); fi", cmd
+        )
+        if m:  # resources.File's backup of the version it replaces
+            if m[1] in self.files:
+                self.files[m[2]] = self.files[m[1]]
+            return Result("", "", 0)
         m = re.fullmatch(r"rm -f (\S+)", cmd)
         if m:
             self.files.pop(m[1], None)
@@ -249,6 +264,11 @@ class FakeK8sHost(Host):
             return Result(
                 "".join(f"{a}\n" for a in found), "", 0 if len(found) == len(args) - 3 else 1
             )
+        if args == ["get", "configmap", "coredns", "-o", "jsonpath={.data.Corefile}"]:
+            cm = c.objects.get("configmap/coredns")
+            if cm is None:
+                return Result("", 'Error from server (NotFound): configmaps "coredns"\n', 1)
+            return Result(cm["data"]["Corefile"], "", 0)
         if args[:2] == ["get", "secret"] and args[3:] == ["-o", "jsonpath={.data.token}"]:
             o = c.objects.get(f"secret/{args[2]}")
             if o is None:

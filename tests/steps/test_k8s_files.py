@@ -64,7 +64,8 @@ def test_init_config_is_v1beta4_from_the_inventory(inv: Inventory) -> None:
     assert set(init) <= INIT_FIELDS and set(cluster) <= CLUSTER_FIELDS
     assert init["localAPIEndpoint"] == {"advertiseAddress": "10.143.0.2", "bindPort": 6443}
     assert init["nodeRegistration"]["kubeletExtraArgs"] == [
-        {"name": "node-ip", "value": "10.143.0.2"}
+        {"name": "node-ip", "value": "10.143.0.2"},
+        {"name": "address", "value": "10.143.0.2"},
     ]
     assert cluster["controlPlaneEndpoint"] == "10.143.0.50:6443"
     assert cluster["kubernetesVersion"] == "v1.36.2"
@@ -125,7 +126,10 @@ def test_join_config_control_plane_advertises_its_own_ip(inv: Inventory) -> None
         "localAPIEndpoint": {"advertiseAddress": "10.143.0.4", "bindPort": 6443},
         "certificateKey": KEY,
     }
-    assert j["nodeRegistration"]["kubeletExtraArgs"] == [{"name": "node-ip", "value": "10.143.0.4"}]
+    assert j["nodeRegistration"]["kubeletExtraArgs"] == [
+        {"name": "node-ip", "value": "10.143.0.4"},
+        {"name": "address", "value": "10.143.0.4"},
+    ]
 
 
 def test_join_config_worker_has_no_control_plane_and_credentials_are_checked(
@@ -161,7 +165,8 @@ def test_join_command_and_certificate_key_parsing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("version", "major", "pause"), [("1.36", 2, "3.10.1"), ("1.33", 1, "3.10")]
+    ("version", "major", "pause"),
+    [("1.36", 2, "3.10.2"), ("1.35", 1, "3.10.1"), ("1.33", 1, "3.10")],
 )
 def test_containerd_config_systemd_cgroup_and_pinned_pause(
     tmp_path: Path, version: str, major: int, pause: str
@@ -221,7 +226,9 @@ def _env(ds: dict[str, Any], container: str) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in c.get("env", [])}
 
 
-def test_weave_gets_ipalloc_range_and_keeps_its_env(inv: Inventory) -> None:
+def test_weave_gets_ipalloc_range_and_peers_over_the_private_ips(inv: Inventory) -> None:
+    """Weave has no interface flag: it peers over the nodes' InternalIPs, which the kubeadm
+    configs pin to the private IPs (kubelet `node-ip`)."""
     text = (MANIFESTS / "weave-daemonset-k8s.yaml").read_text()
     (doc,) = list(yaml.safe_load_all(k8sfiles.patch_cni_manifest(inv, text)))
     ds = next(i for i in doc["items"] if i["kind"] == "DaemonSet")
@@ -230,9 +237,21 @@ def test_weave_gets_ipalloc_range_and_keeps_its_env(inv: Inventory) -> None:
     assert env["INIT_CONTAINER"] == "true" and "HOSTNAME" in env
     assert "IPALLOC_RANGE" not in _env(ds, "weave-npc")
     assert k8sfiles.cni_manifest_url(inv).endswith("/v2.8.1/weave-daemonset-k8s.yaml")
+    init = list(yaml.safe_load_all(k8sfiles.kubeadm_init_config(inv, "k8scontrol01")))
+    assert {"name": "node-ip", "value": "10.143.0.2"} in init[0]["nodeRegistration"][
+        "kubeletExtraArgs"
+    ]
+    join = yaml.safe_load(
+        k8sfiles.kubeadm_join_config(
+            inv, "k8node01", token="abcdef.0123456789abcdef", ca_cert_hash="sha256:" + "a" * 64
+        )
+    )
+    assert {"name": "node-ip", "value": "10.143.0.7"} in join["nodeRegistration"][
+        "kubeletExtraArgs"
+    ]
 
 
-def test_calico_and_flannel_get_the_pod_subnet(tmp_path: Path) -> None:
+def test_calico_gets_the_pod_subnet_and_the_private_network(tmp_path: Path) -> None:
     calico = inv_with(tmp_path, cni="calico")
     (ds,) = list(
         yaml.safe_load_all(
@@ -242,10 +261,23 @@ def test_calico_and_flannel_get_the_pod_subnet(tmp_path: Path) -> None:
     env = _env(ds, "calico-node")
     assert env["CALICO_IPV4POOL_CIDR"] == "10.144.0.0/16"
     assert env["IP_AUTODETECTION_METHOD"] == "cidr=10.143.0.0/24"
+    assert "/calico/v3.33.0/" in k8sfiles.cni_manifest_url(calico)
+
+
+def test_flannel_gets_the_pod_subnet_and_the_private_interface(tmp_path: Path) -> None:
+    """Without --iface/--iface-can-reach flanneld takes the default route's interface: eth0,
+    the public one on Hetzner."""
     flannel = inv_with(tmp_path, cni="flannel")
     out = k8sfiles.patch_cni_manifest(flannel, (MANIFESTS / "kube-flannel.yml").read_text())
-    cm = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "ConfigMap")
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert json.loads(cm["data"]["net-conf.json"])["Network"] == "10.144.0.0/16"
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["--ip-masq", "--kube-subnet-mgr", "--iface-can-reach=10.143.0.50"]
+    again = k8sfiles.patch_cni_manifest(flannel, out.split("\n", 1)[1])  # an --iface is replaced
+    assert again.count("--iface") == 1
+    assert "/flannel/releases/download/v0.28.9/" in k8sfiles.cni_manifest_url(flannel)
 
 
 def test_unknown_manifest_is_refused(inv: Inventory) -> None:

@@ -260,7 +260,6 @@ def test_debs_build_with_versions(tmp_path: Path) -> None:
     debs = build_debs(tmp_path, "1.36")
     names = sorted(d.name for d in debs)
     assert names == [
-        "containerd_2.1.4-0rblab1_all.deb",
         "kubeadm_1.36.0-1.1_all.deb",
         "kubectl_1.36.0-1.1_all.deb",
         "kubelet_1.36.0-1.1_all.deb",

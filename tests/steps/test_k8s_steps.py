@@ -18,6 +18,7 @@ from runbook.console import Masker, NeedsPerson, Ui, make_console
 from runbook.engine import RunOptions, StepContext, plan_target, run_step
 from runbook.inventory import Inventory, load_inventory
 from runbook.plan import Status
+from runbook.remote import Host, Result
 from runbook.resources import Packages
 from runbook.steps.admin_user import AdminUserStep
 from runbook.steps.certs import CertsStep
@@ -75,20 +76,22 @@ def changes(step: Any, ctx: StepContext, target: str) -> list[tuple[str, str]]:
 def test_prepare_kubernetes_resources_in_apply_order(inv: Inventory) -> None:
     keys = [r.key for r in kubernetes_resources(inv, "k8node01")]
     assert keys == [
+        "packages:ca-certificates,curl,gpg",
         "apt-repo:kubernetes",
+        "apt-repo:docker",
         "swap:off",
         f"file:{k8sfiles.MODULES_PATH}",
         "command:modules",
         "sysctl:net.ipv4.ip_forward",
         "sysctl:net.bridge.bridge-nf-call-iptables",
         "sysctl:net.bridge.bridge-nf-call-ip6tables",
-        "packages:containerd",
+        "containerd:runtime",
         f"file:{k8sfiles.CONTAINERD_CONFIG_PATH}",
         "service:containerd",
         "packages:kubelet,kubeadm,kubectl",
         "command:enable-kubelet",
     ]
-    pkgs = kubernetes_resources(inv, "k8node01")[10]
+    pkgs = kubernetes_resources(inv, "k8node01")[12]
     assert isinstance(pkgs, Packages) and pkgs.hold
 
 
@@ -99,6 +102,7 @@ def test_init_plans_then_is_clean(inv: Inventory) -> None:
     assert step.target_names(ctx) == ["k8scontrol01"]
     assert changes(step, ctx, "k8scontrol01") == [
         (f"file:{k8sfiles.KUBEADM_CONFIG_PATH}", "create"),
+        (f"file:{k8sfiles.APISERVER_PATCH}", "create"),
         ("command:kubeadm-init", "run"),
         ("command:root-kubeconfig", "run"),
     ]
@@ -147,7 +151,10 @@ def test_join_control_planes_one_at_a_time_then_workers_fresh_credentials(
     assert cp.serial and not workers.serial
     ctx = w.ctx()
     assert cp.target_names(ctx) == ["k8scontrol02", "k8scontrol03"]
-    assert changes(cp, ctx, "k8scontrol02") == [("kubeadm-join:k8scontrol02", "join")]
+    assert changes(cp, ctx, "k8scontrol02") == [
+        (f"file:{k8sfiles.APISERVER_PATCH}", "create"),
+        ("kubeadm-join:k8scontrol02", "join"),
+    ]
     for step in (cp, workers):
         res = run_step(step, w.ctx())
         assert {r.status for r in res.results} == {Status.CHANGED}, res
@@ -314,9 +321,9 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
 
     steps = walk_steps()
     assert [(label, n) for label, n, _ in steps] == [
-        ("prepare", 1), ("network", 2), ("lb", 3), ("heartbeat", 4), ("haproxy", 5),
-        ("init", 6), ("join", 7), ("join-workers", 7), ("cni", 8), ("admin-user", 9),
-        ("insecure-api", 9), ("certs", 10),
+        ("prepare", 1), ("reboot", 1), ("network", 2), ("firewall", 2), ("lb", 3),
+        ("haproxy", 5), ("heartbeat", 4), ("init", 6), ("join", 7), ("join-workers", 7),
+        ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
     from runbook.plan import Change, StepResult, TargetResult
 
@@ -325,3 +332,41 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
     )
     checked = as_checked(pending)
     assert not checked.dry_run and checked.results[0].status is Status.SKIPPED
+
+
+class _FlakyVip(Host):
+    """Answers the first `fail` calls as kubectl does while the VIP has no holder."""
+
+    def __init__(self, fail: int, error: str) -> None:
+        super().__init__("k8scontrol01")
+        self.fail, self.error, self.calls = fail, error, 0
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        self.calls += 1
+        if self.calls <= self.fail:
+            return Result("", self.error, 1)
+        return Result("ok", "", 0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Unable to connect to the server: dial tcp 10.143.0.50:6443: connect: no route to host",
+        "The connection to the server 10.143.0.50:6443 was refused - did you specify the right "
+        "host or port?",
+    ],
+)
+def test_calls_through_the_vip_ride_out_a_hand_over(error: str) -> None:
+    """I5 (issue 11: the join step's verification failed the run on one "Unable to connect to
+    the server" while the VIP moved): connection failures are retried until the deadline."""
+    from runbook.steps._k8s import through_vip
+
+    host = _FlakyVip(2, error)
+    res = through_vip(host, "kubectl get nodes -o json", deadline_s=10)
+    assert res.exited == 0 and host.calls == 3
+    # a real error is not retried; a connection failure past the deadline is returned as is
+    other = _FlakyVip(5, 'Error from server (Forbidden): nodes is forbidden: User "x"')
+    assert through_vip(other, "kubectl get nodes", deadline_s=10).exited == 1 and other.calls == 1
+    late = _FlakyVip(99, error)
+    assert through_vip(late, "kubectl get nodes", deadline_s=1.5).exited == 1
+    assert 2 <= late.calls <= 3

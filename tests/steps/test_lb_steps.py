@@ -126,20 +126,91 @@ def test_heartbeat_converged_host_has_no_changes(inv: Inventory, monkeypatch) ->
     assert plan(step, ctx, "k8slb01") == []
 
 
-def test_heartbeat_changed_config_restarts_heartbeat(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+KEYFILE = {"/etc/ha.d/authkeys": b"auth 1\n1 sha1 k" + b"0" * 40 + b"\n"}
+
+
+def _drifted(inv: Inventory, drift: dict[str, Fact]) -> dict[str, Change]:
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01", files=KEYFILE)})
+    step = HeartbeatStep()
+    facts = {r.key: converged_fact(r) for r in step.resources(ctx, "k8slb01")}
+    ctx.targets["k8slb01"].facts = {**facts, **drift}
+    return {c.resource: c for c in plan(step, ctx, "k8slb01")}
+
+
+def _file_fact(mode: str, content: bytes) -> Fact:
+    return Fact(f"{mode} root root\n" + base64.b64encode(content).decode(), 0)
+
+
+def test_heartbeat_ha_cf_change_reloads_never_restarts(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11: a converge run must never cause a failover. ha.cf is what `heartbeat -r`
+    re-reads (resources kept): reload, not restart."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    changes = _drifted(inv, {"file:/etc/ha.d/ha.cf": _file_fact("644", b"keepalive 2\n")})
+    assert set(changes) == {"file:/etc/ha.d/ha.cf", "service:heartbeat"}
+    assert changes["service:heartbeat"].action == "reload"
+    assert "-keepalive 2" in changes["file:/etc/ha.d/ha.cf"].diff
+
+
+def test_heartbeat_removes_old_backups_of_its_secrets_without_a_restart(  # type: ignore[no-untyped-def]
+    inv: Inventory, monkeypatch
+) -> None:
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
     ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01")})
     step = HeartbeatStep()
     res = step.resources(ctx, "k8slb01")
     facts = {r.key: converged_fact(r) for r in res}
-    facts["file:/etc/ha.d/ha.cf"] = Fact(
-        "644 root root\n" + base64.b64encode(b"keepalive 2\n").decode(), 0
-    )
+    (cleanup,) = (r for r in res if r.key.startswith("stale-secret-backups:"))
+    facts[cleanup.key] = Fact("/etc/ha.d/authkeys.rb-bak\n/etc/hcloud-failover.env.rb-bak", 0)
     ctx.targets["k8slb01"].facts = facts
-    changes = {c.resource: c for c in plan(step, ctx, "k8slb01")}
-    assert set(changes) == {"file:/etc/ha.d/ha.cf", "service:heartbeat"}
+    changes = plan(step, ctx, "k8slb01")
+    assert [(c.resource, c.action) for c in changes] == [(cleanup.key, "remove")]
+    assert "/etc/ha.d/authkeys.rb-bak" in changes[0].summary
+    assert "/etc/hcloud-failover.env.rb-bak" in changes[0].summary
+
+
+def test_heartbeat_mode_drift_is_fixed_without_touching_heartbeat(
+    inv: Inventory, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """authkeys 0644 (the issue's drift): chmod only; Heartbeat needs nothing."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01", files=KEYFILE)})
+    authkeys = next(
+        r for r in HeartbeatStep().resources(ctx, "k8slb01") if r.key == "file:/etc/ha.d/authkeys"
+    )
+    assert isinstance(authkeys, File)
+    changes = _drifted(
+        inv, {"file:/etc/ha.d/authkeys": _file_fact("644", authkeys.content.encode())}
+    )
+    assert set(changes) == {"file:/etc/ha.d/authkeys"}
+    assert changes["file:/etc/ha.d/authkeys"].action == "chmod/chown"
+
+
+def test_heartbeat_script_change_needs_no_heartbeat_action(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    script = "file:/etc/ha.d/resource.d/hcloud-failover"
+    changes = _drifted(inv, {script: _file_fact("755", b"#!/bin/sh\n")})
+    assert set(changes) == {script}
+
+
+def test_heartbeat_haresources_change_restarts(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    changes = _drifted(inv, {"file:/etc/ha.d/haresources": _file_fact("644", b"other\n")})
     assert changes["service:heartbeat"].action == "restart"
-    assert "-keepalive 2" in changes["file:/etc/ha.d/ha.cf"].diff
+
+
+def test_holder_restart_needs_a_checkpoint(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from runbook.plan import TargetPlan
+
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    ctx, _ = ctx_for(inv, {})
+    ctx.extra["vip_holders"] = ["k8slb01"]
+    step = HeartbeatStep()
+    restart = Change("service:heartbeat", "restart")
+    reload = Change("service:heartbeat", "reload")
+    assert step.checkpoint(ctx, [TargetPlan("k8slb02", (restart,))]) is None  # the standby
+    assert step.checkpoint(ctx, [TargetPlan("k8slb01", (reload,))]) is None
+    question = step.checkpoint(ctx, [TargetPlan("k8slb01", (restart,))])
+    assert question and "k8slb01" in question and "hands the VIP over" in question
 
 
 def test_haproxy_validates_and_reloads(inv: Inventory) -> None:

@@ -14,7 +14,9 @@ def main() -> int:
     if prog == "kubelet":
         return daemons.kubelet(args)
     if prog == "containerd":
-        return daemons.containerd(args)
+        from . import containerd
+
+        return containerd.main(args)
     if prog == "apiserver":
         from pathlib import Path
 

@@ -176,7 +176,13 @@ class Store:
     # -- nodes and objects ----------------------------------------------------------------
     def heartbeat(self, name: str, version: str, ip: str) -> None:
         with self.lock:
-            self.data["nodes"][name] = {"heartbeat": self.now(), "version": version, "ip": ip}
+            created = (self.data["nodes"].get(name) or {}).get("created") or self.now()
+            self.data["nodes"][name] = {
+                "heartbeat": self.now(),
+                "version": version,
+                "ip": ip,
+                "created": created,
+            }
             self.touch(f"nodes/{name}")
             self.commit()
 
@@ -195,7 +201,21 @@ class Store:
                 {
                     "kind": "Node",
                     "apiVersion": "v1",
-                    "metadata": {"name": name},
+                    "metadata": {
+                        "name": name,
+                        # kubeadm labels the nodes it made control planes (the etcd members)
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            **(
+                                {"node-role.kubernetes.io/control-plane": ""}
+                                if name in self.data["members"]
+                                else {}
+                            ),
+                        },
+                        "creationTimestamp": time.strftime(
+                            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(n.get("created") or n["heartbeat"])
+                        ),
+                    },
                     "status": {
                         "conditions": [
                             {

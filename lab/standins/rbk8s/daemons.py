@@ -5,11 +5,12 @@ kubelet: refuses to run without /etc/kubernetes/kubelet.conf (as the real one cr
 kubeadm), needs the containerd socket, runs the kube-apiserver manifest as a child (restarting it
 like a crash-looping static pod) and reports node status through the controlPlaneEndpoint.
 apiserver: refuses flags Kubernetes removed (insecure port, klog file flags) like the real one.
-containerd: reads /etc/containerd/config.toml strictly as TOML, serves its socket, runs nothing.
+containerd: in containerd.py.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
 import os
 import signal
@@ -17,7 +18,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ REMOVED = (
     "alsologtostderr",
     "skip-log-headers",
 )
-CONTAINERD_VERSION = "2.1.4"
 
 
 # ----- kubectl --------------------------------------------------------------------------------
@@ -83,6 +82,66 @@ def kubectl(argv: list[str]) -> int:
         return 1
 
 
+def human_duration(seconds: float) -> str:
+    """k8s.io/apimachinery/pkg/util/duration.HumanDuration, which kubectl's AGE column uses."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 8:
+        return f"{h}h{m % 60}m" if m % 60 else f"{h}h"
+    if h < 48:
+        return f"{h}h"
+    if h < 24 * 8:
+        return f"{h // 24}d{h % 24}h" if h % 24 else f"{h // 24}d"
+    if h < 24 * 365 * 2:
+        return f"{h // 24}d"
+    if h < 24 * 365 * 8:
+        dy = (h // 24) % 365
+        return f"{h // 24 // 365}y{dy}d" if dy else f"{h // 24 // 365}y"
+    return f"{h // 24 // 365}y"
+
+
+def node_table(nodes: dict[str, Any], *, headers: bool, now: float) -> str:
+    """`kubectl get nodes` as kubectl prints it: NAME STATUS ROLES AGE VERSION, columns padded
+    by tabwriter (3 blanks after the widest cell), `<none>` without a role label."""
+    rows = [["NAME", "STATUS", "ROLES", "AGE", "VERSION"]] if headers else []
+    for n in nodes["items"]:
+        meta = n["metadata"]
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]
+        )
+        roles = sorted(
+            k.removeprefix("node-role.kubernetes.io/")
+            for k in meta.get("labels") or {}
+            if k.startswith("node-role.kubernetes.io/")
+        )
+        created = calendar.timegm(time.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+        rows.append(
+            [
+                meta["name"],
+                "Ready" if ready else "NotReady",
+                ",".join(roles) or "<none>",
+                human_duration(now - created),
+                n["status"]["nodeInfo"]["kubeletVersion"],
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)] if rows else []
+    return "".join(
+        "   ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=False)) + "   " + r[-1] + "\n"
+        for r in rows
+    )
+
+
 def _key(ref: str, ns: str) -> str:
     """`kind/name` (or `kind.group/name`) → the store key `kind/namespace/name`."""
     from .apiserver import CLUSTER_SCOPED
@@ -110,17 +169,15 @@ def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
         print(client.call(conf, "GET", "/readyz"), end="")
         return 0
     if args[:2] == ["get", "nodes"]:
+        if args[2:] not in ([], ["-o", "json"], ["--no-headers"]):
+            bad = next((a for a in args[2:] if a.startswith("-")), " ".join(args[2:]))
+            sys.stderr.write(f"stand-in kubectl: unsupported for get nodes: {bad}\n")
+            return 1
         nodes = client.call(conf, "GET", "/api/v1/nodes")
         if args[2:] == ["-o", "json"]:
             print(json.dumps(nodes, indent=2))
             return 0
-        print(f"{'NAME':<16}{'STATUS':<10}VERSION")
-        for n in nodes["items"]:
-            ready = n["status"]["conditions"][0]["status"] == "True"
-            print(
-                f"{n['metadata']['name']:<16}{'Ready' if ready else 'NotReady':<10}"
-                f"{n['status']['nodeInfo']['kubeletVersion']}"
-            )
+        print(node_table(nodes, headers=args[2:] != ["--no-headers"], now=time.time()), end="")
         return 0
     if args[:2] == ["apply", "-f"] and len(args) == 3:
         objs: list[dict[str, Any]] = []
@@ -189,8 +246,9 @@ def apiserver(manifest: Path) -> int:
         flags[name] = value
     name = socket.gethostname()
     store = Store(STATE, self_name=name)
+    # --bind-address as kube-apiserver: listen there only (default 0.0.0.0, every address)
     srv = ApiServer(
-        ("0.0.0.0", int(flags.get("secure-port", "6443"))),
+        (flags.get("bind-address") or "0.0.0.0", int(flags.get("secure-port", "6443"))),
         store,
         Path(flags["client-ca-file"]).parent,
         cert=Path(flags["tls-cert-file"]),
@@ -257,34 +315,3 @@ def _node_ip() -> str:
             if part.startswith("--node-ip="):
                 return part.split("=", 1)[1].strip('"')
     return ""
-
-
-# ----- containerd -----------------------------------------------------------------------------
-def containerd(argv: list[str]) -> int:
-    if argv in (["--version"], ["-v"]):
-        print(f"containerd github.com/containerd/containerd/v2 v{CONTAINERD_VERSION} rblab-standin")
-        return 0
-    cfg = Path("/etc/containerd/config.toml")
-    if cfg.exists():
-        try:
-            conf = tomllib.loads(cfg.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            sys.stderr.write(f"containerd: failed to load TOML from {cfg}: {exc}\n")
-            return 1
-        if conf.get("version") not in (2, 3):
-            sys.stderr.write(f"containerd: unsupported config version {conf.get('version')}\n")
-            return 1
-    CRI_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    CRI_SOCKET.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(CRI_SOCKET))
-    sock.listen(8)
-
-    def _term(*_: object) -> None:
-        CRI_SOCKET.unlink(missing_ok=True)
-        sys.exit(0)
-
-    signal.signal(signal.SIGTERM, _term)
-    while True:
-        conn, _ = sock.accept()
-        conn.close()

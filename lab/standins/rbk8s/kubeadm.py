@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import VERSION, client, kconfig, pki
+from . import VERSION, client, coredns, kconfig, pki
 from .apiserver import STATE, empty_state
 
 K = Path("/etc/kubernetes")
@@ -108,6 +108,79 @@ def _etcd_manifest(name: str, ip: str, cluster: dict[str, Any]) -> str:
             },
         }
     )
+
+
+PATCH_TARGETS = ("kube-apiserver", "etcd")
+
+
+def _pointer(doc: Any, path: str) -> tuple[Any, str]:
+    """The container and last token of a JSON pointer (RFC 6901)."""
+    if not path.startswith("/"):
+        raise Fail(f"error applying patches: invalid JSON pointer {path!r}")
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+    for part in parts[:-1]:
+        try:
+            doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise Fail(f"error applying patches: path {path!r} not found") from exc
+    return doc, parts[-1]
+
+
+def _json_patch(doc: Any, ops: Any, source: Path) -> None:
+    """RFC 6902 add/replace/remove (what kubeadm's `+json` patches are used for here)."""
+    if not isinstance(ops, list):
+        raise Fail(f"error applying patches from {source}: a JSON patch is a list of operations")
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("add", "replace", "remove"):
+            raise Fail(f"error applying patches from {source}: unsupported operation {op!r}")
+        parent, last = _pointer(doc, str(op.get("path", "")))
+        if isinstance(parent, list):
+            if op["op"] == "add" and last == "-":
+                parent.append(op["value"])
+                continue
+            try:
+                i = int(last)
+                if op["op"] == "add":
+                    parent.insert(i, op["value"])
+                elif op["op"] == "replace":
+                    parent[i] = op["value"]
+                else:
+                    del parent[i]
+            except (ValueError, IndexError) as exc:
+                raise Fail(f"error applying patches from {source}: bad index {last!r}") from exc
+        elif op["op"] == "add":
+            parent[last] = op["value"]
+        elif last not in parent:
+            raise Fail(f"error applying patches from {source}: {last!r} not found")
+        elif op["op"] == "replace":
+            parent[last] = op["value"]
+        else:
+            del parent[last]
+
+
+def _apply_patches(directory: str | None) -> None:
+    """kubeadm `patches.directory`: files `target[suffix][+patchtype].(yaml|json)` patch the
+    static-pod manifests; this stand-in knows the json patch type (strict about the rest)."""
+    if not directory:
+        return
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise Fail(f"could not list patch files for path {directory!r}: no such directory")
+    for f in sorted(folder.iterdir()):
+        stem, _, ext = f.name.rpartition(".")
+        if ext not in ("yaml", "json"):
+            continue
+        target, _, ptype = stem.partition("+")
+        target = next((t for t in PATCH_TARGETS if target.startswith(t)), "")
+        if not target:
+            raise Fail(f"stand-in kubeadm: patch file {f} targets nothing this stand-in writes")
+        if ptype != "json":
+            raise Fail(f"stand-in kubeadm: patch type {ptype or 'strategic'!r} not supported")
+        manifest = MANIFESTS / f"{target}.yaml"
+        pod = yaml.safe_load(manifest.read_text())
+        _json_patch(pod, yaml.safe_load(f.read_text()), f)
+        manifest.write_text(yaml.safe_dump(pod))
+        print(f'[patches] Applied patch of type "application/json-patch+json" to target "{target}"')
 
 
 def _control_plane_files(name: str, ip: str, cluster: dict[str, Any], endpoint: str) -> None:
@@ -211,6 +284,7 @@ def init(conf_path: str, upload_certs: bool) -> None:
     endpoint = cluster.get("controlPlaneEndpoint") or f"{ip}:6443"
     pki.make_ca(PKI)
     _control_plane_files(name, ip, cluster, endpoint)
+    _apply_patches((init_c.get("patches") or {}).get("directory"))
     ca = (PKI / "ca.crt").read_bytes()
     kcrt, kkey = pki.issue(PKI, f"/O=system:nodes/CN=system:node:{name}")
     pki.write_kubeconfig(
@@ -226,6 +300,7 @@ def init(conf_path: str, upload_certs: bool) -> None:
     _wait_ready(ip, 60)
     admin = client.load(K / "admin.conf")
     _wait_endpoint(admin, 60)
+    dns_domain = str((cluster.get("networking") or {}).get("dnsDomain") or "cluster.local")
     client.call(
         admin,
         "POST",
@@ -238,7 +313,13 @@ def init(conf_path: str, upload_certs: bool) -> None:
                     "kind": "ConfigMap",
                     "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
                     "data": {"ClusterConfiguration": yaml.safe_dump(cluster)},
-                }
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "coredns", "namespace": "kube-system"},
+                    "data": {"Corefile": coredns.kubeadm_default(dns_domain)},
+                },
             ],
         },
     )
@@ -321,6 +402,7 @@ def join(conf_path: str) -> None:
         if cm:
             cluster = yaml.safe_load(cm["data"]["ClusterConfiguration"])
         _control_plane_files(name, ip, cluster, endpoint)
+        _apply_patches((j.get("patches") or {}).get("directory"))
         STATE.parent.mkdir(parents=True, exist_ok=True)
         STATE.write_text(json.dumps(out["state"]))
     pki.write_kubeconfig(K / "kubelet.conf", kubelet_conf)

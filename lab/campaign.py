@@ -1,0 +1,635 @@
+"""The fault campaign of issue 11: each fault runs while the two /readyz probes run (VIP from a
+control plane, floating IP from outside, a new TCP+TLS request every 100 ms) and a watch samples
+the API's routing; afterwards the run is checked against the invariants I1–I4
+(`lab/invariants.py`). Shared by `bench/chaos.py` (the campaign, seeded) and the lab tests.
+
+A fault is a function that acts on the running lab and marks, on the probes' clock, when it began
+(`begin`) and when it ended (`end`); its `Bounds` say what I2 measures and what I3 allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lab import faults, invariants, netns, readyz, scenarios, topology
+from lab.invariants import down_after, last_failure, longest
+
+DEADTIME = scenarios.DEADTIME
+LBS = scenarios.LBS
+CONTROL_PLANES = ("k8scontrol01", "k8scontrol02", "k8scontrol03")
+HB_STANDBY = "/usr/share/heartbeat/hb_standby"
+HB_PID = "/var/run/heartbeat.pid"
+
+
+@dataclass
+class Ctx:
+    """What a fault gets: the `inv` runner, the probes' clock, and its marks."""
+
+    inv: scenarios.Inv
+    clock: Callable[[], float]
+    rng: random.Random
+    marks: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def mark(self, name: str) -> float:
+        self.marks[name] = round(self.clock(), 2)
+        return self.marks[name]
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """I2: `metric` (what is measured, from the probes) must stay ≤ `outage`; I1 must hold
+    within `settle` s after the fault ended; I3: at most `moves` routing moves."""
+
+    metric: str
+    outage: float
+    settle: float = 2.0
+    moves: int = 1
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    run: Callable[[Ctx], None]
+    bounds: Bounds
+    what: str
+
+
+@dataclass
+class FaultResult:
+    name: str
+    what: str
+    marks: dict[str, float]
+    metric: str
+    measured: float
+    bound: float
+    settle_s: float | None
+    moves: int
+    failed: dict[str, int]
+    checks: dict[str, bool]
+    notes: dict[str, Any]
+    state_after: str
+
+    @property
+    def ok(self) -> bool:
+        return all(self.checks.values())
+
+    def row(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+def holder() -> str:
+    return scenarios.holder(timeout=60)
+
+
+def hold_on(name: str, timeout: float = 90.0) -> None:
+    """Make `name` the VIP holder: a planned hand-over (hb_standby on the other) once Heartbeat
+    is at rest, repeated when Heartbeat cancels it (a peer in flux does not answer)."""
+    t0 = time.monotonic()
+    while True:
+        invariants.quiet()
+        if scenarios.holders() == [name]:
+            return
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{name} did not take the VIP within {timeout}s")
+        netns.host_exec(scenarios.other(name), [HB_STANDBY], check=False, timeout=60)
+        with contextlib.suppress(AssertionError):
+            scenarios.wait_for(
+                f"{name} holds the VIP", lambda: scenarios.holders() == [name], 15, 0.5
+            )
+
+
+def sleep_until(ctx: Ctx, t: float) -> None:
+    time.sleep(max(0.0, t - ctx.clock()))
+
+
+# ----- the faults -------------------------------------------------------------------------------
+def hung(host_of: Callable[[], str], seconds: float) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        h = host_of()
+        ctx.notes["host"] = h
+        ctx.mark("begin")
+        with faults.frozen(h):
+            time.sleep(seconds)
+        ctx.mark("end")
+
+    return run
+
+
+def power_cycle_holder(ctx: Ctx) -> None:
+    h = holder()
+    ctx.notes["host"] = h
+    boots = faults.power_cycle(h)
+    ctx.mark("begin")
+    faults.wait_booted(h, boots)
+    ctx.mark("end")
+    scenarios.wait_for("heartbeat back", lambda: _hb_running(h), 60, 0.5)
+
+
+def _hb_running(h: str) -> bool:
+    r = netns.host_exec(h, ["cl_status", "hbstatus"], check=False, timeout=10)
+    return r.returncode == 0
+
+
+def both_reboot(api_down: float | None) -> Callable[[Ctx], None]:
+    """Both LBs lose power at once. With `api_down`, the API is unreachable for that long from
+    the moment of the power cut (longer than the script's deadline): `end` is when it is back.
+    The secondary holds the VIP before, so the cloud keeps routing to it while the primary takes
+    the group at boot (the issue's cold start: nobody serves until the API routes it)."""
+
+    def run(ctx: Ctx) -> None:
+        hold_on(LBS[1])
+        if api_down:
+            scenarios.fault(outage=api_down, outage_mode="close")
+        boots = {h: faults.power_cycle(h) for h in LBS}
+        ctx.mark("begin")
+        for h, n in boots.items():
+            faults.wait_booted(h, n)
+        ctx.mark("booted")
+        if api_down:
+            sleep_until(ctx, ctx.marks["begin"] + api_down)
+        ctx.mark("end")
+
+    return run
+
+
+def heartbeat_kill_restart(ctx: Ctx) -> None:
+    h = holder()
+    ctx.notes["host"] = h
+    ctx.mark("begin")
+    netns.host_exec(h, ["sh", "-c", f'kill -9 "$(cat {HB_PID})"'])
+    time.sleep(DEADTIME + 3)
+    topo = topology.load()
+    netns.host_exec(
+        h,
+        [
+            "sh",
+            "-c",
+            f"ip addr del {topo.vip}/32 dev ens10 2>/dev/null; "
+            f"ip addr del {topo.floating_ip}/32 dev eth0 2>/dev/null; systemctl restart heartbeat",
+        ],
+        timeout=120,
+    )
+    ctx.mark("end")
+
+
+def dead_haproxy(ctx: Ctx) -> None:
+    ctx.mark("begin")
+    out = scenarios.dead_haproxy()
+    ctx.notes["failed_over"] = out.failed_over
+    ctx.mark("end")
+
+
+def private_loss(percent: int, seconds: float) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        ctx.mark("begin")
+        try:
+            for h in LBS:
+                faults.packet_loss(h, "ens10", percent)
+            time.sleep(seconds)
+        finally:
+            for h in LBS:
+                faults.clear_nft(h)
+        ctx.mark("end")
+
+    return run
+
+
+def one_way(seconds: float) -> Callable[[Ctx], None]:
+    """The standby hears nothing from the holder (both paths); the holder still hears it."""
+
+    def run(ctx: Ctx) -> None:
+        h = holder()
+        s = scenarios.other(h)
+        topo = topology.load()
+        src = [topo.host(h).private_ip, topo.host(h).public_ip]
+        ctx.notes["deaf"] = s
+        ctx.mark("begin")
+        try:
+            faults.drop_from(s, src)
+            time.sleep(seconds)
+        finally:
+            faults.clear_nft(s)
+        ctx.mark("end")
+
+    return run
+
+
+def public_link_down(seconds: float) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        h = holder()
+        ctx.notes["host"] = h
+        ctx.mark("begin")
+        try:
+            faults.link(h, "eth0", False)
+            time.sleep(seconds)
+        finally:
+            faults.link(h, "eth0", True)
+            netns.host_exec(
+                h,
+                ["sh", "-c", f"ip route replace default via {topology.PUBLIC_GATEWAY} dev eth0"],
+                check=False,
+            )
+        ctx.mark("end")
+
+    return run
+
+
+def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
+    """A graceful failover (drill stop) while the API misbehaves."""
+
+    def run(ctx: Ctx) -> None:
+        scenarios.fault(**api_fault)
+        ctx.mark("begin")
+        try:
+            out = scenarios.drill(ctx.inv, "stop", 12)
+            ctx.notes["drill"] = out.outages
+        finally:
+            scenarios.fault(clear=True)
+        ctx.mark("end")
+
+    return run
+
+
+def setup_during_failover(ctx: Ctx) -> None:
+    """`inv lb.setup` while a failover happens: the run must succeed (I5) and change nothing."""
+    result: dict[str, Any] = {}
+
+    def setup() -> None:
+        r = ctx.inv("lb.setup", "--yes", check=False)
+        result["rc"] = r.returncode
+        result["recap"] = scenarios.recap(r.stdout)
+        result["tail"] = r.stdout[-600:]
+
+    ctx.mark("begin")
+    t = threading.Thread(target=setup)
+    h = holder()
+    t.start()
+    time.sleep(1.0)
+    netns.host_exec(h, [HB_STANDBY], check=False, timeout=60)
+    t.join()
+    ctx.mark("end")
+    ctx.notes["lb.setup"] = result
+    if result.get("rc") != 0:
+        raise AssertionError(f"lb.setup during a failover exited {result.get('rc')}: {result}")
+
+
+def failover_storm(every: float, total: float) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        ctx.mark("begin")
+        n = 0
+        while ctx.clock() - ctx.marks["begin"] < total:
+            h = holder()
+            netns.host_exec(h, [HB_STANDBY], check=False, timeout=60)
+            n += 1
+            sleep_until(ctx, ctx.marks["begin"] + n * every)
+        ctx.notes["handovers"] = n
+        ctx.mark("end")
+
+    return run
+
+
+def cp_hung(host: str, seconds: float) -> Callable[[Ctx], None]:
+    return hung(lambda: host, seconds)
+
+
+def cp_killed(host: str) -> Callable[[Ctx], None]:
+    """SIGKILL of whatever serves :6443 on the control plane (the restart is its unit's)."""
+
+    def run(ctx: Ctx) -> None:
+        ip = topology.load().host(host).private_ip
+        ctx.mark("begin")
+        netns.host_exec(
+            host,
+            [
+                "sh",
+                "-c",
+                f"for p in $(ss -Hltnp 'sport = :6443' | grep -o 'pid=[0-9]*' | cut -d= -f2); "
+                f"do kill -9 $p; done; echo {ip}",
+            ],
+        )
+        scenarios.wait_for("readyz back", lambda: readyz.serving(host), 60, 0.5)
+        ctx.mark("end")
+
+    return run
+
+
+def cp_reboot(host: str) -> Callable[[Ctx], None]:
+    def run(ctx: Ctx) -> None:
+        boots = faults.power_cycle(host)
+        ctx.mark("begin")
+        faults.wait_booted(host, boots)
+        scenarios.wait_for("readyz back", lambda: readyz.serving(host), 90, 0.5)
+        ctx.mark("end")
+
+    return run
+
+
+def drift_rerun(ctx: Ctx) -> None:
+    """Issue 11 item 3: harmless drift on the holder (authkeys 0644, a comment in ha.cf), then a
+    converge run: it must fix it without any failed request and exit 0."""
+    h = holder()
+    netns.host_exec(
+        h,
+        [
+            "sh",
+            "-c",
+            "chmod 644 /etc/ha.d/authkeys && echo '# local note' >> /etc/ha.d/ha.cf",
+        ],
+    )
+    ctx.mark("begin")
+    r = ctx.inv("lb.setup", "--yes", check=False)
+    ctx.mark("end")
+    ctx.notes["lb.setup"] = {"rc": r.returncode, "recap": scenarios.recap(r.stdout)}
+    ctx.notes["heartbeat_action"] = [
+        line.strip() for line in r.stdout.splitlines() if "service:heartbeat" in line
+    ][:4]
+    if r.returncode != 0:
+        raise AssertionError(f"lb.setup after drift exited {r.returncode}:\n{r.stdout[-2000:]}")
+
+
+# ----- the catalogue ------------------------------------------------------------------------
+AFTER_END = "outage after the fault ended"
+DURING = "longest outage"
+LAST_FAIL = "last failed request after the fault began"
+FAILED = "failed requests"
+SERVING = "fault ended → serving"
+FAILOVER_BOUND = DEADTIME + 1
+
+CATALOGUE: dict[str, Fault] = {
+    f: v
+    for f, v in (
+        *(
+            (
+                f"holder-hung-{s}s",
+                Fault(
+                    f"holder-hung-{s}s",
+                    hung(holder, s),
+                    # the failover during the hang, then Heartbeat's own choice on resume (the
+                    # home node keeps the resources): up to two moves, both ending in I1
+                    Bounds(AFTER_END, 2.0, settle=2.0, moves=2),
+                    f"every process of the VIP holder SIGSTOPped for {s} s, then SIGCONT",
+                ),
+            )
+            for s in (5, 20, 60)
+        ),
+        (
+            "standby-hung-20s",
+            Fault(
+                "standby-hung-20s",
+                hung(lambda: scenarios.other(holder()), 20),
+                Bounds(FAILED, 0, moves=0),
+                "every process of the standby SIGSTOPped for 20 s, then SIGCONT",
+            ),
+        ),
+        (
+            "holder-power-cycle",
+            Fault(
+                "holder-power-cycle",
+                power_cycle_holder,
+                Bounds(DURING, FAILOVER_BOUND + 1, moves=1),
+                "the holder's init SIGKILLed (power cut), booted again by the supervisor",
+            ),
+        ),
+        (
+            "both-reboot",
+            Fault(
+                "both-reboot",
+                both_reboot(None),
+                Bounds(SERVING, 15.0, settle=15.0, moves=1),
+                "both LBs power-cycled at once, API up",
+            ),
+        ),
+        (
+            "both-reboot-api-down-120s",
+            Fault(
+                "both-reboot-api-down-120s",
+                both_reboot(120.0),
+                Bounds(SERVING, 15.0, settle=15.0, moves=1),
+                "both LBs power-cycled at once while the API is unreachable for 120 s",
+            ),
+        ),
+        (
+            "heartbeat-kill-restart",
+            Fault(
+                "heartbeat-kill-restart",
+                heartbeat_kill_restart,
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "Heartbeat SIGKILLed on the holder, restarted after deadtime + 3 s",
+            ),
+        ),
+        (
+            "haproxy-dead",
+            Fault(
+                "haproxy-dead",
+                dead_haproxy,
+                Bounds(DURING, 10.0, moves=1),
+                "haproxy killed on the holder with a config it refuses (watchdog hands over)",
+            ),
+        ),
+        (
+            "private-loss-30pct-60s",
+            Fault(
+                "private-loss-30pct-60s",
+                private_loss(30, 60),
+                Bounds(DURING, 2.0, moves=0),
+                "30 % of the packets both LBs receive on the private link dropped for 60 s",
+            ),
+        ),
+        (
+            "one-way-partition-20s",
+            Fault(
+                "one-way-partition-20s",
+                one_way(20),
+                Bounds(DURING, FAILOVER_BOUND, moves=2),
+                "the standby hears nothing from the holder (both paths) for 20 s",
+            ),
+        ),
+        (
+            "public-link-down-20s",
+            Fault(
+                "public-link-down-20s",
+                public_link_down(20),
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "the holder's public link down for 20 s (private link up)",
+            ),
+        ),
+        (
+            "api-slow-2s-failover",
+            Fault(
+                "api-slow-2s-failover",
+                api_failover(latency=2.0),
+                Bounds(DURING, FAILOVER_BOUND + 3 * 2.0 + 2.0, moves=1),
+                "graceful failover while every API call takes 2 s",
+            ),
+        ),
+        (
+            "api-5xx-failover",
+            Fault(
+                "api-5xx-failover",
+                api_failover(fail_next=4, code="unavailable"),
+                Bounds(DURING, FAILOVER_BOUND + 2.0, moves=1),
+                "graceful failover while the API answers the next 4 calls 503",
+            ),
+        ),
+        (
+            "lb-setup-during-failover",
+            Fault(
+                "lb-setup-during-failover",
+                setup_during_failover,
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "`inv lb.setup --yes` while the holder hands over (hb_standby)",
+            ),
+        ),
+        (
+            "failover-every-10s-2min",
+            Fault(
+                "failover-every-10s-2min",
+                failover_storm(10, 120),
+                Bounds(DURING, FAILOVER_BOUND, moves=12),
+                "a planned failover (hb_standby on the holder) every 10 s for 2 minutes",
+            ),
+        ),
+        (
+            "cp-hung-20s",
+            Fault(
+                "cp-hung-20s",
+                cp_hung("k8scontrol02", 20),
+                Bounds(LAST_FAIL, 4.0, moves=0),
+                "every process of k8scontrol02 SIGSTOPped for 20 s (TCP handshakes still work)",
+            ),
+        ),
+        (
+            "cp-killed",
+            Fault(
+                "cp-killed",
+                cp_killed("k8scontrol02"),
+                Bounds(LAST_FAIL, 4.0, moves=0),
+                "whatever serves :6443 on k8scontrol02 SIGKILLed (its unit restarts it)",
+            ),
+        ),
+        (
+            "cp-reboot",
+            Fault(
+                "cp-reboot",
+                cp_reboot("k8scontrol02"),
+                Bounds(LAST_FAIL, 4.0, moves=0),
+                "k8scontrol02 power-cycled",
+            ),
+        ),
+        (
+            "drift-rerun",
+            Fault(
+                "drift-rerun",
+                drift_rerun,
+                Bounds(FAILED, 0, moves=0),
+                "authkeys 0644 and a comment in ha.cf on the holder, then `inv lb.setup --yes`",
+            ),
+        ),
+    )
+}
+
+
+# ----- running one fault -------------------------------------------------------------------------
+def measure(metric: str, res: dict[str, Any], marks: dict[str, float]) -> float:
+    begin, end = marks.get("begin", 0.0), marks.get("end", 0.0)
+    if metric == AFTER_END:
+        return max(down_after(r, end) for r in res.values())
+    if metric == DURING:
+        return max(longest(r, begin) for r in res.values())
+    if metric == LAST_FAIL:
+        last = [last_failure(r, begin) for r in res.values()]
+        return round(max((x - begin for x in last if x is not None), default=0.0), 2)
+    if metric == FAILED:
+        return float(sum(len(invariants.failed(r, begin)) for r in res.values()))
+    if metric == SERVING:
+        return max(down_after(r, end) for r in res.values())
+    raise ValueError(metric)
+
+
+def run_fault(
+    fault: Fault, inv: scenarios.Inv, rng: random.Random, tail: float = 4.0
+) -> FaultResult:
+    """Settle the pair, start the probes and the routing watch, apply the fault, wait for I1,
+    probe `tail` s more, then check I1–I4."""
+    invariants.quiet()
+    probes = readyz.both()
+    watch = invariants.RoutingWatch().start()
+    ctx = Ctx(inv, probes["vip"].now, rng)
+    time.sleep(1.0)
+    error = ""
+    try:
+        fault.run(ctx)
+    except Exception as e:  # recorded as a failed check, the campaign goes on
+        error = f"{type(e).__name__}: {e}"
+    ctx.marks.setdefault("begin", 0.0)
+    ctx.marks.setdefault("end", round(ctx.clock(), 2))
+    settle_s, state = invariants.settle(fault.bounds.settle, give_up=max(30.0, fault.bounds.settle))
+    time.sleep(tail)
+    res = {k: p.stop() for k, p in probes.items()}
+    watch.stop()
+    measured = measure(fault.bounds.metric, res, ctx.marks)
+    moves = watch.moves()
+    failed = {k: len(invariants.failed(r, ctx.marks["begin"])) for k, r in res.items()}
+    checks = {
+        "I1": settle_s is not None and settle_s <= fault.bounds.settle,
+        "I2": measured <= fault.bounds.outage,
+        "I3": moves <= fault.bounds.moves,
+        "ran": not error,
+    }
+    if fault.name in ("drift-rerun", "lb-setup-during-failover"):
+        checks["I4"] = not error
+    notes = dict(ctx.notes)
+    if error:
+        notes["error"] = error
+    notes["routing_changes"] = watch.changes()
+    notes["probes"] = {k: r.summary() for k, r in res.items()}
+    notes["failures"] = {
+        k: dict(Counter(a.answer or "?" for a in invariants.failed(r, ctx.marks["begin"])))
+        for k, r in res.items()
+    }
+    return FaultResult(
+        fault.name,
+        fault.what,
+        ctx.marks,
+        fault.bounds.metric,
+        measured,
+        fault.bounds.outage,
+        None if settle_s is None else round(settle_s, 2),
+        moves,
+        failed,
+        checks,
+        notes,
+        str(state),
+    )
+
+
+def prepare(hosts: tuple[str, ...] = CONTROL_PLANES) -> list[str]:
+    """The /readyz stand-in where no apiserver answers yet (removed by `cleanup`)."""
+    return readyz.install(list(hosts))
+
+
+def cleanup(installed: list[str]) -> None:
+    readyz.remove(installed)
+    for h in LBS:
+        try:
+            faults.clear_nft(h)
+            faults.thaw(h)
+        except (RuntimeError, subprocess.SubprocessError):
+            pass
+    with contextlib.suppress(OSError):
+        scenarios.fault(clear=True)
+
+
+def draw(rng: random.Random, n: int, pool: list[str]) -> list[str]:
+    """A randomized sequence of `n` faults from `pool` (seeded: reproducible)."""
+    return [rng.choice(pool) for _ in range(n)]

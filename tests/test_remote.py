@@ -1,0 +1,89 @@
+"""SSH connections: the ProxyCommand child in its own session, one line per unreachable host,
+no paramiko traceback on stderr."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from runbook.remote import SessionProxyCommand, why_unreachable
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_proxy_command_runs_in_its_own_session_and_is_reaped() -> None:
+    """The terminal's Ctrl-C goes to its foreground process group: the proxy must not be in it."""
+    proxy = SessionProxyCommand("sleep 30")
+    pid = proxy.process.pid
+    try:
+        assert os.getsid(pid) == pid != os.getsid(0)
+        assert os.getpgid(pid) != os.getpgid(0)
+    finally:
+        proxy.close()
+    assert proxy.process.returncode is not None  # terminated and waited for: no zombie
+
+
+SILENT_HOST = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from runbook.remote import HostKeyPolicy, HostUnreachable, SSHHost
+ssh = SimpleNamespace(user="root", port=22, connect_timeout=1, proxy_command="sleep 30")
+inventory = SimpleNamespace(ssh=ssh, identity_path=None)
+spec = SimpleNamespace(name="k8slb01", address="192.0.2.10")
+host = SSHHost(spec, inventory, keys=HostKeyPolicy(Path(sys.argv[1])))
+try:
+    host.query("true")
+except HostUnreachable as exc:
+    print(exc)
+host.close()
+"""
+
+
+def test_a_silent_host_is_one_line_without_a_traceback(tmp_path: Path) -> None:
+    """A proxy that connects but never speaks SSH (a host that accepts and hangs); in a process of
+    its own, as on the CLI (pytest's log capture would hide logging's stderr fallback)."""
+    r = subprocess.run(
+        [sys.executable, "-c", SILENT_HOST, str(tmp_path / "known_hosts")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.stdout == "k8slb01: unreachable: no SSH banner within 1 s\n", r.stdout + r.stderr
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (paramiko.SSHException("Error reading SSH protocol banner"), "no SSH banner within 2 s"),
+        (
+            paramiko.SSHException("No existing session"),
+            "no SSH handshake within 2 s",
+        ),
+        (paramiko.ProxyCommandFailure("nc x 22", "Broken pipe"), "proxy command failed: "),
+        (ConnectionRefusedError(111, "Connection refused"), "[Errno 111] Connection refused"),
+    ],
+)
+def test_why_unreachable_says_it_in_one_line(exc: BaseException, line: str) -> None:
+    text = why_unreachable(exc, timeout=2)
+    assert text.startswith(line) and "\n" not in text
+
+
+def test_proxy_eof_is_the_end_of_the_connection_not_a_spin() -> None:
+    """paramiko's ProxyCommand.recv ignores EOF (the proxy's peer, e.g. a rebooting host's sshd,
+    went away): the transport then waited forever. Ours returns b"", which paramiko reads as a
+    closed connection."""
+    proxy = SessionProxyCommand("printf SSH-2.0-x")
+    proxy.settimeout(2)
+    try:
+        assert proxy.recv(100) == b"SSH-2.0-x"
+        assert proxy.recv(100) == b""
+    finally:
+        proxy.close()
