@@ -236,6 +236,9 @@ def resolve(
 
 #: steps whose files or checks use the LBs' public IPs and interface names
 LB_FACT_STEPS = frozenset({"lb", "heartbeat", "haproxy", "insecure-api"})
+#: steps that use the LBs' public IPs only (the firewall lets Heartbeat's UDP in from them):
+#: the private NIC may still be unattached then (it stays `PENDING_NIC`, read again later)
+PUBLIC_IP_STEPS = frozenset({"firewall"})
 
 
 class DiscoveryFailed(Exception):

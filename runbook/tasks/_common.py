@@ -20,7 +20,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from ..console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..discover import LB_FACT_STEPS
+from ..discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
 from ..engine import RunOptions, Step, StepContext, StepQuit, run_step
 from ..interrupt import Interrupted, handle_signals, wait_for_workers
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
@@ -271,8 +271,13 @@ def execute(
             ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
-    if any(s.name in LB_FACT_STEPS for s in steps):
-        ctx.inventory = cloud_facts(ctx.inventory, ui, ctx.targets, dry_run=dry_run)
+    if any(s.name in LB_FACT_STEPS | PUBLIC_IP_STEPS for s in steps):
+        ctx.inventory = cloud_facts(
+            ctx.inventory,
+            ui,
+            ctx.targets,
+            dry_run=dry_run or not any(s.name in LB_FACT_STEPS for s in steps),
+        )
 
     def body(results: list[StepResult]) -> int:
         for step in steps:

@@ -248,7 +248,7 @@ def run_walkthrough(
     from dataclasses import replace
 
     from ..cloud import CloudTarget, CloudTokenMissing
-    from ..discover import LB_FACT_STEPS, PENDING_NIC
+    from ..discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
     from ..plan import CLOUD
     from ..remote import connect_all
 
@@ -292,15 +292,23 @@ def run_walkthrough(
         raise common.fail_input(ui, [exc]) from None
     t0 = time.monotonic()
 
+    def lb_nic() -> str:
+        return ctx.inventory.load_balancer.interface
+
     def body(results: list[StepResult]) -> int:
         facts_known = False
         for i, (label, number, step) in enumerate(steps):
-            if step.name in LB_FACT_STEPS and (
-                not facts_known or ctx.inventory.load_balancer.interface == PENDING_NIC
+            needs_nic = step.name in LB_FACT_STEPS
+            if (needs_nic or step.name in PUBLIC_IP_STEPS) and (
+                not facts_known or (needs_nic and lb_nic() == PENDING_NIC)
             ):
                 # read now, not at the start: the private NIC exists once `network` attached it
                 ctx.inventory = common.cloud_facts(
-                    inv, ui, ctx.targets, dry_run=dry_run or i < start, cloud=ctx.targets[CLOUD]
+                    inv,
+                    ui,
+                    ctx.targets,
+                    dry_run=dry_run or i < start or not needs_nic,
+                    cloud=ctx.targets[CLOUD],
                 )
                 facts_known = True
             ui.print(
