@@ -85,24 +85,48 @@ class PlanGroup:
     changes: tuple[GroupedChange, ...]
 
 
+def changed_lines(diff: str) -> str:
+    """A unified diff without its context: the file headers and the -/+ lines only."""
+    keep = [
+        ln
+        for ln in diff.splitlines()
+        if ln.startswith(("-", "+")) or (ln and not ln.startswith((" ", "@@")))
+    ]
+    return "\n".join(keep) + ("\n" if keep else "")
+
+
+def _same(ch: Change) -> Change:
+    """What makes two hosts' changes "the same": all but the diff's context lines, which may
+    hold the host itself (e.g. /etc/hosts around a replaced line names the host)."""
+    return Change(ch.resource, ch.action, ch.summary, changed_lines(ch.diff))
+
+
 def group_plans(plans: Sequence[TargetPlan]) -> list[PlanGroup]:
-    """Changed resources grouped by the set of hosts that change them, in plan order."""
+    """Changed resources grouped by the set of hosts that change them, in plan order.
+
+    A variant's change is the first host's; when its hosts' diffs differ only in context lines
+    its diff is reduced to the changed lines (no host's context shown for another host)."""
     order: list[tuple[str, str]] = []
-    variants: dict[tuple[str, str], dict[Change, list[str]]] = {}
+    variants: dict[tuple[str, str], dict[Change, list[Change]]] = {}
+    owners: dict[tuple[str, str], dict[Change, list[str]]] = {}
     for plan in plans:
         if plan.error:
             continue
         for ch in plan.changes:
             key = (ch.resource, ch.action)
             if key not in variants:
-                variants[key] = {}
+                variants[key], owners[key] = {}, {}
                 order.append(key)
-            variants[key].setdefault(ch, []).append(plan.target)
+            variants[key].setdefault(_same(ch), []).append(ch)
+            owners[key].setdefault(_same(ch), []).append(plan.target)
     groups: dict[tuple[str, ...], list[GroupedChange]] = {}
     for key in order:
-        having = {h for hs in variants[key].values() for h in hs}
+        having = {h for hs in owners[key].values() for h in hs}
         hosts = tuple(p.target for p in plans if p.target in having)
-        forms = tuple(Variant(ch, tuple(hs)) for ch, hs in variants[key].items())
+        forms = tuple(
+            Variant(chs[0] if len(set(chs)) == 1 else same, tuple(owners[key][same]))
+            for same, chs in variants[key].items()
+        )
         groups.setdefault(hosts, []).append(GroupedChange(key[0], key[1], forms))
     return [PlanGroup(hosts, tuple(chs)) for hosts, chs in groups.items()]
 

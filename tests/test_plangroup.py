@@ -188,3 +188,34 @@ def test_a_long_diff_is_clipped_unless_verbose() -> None:
     ui, out = ui_at(80)
     ui.show_plan("x", [TargetPlan("a", (Change("file:/y", "create", "", short),))])
     assert "+l17" in out.getvalue() and "more diff lines" not in out.getvalue()
+
+
+def test_a_diff_differing_only_in_context_is_one_change_shown_without_context() -> None:
+    def hosts_diff(me: str) -> str:
+        return (
+            "--- /etc/hosts (host)\n+++ /etc/hosts (wanted)\n@@ -1,4 +1,4 @@\n"
+            f" 127.0.1.1 {me}\n-10.143.0.2 k8scontrol01\n+10.143.0.2\tk8scontrol01\n 10.143.0.3 x\n"
+        )
+
+    change = "line:/etc/hosts:^10.143.0.2"
+    plans = [
+        TargetPlan(h, (Change(change, "replace", "10.143.0.2 k8scontrol01", hosts_diff(h)),))
+        for h in HOSTS
+    ]
+    plans[0] = TargetPlan(HOSTS[0], (*plans[0].changes, Change("x", "y", "", hosts_diff("z"))))
+    ui, out = ui_at(80)
+    ui.show_plan("prepare", plans)
+    text = out.getvalue()
+    assert "differs per host" not in text
+    assert "k8scontrol01-03, k8slb01-02, k8snode01-02: 1 change(s)" in text
+    assert text.count("-10.143.0.2 k8scontrol01") == 2  # once shared, once for the other change
+    assert "127.0.1.1 k8scontrol01" not in text  # one host's context is not shown for all
+    assert "127.0.1.1 z" in text  # a single host's diff keeps its context
+    # a real difference (another added line) stays a variant per host
+    plans = [
+        TargetPlan("a", (Change(change, "replace", "s", hosts_diff("a")),)),
+        TargetPlan("b", (Change(change, "replace", "s", hosts_diff("b") + "+extra\n"),)),
+    ]
+    ui, out = ui_at(80)
+    ui.show_plan("prepare", plans)
+    assert "(differs per host)" in out.getvalue() and "+extra" in out.getvalue()
