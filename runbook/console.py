@@ -226,7 +226,7 @@ class Ui:
         hint = "[Y/n]" if default else "[y/N]"
         with self._lock:
             # a Text, not markup: "[y/N]" as markup is a style tag and vanishes
-            self.console.print(Text(f"confirm? {hint} "), end="")
+            self.console.print(Text(f"confirm? {hint} "), end="", soft_wrap=True)
         answer = self._stdin.readline().strip().lower()
         ok = default if not answer else answer in ("y", "yes")
         if not ok:
@@ -241,7 +241,10 @@ class Ui:
         shown = " / ".join(c.upper() if c == default else c for c in choices)
         while True:
             with self._lock:
-                self.console.print(Text(f"{self.masker.mask(question)} {shown}? "), end="")
+                # soft_wrap: one line, however narrow (the terminal wraps it if it must)
+                self.console.print(
+                    Text(f"{self.masker.mask(question)} {shown}? "), end="", soft_wrap=True
+                )
             line = self._stdin.readline()
             if not line:
                 self.print("")

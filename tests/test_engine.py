@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import signal
 import threading
 from collections.abc import Sequence
@@ -218,6 +219,26 @@ def test_guided_apply(tmp_path: Path, hosts: dict[str, LocalHost], answer: str) 
     assert "files: apply these changes on a, b APPLY / skip / quit?" in out.getvalue()
     if answer.startswith("x"):
         assert "please answer apply, skip, quit (empty: apply)" in out.getvalue()
+
+
+def test_guided_question_is_one_line_on_a_narrow_screen(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    names = [f"k8scontrol{i:02d}" for i in (1, 3, 5, 7, 9, 11)]
+    step = FileStep(tmp_path / "fs", names)
+    for n in names:
+        hosts[n] = LocalHost(n, tmp_path / "state" / n)
+        (tmp_path / "fs" / n).mkdir(parents=True)
+    ctx, out = make_ctx(
+        {n: hosts[n] for n in names}, yes=False, interactive=True, answer="s\n", guided=True
+    )
+    ctx.ui.console.width = 40
+    run_step(step, ctx)
+    assert re.search(
+        r"^files: apply these changes on k8scontrol01, .* APPLY / skip / quit\? ",
+        out.getvalue(),
+        re.M,
+    ), out.getvalue()
 
 
 def test_guided_skip_changes_nothing_and_goes_on(

@@ -282,6 +282,7 @@ class Pty:
 
 
 ASK = re.compile(r"([a-z-]+): apply these changes on [^\n]*APPLY / skip / quit\? ")
+# the prompt is one line however narrow the terminal (soft wrap): the patterns rely on it
 CONFIRM = re.compile(r"confirm\? \[y/N\] ")
 
 
