@@ -117,6 +117,7 @@ def test_grouped_prepare_plan_is_short_and_names_every_host_and_change(fresh: No
     code, full = run(cloud_inventory(), "prepare", "--dry-run", "--verbose")
     assert code == 0, full
     lines = grouped.splitlines()
+    print(grouped)
     print(
         f"prepare --dry-run on 7 fresh hosts: {len(lines)} lines grouped, "
         f"{len(full.splitlines())} per host (--verbose), 80 columns"
@@ -127,7 +128,6 @@ def test_grouped_prepare_plan_is_short_and_names_every_host_and_change(fresh: No
     assert len(wanted) >= 10, full
     assert wanted <= change_lines(grouped), sorted(wanted - change_lines(grouped))
     assert max(len(ln) for ln in lines) <= 80
-    print(grouped)
 
 
 def test_cloud_facts_inventory_converges_the_fresh_lab_in_a_short_output(fresh: None) -> None:
