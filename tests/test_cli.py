@@ -232,6 +232,21 @@ def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
     assert files, r.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--only", "nosuch"), "--only: 'nosuch' is not one of prepare,"),
+        (("--from", "later"), "--from: 'later' is not one of prepare,"),
+        (("--from", "lb", "--only", "network"), "--from and --only: give one of them"),
+    ],
+)
+def test_walkthrough_from_and_only_name_a_step(args: tuple[str, ...], message: str) -> None:
+    r = inv("walkthrough", "--yes", *args, inventory=REPO / "hosts.yaml")
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert message in text and "Traceback" not in text
+
+
 # --- usage errors: Invoke's message, exit 2 (bad input), never a traceback, nothing run ---
 
 USAGE_ERRORS = [

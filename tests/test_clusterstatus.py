@@ -206,11 +206,12 @@ def status(
     *,
     cloud: tuple[str, str] | Exception | None = None,
     firewalls: FirewallView | None = None,
+    width: int = 200,
 ) -> Run:
     out = io.StringIO()
     masker = Masker()
     masker.register(TOKEN)
-    ui = Ui(make_console(masker, file=out, width=200), masker)
+    ui = Ui(make_console(masker, file=out, width=width), masker)
     hosts: dict[str, StatusHost] = {}
 
     def factory(spec, *, dry_run: bool, log=None) -> StatusHost:  # type: ignore[no-untyped-def]
@@ -239,7 +240,7 @@ def test_healthy_cluster_is_one_screen_and_exit_0(model: Model) -> None:
     r = status(model)
     assert r.code == 0, r.out
     assert "hosts (7/7 reachable over SSH)" in r.out
-    assert "Debian GNU/Linux 12 (bookworm)" in r.row("k8slb02") and "1d 2h" in r.row("k8slb02")
+    assert "Debian 12 (bookworm)" in r.row("k8slb02") and "1d 2h" in r.row("k8slb02")
     assert r.row("k8slb01", "load balancers").split(" | ")[1:6] == [
         "running",
         "yes",
@@ -468,6 +469,27 @@ def test_http_probe_with_real_curl(server: int) -> None:
     refused_check = api_check("VIP", base, "local", refused)
     assert refused_check.ok is False and refused_check.code == 0
     assert "Failed to connect" in refused_check.detail
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("down", [set(), {"k8scontrol02", "k8slb01"}])
+def test_status_fits_the_screen_without_cutting_a_name_or_an_ip(
+    model: Model, width: int, down: set[str]
+) -> None:
+    model.down = down
+    r = status(model, width=width)
+    lines = r.out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in r.out
+    words = set(re.findall(r"[\w.:/-]+", r.out))
+    for h in model.inv.hosts.values():
+        assert h.name in words, h.name
+        assert str(h.private_ip) in words, h.private_ip
+    ips = {model.inv.load_balancer.vip, model.inv.load_balancer.floating_ip.address}
+    assert {f"{ip}:6443" for ip in ips} <= words
+    if not down:
+        for name in K8S:
+            assert re.search(rf"│ {name} +│ Ready", r.out), name
 
 
 def test_firewalls_shown_and_a_server_without_one_degrades(model: Model) -> None:

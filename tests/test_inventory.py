@@ -297,12 +297,6 @@ BAD = [
         set_(f"{H}.k8slb01.public_ip", "192.168.1.5"),
     ),
     bad(
-        "lb-no-public",
-        f"{H}.k8slb02.public_ip",
-        "required for lb hosts",
-        drop(f"{H}.k8slb02.public_ip"),
-    ),
-    bad(
         "fip-host-public",
         f"{LB}.floating_ip.address",
         "public_ip of k8slb01",

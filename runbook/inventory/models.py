@@ -26,7 +26,6 @@ from runbook.inventory.fields import (
     EtcdMillis,
     FetchUrl,
     HbSeconds,
-    Iface,
     Interval,
     IPv4,
     K8sName,
@@ -34,6 +33,7 @@ from runbook.inventory.fields import (
     Name,
     Net,
     NetTimeout,
+    OptIface,
     Port,
     SSHEndpoint,
     StrictBool,
@@ -144,7 +144,7 @@ class HostSpec(_Model):
     private_ip: IPv4
     address: Address  # how SSH reaches the host
     gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
-    public_ip: IPv4 | None = None  # required for lb hosts (Heartbeat's second path)
+    public_ip: IPv4 | None = None  # lb hosts: read from the API when left out (runbook.discover)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("gateway")
@@ -226,8 +226,10 @@ class LoadBalancerSpec(_Model):
     primary: str
     vip: IPv4
     floating_ip: FloatingIPSpec
-    interface: Iface = "ens10"
-    public_interface: Iface = "eth0"
+    # "" (left out): found from the API's MAC of the private NIC / the public IPv4 on the host
+    # (runbook.discover); a name given is verified the same way
+    interface: OptIface = ""
+    public_interface: OptIface = ""
     heartbeat: HeartbeatSpec
     public_allow: tuple[Net, ...] = Field(default=(), max_length=MAX_LIST)
     insecure_api: InsecureAPISpec = InsecureAPISpec()
