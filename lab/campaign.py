@@ -598,7 +598,7 @@ def run_fault(
     res = {k: p.stop() for k, p in probes.items()}
     watch.stop()
     measured = measure(fault.bounds.metric, res, ctx.marks)
-    moves = watch.moves()
+    moves = watch.moves(since=ctx.marks["begin"])  # a preparing hand-over is no move
     failed = {k: len(invariants.failed(r, ctx.marks["begin"])) for k, r in res.items()}
     checks = {
         "I1": settle_s is not None and settle_s <= fault.bounds.settle,
