@@ -196,9 +196,10 @@ class RoutingWatch:
                 out.append(s)
         return out[1:]
 
-    def moves(self) -> int:
-        """VIP route changes to a server (a transient '-' between two holders is no move)."""
-        route = [s[1] for s in self.samples if s[1] != "-"]
+    def moves(self, since: float = 0.0) -> int:
+        """VIP route changes to a server at or after `since` (a transient '-' between two
+        holders is no move)."""
+        route = [s[1] for s in self.samples if s[1] != "-" and s[0] >= since - 0.5]
         return sum(1 for a, b in itertools.pairwise(route) if a != b)
 
 
