@@ -68,6 +68,13 @@ ORDER = {
     # uses the cluster the walkthrough module (rank 5) built, and must not build it itself
     "test_k8s_insecure_api.py": 6,
     "test_lab_firewall.py": 6,  # the same: scans the cluster the walkthrough built
+    # day 2 changes the built cluster (restore, remove/re-join, reboots; the upgrade, last of
+    # them, to the next minor): after the modules that expect it as the walkthrough left it
+    "test_k8s_day2_backup.py": 7,
+    "test_k8s_day2_certs.py": 7,
+    "test_k8s_day2_patch.py": 7,
+    "test_k8s_day2_remove.py": 7,
+    "test_k8s_day2_upgrade.py": 7,
     # resets the lab to fresh hosts (twice): after every module that uses the built cluster
     "test_lab_ux.py": 8,
 }

@@ -27,6 +27,12 @@ PATCHED = ("k8slb01", "k8slb02", "k8node01")
 
 
 def test_patch_rolls_one_host_at_a_time_with_a_hand_over(cluster: dict[str, float]) -> None:
+    # from a known start: no kernel update anywhere (an earlier module may have left one)
+    for h in ORDER:
+        netns.host_exec(
+            h,
+            ["sh", "-c", f"dpkg --purge {NAME} >/dev/null 2>&1; rm -f /var/run/reboot-required*"],
+        )
     publish("1.0")
     for h in PATCHED:
         netns.host_exec(h, ["sh", "-c", f"apt-get update -qq && apt-get install -y -qq {NAME}"])
