@@ -92,8 +92,11 @@ def _packages(root: Path, scan: str, out: Path) -> None:
         capture_output=True,
         check=True,
     )
+    # the per-minor Kubernetes repositories below k8s/ (lab.k8srepo) are repositories of their
+    # own, as pkgs.k8s.io's are: not part of the flat one
+    paragraphs = [p for p in r.stdout.split("\n\n") if "\nFilename: ./k8s/" not in f"\n{p}"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "Packages").write_text(r.stdout)
+    (out / "Packages").write_text("\n\n".join(paragraphs))
     with open(out / "Packages", "rb") as src, gzip.open(out / "Packages.gz", "wb", 9) as dst:
         shutil.copyfileobj(src, dst)
 

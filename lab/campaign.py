@@ -224,16 +224,21 @@ def one_way(seconds: float) -> Callable[[Ctx], None]:
     return run
 
 
-def public_link_down(seconds: float) -> Callable[[Ctx], None]:
+def links_down(devs: tuple[str, ...], seconds: float) -> Callable[[Ctx], None]:
+    """The holder's links `devs` down for `seconds` (ens10's address and route come back with
+    the link, as on a cloud server; the public default route is put back here)."""
+
     def run(ctx: Ctx) -> None:
         h = holder()
         ctx.notes["host"] = h
         ctx.mark("begin")
         try:
-            faults.link(h, "eth0", False)
+            for dev in devs:
+                faults.link(h, dev, False)
             time.sleep(seconds)
         finally:
-            faults.link(h, "eth0", True)
+            for dev in devs:
+                faults.link(h, dev, True)
             netns.host_exec(
                 h,
                 ["sh", "-c", f"ip route replace default via {topology.PUBLIC_GATEWAY} dev eth0"],
@@ -242,6 +247,10 @@ def public_link_down(seconds: float) -> Callable[[Ctx], None]:
         ctx.mark("end")
 
     return run
+
+
+def public_link_down(seconds: float) -> Callable[[Ctx], None]:
+    return links_down(("eth0",), seconds)
 
 
 def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
@@ -452,6 +461,17 @@ CATALOGUE: dict[str, Fault] = {
                 one_way(20),
                 Bounds(DURING, FAILOVER_BOUND, moves=2),
                 "the standby hears nothing from the holder (both paths) for 20 s",
+            ),
+        ),
+        (
+            "holder-links-down-10s",
+            Fault(
+                "holder-links-down-10s",
+                links_down(("ens10", "eth0"), 10),
+                # the failover window (the first outage); after the heal Heartbeat restarts both
+                # nodes and the home node may take the group back: up to two moves
+                Bounds(DURING, FAILOVER_BOUND, settle=2.0, moves=2),
+                "both links of the holder down for 10 s (a dead holder, then its return)",
             ),
         ),
         (

@@ -115,9 +115,15 @@ def heartbeat_view(host: str) -> tuple[str, str]:
     return padded[0], padded[1]
 
 
+def owns(host: str, rscstatus: str) -> bool:
+    """What `cl_status rscstatus` means: the group is "local" on its home node (the primary,
+    k8slb01) and "foreign" on the other, where "local" (its zero own resources) means nothing."""
+    return rscstatus in ("all", "local" if host == LBS[0] else "foreign")
+
+
 def owners() -> list[str]:
     """The LBs Heartbeat gives the resource group."""
-    return [h for h in LBS if heartbeat_view(h)[0] in ("all", "local")]
+    return [h for h in LBS if owns(h, heartbeat_view(h)[0])]
 
 
 def quiet(timeout: float = 90.0) -> bool:
@@ -127,7 +133,7 @@ def quiet(timeout: float = 90.0) -> bool:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         views = [heartbeat_view(h) for h in LBS]
-        owning = [v for v in views if v[0] in ("all", "local")]
+        owning = [h for h, v in zip(LBS, views, strict=True) if owns(h, v[0])]
         if (
             all(v[1] == "active" for v in views)
             and len(owning) == 1

@@ -40,6 +40,7 @@ class HostNet:
     ip: str
     ip_range: str
     gateway: str
+    mac: str = ""  # the API's mac_address of the server's private NIC; ens10 gets it
 
 
 @dataclass
@@ -68,7 +69,9 @@ def desired(state: dict[str, Any], lab_hosts: set[str]) -> Desired:
             gw = _gateway(net, pn["ip"])
             d.gateways.add(gw)
             # one interface (ens10) per host in the lab: the first attached network wins
-            d.hosts.setdefault(name, HostNet(pn["ip"], net["ip_range"], gw))
+            d.hosts.setdefault(
+                name, HostNet(pn["ip"], net["ip_range"], gw, pn.get("mac_address", ""))
+            )
     for fip in state.get("floating_ips", []):
         srv = by_id.get(fip.get("server"))
         if srv is not None and srv["name"] in lab_hosts:
@@ -115,6 +118,11 @@ def _batch(ns: str, cmds: list[str]) -> None:
     )
     if r.returncode != 0:
         raise RuntimeError(f"sdn: ip -n {ns}: {r.stderr.strip()}")
+
+
+def _mac(ns: str) -> str:
+    links = _ip_json(ns, "link", "show", "dev", "ens10")
+    return str(links[0].get("address", "")).lower() if links else ""
 
 
 def _host_routes(ns: str, prefix: str) -> dict[str, str]:
@@ -204,6 +212,10 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
                 want is None or old_net.ip_range != want.ip_range or old_net.gateway != want.gateway
             ):
                 cmds.append(f"route del {old_net.ip_range} dev ens10")
+            new_mac = bool(want and want.mac and _mac(ns) != want.mac.lower())
+            if want and new_mac:
+                # the NIC Hetzner hot-plugs on attach carries the API's MAC: so does ens10
+                cmds.append(f"link set dev ens10 address {want.mac}")
             if want:
                 cmds += [
                     f"address replace {want.ip}/32 dev ens10",
@@ -213,6 +225,11 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
             else:
                 applied.pop(name, None)
             _batch(ns, cmds)
+            if new_mac:  # the router must not keep sending to the old MAC
+                subprocess.run(
+                    ["ip", "-n", ROUTER_NS, "neigh", "flush", "dev", router_link(name)],
+                    capture_output=True,
+                )
             if want != old_net:
                 moves.append(f"{ns} ens10: {old_net} -> {want}")
         _save_applied(p, applied)

@@ -25,6 +25,7 @@ import requests
 from hcloud import APIException, Client
 from hcloud.networks import NetworkSubnet
 
+from .interrupt import StopFlag
 from .plan import CLOUD, Change
 from .remote import DryRunViolation, Fact
 from .resources import Resource
@@ -60,6 +61,7 @@ class CloudTarget:
         retry_seconds: float = 60,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stop: StopFlag | None = None,
     ) -> None:
         self.client = client
         self.dry_run = dry_run
@@ -70,6 +72,7 @@ class CloudTarget:
             clock=clock,
             sleep=sleep,
             say=ui.warn if ui is not None else None,
+            stop=stop,
         )
 
     @classmethod
@@ -80,6 +83,7 @@ class CloudTarget:
         dry_run: bool,
         ui: Ui | None = None,
         environ: dict[str, str] | None = None,
+        stop: StopFlag | None = None,
     ) -> CloudTarget:
         from .inventory import InventoryError
 
@@ -96,7 +100,9 @@ class CloudTarget:
             timeout=inv.hcloud.timeout,
             poll_interval=0.2,
         )
-        return cls(client, dry_run=dry_run, ui=ui, retry_seconds=inv.hcloud.retry_deadline)
+        return cls(
+            client, dry_run=dry_run, ui=ui, retry_seconds=inv.hcloud.retry_deadline, stop=stop
+        )
 
     def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
         return [None] * len(probes)
@@ -167,8 +173,10 @@ class Retrier:
         base: float = 0.5,
         cap: float = 5.0,
         slow_after: float = 5.0,
+        stop: StopFlag | None = None,
     ) -> None:
         self.deadline = deadline
+        self.stop = stop  # the run's interrupt flag: no retry starts after Ctrl-C
         self.clock, self.sleep, self.say = clock, sleep, say
         self.base, self.cap = base, cap
         self.slow_after = slow_after
@@ -198,7 +206,21 @@ class Retrier:
                 )
             attempt += 1
             delay = min(self.cap, self.base * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-            self.sleep(max(0.0, min(delay, self._until - now)))
+            self._pause(max(0.0, min(delay, self._until - now)))
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between retries; with a stop flag in short slices, ending the retries (with
+        Interrupted) as soon as the run is stopped."""
+        if self.stop is None:
+            self.sleep(seconds)
+            return
+        end = self.clock() + seconds
+        while True:
+            self.stop.check()
+            left = end - self.clock()
+            if left <= 0:
+                return
+            self.sleep(min(left, 0.2))
 
     def _succeeded(self, result: T) -> T:
         self._until = None  # the API answers: a later outage gets a whole deadline again

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from . import certexpiry
 from .clusterstatus import (
     K8S_ROLES,
     ApiCheck,
@@ -35,6 +36,7 @@ CA_CERT = "/etc/kubernetes/pki/ca.crt"
 # stderr joins stdout so a failure says why; warnings before the JSON are skipped when parsing
 KUBECTL_NODES = f"timeout 20 kubectl --kubeconfig {ADMIN_CONF} get nodes -o json 2>&1"
 HTTP_MARK = "@@rb-http@@"
+CERTS_CHECK = "timeout 20 kubeadm certs check-expiration"
 
 CloudLookup = Callable[[], tuple[str, str]]
 
@@ -52,6 +54,8 @@ def host_probes(role: str) -> list[str | None]:
         "cut -d' ' -f1 /proc/uptime",
         "systemctl is-active kubelet" if k8s else None,
         f"test -f {ADMIN_CONF}" if role == "control-plane" else None,
+        # kubeadm's certificates (one year): only where kubeadm made a control plane
+        f"test -f {ADMIN_CONF} || exit 0; {CERTS_CHECK}" if role == "control-plane" else None,
     ]
 
 
@@ -62,7 +66,7 @@ def host_state(inv: Inventory, host: Host) -> HostState:
         facts = host.gather(host_probes(spec.role))
     except Exception as exc:  # unreachable, auth, host key, timeout: a state, not a crash
         return HostState(name, role, ip, reachable=False, error=str(exc) or type(exc).__name__)
-    os_name, kernel, up, kubelet, admin = facts
+    os_name, kernel, up, kubelet, admin, certs = facts
     try:
         uptime: float | None = float(_out(up))
     except ValueError:
@@ -77,6 +81,7 @@ def host_state(inv: Inventory, host: Host) -> HostState:
         uptime_s=uptime,
         kubelet=(_out(kubelet).split() or ["?"])[0] if kubelet else "",
         admin_conf=admin is not None and admin.rc == 0,
+        certs=tuple(certexpiry.parse(certs.stdout)) if certs and certs.rc == 0 else (),
     )
 
 

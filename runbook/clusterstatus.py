@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .certexpiry import WARN_DAYS, CertExpiry, soonest
 from .k8sfiles import ADMIN_CONF
 from .lbstatus import LbNode, pair_problems
 
@@ -31,6 +32,7 @@ class HostState:
     uptime_s: float | None = None
     kubelet: str = ""  # `systemctl is-active kubelet` on Kubernetes hosts
     admin_conf: bool = False  # control planes: kubeadm init/join left /etc/kubernetes/admin.conf
+    certs: tuple[CertExpiry, ...] = ()  # control planes: `kubeadm certs check-expiration`
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,12 @@ class ClusterStatus:
                 why = f" ({node.reason})" if node.reason else ""
                 out.append(f"node {node.name}: {state}{why}")
         out += [f"{m}: in the inventory but not a node of the cluster" for m in nv.missing]
+        out += [
+            f"{h.name}: certificate {c.name} expired ({c.expires}): `inv cluster.renew-certs`"
+            for h in self.hosts
+            for c in h.certs
+            if c.days < 0
+        ]
         fw = self.firewalls
         if fw is not None and fw.managed and not fw.error:
             out += [
@@ -155,6 +163,13 @@ class ClusterStatus:
     def warnings(self) -> list[str]:
         """Worth a look, but not unhealthy (exit code unchanged)."""
         out = [self.cloud_note] if self.cloud_note else []
+        for h in self.hosts:
+            first = soonest(list(h.certs))
+            if first is not None and 0 <= first.days < WARN_DAYS:
+                out.append(
+                    f"{h.name}: certificate {first.name} expires in {first.residual} "
+                    f"({first.expires}), under {WARN_DAYS} days: `inv cluster.renew-certs`"
+                )
         fw = self.firewalls
         if fw is not None and fw.error:
             out.append(f"cloud firewalls unknown: {fw.error}")

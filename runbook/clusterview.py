@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from rich.table import Table
 from rich.text import Text
 
+from .certexpiry import WARN_DAYS, soonest
 from .cloud import CloudTarget
 from .clusterfacts import CloudLookup, cloud_lookup, collect_status
 from .clusterstatus import ClusterStatus, FirewallView, short, uptime_text
 from .console import Ui
 from .inventory import Inventory
 from .remote import Host, connect_all
+from .screen import fitted_table
 
 GOOD, BAD, MEH = "green", "bold red", "yellow"
 Cell = str | Text
@@ -27,19 +28,28 @@ def _held(flag: bool) -> Text:
 
 
 def _table(
-    ui: Ui, title: str, columns: Sequence[str], rows: Sequence[Sequence[Cell]], *, caption: str = ""
+    ui: Ui,
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Cell]],
+    *,
+    caption: str = "",
+    whole: Sequence[str] = (),
+    drop: Sequence[str] = (),
 ) -> None:
-    t = Table(
-        title=ui.masker.mask(title),
-        title_justify="left",
-        caption=ui.masker.mask(caption) or None,
-        caption_justify="left",
+    """A table fitted to the screen: `whole` columns (names, IPs) are never cut, `drop`
+    columns (least valuable first) are left out while a row would not fit on one line."""
+    table = fitted_table(
+        ui.console,
+        ui.masker.mask(title),
+        columns,
+        rows,
+        whole=whole,
+        drop=drop,
+        caption=ui.masker.mask(caption),
+        cell=lambda v: Text(ui.masker.mask(v)),
     )
-    for c in columns:
-        t.add_column(c)
-    for row in rows:
-        t.add_row(*(Text(ui.masker.mask(c)) if isinstance(c, str) else c for c in row))
-    ui.console.print(t)
+    ui.console.print(table)
 
 
 def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
@@ -60,7 +70,7 @@ def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
                 h.role,
                 h.private_ip,
                 Text("yes", style=GOOD),
-                h.os,
+                h.os if verbose else h.os.replace(" GNU/Linux", ""),
                 h.kernel,
                 uptime_text(h.uptime_s),
                 kubelet,
@@ -72,6 +82,8 @@ def _hosts(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         f"hosts ({reachable}/{len(st.hosts)} reachable over SSH)",
         ["host", "role", "private IP", "SSH", "OS", "kernel", "uptime", "kubelet"],
         rows,
+        whole=("host", "role", "private IP"),
+        drop=() if verbose else ("kernel", "uptime"),
     )
 
 
@@ -111,6 +123,7 @@ def _lbs(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         ["node", "heartbeat", "VIP here", "floating IP here", "haproxy", "backends"],
         rows,
         caption=routes,
+        whole=("node",),
     )
     if verbose:
         for n in st.lbs:
@@ -132,6 +145,8 @@ def _api(ui: Ui, st: ClusterStatus, verbose: bool) -> None:
         "API server health (GET /readyz)",
         ["through", "asked from", "result", "HTTP", "latency", "TLS", "server version"],
         rows,
+        whole=("through", "asked from"),
+        drop=() if verbose else ("server version", "latency"),
     )
 
 
@@ -181,7 +196,26 @@ def _nodes(ui: Ui, st: ClusterStatus) -> None:
         f"nodes ({n_ready}/{len(nv.nodes)} Ready; kubectl on {nv.source})",
         ["node", "status", "roles", "kubelet", "internal IP", "inventory role", "note"],
         rows,
+        whole=("node", "internal IP"),
+        drop=("inventory role", "kubelet"),
     )
+
+
+def _certs(ui: Ui, st: ClusterStatus) -> None:
+    rows: list[list[Cell]] = []
+    for h in st.hosts:
+        first = soonest(list(h.certs))
+        if first is None:
+            continue
+        style = BAD if first.days < 0 else MEH if first.days < WARN_DAYS else GOOD
+        rows.append([h.name, first.name, first.expires, Text(first.residual, style=style)])
+    if rows:
+        _table(
+            ui,
+            "certificates (the soonest per control plane)",
+            ["control plane", "certificate", "expires", "residual"],
+            rows,
+        )
 
 
 def _firewalls(ui: Ui, st: ClusterStatus) -> None:
@@ -208,6 +242,7 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
     _lbs(ui, st, verbose)
     _api(ui, st, verbose)
     _nodes(ui, st)
+    _certs(ui, st)
     _firewalls(ui, st)
     for w in st.warnings():
         ui.warn(w)
@@ -228,6 +263,21 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
     )
     ui.print("status: healthy problems=0")
     return 0
+
+
+def with_cloud_facts(inv: Inventory, ui: Ui, hosts: dict[str, Host]) -> Inventory:
+    """The LBs' interfaces and public IPs from the cloud when the inventory leaves them out
+    (runbook.discover); a disagreement is a warning here (status only reads)."""
+    from .discover import DiscoveryFailed, discover, needs_discovery
+
+    if not needs_discovery(inv):
+        return inv  # status does not verify given names (validate --online does)
+    try:
+        return discover(inv, ui, hosts)
+    except DiscoveryFailed as exc:
+        for p in exc.problems:
+            ui.warn(p)
+        return inv
 
 
 def run_status(
@@ -267,6 +317,7 @@ def run_status(
         factory=factory,
     )
     try:
+        inv = with_cloud_facts(inv, ui, hosts)
         with ui.status("asking the hosts, the load balancers and the API …"):
             st = collect_status(inv, hosts, cloud=cloud, firewalls=firewalls)
     finally:

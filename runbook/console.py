@@ -19,7 +19,6 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
 from rich.syntax import Syntax
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
@@ -116,6 +115,13 @@ def make_console(
     )
 
 
+def until(seconds: float) -> str:
+    """The wall-clock time `seconds` from now, HH:MM:SS (what an operator compares with)."""
+    import datetime
+
+    return (datetime.datetime.now() + datetime.timedelta(seconds=seconds)).strftime("%H:%M:%S")
+
+
 class Ui:
     """What steps and tasks show the operator; never prints an unmasked secret."""
 
@@ -168,6 +174,13 @@ class Ui:
             self.console.rule(Text(self.masker.mask(f"{name} — {title}"), style="bold"))
 
     def show_plan(self, step: str, plans: Sequence[TargetPlan]) -> None:
+        """The plan tree: grouped over targets (plangroup), per target with --verbose."""
+        if not self.verbose:
+            from .plangroup import grouped_tree
+
+            with self._lock:
+                self.console.print(grouped_tree(step, plans, self.masker.mask))
+            return
         tree = Tree(Text(f"plan: {step}", style="bold"))
         for plan in plans:
             if plan.error:
@@ -212,11 +225,58 @@ class Ui:
             )
         hint = "[Y/n]" if default else "[y/N]"
         with self._lock:
-            self.console.print(f"{escape(q)} {hint} ", end="")
+            # a Text, not markup: "[y/N]" as markup is a style tag and vanishes
+            self.console.print(Text(f"confirm? {hint} "), end="", soft_wrap=True)
         answer = self._stdin.readline().strip().lower()
         ok = default if not answer else answer in ("y", "yes")
         if not ok:
-            raise CheckpointDeclined(f"declined: {q}")
+            # the question is on the screen once, in the panel above: not again here
+            raise CheckpointDeclined("declined at the checkpoint: this step changed nothing")
+
+    def choose(self, question: str, choices: Sequence[str], default: str) -> str:
+        """Ask for one of `choices` (a unique prefix will do; empty = `default`) on a TTY.
+
+        End of input counts as the last choice (the way out, e.g. "quit").
+        """
+        shown = " / ".join(c.upper() if c == default else c for c in choices)
+        while True:
+            with self._lock:
+                # soft_wrap: one line, however narrow (the terminal wraps it if it must)
+                self.console.print(
+                    Text(f"{self.masker.mask(question)} {shown}? "), end="", soft_wrap=True
+                )
+            line = self._stdin.readline()
+            if not line:
+                self.print("")
+                return choices[-1]
+            answer = line.strip().lower()
+            if not answer:
+                return default
+            matches = [c for c in choices if c.startswith(answer)]
+            if len(matches) == 1:
+                return matches[0]
+            self.print(f"please answer {', '.join(choices)} (empty: {default})", style="yellow")
+
+    def typed_checkpoint(self, question: str, *, expected: str, given: str | None) -> None:
+        """A checkpoint for what cannot be undone: the operator types `expected` (`--yes` is
+        not enough; a script passes it as `given`, e.g. an option `--confirm NAME`)."""
+        q = self.masker.mask(question)
+        with self._lock:
+            self.console.print(Panel(Text(q), title="checkpoint", border_style="red"))
+        if given is not None:
+            if given != expected:
+                raise CheckpointDeclined(f"declined: typed {given!r}, not {expected!r}")
+            self.print(f"checkpoint: confirmed by typing {expected!r}", style="cyan")
+            return
+        if not self.interactive:
+            raise NeedsPerson(
+                f"checkpoint needs a person: {q} (no TTY; re-run with --confirm {expected})"
+            )
+        with self._lock:
+            self.console.print(f"type {escape(expected)} to confirm: ", end="")
+        answer = self._stdin.readline().strip()
+        if answer != expected:
+            raise CheckpointDeclined(f"declined: typed {answer!r}, not {expected!r}")
 
     def ask_secret(self, prompt: str) -> str:
         """Ask for a secret without echo (TTY only); registered with the masker."""
@@ -238,10 +298,26 @@ class Ui:
         with self.console.status(Text(self.masker.mask(text))):
             yield
 
+    @contextlib.contextmanager
+    def waiting(self, what: str, seconds: float) -> Iterator[None]:
+        """A wait with a deadline: says what for and until when (a spinner on a terminal, one
+        line otherwise)."""
+        text = f"waiting for {what}, until {until(seconds)} (at most {seconds:.0f} s)"
+        if not self.console.is_terminal:
+            self.print(text, style="dim")
+            yield
+            return
+        with self.console.status(Text(self.masker.mask(text))):
+            yield
+
     def wait(self, description: str, total: float) -> Any:
-        """A progress bar for a wait with a known length (seconds)."""
+        """A progress bar for a wait with a known length (seconds), naming its deadline; without
+        a terminal one line says what for and until when."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        description = f"{description}, until {until(total)}"
+        if not self.console.is_terminal:
+            self.print(f"waiting for {description} (at most {total:.0f} s)", style="dim")
         return Progress(
             TextColumn(self.m(description)),
             BarColumn(),
@@ -253,37 +329,56 @@ class Ui:
 
     # -- tables and recap -----------------------------------------------------------------
     def table(self, title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-        t = Table(title=self.masker.mask(title), title_justify="left")
-        for c in columns:
-            t.add_column(c)
-        for row in rows:
-            t.add_row(*(self.masker.mask(str(v)) for v in row))
+        """A table fitted to the screen; the first column (a name) is never cut."""
+        from .screen import fitted_table
+
+        t = fitted_table(
+            self.console,
+            self.masker.mask(title),
+            columns,
+            [[str(v) for v in row] for row in rows],
+            whole=columns[:1],
+            cell=lambda v: Text(self.masker.mask(v)),
+        )
         with self._lock:
             self.console.print(t)
 
     def recap(self, results: Sequence[StepResult], *, note: str = "") -> str:
-        """Print a table per target and the plain `recap:` line; return that line.
+        """Print a table (targets with the same outcome share a row; one per target with
+        --verbose) and the plain `recap:` line; return that line.
 
         `note` (e.g. "interrupted by SIGINT") goes into the title and on a line of its own."""
-        t = Table(
-            title="recap"
+        from .plangroup import host_ranges, recap_rows
+        from .screen import fitted_table
+
+        if self.verbose:
+            rows = [
+                (sr.step, host_ranges([r.target]), r.status, len(r.changes), r.message)
+                for sr in results
+                for r in sr.results
+            ]
+        else:
+            rows = recap_rows(results)
+        title = (
+            "recap"
             + (" (dry-run: nothing changed)" if any(r.dry_run for r in results) else "")
-            + (f" ({note})" if note else ""),
-            title_justify="left",
+            + (f" ({note})" if note else "")
         )
-        for col in ("step", "target", "status", "changes", "message"):
-            t.add_column(col)
+        t = fitted_table(
+            self.console,
+            title,
+            ("step", "target", "status", "changes", "message"),
+            [
+                (step, target, Text(st.value, style=_STATUS_STYLE[st]), str(n), msg)
+                for step, target, st, n, msg in rows
+            ],
+            whole=("step", "target", "status"),
+            cell=lambda v: Text(self.masker.mask(v)),
+        )
         counts = dict.fromkeys(Status, 0)
         for sr in results:
             for r in sr.results:
                 counts[r.status] += 1
-                t.add_row(
-                    sr.step,
-                    r.target,
-                    Text(r.status.value, style=_STATUS_STYLE[r.status]),
-                    str(len(r.changes)),
-                    self.masker.mask(r.message),
-                )
         line = "recap: " + " ".join(f"{s.value}={counts[s]}" for s in Status)
         with self._lock:
             self.console.print(Group(t))

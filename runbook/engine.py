@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from .inventory import Inventory
 
 
+class StepQuit(Exception):
+    """The operator chose quit at a step's plan (exit 3; a re-run resumes there)."""
+
+
 class StepFailed(RuntimeError):
     """Raised by a step's own verify when the result is not what was wanted."""
 
@@ -41,6 +45,8 @@ class RunOptions:
     yes: bool = False
     verbose: bool = False
     hosts: tuple[str, ...] = ()
+    guided: bool = False
+    """Ask apply / skip / quit after each plan that changes something (walkthrough on a TTY)."""
 
 
 @dataclass
@@ -257,6 +263,11 @@ def _run_step(step: Step, ctx: StepContext) -> StepResult:
         return StepResult(step.name, tuple(results), True)
 
     todo = [p.target for p in plans if p.changes and not p.error]
+    if todo and ctx.options.guided:
+        with stop.raising():  # Ctrl-C at the question ends the run like at a checkpoint
+            wanted = ask_apply(step, ctx, todo)
+        if not wanted:
+            return StepResult(step.name, tuple(_skipped(p) for p in plans), False)
     if todo:
         question = step.checkpoint(ctx, plans)
         if question:
@@ -303,6 +314,26 @@ def _run_step(step: Step, ctx: StepContext) -> StepResult:
                 TargetResult(r.target, Status.FAILED, r.changes, _describe(exc)) for r in results
             ]
     return StepResult(step.name, tuple(results), False)
+
+
+def ask_apply(step: Step, ctx: StepContext, todo: Sequence[str]) -> bool:
+    """The guided rhythm: apply (True), skip (False) or quit (StepQuit)."""
+    from .plangroup import host_ranges
+
+    answer = ctx.ui.choose(
+        f"{step.name}: apply these changes on {host_ranges(todo)}",
+        ("apply", "skip", "quit"),
+        "apply",
+    )
+    if answer == "quit":
+        raise StepQuit(f"quit at step {step.name}; a re-run resumes here (--from {step.name})")
+    return answer == "apply"
+
+
+def _skipped(p: TargetPlan) -> TargetResult:
+    if p.changes and not p.error:
+        return TargetResult(p.target, Status.SKIPPED, p.changes, "skipped by the operator")
+    return _plan_only(p)
 
 
 def _interrupted(

@@ -147,6 +147,7 @@ def failover_env(inv: Inventory, host_name: str, *, token: str) -> str:
         endpoint=hc.lb_endpoint,
         self_name=host_name,
         peers=_peers(inv, host_name),
+        primary=inv.primary.name.lower(),
         network=hc.network.name,
         vip=str(inv.load_balancer.vip),
         floating_ip=inv.load_balancer.floating_ip.name,

@@ -13,16 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .haproxyctl import runtime_command
 from .inventory import Inventory
 from .remote import Host, HostUnreachable
 
-# HAProxy's runtime API through python3 (always on Debian): no socat needed on the LBs.
-SHOW_STAT = (
-    'python3 -c "import socket;s=socket.socket(socket.AF_UNIX);'
-    "s.connect('/run/haproxy/admin.sock');s.sendall(b'show stat\\n');"
-    "import sys;b=b''\nwhile True:\n d=s.recv(65536)\n if not d: break\n b+=d\n"
-    'sys.stdout.write(b.decode())"'
-)
+SHOW_STAT = runtime_command("show stat")
 
 
 @dataclass(frozen=True)
@@ -40,6 +35,18 @@ class LbNode:
 def addr_probe(interface: str) -> str:
     """The IPv4 addresses on `interface`, one line each (read-only)."""
     return f"ip -o -4 addr show dev {shlex.quote(interface)}"
+
+
+RSCSTATUS = "cl_status rscstatus"
+
+
+def owns_group(inv: Inventory, name: str, rscstatus: str) -> bool:
+    """Whether `cl_status rscstatus` on LB `name` means it holds the resource group. Heartbeat
+    counts a node's own resources ("local": haresources names the node) and its peer's
+    ("foreign") apart: the one group is local on the primary and foreign on the other LB, which
+    holds all of its (zero) local resources, so "local" there means nothing."""
+    home = name.lower() == inv.load_balancer.primary.lower()
+    return rscstatus.strip() in ("all", "local" if home else "foreign")
 
 
 def has_vip(inv: Inventory, private_addrs: str) -> bool:

@@ -9,11 +9,7 @@ planning fails loudly instead of changing a production host.
 from __future__ import annotations
 
 import base64
-import logging
-import os
-import select
 import shlex
-import subprocess
 import threading
 import time
 import uuid
@@ -24,30 +20,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import paramiko
 from fabric import Config, Connection
-from paramiko.proxy import ProxyCommand
 
 from . import trace
 from .interrupt import Interrupted, StopFlag
+from .sshconn import SessionConnection, why_unreachable
 
 if TYPE_CHECKING:
     from .inventory import HostSpec, Inventory
 
 MARK = "==RB-FACT=="
-
-# paramiko logs transport-thread failures (a host that never sends its banner, "No existing
-# session") with tracebacks; without a handler they reach stderr through logging's last resort.
-# The runbook reports each as one line per host instead; `--verbose` shows paramiko's own words.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-logging.getLogger("paramiko").propagate = False
-
-
-def library_logging(*, verbose: bool) -> None:
-    """--verbose: paramiko's warnings and errors (with tracebacks) on stderr."""
-    log = logging.getLogger("paramiko")
-    if verbose and not any(isinstance(h, logging.StreamHandler) for h in log.handlers):
-        handler = logging.StreamHandler()
-        handler.setLevel(logging.WARNING)
-        log.addHandler(handler)
 
 
 class DryRunViolation(RuntimeError):
@@ -236,86 +217,6 @@ class Host:
         return f"base64 -d > {tmp}", base64.b64encode(content).decode() + "\n"
 
 
-class SessionProxyCommand(ProxyCommand):
-    """paramiko's ProxyCommand, its child in a session of its own: the terminal's Ctrl-C (sent to
-    the whole foreground process group) must not cut the connection under a running command;
-    the runbook decides when to close it. `close` also reaps the child."""
-
-    def __init__(self, command_line: str) -> None:
-        self.cmd = shlex.split(command_line)
-        self.process = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-            start_new_session=True,
-        )
-        self.timeout = None
-
-    def recv(self, size: int) -> bytes:
-        """paramiko's loop, but the proxy's end of output is the connection's end: paramiko's own
-        version ignores EOF and spins (a host that reboots under a session left the transport
-        waiting forever). An empty result tells paramiko the connection is gone."""
-        buffer = b""
-        assert self.process.stdout is not None  # Popen(stdout=PIPE)
-        fd = self.process.stdout.fileno()
-        try:
-            start = time.monotonic()
-            while len(buffer) < size:
-                wait = None
-                if self.timeout is not None:
-                    wait = self.timeout - (time.monotonic() - start)
-                    if wait <= 0:
-                        raise TimeoutError
-                ready, _, _ = select.select([fd], [], [], wait)
-                if ready:
-                    chunk = os.read(fd, size - len(buffer))
-                    if not chunk:
-                        return buffer
-                    buffer += chunk
-            return buffer
-        except TimeoutError:
-            if buffer:
-                return buffer
-            raise
-        except OSError as exc:
-            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), str(exc)) from exc
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        for f in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if f is not None:
-                f.close()
-
-
-class _Connection(Connection):
-    """A Fabric Connection whose ProxyCommand runs in its own session (`SessionProxyCommand`)."""
-
-    def open_gateway(self) -> Any:
-        if isinstance(self.gateway, str):
-            return SessionProxyCommand(self.gateway)
-        return super().open_gateway()
-
-
-def why_unreachable(exc: BaseException, *, timeout: float) -> str:
-    """One line for an SSH connection failure (paramiko's messages say little to an operator)."""
-    text = str(exc) or type(exc).__name__
-    if "Error reading SSH protocol banner" in text:
-        return f"no SSH banner within {timeout:g} s"
-    if "No existing session" in text or "SSH session not active" in text:
-        return f"no SSH handshake within {timeout:g} s"
-    if isinstance(exc, paramiko.ProxyCommandFailure):
-        return f"proxy command failed: {text}"
-    return text
-
-
 class SSHHost(Host):
     """A host reached with Fabric; `sudo -n` wraps commands when the SSH user is not root."""
 
@@ -345,7 +246,7 @@ class SSHHost(Host):
         if gw is None and ssh.proxy_command:
             gw = ssh.proxy_command.replace("%h", spec.address).replace("%p", str(ssh.port))
         self.connect_timeout = float(ssh.connect_timeout)
-        self.conn = _Connection(
+        self.conn = SessionConnection(
             spec.address,
             user=ssh.user,
             port=ssh.port,

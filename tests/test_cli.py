@@ -27,6 +27,12 @@ NAMESPACE = [
     "cluster.admin-user",
     "cluster.insecure-api",
     "cluster.certs",
+    "cluster.backup",
+    "cluster.restore",
+    "cluster.upgrade",
+    "cluster.remove",
+    "cluster.renew-certs",
+    "patch",
     "walkthrough",
     "status",
     "validate",
@@ -48,6 +54,9 @@ STEP_TASKS = [
     "cluster.insecure-api",
     "cluster.certs",
     "walkthrough",
+    "patch",
+    "cluster.remove",
+    "cluster.renew-certs",
 ]
 
 
@@ -137,6 +146,20 @@ def test_bad_inventory_exits_2_before_touching_hosts(tmp_path: Path, args: tuple
 
 
 @pytest.mark.bad_input
+def test_restore_bad_input_exits_2_before_touching_hosts(tmp_path: Path) -> None:
+    r = inv("cluster.restore", "--snapshot", str(tmp_path / "none.db"), "--confirm", "skgm")
+    assert r.returncode == 2 and "none.db: no such file" in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    snap = tmp_path / "s.db"
+    snap.write_bytes(b"x")
+    p = bad_inventory(tmp_path, lambda d: d["kubernetes"].update(backup={"keep": 0}))
+    r = inv("cluster.restore", "--snapshot", str(snap), inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
+    r = inv("cluster.backup", "--dry-run", inventory=p)
+    assert r.returncode == 2 and "kubernetes.backup.keep" in r.stdout + r.stderr
+
+
+@pytest.mark.bad_input
 def test_unknown_and_wrong_role_host_exit_2() -> None:
     r = inv(
         "lb.setup",
@@ -207,6 +230,21 @@ def test_render_writes_files_and_touches_no_host(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     files = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
     assert files, r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--only", "nosuch"), "--only: 'nosuch' is not one of prepare,"),
+        (("--from", "later"), "--from: 'later' is not one of prepare,"),
+        (("--from", "lb", "--only", "network"), "--from and --only: give one of them"),
+    ],
+)
+def test_walkthrough_from_and_only_name_a_step(args: tuple[str, ...], message: str) -> None:
+    r = inv("walkthrough", "--yes", *args, inventory=REPO / "hosts.yaml")
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert message in text and "Traceback" not in text
 
 
 # --- usage errors: Invoke's message, exit 2 (bad input), never a traceback, nothing run ---
@@ -314,8 +352,9 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
         ({"identity": "."}, "ssh.identity: {tmp} is a directory, not a file"),
         ({"identity": "/dev/null"}, "ssh.identity: /dev/null is not a regular file"),
         ({"identity": None, "known_hosts": "kh"}, "ssh.known_hosts: {tmp}/kh is a directory"),
+        ({"identity": "k\0ey"}, "ssh.identity: {tmp}/k\0ey is not a valid path"),
     ],
-    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir"],
+    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir", "nul"],
 )
 def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
     (tmp_path / "kh").mkdir()

@@ -208,3 +208,21 @@ def test_a_call_hcloud_keeps_retrying_is_announced_while_it_runs(
         "hcloud: no answer from the API for 0.3 s, still waiting "
         "(the hcloud client retries timeouts and rate limits itself)"
     ]
+
+
+def test_no_retry_starts_after_an_interrupt() -> None:
+    import signal
+
+    from runbook.interrupt import Interrupted, StopFlag
+
+    stop, clock = StopFlag(), FakeClock()
+
+    def sleep(seconds: float) -> None:  # Ctrl-C arrives during the first pause
+        clock.sleep(seconds)
+        stop.request(signal.SIGINT)
+
+    r = Retrier(60, clock=clock, sleep=sleep, stop=stop)
+    fn, calls = failing([requests.ConnectionError()] * 100)
+    with pytest.raises(Interrupted):
+        r.call(fn)
+    assert calls[0] == 1 and sum(clock.slept) <= 0.2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.clusterfacts import KUBECTL_NODES, api_check, http_probe, parse_http
+from runbook.clusterfacts import CERTS_CHECK, KUBECTL_NODES, api_check, http_probe, parse_http
 from runbook.clusterstatus import FirewallRow, FirewallView
 from runbook.clusterview import run_status
 from runbook.console import Masker, Ui, make_console
@@ -46,6 +46,31 @@ class Model:
     readyz: tuple[int, str] = (200, "ok")
     backends_down: set[str] = field(default_factory=set)
     kubelet: str = "active"
+    cert_residual: dict[str, str] = field(default_factory=dict)  # control plane -> apiserver's
+
+    def check_expiration(self, name: str) -> str:
+        """`kubeadm certs check-expiration` as kubeadm prints it."""
+        rows = [
+            (
+                "CERTIFICATE",
+                "EXPIRES",
+                "RESIDUAL TIME",
+                "CERTIFICATE AUTHORITY",
+                "EXTERNALLY MANAGED",
+            ),
+            ("admin.conf", "Nov 30, 2027 10:00 UTC", "364d", "ca", "no"),
+            (
+                "apiserver",
+                "Dec 10, 2026 10:00 UTC",
+                self.cert_residual.get(name, "364d"),
+                "ca",
+                "no",
+            ),
+            (),
+            ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"),
+            ("ca", "Nov 28, 2036 10:00 UTC", "9y", "no"),
+        ]
+        return "\n".join("   ".join(r) for r in rows) + "\n"
 
     def stat_csv(self) -> str:
         rows = ["# pxname,svname,status,", "k8s-api-private,FRONTEND,OPEN,"]
@@ -119,6 +144,9 @@ class StatusHost(Host):
             return Fact(m.kubelet, 0 if m.kubelet == "active" else 3)
         if p == f"test -f {ADMIN_CONF}":
             return Fact("", 0 if self.name in m.initialised else 1)
+        if p == f"test -f {ADMIN_CONF} || exit 0; {CERTS_CHECK}":
+            assert self.role == "control-plane"
+            return Fact(m.check_expiration(self.name) if self.name in m.initialised else "", 0)
         if p.startswith("systemctl is-active heartbeat"):
             return Fact("active\nhb-running", 0)
         if p == f"ip -o -4 addr show dev {lb.interface}":
@@ -178,11 +206,12 @@ def status(
     *,
     cloud: tuple[str, str] | Exception | None = None,
     firewalls: FirewallView | None = None,
+    width: int = 200,
 ) -> Run:
     out = io.StringIO()
     masker = Masker()
     masker.register(TOKEN)
-    ui = Ui(make_console(masker, file=out, width=200), masker)
+    ui = Ui(make_console(masker, file=out, width=width), masker)
     hosts: dict[str, StatusHost] = {}
 
     def factory(spec, *, dry_run: bool, log=None) -> StatusHost:  # type: ignore[no-untyped-def]
@@ -211,7 +240,7 @@ def test_healthy_cluster_is_one_screen_and_exit_0(model: Model) -> None:
     r = status(model)
     assert r.code == 0, r.out
     assert "hosts (7/7 reachable over SSH)" in r.out
-    assert "Debian GNU/Linux 12 (bookworm)" in r.row("k8slb02") and "1d 2h" in r.row("k8slb02")
+    assert "Debian 12 (bookworm)" in r.row("k8slb02") and "1d 2h" in r.row("k8slb02")
     assert r.row("k8slb01", "load balancers").split(" | ")[1:6] == [
         "running",
         "yes",
@@ -240,6 +269,25 @@ def test_healthy_cluster_is_one_screen_and_exit_0(model: Model) -> None:
     assert "healthy: 7 hosts reachable, k8slb01 holds the VIP" in r.out
     assert r.out.rstrip().endswith("status: healthy problems=0")
     assert not r.problems() and "warning" not in r.out
+
+
+def test_certificates_shown_warned_under_30_days_expired_degrades(model: Model) -> None:
+    r = status(model)
+    assert "k8scontrol02 | admin.conf | Nov 30, 2027 10:00 UTC | 364d" in r.row(
+        "k8scontrol02", "certificates"
+    )
+    model.cert_residual = {"k8scontrol02": "29d"}
+    r = status(model)
+    assert r.code == 0, r.out
+    assert (
+        "k8scontrol02: certificate apiserver expires in 29d (Dec 10, 2026 10:00 UTC), under 30 days"
+        in (" ".join(r.out.split()))
+    )
+    model.cert_residual = {"k8scontrol03": "<invalid>"}
+    r = status(model)
+    assert r.code == 1
+    want = "k8scontrol03: certificate apiserver expired (Dec 10, 2026 10:00 UTC)"
+    assert f"{want}: `inv cluster.renew-certs`" in r.problems()
 
 
 def test_one_connection_and_read_only_probes_per_host(model: Model) -> None:
@@ -421,6 +469,27 @@ def test_http_probe_with_real_curl(server: int) -> None:
     refused_check = api_check("VIP", base, "local", refused)
     assert refused_check.ok is False and refused_check.code == 0
     assert "Failed to connect" in refused_check.detail
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("down", [set(), {"k8scontrol02", "k8slb01"}])
+def test_status_fits_the_screen_without_cutting_a_name_or_an_ip(
+    model: Model, width: int, down: set[str]
+) -> None:
+    model.down = down
+    r = status(model, width=width)
+    lines = r.out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "…" not in r.out
+    words = set(re.findall(r"[\w.:/-]+", r.out))
+    for h in model.inv.hosts.values():
+        assert h.name in words, h.name
+        assert str(h.private_ip) in words, h.private_ip
+    ips = {model.inv.load_balancer.vip, model.inv.load_balancer.floating_ip.address}
+    assert {f"{ip}:6443" for ip in ips} <= words
+    if not down:
+        for name in K8S:
+            assert re.search(rf"│ {name} +│ Ready", r.out), name
 
 
 def test_firewalls_shown_and_a_server_without_one_degrades(model: Model) -> None:

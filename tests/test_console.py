@@ -137,3 +137,37 @@ def test_verbose_commands_are_masked() -> None:
     quiet, qout = ui_at(verbose=False)
     quiet.command("k8slb01", "ls", mutating=False)
     assert qout.getvalue() == ""
+
+
+@pytest.mark.parametrize("answer", ["y\n", "n\n"])
+def test_checkpoint_prints_its_text_once_and_shows_choices_and_default(answer: str) -> None:
+    ui, out = ui_at(interactive=True, stdin=io.StringIO(answer))
+    try:
+        ui.checkpoint("Reboot k8slb01 now? It holds no VIP.")
+    except CheckpointDeclined as exc:
+        ui.error(str(exc))  # what the tasks print
+        assert answer == "n\n"
+    text = out.getvalue()
+    assert text.count("Reboot k8slb01 now?") == 1
+    assert "confirm? [y/N]" in text
+
+
+def test_a_wait_says_what_for_and_until_when() -> None:
+    import datetime
+    import re
+
+    ui, out = ui_at(interactive=False)
+    with ui.waiting("the LB pair to settle", 23):
+        pass
+    m = re.search(
+        r"waiting for the LB pair to settle, until (\d\d:\d\d:\d\d) \(at most 23 s\)",
+        out.getvalue(),
+    )
+    assert m, out.getvalue()
+    end = datetime.datetime.strptime(m.group(1), "%H:%M:%S").time()
+    now = datetime.datetime.now()
+    want = (now + datetime.timedelta(seconds=23)).time()
+    span = abs(
+        datetime.datetime.combine(now.date(), end) - datetime.datetime.combine(now.date(), want)
+    )
+    assert span.total_seconds() < 5 or span.total_seconds() > 86000  # (midnight wrap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import signal
 import threading
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import pytest
 
 from runbook import interrupt
 from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, Step, StepContext, StepFailed, run_step
+from runbook.engine import RunOptions, Step, StepContext, StepFailed, StepQuit, run_step
 from runbook.plan import Status, TargetPlan
 from runbook.remote import DryRunViolation, Fact, Host
 from runbook.resources import File, Resource
@@ -77,6 +78,7 @@ def make_ctx(
     yes: bool = True,
     interactive: bool = False,
     answer: str = "",
+    guided: bool = False,
 ) -> tuple[StepContext, io.StringIO]:
     out = io.StringIO()
     masker = Masker()
@@ -90,7 +92,7 @@ def make_ctx(
     ctx = StepContext(
         inventory=SimpleNamespace(),
         ui=ui,  # type: ignore[arg-type]
-        options=RunOptions(dry_run=dry_run, yes=yes),
+        options=RunOptions(dry_run=dry_run, yes=yes, guided=guided),
     )
     ctx.targets.update(hosts)
     return ctx, out
@@ -111,7 +113,7 @@ def test_changed_then_ok(tmp_path: Path, hosts: dict[str, LocalHost]) -> None:
     ctx2, out = make_ctx({n: LocalHost(n, h.state) for n, h in hosts.items()})
     second = run_step(step, ctx2)
     assert [r.status for r in second.results] == [Status.OK] * 3
-    assert "a: ok (no changes)" in out.getvalue()
+    assert "a, b, c: ok (no changes)" in out.getvalue()
     assert sorted(step.verified) == ["a", "a", "b", "b", "c", "c"]
 
 
@@ -206,6 +208,70 @@ def test_facts_gathered_in_one_round_trip(tmp_path: Path, hosts: dict[str, Local
     ctx, _ = make_ctx({"a": h}, dry_run=True)
     run_step(ManyFiles(tmp_path / "fs", ["a"]), ctx)
     assert len(h.commands) == 1  # six probes, one command
+
+
+@pytest.mark.parametrize("answer", ["\n", "a\n", "apply\n", "x\nA\n"])
+def test_guided_apply(tmp_path: Path, hosts: dict[str, LocalHost], answer: str) -> None:
+    step = FileStep(tmp_path / "fs", ["a", "b"])
+    ctx, out = make_ctx(hosts, yes=False, interactive=True, answer=answer, guided=True)
+    res = run_step(step, ctx)
+    assert [r.status for r in res.results] == [Status.CHANGED] * 2
+    assert "files: apply these changes on a, b APPLY / skip / quit?" in out.getvalue()
+    if answer.startswith("x"):
+        assert "please answer apply, skip, quit (empty: apply)" in out.getvalue()
+
+
+def test_guided_question_is_one_line_on_a_narrow_screen(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    names = [f"k8scontrol{i:02d}" for i in (1, 3, 5, 7, 9, 11)]
+    step = FileStep(tmp_path / "fs", names)
+    for n in names:
+        hosts[n] = LocalHost(n, tmp_path / "state" / n)
+        (tmp_path / "fs" / n).mkdir(parents=True)
+    ctx, out = make_ctx(
+        {n: hosts[n] for n in names}, yes=False, interactive=True, answer="s\n", guided=True
+    )
+    ctx.ui.console.width = 40
+    run_step(step, ctx)
+    assert re.search(
+        r"^files: apply these changes on k8scontrol01, .* APPLY / skip / quit\? ",
+        out.getvalue(),
+        re.M,
+    ), out.getvalue()
+
+
+def test_guided_skip_changes_nothing_and_goes_on(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    step = FileStep(tmp_path / "fs", ["a", "b"])
+    ctx, _ = make_ctx(hosts, yes=False, interactive=True, answer="s\n", guided=True)
+    res = run_step(step, ctx)
+    assert [r.status for r in res.results] == [Status.SKIPPED] * 2
+    assert not res.failed
+    assert all(h.mutating() == [] for h in hosts.values())
+
+
+@pytest.mark.parametrize("answer", ["q\n", "quit\n", ""])  # "" = end of input
+def test_guided_quit_raises_and_changes_nothing(
+    tmp_path: Path, hosts: dict[str, LocalHost], answer: str
+) -> None:
+    step = FileStep(tmp_path / "fs", ["a"])
+    ctx, _ = make_ctx(hosts, yes=False, interactive=True, answer=answer, guided=True)
+    with pytest.raises(StepQuit, match="--from files"):
+        run_step(step, ctx)
+    assert hosts["a"].mutating() == []
+
+
+def test_guided_does_not_ask_when_nothing_changes(
+    tmp_path: Path, hosts: dict[str, LocalHost]
+) -> None:
+    run_step(FileStep(tmp_path / "fs", ["a"]), make_ctx({"a": hosts["a"]})[0])
+    ctx, out = make_ctx(
+        {"a": LocalHost("a", hosts["a"].state)}, yes=False, interactive=True, guided=True
+    )
+    assert run_step(FileStep(tmp_path / "fs", ["a"]), ctx).results[0].status is Status.OK
+    assert "apply / skip" not in out.getvalue().lower()
 
 
 def test_serial_step_stops_at_the_first_failure(

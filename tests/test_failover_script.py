@@ -773,3 +773,28 @@ def _route_to_peer(rig: Rig) -> None:
         "assign",
         {"server": rig.server(PEER)["id"]},
     )
+
+
+@pytest.mark.parametrize(
+    ("self_name", "rscstatus", "follows"),
+    [
+        (SELF, "local", True),  # SELF is not the primary: "local" (its zero own) means nothing
+        (SELF, "foreign", False),  # the primary's group held here
+        (SELF, "all", False),
+        (PEER, "local", False),  # on the primary, "local" is the group
+    ],
+)
+def test_what_rscstatus_means_depends_on_the_home_node(
+    rig: Rig, self_name: str, rscstatus: str, follows: bool
+) -> None:
+    """Heartbeat counts the group as "local" on its home node (haresources) and "foreign" on the
+    other one. Read as "local = owner" (as before), the standby k8slb02 always "owned" it: its
+    re-assert after a release would pull the routing back from the new holder."""
+    text = rig.env_file.read_text().replace(f"SELF={SELF}", f"SELF={self_name}")
+    text = text.replace(f"PEERS={PEER}", f"PEERS={SELF if self_name == PEER else PEER}")
+    rig.env_file.write_text(text)
+    res = rig.run("reassert", holds=True, extra={"HCLOUD_FAILOVER_RSC": rscstatus})
+    assert res.returncode == 0, res.stderr
+    # the owner re-asserts (moves the routing here); any other node only follows it
+    assert ("checking the cloud assignment" not in res.stderr) == follows, res.stderr
+    assert VIP in rig.aliases(self_name if not follows else PEER)

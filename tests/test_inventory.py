@@ -126,6 +126,12 @@ BAD = [
         set_("ssh.proxy_command", "ssh -W %h:%p 'bastion"),
     ),
     bad("proxy-command-empty", "ssh.proxy_command", "is empty", set_("ssh.proxy_command", " ")),
+    bad(
+        "proxy-command-nul",
+        "ssh.proxy_command",
+        "contains control characters",
+        set_("ssh.proxy_command", "nc %h %p\0"),
+    ),
     bad("port-range", "ssh.port", "less than or equal to 65535", set_("ssh.port", 70000)),
     bad(
         "bad-ip",
@@ -289,12 +295,6 @@ BAD = [
         f"{H}.k8slb01.public_ip",
         "private RFC 1918",
         set_(f"{H}.k8slb01.public_ip", "192.168.1.5"),
-    ),
-    bad(
-        "lb-no-public",
-        f"{H}.k8slb02.public_ip",
-        "required for lb hosts",
-        drop(f"{H}.k8slb02.public_ip"),
     ),
     bad(
         "fip-host-public",

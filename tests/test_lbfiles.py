@@ -199,6 +199,7 @@ def test_failover_env_and_units(inv: Inventory) -> None:
         "HCLOUD_ENDPOINT": inv.hcloud.lb_endpoint,
         "SELF": me,
         "PEERS": ",".join(n for n in _lbs(inv) if n != me),
+        "PRIMARY": inv.load_balancer.primary,
         "NETWORK": inv.hcloud.network.name,
         "VIP": str(inv.load_balancer.vip),
         "FLOATING_IP": inv.load_balancer.floating_ip.name,

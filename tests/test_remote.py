@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from runbook.remote import SessionProxyCommand, why_unreachable
+from runbook.sshconn import SessionProxyCommand, why_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
 

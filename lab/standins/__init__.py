@@ -1,5 +1,6 @@
 """Stand-ins for what the lab cannot run (no containers here): kubeadm, kubelet, kubectl,
-containerd — built as real Debian packages for the lab's apt repositories.
+containerd, etcd-client (etcdctl, etcdutl) — built as real Debian packages for the lab's apt
+repositories.
 
 `build_debs(dest, version)` builds kubeadm/kubelet/kubectl for the lab's pkgs.k8s.io;
 `build_containerd_io(dest, suite)` the `containerd.io` of the lab's simulated Docker repository
@@ -60,7 +61,11 @@ DESCRIPTION = {
     "kubectl": "LAB STAND-IN for kubectl: the calls the runbook makes, against the stand-in API",
     "containerd.io": "LAB STAND-IN for Docker's containerd.io 2.x: strict TOML config, config "
     "dump, CRI socket, runs nothing",
+    "etcd-client": "LAB STAND-IN for etcdctl/etcdutl 3.6: snapshots, members, restore",
 }
+# packages with more than one program (the first names the library directory)
+PROGRAMS = {"etcd-client": ("etcdctl", "etcdutl")}
+ETCD_CLIENT_VERSION = "3.6.4"
 
 
 def _package(
@@ -74,7 +79,8 @@ def _package(
     fields: str = "",
     conffiles: dict[str, str] | None = None,
 ) -> Path:
-    prog = prog or name
+    progs = PROGRAMS.get(name, (prog or name,))
+    prog = progs[0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / name
         lib = root / LIB.lstrip("/") / prog / "rbk8s"
@@ -82,12 +88,13 @@ def _package(
         for f in SRC.glob("*.py"):
             shutil.copy2(f, lib / f.name)
         (lib / "_version.py").write_text(f'VERSION = "{kube_version}"\n')
-        wrapper = root / "usr/bin" / prog
-        wrapper.parent.mkdir(parents=True)
-        wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH={LIB}/{prog} exec /usr/bin/python3 -m rbk8s {prog} "$@"\n'
-        )
-        wrapper.chmod(0o755)
+        (root / "usr/bin").mkdir(parents=True)
+        for p in progs:
+            wrapper = root / "usr/bin" / p
+            wrapper.write_text(
+                f'#!/bin/sh\nPYTHONPATH={LIB}/{prog} exec /usr/bin/python3 -m rbk8s {p} "$@"\n'
+            )
+            wrapper.chmod(0o755)
         unit = {"kubelet": KUBELET_UNIT, "containerd": CONTAINERD_UNIT}.get(prog)
         if unit:
             u = root / "lib/systemd/system" / f"{prog}.service"
@@ -124,7 +131,7 @@ def _kube(version: str) -> str:
 
 
 def build_debs(dest: Path, version: str) -> list[Path]:
-    """kubeadm/kubelet/kubectl `VERSION-1.1` stand-in debs into `dest`.
+    """kubeadm/kubelet/kubectl `VERSION-1.1` and etcd-client 3.6.4 stand-in debs into `dest`.
 
     `version` is a Kubernetes version "1.NN" (the inventory's) or "1.NN.P"; "1.NN" becomes
     "1.NN.0". Returns the paths written (existing ones are replaced).
@@ -135,6 +142,7 @@ def build_debs(dest: Path, version: str) -> list[Path]:
     # epoch 2: supersede a kubectl the machine may already have (google-cloud-cli ships
     # kubectl 1:528.x), which the lab hosts inherit through their overlay
     debs.append(_package(dest, "kubectl", f"{kube}-1.1", kube, epoch="2:"))
+    debs.append(_package(dest, "etcd-client", f"{ETCD_CLIENT_VERSION}-0rblab1", kube))
     return debs
 
 

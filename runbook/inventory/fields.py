@@ -170,6 +170,13 @@ Label = Annotated[str, _check(_HOSTNAME_RE, "a lower-case RFC 1123 label")]
 K8sName = Annotated[str, _check(_K8S_NAME_RE, "a lower-case Kubernetes object name")]
 Name = Annotated[str, _check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"), "a plain name")]
 Iface = Annotated[str, _check(_IFACE_RE, "a network interface name (at most 15 characters)")]
+#: an interface name, or "" (left out: found from the cloud at run time, runbook.discover)
+OptIface = Annotated[
+    str,
+    _check(
+        re.compile(f"{_IFACE_RE.pattern}|^$"), "a network interface name (at most 15 characters)"
+    ),
+]
 DNSName = Annotated[str, AfterValidator(_check_dns)]
 Url = Annotated[str, AfterValidator(_check_url)]
 FetchUrl = Annotated[str, AfterValidator(_check_fetch_url)]  # http(s) or file: (local mirrors)

@@ -49,6 +49,8 @@ def _unusable(path: str, *, must_exist: bool) -> str | None:
         return "does not exist" if must_exist else None
     except OSError as exc:
         return f"cannot be checked: {exc.strerror or exc}"
+    except ValueError:  # an embedded NUL byte
+        return "is not a valid path (it contains a NUL character)"
     if stat.S_ISDIR(st.st_mode):
         return "is a directory, not a file"
     if not stat.S_ISREG(st.st_mode):

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -26,7 +26,6 @@ from runbook.inventory.fields import (
     EtcdMillis,
     FetchUrl,
     HbSeconds,
-    Iface,
     Interval,
     IPv4,
     K8sName,
@@ -34,6 +33,7 @@ from runbook.inventory.fields import (
     Name,
     Net,
     NetTimeout,
+    OptIface,
     Port,
     SSHEndpoint,
     StrictBool,
@@ -101,6 +101,8 @@ class SSHSpec(_Model):
         """paramiko splits it with shlex: an unbalanced quote would fail only when connecting."""
         if value is None:
             return value
+        if not value.isprintable():
+            raise ValueError("contains control characters (a NUL, tab or newline)")
         try:
             argv = shlex.split(value)
         except ValueError as exc:
@@ -142,7 +144,7 @@ class HostSpec(_Model):
     private_ip: IPv4
     address: Address  # how SSH reaches the host
     gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
-    public_ip: IPv4 | None = None  # required for lb hosts (Heartbeat's second path)
+    public_ip: IPv4 | None = None  # lb hosts: read from the API when left out (runbook.discover)
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("gateway")
@@ -224,8 +226,10 @@ class LoadBalancerSpec(_Model):
     primary: str
     vip: IPv4
     floating_ip: FloatingIPSpec
-    interface: Iface = "ens10"
-    public_interface: Iface = "eth0"
+    # "" (left out): found from the API's MAC of the private NIC / the public IPv4 on the host
+    # (runbook.discover); a name given is verified the same way
+    interface: OptIface = ""
+    public_interface: OptIface = ""
     heartbeat: HeartbeatSpec
     public_allow: tuple[Net, ...] = Field(default=(), max_length=MAX_LIST)
     insecure_api: InsecureAPISpec = InsecureAPISpec()
@@ -287,6 +291,12 @@ class EtcdSpec(_Model):
     election_timeout_ms: EtcdMillis = 5000
 
 
+class BackupSpec(_Model):
+    """Local etcd snapshots (`inv cluster.backup`): how many the operator's machine keeps."""
+
+    keep: Annotated[int, Field(strict=True, ge=1, le=1000)] = 7  # older ones are pruned
+
+
 class PackageRepoSpec(_Model):
     """Where kubelet/kubeadm/kubectl (``package_repo``, default pkgs.k8s.io for ``version``) or
     containerd.io (``containerd_repo``, default Docker's repository) come from.
@@ -317,6 +327,7 @@ class KubernetesSpec(_Model):
     api_dns_name: DNSName | None = None
     cert_sans: tuple[SubjectAltName, ...] = Field(default=(), max_length=MAX_LIST)
     etcd: EtcdSpec = EtcdSpec()
+    backup: BackupSpec = BackupSpec()
     cni: Literal["weave", "calico", "flannel"] = "weave"
     admin_user: K8sName = "admin-user"
     package_repo: PackageRepoSpec | None = None  # None: pkgs.k8s.io/core:/stable:/v1.NN/deb/

@@ -106,13 +106,6 @@ def _host(p: Parts, h: HostSpec) -> Iterator[Finding]:
         reason := netcheck.public_problem(h.public_ip, network=network)
     ):
         yield Finding(f"{key}.public_ip", reason)
-    if h.role == "lb" and h.public_ip is None:
-        iface = _attr(p.load_balancer, "public_interface") or "public interface"
-        yield Finding(
-            f"{key}.public_ip",
-            f"required for lb hosts: Heartbeat's second path runs over the public interface "
-            f"({iface}), so a hiccup of the private network does not split the pair",
-        )
 
 
 def _host_duplicates(p: Parts) -> Iterator[Finding]:
@@ -236,7 +229,7 @@ def _interfaces(p: Parts) -> Iterator[Finding]:
     if p.load_balancer is None:
         return
     lb = p.load_balancer
-    if lb.interface == lb.public_interface:
+    if lb.interface and lb.interface == lb.public_interface:
         yield Finding(
             "load_balancer.public_interface",
             f"{lb.public_interface} is also the private interface: the floating IP and "

@@ -40,6 +40,8 @@ def select_hosts(
     return [h for h in eligible if h.name in wanted]
 
 
+FROM_CLOUD = "the NIC the cloud names (found at run time)"
+
 SUMMARY_COLUMNS: tuple[str, ...] = ("host", "role", "private IP", "public IP", "address", "via")
 
 
@@ -48,7 +50,7 @@ def summary_rows(inv: Inventory) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for h in inv.hosts.values():
         role = f"{h.role} (primary)" if h.name == inv.load_balancer.primary else h.role
-        public = str(h.public_ip) if h.public_ip else ""
+        public = str(h.public_ip) if h.public_ip else ("from the API" if h.role == "lb" else "")
         rows.append((h.name, role, str(h.private_ip), public, h.address, h.gateway or ""))
     return rows
 
@@ -79,8 +81,12 @@ def summary_facts(inv: Inventory) -> list[tuple[str, str]]:
     )
     return [
         ("cluster", inv.cluster.name),
-        ("VIP", f"{lb.vip} on {lb.interface} (controlPlaneEndpoint {inv.control_plane_endpoint})"),
-        ("floating IP", f"{fip.address} ({fip.name}{ptr}) on {lb.public_interface}"),
+        (
+            "VIP",
+            f"{lb.vip} on {lb.interface or FROM_CLOUD} "
+            f"(controlPlaneEndpoint {inv.control_plane_endpoint})",
+        ),
+        ("floating IP", f"{fip.address} ({fip.name}{ptr}) on {lb.public_interface or FROM_CLOUD}"),
         ("primary LB", lb.primary),
         ("network", f"{net.name} {net.ip_range}, subnet {net.subnet}, zone {net.zone}"),
         ("pod subnet", str(k8s.pod_subnet)),

@@ -52,6 +52,7 @@ class NodeInfo:
     name: str
     ready: bool
     version: str
+    unschedulable: bool = False  # cordoned
 
 
 def parse_nodes(text: str) -> dict[str, NodeInfo]:
@@ -63,7 +64,8 @@ def parse_nodes(text: str) -> dict[str, NodeInfo]:
         conds = (item.get("status") or {}).get("conditions") or []
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
         version = ((item.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
-        out[name] = NodeInfo(name, ready, version)
+        cordoned = bool((item.get("spec") or {}).get("unschedulable"))
+        out[name] = NodeInfo(name, ready, version, cordoned)
     return out
 
 

@@ -41,7 +41,7 @@ from ..lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
-from ..lbstatus import addr_probe, has_vip
+from ..lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
 from ..plan import Change, TargetPlan
 from ..remote import Fact, Host, HostUnreachable
 from ..resources import (
@@ -280,28 +280,29 @@ class HeartbeatStep(Step):
         nobody_since: float | None = None
         took_over = False
         problem = ""
-        while time.monotonic() < deadline:
-            owners = [n for n in lbs if self._owns(ctx, n)]
-            peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
-            if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
-                self._reassert(ctx, owners[0])
-                for other in lbs:
-                    if other != owners[0] and holds_vip(ctx, other):
-                        self._reassert(ctx, other)  # follows the route: takes them off
-                holders = [n for n in lbs if holds_vip(ctx, n)]
-                if holders == owners:
-                    ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
-                    return
-            problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
-            now = time.monotonic()
-            if owners or not peers_ok:
-                nobody_since = None
-            elif nobody_since is None:
-                nobody_since = now
-            elif not took_over and now - nobody_since >= hb.deadtime + 2:
-                self._take_over(ctx, lbs)
-                took_over = True
-            time.sleep(1)
+        with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
+            while time.monotonic() < deadline:
+                owners = [n for n in lbs if self._owns(ctx, n)]
+                peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
+                if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
+                    self._reassert(ctx, owners[0])
+                    for other in lbs:
+                        if other != owners[0] and holds_vip(ctx, other):
+                            self._reassert(ctx, other)  # follows the route: takes them off
+                    holders = [n for n in lbs if holds_vip(ctx, n)]
+                    if holders == owners:
+                        ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
+                        return
+                problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
+                now = time.monotonic()
+                if owners or not peers_ok:
+                    nobody_since = None
+                elif nobody_since is None:
+                    nobody_since = now
+                elif not took_over and now - nobody_since >= hb.deadtime + 2:
+                    self._take_over(ctx, lbs)
+                    took_over = True
+                time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
 
     @staticmethod
@@ -311,10 +312,10 @@ class HeartbeatStep(Step):
         if host is None:
             return False
         try:
-            out = host.query("cl_status rscstatus", ok_codes=None).stdout.strip()
+            out = host.query(RSCSTATUS, ok_codes=None).stdout
         except HostUnreachable:
             return False
-        return out in ("all", "local")
+        return owns_group(ctx.inventory, name, out)
 
     @staticmethod
     def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:

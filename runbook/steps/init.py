@@ -82,7 +82,10 @@ class InitStep(Step):
         ).exited:
             raise StepFailed(f"{target}: {APISERVER_MANIFEST} does not advertise {ip}")
         deadline = time.monotonic() + API_WAIT_S
-        with ctx.ui.status(f"waiting for the API through {ctx.inventory.control_plane_endpoint}"):
+        with ctx.ui.waiting(
+            f"the API to answer /readyz through {ctx.inventory.control_plane_endpoint}",
+            API_WAIT_S,
+        ):
             while True:
                 res = host.query(f"{KUBECTL} get --raw=/readyz", ok_codes=None, timeout=30)
                 if res.exited == 0 and res.stdout.strip() == "ok":

@@ -32,6 +32,7 @@ from ._k8s import Cluster
 from ._select import hosts_with
 
 NODE_WAIT_S = 120
+JOIN_TIMEOUT_S = 900  # kubeadm join (pulls images; a control plane waits for etcd)
 
 
 @dataclass
@@ -85,12 +86,19 @@ class Joined(Resource):
         path = shlex.quote(JOIN_CONFIG_PATH)
         try:
             host.write_file(JOIN_CONFIG_PATH, content.encode(), mode=0o600, backup=False)
-            host.run(f"kubeadm join --config {path}; rc=$?; rm -f {path}; exit $rc", timeout=900)
-            deadline = time.monotonic() + NODE_WAIT_S
-            while self.node not in self.cluster.nodes(refresh=True):
-                if time.monotonic() > deadline:
-                    raise StepFailed(f"{self.node} joined but is not in `kubectl get nodes`")
-                time.sleep(2)
+            with self.cluster.ctx.ui.waiting(
+                f"{self.node}: kubeadm join and the node in `kubectl get nodes`",
+                JOIN_TIMEOUT_S + NODE_WAIT_S,
+            ):
+                host.run(
+                    f"kubeadm join --config {path}; rc=$?; rm -f {path}; exit $rc",
+                    timeout=JOIN_TIMEOUT_S,
+                )
+                deadline = time.monotonic() + NODE_WAIT_S
+                while self.node not in self.cluster.nodes(refresh=True):
+                    if time.monotonic() > deadline:
+                        raise StepFailed(f"{self.node} joined but is not in `kubectl get nodes`")
+                    time.sleep(2)
         finally:
             with contextlib.suppress(HostUnreachable):
                 host.run(f"rm -f {path}", ok_codes=None)

@@ -20,7 +20,8 @@ from invoke.exceptions import Exit
 from invoke.tasks import Task
 
 from ..console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..engine import RunOptions, Step, StepContext, run_step
+from ..discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
+from ..engine import RunOptions, Step, StepContext, StepQuit, run_step
 from ..interrupt import Interrupted, handle_signals, wait_for_workers
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
 from ..plan import CLOUD, StepResult
@@ -187,6 +188,21 @@ def register_secrets(inv: Inventory, ui: Ui) -> None:
     ui.masker.register(token)
 
 
+def cloud_facts(
+    inv: Inventory, ui: Ui, hosts: Any, *, dry_run: bool, cloud: Any = None
+) -> Inventory:
+    """The inventory with the LBs' public IPs and interfaces from the cloud (runbook.discover);
+    a disagreement or a fact not found is bad input (exit 2, every problem listed)."""
+    from ..discover import DiscoveryFailed, discover
+
+    try:
+        return discover(inv, ui, hosts, cloud=cloud, pending_ok=dry_run)
+    except DiscoveryFailed as exc:
+        raise fail_input(
+            ui, exc.problems, header="the inventory, the cloud and the hosts disagree:"
+        ) from None
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -252,9 +268,18 @@ def execute(
         from ..cloud import CloudTarget, CloudTokenMissing
 
         try:
-            ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+            ctx.targets[CLOUD] = CloudTarget.from_inventory(
+                inv, dry_run=dry_run, ui=ui, stop=ctx.stop
+            )
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
+    if any(s.name in LB_FACT_STEPS | PUBLIC_IP_STEPS for s in steps):
+        ctx.inventory = cloud_facts(
+            ctx.inventory,
+            ui,
+            ctx.targets,
+            dry_run=dry_run or not any(s.name in LB_FACT_STEPS for s in steps),
+        )
 
     def body(results: list[StepResult]) -> int:
         for step in steps:
@@ -288,7 +313,7 @@ def run_steps(
     within ~5 s of the first signal; a console that cannot write (stdout on a full disk) ends in
     one line on stderr, exit 1 — never a traceback.
     """
-    from ..remote import library_logging
+    from ..sshconn import library_logging
 
     ui, stop = ctx.ui, ctx.stop
     library_logging(verbose=ui.verbose)
@@ -298,7 +323,7 @@ def run_steps(
         with handle_signals(stop):
             try:
                 code = body(results)
-            except (CheckpointDeclined, NeedsPerson) as exc:
+            except (CheckpointDeclined, NeedsPerson, StepQuit) as exc:
                 ui.error(str(exc))
                 code = EXIT_CHECKPOINT
             except Interrupted as exc:

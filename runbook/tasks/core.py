@@ -8,15 +8,26 @@ from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from ..console import Ui
 from ..engine import RunOptions, Step, StepContext, run_step
-from ..inventory import SUMMARY_COLUMNS, summary_facts, summary_rows
+from ..inventory import SUMMARY_COLUMNS, Inventory, summary_facts, summary_rows
 from ..plan import StepResult
 from . import _common as common
 from ._common import STEP_HELP
 
 
-@task(help={"verbose": "Also list every warning's explanation."})
-def validate(c: Context, verbose: bool = False) -> None:
+@task(
+    help={
+        "verbose": "Also list every warning's explanation.",
+        "online": "Also check the inventory against the Hetzner API (servers, private IPs, "
+        "floating IP, network) and the hosts (SSH, OS release, the LBs' interfaces); read-only. "
+        "Exit 2 when the cloud disagrees, 1 when a host cannot be reached or is unsupported.",
+        "accept_new_host_keys": STEP_HELP["accept_new_host_keys"],
+    }
+)
+def validate(
+    c: Context, verbose: bool = False, online: bool = False, accept_new_host_keys: bool = False
+) -> None:
     """Check the inventory (hosts.yaml) against every rule; exit 2 listing all problems."""
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
@@ -25,6 +36,60 @@ def validate(c: Context, verbose: bool = False) -> None:
     ui.table(f"inventory {common.inventory_path(c)}", SUMMARY_COLUMNS, rows)
     ui.table("cluster", ["what", "value"], summary_facts(inv))
     ui.print(f"valid: {len(rows)} hosts, {len(inv.warnings)} warning(s)", style="green")
+    if online:
+        validate_online(inv, ui, accept_new_host_keys=accept_new_host_keys)
+
+
+def validate_online(inv: Inventory, ui: Ui, *, accept_new_host_keys: bool) -> None:
+    """`validate --online`: one table of cloud and host checks (runbook.onlinecheck)."""
+    from rich.text import Text
+
+    from ..cloud import CloudTarget, CloudTokenMissing
+    from ..onlinecheck import cloud_checks, exit_code, host_checks
+    from ..remote import connect_all
+    from ..screen import fitted_table
+
+    common.register_secrets(inv, ui)
+    try:
+        cloud = CloudTarget.from_inventory(inv, dry_run=True, ui=ui)
+    except CloudTokenMissing as exc:
+        raise common.fail_input(ui, [exc]) from None
+    hosts = connect_all(
+        inv,
+        list(inv.hosts),
+        dry_run=True,
+        accept_new_host_keys=accept_new_host_keys,
+        log=ui.command,
+    )
+    try:
+        with ui.status("asking the Hetzner API and every host (read-only) …"):
+            checks = cloud_checks(inv, cloud) + host_checks(inv, hosts, cloud)
+    finally:
+        for h in hosts.values():
+            h.close()
+    marks: dict[bool | None, Text] = {
+        True: Text("ok", style="green"),
+        False: Text("FAIL", style="bold red"),
+        None: Text("note", style="cyan"),
+    }
+    rows = [(c.what, c.target, marks[c.ok], c.detail) for c in checks]
+    ui.console.print(
+        fitted_table(
+            ui.console,
+            "online: the inventory against the cloud and the hosts",
+            ("check", "target", "result", "detail"),
+            rows,
+            whole=("check", "target", "result"),
+            cell=lambda v: Text(ui.masker.mask(v)),
+        )
+    )
+    code = exit_code(checks)
+    failed = sum(c.ok is False for c in checks)
+    ui.print(
+        f"online: {len(checks)} checks, {failed} failed", style="bold red" if failed else "green"
+    )
+    if code:
+        raise Exit(code=code)
 
 
 @task(
@@ -44,6 +109,7 @@ def render(c: Context, host: str, out: str, force: bool = False) -> None:
     ui = common.new_ui()
     inv = common.load(c, ui)
     common.hosts_for(inv, ui, [host], roles=None, task="render")
+    inv = lb_facts_for_render(c, inv, ui)
     try:
         written = render_host(inv, host, out, force=force)
     except OutDirError as exc:
@@ -51,6 +117,23 @@ def render(c: Context, host: str, out: str, force: bool = False) -> None:
     if not written:
         ui.warn(f"no built step writes files to {host} yet")
     ui.table(f"rendered for {host}", ["file", "mode", "bytes"], written)
+
+
+def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
+    """An inventory leaving the LBs' public IPs or interfaces to the cloud: read them (API and a
+    read-only look at the LBs), since the rendered files contain them."""
+    from ..discover import needs_discovery
+    from ..remote import connect_all
+
+    if not needs_discovery(inv):
+        return inv
+    names = [h.name for h in inv.hosts_with_role("lb")]
+    hosts = connect_all(inv, names, dry_run=True, log=ui.command)
+    try:
+        return common.cloud_facts(inv, ui, hosts, dry_run=True)
+    finally:
+        for h in hosts.values():
+            h.close()
 
 
 prepare = common.step_task(
@@ -79,7 +162,8 @@ firewall = common.step_task(
 
 @task(
     help=common.step_help(
-        from_step="Start at this step (e.g. heartbeat); earlier ones are checked."
+        from_="Start at this step (e.g. heartbeat); earlier ones are only checked.",
+        only="Run this one step only (e.g. to repeat it); the others are not looked at.",
     ),
     iterable=["host"],
 )
@@ -90,9 +174,14 @@ def walkthrough(
     yes: bool = False,
     verbose: bool = False,
     accept_new_host_keys: bool = False,
-    from_step: str = "",
+    from_: str = "",
+    only: str = "",
 ) -> None:
-    """The whole procedure, steps 1-10 in order, guided, with checkpoints; re-running resumes."""
+    """The whole procedure, steps 1-10 in order, with checkpoints; re-running resumes.
+
+    On a TTY without --yes each step shows its plan and asks apply / skip / quit (quit: exit 3,
+    a re-run resumes there; a step with nothing to change does not ask).
+    """
     run_walkthrough(
         c,
         host=host or [],
@@ -100,7 +189,8 @@ def walkthrough(
         yes=yes,
         verbose=verbose,
         accept_new_host_keys=accept_new_host_keys,
-        from_step=from_step,
+        from_step=from_,
+        only=only,
     )
 
 
@@ -152,11 +242,13 @@ def run_walkthrough(
     verbose: bool,
     accept_new_host_keys: bool,
     from_step: str,
+    only: str = "",
 ) -> list[StepResult]:
-    """Steps 1-10 with checkpoints; steps before --from-step are only checked (planned)."""
+    """Steps 1-10 with checkpoints; steps before --from are only checked (planned)."""
     from dataclasses import replace
 
     from ..cloud import CloudTarget, CloudTokenMissing
+    from ..discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
     from ..plan import CLOUD
     from ..remote import connect_all
 
@@ -166,14 +258,23 @@ def run_walkthrough(
         raise Exit(code=common.EXIT_CHECKPOINT)
     steps = walk_steps()
     labels = [label for label, _, _ in steps]
-    if from_step and from_step not in labels:
-        raise common.fail_input(ui, [f"--from-step: {from_step!r} is not one of {labels}"])
+    for flag, value in (("--from", from_step), ("--only", only)):
+        if value and value not in labels:
+            raise common.fail_input(ui, [f"{flag}: {value!r} is not one of {', '.join(labels)}"])
+    if from_step and only:
+        raise common.fail_input(ui, ["--from and --only: give one of them"])
+    if only:
+        steps = [s for s in steps if s[0] == only]
+        labels = [only]
     start = labels.index(from_step) if from_step else 0
     inv = common.load(c, ui)
     common.register_secrets(inv, ui)
     selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
     common.check_local_files(inv, ui)
-    options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
+    guided = ui.interactive and not (yes or dry_run)
+    options = RunOptions(
+        dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
+    )
     ctx = StepContext(inventory=inv, ui=ui, options=options)
     first_cp = inv.first_control_plane.name
     ctx.targets.update(
@@ -186,13 +287,30 @@ def run_walkthrough(
         )
     )
     try:
-        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui)
+        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui, stop=ctx.stop)
     except CloudTokenMissing as exc:
         raise common.fail_input(ui, [exc]) from None
     t0 = time.monotonic()
 
+    def lb_nic() -> str:
+        return ctx.inventory.load_balancer.interface
+
     def body(results: list[StepResult]) -> int:
+        facts_known = False
         for i, (label, number, step) in enumerate(steps):
+            needs_nic = step.name in LB_FACT_STEPS
+            if (needs_nic or step.name in PUBLIC_IP_STEPS) and (
+                not facts_known or (needs_nic and lb_nic() == PENDING_NIC)
+            ):
+                # read now, not at the start: the private NIC exists once `network` attached it
+                ctx.inventory = common.cloud_facts(
+                    inv,
+                    ui,
+                    ctx.targets,
+                    dry_run=dry_run or i < start or not needs_nic,
+                    cloud=ctx.targets[CLOUD],
+                )
+                facts_known = True
             ui.print(
                 f"walkthrough {i + 1}/{len(steps)}: step {number} ({label}), "
                 f"{time.monotonic() - t0:.0f} s elapsed",
@@ -222,15 +340,13 @@ def run_walkthrough(
 
 
 def as_checked(res: StepResult) -> StepResult:
-    """A step before --from-step was only planned: pending changes are reported as skipped."""
+    """A step before --from was only planned: pending changes are reported as skipped."""
     from dataclasses import replace
 
     from ..plan import Status, TargetResult
 
     rows = tuple(
-        TargetResult(
-            r.target, Status.SKIPPED, r.changes, "pending: before --from-step, not applied"
-        )
+        TargetResult(r.target, Status.SKIPPED, r.changes, "pending: before --from, not applied")
         if r.status is Status.CHANGED
         else r
         for r in res.results

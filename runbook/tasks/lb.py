@@ -58,6 +58,7 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
         inv, names, dry_run=True, accept_new_host_keys=accept_new_host_keys, log=ui.command
     )
     try:
+        inv = common.cloud_facts(inv, ui, hosts, dry_run=True)
         nodes = collect(inv, hosts)
     finally:
         for h in hosts.values():
@@ -166,6 +167,7 @@ def failover_drill(
         log=ui.command,
     )
     try:
+        inv = common.cloud_facts(inv, ui, hosts, dry_run=False)
         run_drill(
             inv, {n: hosts[n] for n in names}, hosts[prober], ui, mode=mode, seconds=float(seconds)
         )

@@ -68,6 +68,8 @@ ORDER = {
     # uses the cluster the walkthrough module (rank 5) built, and must not build it itself
     "test_k8s_insecure_api.py": 6,
     "test_lab_firewall.py": 6,  # the same: scans the cluster the walkthrough built
+    # resets the lab to fresh hosts (twice): after every module that uses the built cluster
+    "test_lab_ux.py": 8,
 }
 LAST = {"test_lab_zz_down.py"}
 

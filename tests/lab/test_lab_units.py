@@ -19,7 +19,8 @@ NET = {
 
 
 def server(sid: int, name: str, ip: str | None, aliases: list[str] = []) -> dict:  # noqa: B006
-    pn = [{"network": 7, "ip": ip, "alias_ips": aliases}] if ip else []
+    mac = f"86:00:00:00:00:{sid:02x}"
+    pn = [{"network": 7, "ip": ip, "alias_ips": aliases, "mac_address": mac}] if ip else []
     return {"id": sid, "name": name, "private_net": pn}
 
 
@@ -45,7 +46,9 @@ def test_desired_routes_follow_attachments_aliases_and_floating_ips() -> None:
     }
     assert d.gateways == {"10.143.0.1"}
     assert d.inet == {"203.0.113.100": "i-k8slb02"}
-    assert d.hosts["k8slb01"] == sdn.HostNet("10.143.0.5", "10.143.0.0/16", "10.143.0.1")
+    assert d.hosts["k8slb01"] == sdn.HostNet(
+        "10.143.0.5", "10.143.0.0/16", "10.143.0.1", "86:00:00:00:00:01"
+    )  # ens10 gets the API's MAC of the private NIC
     assert "k8node02" not in d.hosts  # not attached: not routed, no address
 
 

@@ -260,6 +260,7 @@ def test_debs_build_with_versions(tmp_path: Path) -> None:
     debs = build_debs(tmp_path, "1.36")
     names = sorted(d.name for d in debs)
     assert names == [
+        "etcd-client_3.6.4-0rblab1_all.deb",
         "kubeadm_1.36.0-1.1_all.deb",
         "kubectl_1.36.0-1.1_all.deb",
         "kubelet_1.36.0-1.1_all.deb",
@@ -286,6 +287,13 @@ def test_debs_build_with_versions(tmp_path: Path) -> None:
         check=True,
     ).stdout.strip()
     assert kubectl == "2:1.36.0-1.1"
+    etcd = subprocess.run(
+        ["dpkg-deb", "-c", str(tmp_path / "etcd-client_3.6.4-0rblab1_all.deb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "./usr/bin/etcdctl" in etcd and "./usr/bin/etcdutl" in etcd
     with pytest.raises(ValueError):
         build_debs(tmp_path, "1.3")
 

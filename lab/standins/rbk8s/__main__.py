@@ -1,4 +1,5 @@
-"""Entry point: `python3 -m rbk8s kubeadm|kubectl|kubelet|containerd|apiserver ARGS`."""
+"""Entry point: `python3 -m rbk8s PROGRAM ARGS` (kubeadm, kubectl, kubelet, containerd, apiserver,
+etcdctl, etcdutl)."""
 
 import sys
 
@@ -13,6 +14,10 @@ def main() -> int:
         return daemons.kubectl(args)
     if prog == "kubelet":
         return daemons.kubelet(args)
+    if prog in ("etcdctl", "etcdutl"):
+        from . import etcd
+
+        return etcd.etcdctl(args) if prog == "etcdctl" else etcd.etcdutl(args)
     if prog == "containerd":
         from . import containerd
 

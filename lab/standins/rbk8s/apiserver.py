@@ -26,9 +26,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from . import coreapi, pki
+from . import VERSION, coreapi, nodeops, pki
 
-STATE = Path("/var/lib/rblab-apiserver/state.json")
+ETCD_DATA = Path("/var/lib/etcd")  # kubeadm's etcd data dir: the state is "etcd's database"
+STATE = ETCD_DATA / "member" / "snap" / "db"
 TOKEN_TTL = 24 * 3600
 CERT_KEY_TTL = 2 * 3600
 NODE_GRACE = 40.0
@@ -58,6 +59,11 @@ def object_key(obj: dict[str, Any], namespace: str = "default") -> str:
     meta = obj.get("metadata") or {}
     ns = "" if kind in CLUSTER_SCOPED else meta.get("namespace") or namespace
     return f"{kind}/{ns}/{meta.get('name', '')}"
+
+
+def _minor(version: str) -> int:
+    parts = version.removeprefix("v").split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
 class Invalid(Exception):
@@ -176,12 +182,13 @@ class Store:
     # -- nodes and objects ----------------------------------------------------------------
     def heartbeat(self, name: str, version: str, ip: str) -> None:
         with self.lock:
-            created = (self.data["nodes"].get(name) or {}).get("created") or self.now()
+            old = self.data["nodes"].get(name) or {}  # keeps what others set (unschedulable)
             self.data["nodes"][name] = {
+                **old,
                 "heartbeat": self.now(),
                 "version": version,
                 "ip": ip,
-                "created": created,
+                "created": old.get("created") or self.now(),
             }
             self.touch(f"nodes/{name}")
             self.commit()
@@ -216,6 +223,7 @@ class Store:
                             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(n.get("created") or n["heartbeat"])
                         ),
                     },
+                    "spec": nodeops.node_fields(n, control_plane=name in self.data["members"]),
                     "status": {
                         "conditions": [
                             {
@@ -239,11 +247,14 @@ class Store:
         return key
 
     def delete(self, keys: list[str]) -> list[str]:
-        """Remove objects; returns the keys that existed."""
+        """Remove objects (`node//NAME`: a Node); returns the keys that existed."""
         with self.lock:
-            gone = [k for k in keys if self.data["objects"].pop(k, None) is not None]
-            for k in gone:
-                self.touch(f"objects/{k}")
+            gone = []
+            for k in keys:
+                section, name = ("nodes", k[6:]) if k.startswith("node//") else ("objects", k)
+                if self.data[section].pop(name, None) is not None:
+                    gone.append(k)
+                    self.touch(f"{section}/{name}")
             if gone:
                 self.commit()
         return gone
@@ -323,10 +334,16 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, "ok")
         if path == "/rb/v1/cluster-info":
             return self._send(200, {"ca": self.server.ca_pem})
+        if path == "/version":  # readable by anyone (system:public-info-viewer)
+            v = self.server.version
+            return self._send(200, {"major": "1", "minor": v.split(".")[1], "gitVersion": v})
         if path == "/api" or path.startswith("/api/"):
             return self._core()
         if not self._admin():
             return None
+        if path == "/rb/v1/pods":
+            node = query.removeprefix("node=")
+            return self._send(200, {"items": nodeops.pods_on(store, node)})
         if path == "/rb/v1/objects":
             params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             want = [k for k in params.get("keys", "").split(",") if k]
@@ -379,7 +396,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/rb/v1/replicate":
             if not self._client_cn():
                 return self._send(403, {"message": "peer certificate required"})
-            store.merge(self._body())
+            other = self._body()
+            if other.get("cluster_id") != store.data.get("cluster_id"):
+                # a member of another (e.g. restored) cluster is no peer, as etcd refuses it
+                return self._send(412, {"message": "request cluster ID mismatch"})
+            store.merge(other)
             return self._send(200, {"version": store.data["version"]})
         m = path.removeprefix("/rb/v1/nodes/")
         if m != path and m.endswith("/status"):
@@ -387,10 +408,25 @@ class Handler(BaseHTTPRequestHandler):
             if self._client_cn() != f"system:node:{name}":
                 return self._send(403, {"message": f"node {name}: wrong client certificate"})
             b = self._body()
-            store.heartbeat(name, b.get("version", ""), b.get("ip", ""))
+            kubelet = str(b.get("version", ""))
+            if _minor(kubelet) > _minor(self.server.version):
+                # the version skew policy: a kubelet must never be newer than the API server
+                return self._send(
+                    400,
+                    {
+                        "message": f"kubelet {kubelet} is newer than the API server "
+                        f"{self.server.version}: unsupported version skew"
+                    },
+                )
+            store.heartbeat(name, kubelet, b.get("ip", ""))
             return self._send(200, {"ok": True})
         if not self._admin():
             return None
+        if m != path and m.endswith("/schedulable"):
+            flag = bool(self._body().get("unschedulable"))
+            if not nodeops.set_unschedulable(store, m.removesuffix("/schedulable"), flag):
+                return self._send(404, {"message": "node not found"})
+            return self._send(200, {"ok": True})
         if path == "/rb/v1/tokens":
             return self._send(
                 201, {"token": store.create_token(self._body().get("ttl", TOKEN_TTL))}
@@ -452,6 +488,7 @@ class ApiServer(ThreadingHTTPServer):
     ) -> None:
         super().__init__(addr, Handler)
         self.store, self.pki = store, pki_dir
+        self.version = f"v{VERSION}"  # the image tag of the manifest, set by the kubelet's child
         self.ca_pem = (pki_dir / "ca.crt").read_text()
         self.ca_key = (pki_dir / "ca.key").read_bytes()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -168,6 +168,10 @@ def _kubectl(conf: dict[str, Any], ns: str, args: list[str]) -> int:
     if args == ["get", "--raw=/readyz"]:
         print(client.call(conf, "GET", "/readyz"), end="")
         return 0
+    if args[:1] in (["cordon"], ["uncordon"], ["drain"]):
+        from . import nodeops
+
+        return nodeops.kubectl(conf, args)
     if args[:2] == ["get", "nodes"]:
         if args[2:] not in ([], ["-o", "json"], ["--no-headers"]):
             bad = next((a for a in args[2:] if a.startswith("-")), " ".join(args[2:]))
@@ -254,6 +258,16 @@ def apiserver(manifest: Path) -> int:
         cert=Path(flags["tls-cert-file"]),
         key=Path(flags["tls-private-key-file"]),
     )
+    image = str(pod["spec"]["containers"][0].get("image", ""))
+    if ":" in image:  # registry.k8s.io/kube-apiserver:v1.NN.P — what this "API server" is
+        srv.version = image.rsplit(":", 1)[1]
+    pki_dir = Path(flags["client-ca-file"]).parent
+    if (pki_dir / "etcd" / "server.crt").exists() and (K / "manifests" / "etcd.yaml").exists():
+        # the stand-in's etcd lives in this process (see etcd.py)
+        from .etcd import EtcdEndpoint
+
+        assert store.peer_ctx is not None
+        EtcdEndpoint(store, pki_dir, store.peer_ctx).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     srv.serve_forever()
     return 0
@@ -275,17 +289,24 @@ def kubelet(argv: list[str]) -> int:
     manifest = K / "manifests" / "kube-apiserver.yaml"
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    backoff, last = 1.0, 0.0
+    backoff, last, started_from = 1.0, 0.0, b""
     while not stop:
+        # as the kubelet watches its static-pod directory: a removed manifest stops the pod,
+        # a changed one replaces it (kubeadm upgrade, certificate renewal, etcd restore)
+        wanted = _manifest(manifest)
+        if child is not None and child.poll() is None and wanted != started_from:
+            child.terminate()
+            child.wait(10)
+            child, backoff, last = None, 1.0, 0.0
         down = child is None or child.poll() is not None
-        if manifest.exists() and down and time.monotonic() - last >= backoff:
+        if wanted is not None and down and time.monotonic() - last >= backoff:
             if child is not None:  # it died: back off like a crash-looping static pod
                 backoff = min(backoff * 2, 10)
             child = subprocess.Popen(
                 [sys.executable, "-m", "rbk8s", "apiserver", str(manifest)],
                 cwd=str(Path(__file__).parent.parent),
             )
-            last = time.monotonic()
+            last, started_from = time.monotonic(), wanted
         try:
             client.call(
                 conf,
@@ -299,13 +320,21 @@ def kubelet(argv: list[str]) -> int:
             sys.stderr.write(f"kubelet: node status not reported: {exc}\n")
             pause = 2  # the API may be starting: retry soon
         for _ in range(pause):
-            if stop:
+            running = child is not None and child.poll() is None
+            if stop or (running and _manifest(manifest) != started_from):
                 break
             time.sleep(0.5)
     if child is not None and child.poll() is None:
         child.terminate()
         child.wait(10)
     return 0
+
+
+def _manifest(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _node_ip() -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import secrets
 import shutil
 import socket
 import ssl
@@ -22,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from . import VERSION, client, coredns, kconfig, pki
-from .apiserver import STATE, empty_state
+from . import VERSION, client, coredns, etcd, kconfig, pki
+from .apiserver import ETCD_DATA, empty_state
 
 K = Path("/etc/kubernetes")
 PKI = K / "pki"
@@ -83,7 +84,14 @@ def _apiserver_manifest(ip: str, cluster: dict[str, Any]) -> str:
             "metadata": {"name": "kube-apiserver", "namespace": "kube-system"},
             "spec": {
                 "hostNetwork": True,
-                "containers": [{"name": "kube-apiserver", "command": cmd}],
+                "containers": [
+                    {
+                        "name": "kube-apiserver",
+                        "image": "registry.k8s.io/kube-apiserver:"
+                        + str(cluster.get("kubernetesVersion") or f"v{VERSION}"),
+                        "command": cmd,
+                    }
+                ],
             },
         }
     )
@@ -91,9 +99,17 @@ def _apiserver_manifest(ip: str, cluster: dict[str, Any]) -> str:
 
 def _etcd_manifest(name: str, ip: str, cluster: dict[str, Any]) -> str:
     local = (cluster.get("etcd") or {}).get("local") or {}
+    etcd_pki = PKI / "etcd"
     flags = {
         "name": name,
+        "data-dir": str(local.get("dataDir") or ETCD_DATA),
+        "advertise-client-urls": f"https://{ip}:2379",
         "listen-client-urls": f"https://127.0.0.1:2379,https://{ip}:2379",
+        "initial-advertise-peer-urls": f"https://{ip}:2380",
+        "client-cert-auth": "true",
+        "trusted-ca-file": str(etcd_pki / "ca.crt"),
+        "cert-file": str(etcd_pki / "server.crt"),
+        "key-file": str(etcd_pki / "server.key"),
         **kconfig.args(local.get("extraArgs")),
     }
     return yaml.safe_dump(
@@ -207,9 +223,24 @@ def _control_plane_files(name: str, ip: str, cluster: dict[str, Any], endpoint: 
     pki.write_kubeconfig(
         K / "admin.conf", pki.kubeconfig(endpoint, ca, acrt, akey, "kubernetes-admin")
     )
+    _etcd_certs(name, ip)
     MANIFESTS.mkdir(parents=True, exist_ok=True)
     (MANIFESTS / "kube-apiserver.yaml").write_text(_apiserver_manifest(ip, cluster))
     (MANIFESTS / "etcd.yaml").write_text(_etcd_manifest(name, ip, cluster))
+
+
+def _etcd_certs(name: str, ip: str) -> None:
+    """pki/etcd: CA, server and healthcheck-client certificates. Stand-in simplification: the
+    etcd CA is a copy of the cluster CA (the certificate key carries only that one)."""
+    etcd_pki = PKI / "etcd"
+    etcd_pki.mkdir(parents=True, exist_ok=True)
+    for f, mode in (("ca.crt", 0o644), ("ca.key", 0o600)):
+        (etcd_pki / f).write_bytes((PKI / f).read_bytes())
+        (etcd_pki / f).chmod(mode)
+    crt, key = pki.issue(PKI, f"/CN={name}", sans=("localhost", name, "127.0.0.1", ip), server=True)
+    pki.write_pair(etcd_pki, "server", crt, key)
+    crt, key = pki.issue(PKI, "/O=system:masters/CN=kube-etcd-healthcheck-client")
+    pki.write_pair(etcd_pki, "healthcheck-client", crt, key)
 
 
 def _kubelet_flags(node_reg: dict[str, Any]) -> None:
@@ -291,10 +322,10 @@ def init(conf_path: str, upload_certs: bool) -> None:
         K / "kubelet.conf", pki.kubeconfig(endpoint, ca, kcrt, kkey, f"system:node:{name}")
     )
     state = empty_state()
+    state["cluster_id"] = secrets.token_hex(8)
     state["members"][name] = ip
     state["stamps"][f"members/{name}"] = time.time()
-    STATE.parent.mkdir(parents=True, exist_ok=True)
-    STATE.write_text(json.dumps(state))
+    etcd.write_db(ETCD_DATA, state)
     _kubelet_flags(init_c.get("nodeRegistration") or {})
     _start_kubelet()
     _wait_ready(ip, 60)
@@ -403,8 +434,7 @@ def join(conf_path: str) -> None:
             cluster = yaml.safe_load(cm["data"]["ClusterConfiguration"])
         _control_plane_files(name, ip, cluster, endpoint)
         _apply_patches((j.get("patches") or {}).get("directory"))
-        STATE.parent.mkdir(parents=True, exist_ok=True)
-        STATE.write_text(json.dumps(out["state"]))
+        etcd.write_db(ETCD_DATA, out["state"])
     pki.write_kubeconfig(K / "kubelet.conf", kubelet_conf)
     _kubelet_flags(nr)
     _start_kubelet()
@@ -440,6 +470,14 @@ def _main(argv: list[str]) -> int:
             f'"kube-system" Namespace\n[upload-certs] Using certificate key:\n{key}'
         )
         return 0
+    if argv[:1] == ["certs"]:
+        from . import certs
+
+        return certs.main(argv[1:])
+    if argv[:1] == ["upgrade"]:
+        from . import upgrade
+
+        return upgrade.main(argv[1:])
     if argv[:2] == ["token", "create"]:
         p = argparse.ArgumentParser(prog="kubeadm token create")
         p.add_argument("--print-join-command", action="store_true")
@@ -466,7 +504,7 @@ def _main(argv: list[str]) -> int:
         subprocess.run(["systemctl", "stop", "kubelet"], capture_output=True)
         for f in (K / "admin.conf", K / "kubelet.conf", K / "super-admin.conf"):
             f.unlink(missing_ok=True)
-        for d in (PKI, MANIFESTS, STATE.parent):
+        for d in (PKI, MANIFESTS, ETCD_DATA):
             shutil.rmtree(d, ignore_errors=True)
         print("[reset] done (stand-in)")
         return 0

@@ -1,0 +1,233 @@
+"""Day-2 tasks: `cluster.backup`, `cluster.restore` (etcd snapshots), `cluster.upgrade`,
+`cluster.remove`, `cluster.renew-certs` and the top-level `patch`.
+
+Registered into the `cluster` collection by `runbook.tasks.namespace` (kept apart from
+`cluster.py`, the build steps).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke import task
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from . import _common as common
+
+
+@task(
+    help={k: v for k, v in common.STEP_HELP.items() if k != "host"},
+)
+def backup(
+    c: Context,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """etcd snapshot of the first control plane, checked (etcdutl snapshot status) and copied to
+    .runbook/CLUSTER/backups/ (0600); keeps kubernetes.backup.keep snapshots."""
+    from ..steps.backup import BackupStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    step = BackupStep()
+    common.execute(c, [step], task="cluster.backup", roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys, ui=ui)  # fmt: skip
+    snap = step.snapshot
+    if dry_run or snap is None or snap.saved is None or snap.status is None:
+        return
+    st = snap.status
+    ui.print(
+        f"snapshot: {snap.saved} (mode 600; revision {st.revision}, {st.total_keys} keys, "
+        f"{st.total_size} bytes)"
+    )
+    for old in snap.pruned:
+        ui.print(f"pruned: {old}")
+
+
+@task(
+    help={
+        **{k: v for k, v in common.STEP_HELP.items() if k != "host"},
+        "snapshot": "Local snapshot file (from `inv cluster.backup`) to restore on every control "
+        "plane.",
+        "confirm": "The cluster name, typed: confirms the restore without a prompt (--yes does "
+        "not).",
+    },
+)
+def restore(
+    c: Context,
+    snapshot: str = "",
+    confirm: str | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """kubeadm's etcd restore on every control plane: stop static pods everywhere, etcdutl
+    snapshot restore, start again (typed confirmation; every change since the snapshot is lost)."""
+    from .. import snapshots
+    from ..steps.restore import Restore, restore_steps
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    path = Path(snapshot).expanduser()
+    if not snapshot or not path.is_file():
+        raise common.fail_input(ui, [f"--snapshot: {snapshot or '(missing)'}: no such file"])
+    try:
+        digest = snapshots.sha256(path)
+    except OSError as exc:
+        raise common.fail_input(ui, [f"--snapshot: {path}: {exc.strerror}"]) from None
+    inv = common.load(c, ui)
+    members = {h.name: str(h.private_ip) for h in inv.hosts_with_role("control-plane")}
+    plan = Restore(path.resolve(), digest, inv.cluster.name, members)
+    common.execute(c, restore_steps(), task="cluster.restore", roles=["control-plane"],
+                   host=list(members), dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   extra={"restore": plan, "confirm": confirm})  # fmt: skip
+
+
+@task(help={k: v for k, v in common.STEP_HELP.items() if k != "host"})
+def upgrade(
+    c: Context,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """Upgrade Kubernetes to the inventory's kubernetes.version (one minor at a time): etcd
+    backup, package repository, kubeadm upgrade per control plane (drained in HAProxy), then
+    kubelet/kubectl per node (drain, upgrade, uncordon). A re-run changes nothing."""
+    from ..engine import Step, StepFailed
+    from ..k8sversions import SkewError, check_step
+    from ..remote import HostUnreachable, connect_all
+    from ..steps.backup import BackupStep
+    from ..steps.upgrade import (
+        UpgradeControlPlaneStep,
+        UpgradeKubeletStep,
+        UpgradeRepoStep,
+        read_versions,
+    )
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    inv = common.load(c, ui)
+    first = inv.first_control_plane.name
+    host = connect_all(inv, [first], dry_run=True, accept_new_host_keys=accept_new_host_keys,
+                       log=ui.command)[first]  # fmt: skip
+    try:
+        versions = read_versions(host, inv.kubernetes.minor)
+    except (HostUnreachable, StepFailed) as exc:
+        ui.error(f"cannot read the cluster's versions on {first}: {exc}")
+        raise Exit(code=common.EXIT_FAILED) from None
+    finally:
+        host.close()
+    try:
+        check_step(versions.control_plane, inv.kubernetes.minor)
+    except SkewError as exc:
+        raise common.fail_input(ui, [f"{inv.path}: kubernetes.version: {exc}"]) from None
+    ui.info(
+        f"cluster {versions.control_plane} -> kubernetes.version {inv.kubernetes.version}"
+        + (f" (newest in its repository: {versions.available})" if versions.available else "")
+    )
+    steps: list[Step] = [] if versions.up_to_date() else [BackupStep()]
+    steps += [UpgradeRepoStep(), UpgradeControlPlaneStep(), UpgradeKubeletStep()]
+    names = [h.name for h in inv.hosts_with_role("control-plane", "worker", "lb")]
+    common.execute(c, steps, task="cluster.upgrade", host=names, dry_run=dry_run, yes=yes,
+                   verbose=verbose, accept_new_host_keys=accept_new_host_keys, ui=ui)  # fmt: skip
+
+
+@task(
+    help={
+        **common.STEP_HELP,
+        "host": "The control plane or worker to remove (exactly one; an inventory name).",
+    },
+    iterable=["host"],
+)
+def remove(
+    c: Context,
+    host: list[str] | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """Remove one node: out of HAProxy's rotation (control planes), drain, etcd member removed
+    (never breaking quorum), kubeadm reset, kubectl delete node. `cluster.join --host` re-joins."""
+    from ..steps.remove import RemoveStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    inv = common.load(c, ui)
+    names = common.hosts_for(inv, ui, host or [], roles=["control-plane", "worker"],
+                             task="cluster.remove")  # fmt: skip
+    if len(host or []) != 1:
+        raise common.fail_input(ui, ["--host: name exactly one control plane or worker"])
+    name = names[0]
+    cps = [h.name for h in inv.hosts_with_role("control-plane")]
+    if cps == [name]:
+        raise common.fail_input(ui, [f"--host {name}: the last control plane cannot be removed"])
+    connect = list(dict.fromkeys([name, *cps, *(h.name for h in inv.hosts_with_role("lb"))]))
+    common.execute(c, [RemoveStep()], task="cluster.remove", host=[name],
+                   roles=["control-plane", "worker"], dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   extra={"remove.host": name},
+                   also_connect=lambda _inv: connect)  # fmt: skip
+
+
+@task(
+    name="renew-certs",
+    help={
+        **common.STEP_HELP,
+        "host": "Limit to this control plane (repeatable).",
+        "min_days": "Renew a control plane whose soonest certificate expires within this many "
+        "days (default 30; 366 renews certificates kubeadm just issued).",
+        "password_env": "Environment variable with the kubecfg.p12 password (as cluster.certs).",
+    },
+    iterable=["host"],
+)
+def renew_certs(
+    c: Context,
+    host: list[str] | None = None,
+    min_days: int = 30,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+    password_env: str = "RUNBOOK_P12_PASSWORD",
+) -> None:
+    """Renew kubeadm's certificates one control plane at a time (drained in HAProxy, static pods
+    restarted, /readyz back), then the runbook's kubecfg.crt/.key/.p12."""
+    from ..steps.certs import CertsStep
+    from ..steps.renew_certs import RenewCertsStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    if min_days < 1:
+        raise common.fail_input(ui, [f"--min-days: {min_days}: must be at least 1"])
+    inv = common.load(c, ui)
+    lbs = [h.name for h in inv.hosts_with_role("lb")]
+    common.execute(c, [RenewCertsStep(min_days), CertsStep(password_env=password_env)],
+                   task="cluster.renew-certs", host=host, roles=["control-plane"],
+                   dry_run=dry_run, yes=yes, verbose=verbose,
+                   accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   also_connect=lambda i: [i.first_control_plane.name, *lbs])  # fmt: skip
+
+
+@task(help=common.step_help(), iterable=["host"])
+def patch(
+    c: Context,
+    host: list[str] | None = None,
+    dry_run: bool = False,
+    yes: bool = False,
+    verbose: bool = False,
+    accept_new_host_keys: bool = False,
+) -> None:
+    """Rolling OS updates, one host at a time: the standby LB, a planned hand-over and the former
+    holder, the control planes (out of HAProxy's rotation), the workers; each drained, upgraded
+    (held packages stay held), rebooted when required, Ready, uncordoned."""
+    from ..steps.patch import PatchStep
+
+    ui = common.new_ui(yes=yes, verbose=verbose)
+    inv = common.load(c, ui)
+    everyone = list(inv.hosts)  # the door to kubectl, the LBs' rotation and the VIP holder
+    common.execute(c, [PatchStep()], task="patch", host=host, dry_run=dry_run, yes=yes,
+                   verbose=verbose, accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   also_connect=lambda _i: everyone)  # fmt: skip
