@@ -9,8 +9,12 @@ YAML reader (regular files only, size, depth and alias limits).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,20 @@ from invoke.exceptions import Exit, ParseError, UnknownFileType
 from invoke.parser import Parser, ParseResult
 from invoke.parser import parser as invoke_parser
 
+from .interrupt import GRACE, SIGNALS
 from .inventory import InventoryError, Problem
 from .inventory.load import read_yaml
 from .tasks._common import EXIT_INPUT
+
+
+def _hard_exit(signum: int) -> None:
+    """One line, stdio flushed, exit 128 + signal without joining threads that wait on hosts."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, f"interrupted ({signal.Signals(signum).name}): stopped\n".encode())
+    os._exit(128 + signum)
 
 
 class RunbookConfig(Config):
@@ -132,6 +147,33 @@ class RunbookProgram(Program):
                 raise
             # unreadable, an unknown suffix, broken JSON, a .py config that does not compile
             raise Exit(f"-f {path}: {type(exc).__name__}: {exc}", code=EXIT_INPUT) from None
+
+    def execute(self) -> None:
+        """Tasks without the step engine's own interrupt handling (status, lb.status, validate,
+        render, the drill) end on Ctrl-C or SIGTERM with 130/143 and one line, not Invoke's
+        silent 1 (step tasks install their own handler for their run, see runbook.interrupt).
+        The signal raises KeyboardInterrupt so `finally` blocks run (the drill restores the
+        failed node); threads still waiting on a host are not joined, and a second signal, or
+        `GRACE` + 1 s without an exit, ends the process at once."""
+        first: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if first:
+                _hard_exit(first[0])
+            first.append(signum)
+            timer = threading.Timer(GRACE + 1, _hard_exit, args=(signum,))
+            timer.daemon = True
+            timer.start()
+            raise KeyboardInterrupt
+
+        previous = {s: signal.signal(s, on_signal) for s in SIGNALS}
+        try:
+            super().execute()
+        except KeyboardInterrupt:
+            _hard_exit(first[0] if first else signal.SIGINT)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def _make_parser(self) -> Parser:
         return _StrictParser(

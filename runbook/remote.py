@@ -217,6 +217,17 @@ class Host:
         return f"base64 -d > {tmp}", base64.b64encode(content).decode() + "\n"
 
 
+def auth_kwargs(identity: Path | None) -> dict[str, Any]:
+    """How paramiko authenticates: the inventory's key file; without one, the default keys in
+    ~/.ssh. The ssh agent only when the named key file does not exist (`validate` accepts that
+    with a warning when SSH_AUTH_SOCK is set: the agent may hold the key)."""
+    if identity is None:
+        return {"look_for_keys": True, "allow_agent": False}
+    if identity.is_file():
+        return {"key_filename": [str(identity)], "look_for_keys": False, "allow_agent": False}
+    return {"look_for_keys": False, "allow_agent": True}
+
+
 class SSHHost(Host):
     """A host reached with Fabric; `sudo -n` wraps commands when the SSH user is not root."""
 
@@ -236,9 +247,7 @@ class SSHHost(Host):
         cfg = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
         identity = inventory.identity_path
         connect_kwargs: dict[str, Any] = {
-            **({"key_filename": [str(identity)]} if identity else {}),
-            "look_for_keys": identity is None,
-            "allow_agent": False,
+            **auth_kwargs(identity),
             "banner_timeout": ssh.connect_timeout,
             "auth_timeout": ssh.connect_timeout,
         }
@@ -420,11 +429,7 @@ def _gateway_connection(spec: HostSpec, inventory: Inventory, keys: HostKeyPolic
         port=port,
         config=Config(overrides={"load_ssh_configs": False}),
         connect_timeout=inventory.ssh.connect_timeout,
-        connect_kwargs={
-            **({"key_filename": [str(identity)]} if identity else {}),
-            "look_for_keys": identity is None,
-            "allow_agent": False,
-        },
+        connect_kwargs=auth_kwargs(identity),
     )
     keys.install(conn.client)
     return conn

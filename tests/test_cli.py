@@ -410,3 +410,39 @@ def test_inventory_in_the_projects_invoke_yaml_is_relative_to_it(tmp_path: Path)
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert str(project / "site" / "hosts.yaml") in r.stdout
+
+
+def test_ctrl_c_in_a_task_without_the_step_engine_exits_130(tmp_path: Path) -> None:
+    """`inv status` (no step engine) interrupted while it waits for SSH: 130 and one line, not
+    Invoke's silent exit 1. The hosts' proxy hangs (no SSH banner), nothing leaves the machine."""
+    import signal
+    import time
+
+    def mutate(d: dict) -> None:  # type: ignore[type-arg]
+        d["ssh"].update(
+            identity=None,
+            known_hosts=str(tmp_path / "known_hosts"),
+            connect_timeout=20,
+            proxy_command="sh -c 'sleep 15' %h %p",
+        )
+
+    e = {k: v for k, v in os.environ.items() if not k.startswith("INVOKE_")}
+    e.update(INVOKE_RUNBOOK_INVENTORY=str(bad_inventory(tmp_path, mutate)), HCLOUD_TOKEN="")
+    # files, not pipes: the hanging proxies inherit stdout and would hold a pipe open
+    with (tmp_path / "out").open("w+") as fo, (tmp_path / "err").open("w+") as fe:
+        p = subprocess.Popen(
+            [INV, "-r", str(REPO), "status", "--no-cloud"],
+            stdout=fo,
+            stderr=fe,
+            stdin=subprocess.DEVNULL,
+            env=e,
+        )
+        time.sleep(3)  # well into the SSH connects (each waits up to 20 s for a banner)
+        t0 = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=30)
+        took = time.monotonic() - t0
+        out, err = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert rc == 130, out + err
+    assert took < 5, took
+    assert "interrupted" in err and "Traceback" not in out + err

@@ -87,3 +87,19 @@ def test_proxy_eof_is_the_end_of_the_connection_not_a_spin() -> None:
         assert proxy.recv(100) == b""
     finally:
         proxy.close()
+
+
+def test_auth_uses_the_key_file_or_the_agent_when_the_named_key_is_missing(tmp_path: Path) -> None:
+    """validate accepts a missing ssh.identity with a warning when SSH_AUTH_SOCK is set (an agent
+    may hold the key): the connection must then ask the agent, not fail on every host."""
+    from runbook.remote import auth_kwargs
+
+    key = tmp_path / "id_ed25519"
+    key.write_text("k")
+    assert auth_kwargs(key) == {
+        "key_filename": [str(key)],
+        "look_for_keys": False,
+        "allow_agent": False,
+    }
+    assert auth_kwargs(tmp_path / "missing") == {"look_for_keys": False, "allow_agent": True}
+    assert auth_kwargs(None) == {"look_for_keys": True, "allow_agent": False}
