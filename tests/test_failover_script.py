@@ -109,6 +109,28 @@ class Rig:
         timeout: float = 60,
         extra: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PYTHON, str(self.script), action],
+            env=self.env(holds, extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def spawn(
+        self, action: str, *, holds: bool | None = True, extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """The script running in the background (e.g. the follower while Heartbeat settles)."""
+        return subprocess.Popen(
+            [PYTHON, str(self.script), action],
+            env=self.env(holds, extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def env(self, holds: bool | None, extra: dict[str, str] | None) -> dict[str, str]:
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "HCLOUD_FAILOVER_ENV": str(self.env_file),
@@ -121,14 +143,7 @@ class Rig:
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
         env.update(extra or {})
-        return subprocess.run(
-            [PYTHON, str(self.script), action],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        return env
 
 
 def _inventory_for(url: str) -> Inventory:
@@ -301,6 +316,7 @@ def test_status_is_judged_by_output(rig: Rig) -> None:
     held = rig.run("status", holds=True)
     assert held.stdout.strip() == "running" and held.returncode == 0
     assert _writes(rig.calls()[before:]) == []  # status only reads
+    assert not rig.pending.exists() and rig.kicks == []  # the API answered: nothing pending
     free = rig.run("status", holds=False)
     assert free.stdout.strip() == "stopped"
     # Heartbeat's ResourceManager treats any "OK" or "running" in the output as held
@@ -346,6 +362,10 @@ def test_status_with_the_api_down_keeps_the_local_view(rig: Rig, mode: str) -> N
     assert res.stdout.strip() == "running", res.stderr
     assert time.monotonic() - t0 < 2.0 + 1.5
     assert "the local view counts" in res.stderr
+    # Heartbeat asks status when it gives this node the group: `running` means no start, so the
+    # routing is marked pending and the re-assert service started (it routes the cloud here once
+    # the API answers, if Heartbeat gives this node the group; otherwise it follows)
+    assert rig.pending.exists() and rig.kicks == [""]
 
 
 def test_status_without_override_asks_ip(rig: Rig) -> None:
@@ -798,3 +818,113 @@ def test_what_rscstatus_means_depends_on_the_home_node(
     # the owner re-asserts (moves the routing here); any other node only follows it
     assert ("checking the cloud assignment" not in res.stderr) == follows, res.stderr
     assert VIP in rig.aliases(self_name if not follows else PEER)
+
+
+# ----- a heal after a partition of the holder -----------------------------------------------
+def _heartbeat(rig: Rig, rsc: str, peer: str) -> dict[str, str]:
+    """Heartbeat's view as the script reads it on every call (files the test rewrites)."""
+    (rig.tmp / "rsc").write_text(rsc)
+    (rig.tmp / "peer-status").write_text(peer)
+    return {
+        "HCLOUD_FAILOVER_RSC": f"@{rig.tmp / 'rsc'}",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+    }
+
+
+def _stays(rig: Rig, expected: list[str], seconds: float) -> None:
+    """The local addresses do not change for `seconds` (polled: a negative property)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        assert _local(rig) == expected
+        time.sleep(0.1)
+
+
+def test_heal_old_holder_without_the_api_takes_its_addresses_off(rig: Rig) -> None:
+    """Lab (bench.chaos, holder's links down 10 s then healed): this node held the group, its
+    links went down, the peer took the group and the routing. After the heal ("returning after
+    partition") both nodes released and restarted; this node's API calls kept failing (its
+    uplink had no route yet). Its stop kept the addresses ("cannot be asked"), Heartbeat settled
+    with the group on the peer, and the follower kept "the local view" for good: both LBs held
+    the VIP and the floating IP while the API routed both to the peer (I1 violated). Now the
+    follower takes them off once Heartbeat has settled with the group on the active peer."""
+    lb = rig.inv.load_balancer
+    both = sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _stateful_ip(rig)
+    hb = _heartbeat(rig, "foreign", "dead")  # SELF (not the home node) holds the group
+    assert rig.run("start", holds=None, extra=hb).returncode == 0
+    assert _local(rig) == both
+    # partition: the peer takes the group and the routing; from here the API is out of reach
+    _route_to_peer(rig)
+    rig.cloud.faults.configure(outage=120, outage_mode="close")
+    # heal: Heartbeat releases here (stop) and restarts; the stop starts the follower
+    res = rig.run("stop", holds=None, extra=hb)
+    assert res.returncode == 0 and _local(rig) == both, res.stderr
+    assert rig.kicks == [""]
+    _heartbeat(rig, "", "active")  # restarting: cl_status cannot sign on
+    follower = rig.spawn("reassert", holds=None, extra=hb)
+    try:
+        _stays(rig, both, 3.0)  # Heartbeat not settled yet: the addresses stay
+        _heartbeat(rig, "none", "active")  # settled: the peer holds the group, this node none
+        settled = time.monotonic()
+        while _local(rig) and time.monotonic() - settled < 10:
+            time.sleep(0.05)
+        took = time.monotonic() - settled
+        assert _local(rig) == [], f"both LBs hold the addresses ({took:.1f}s after settling)"
+        _out, err = follower.communicate(timeout=10)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    assert follower.returncode == 0, err
+    assert took <= 2.0 + 0.5, took  # at most one API budget (2 s) after the pair settled
+    assert "Heartbeat holds the group on the peer" in err
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+
+
+def test_follower_keeps_the_addresses_while_the_cloud_routes_here(rig: Rig) -> None:
+    """The ~20 s outage d55f9a9 removed must not come back: a node the API still routes to keeps
+    its addresses even with Heartbeat settled on the active peer (the peer's move may be
+    pending), and a Heartbeat that cannot be asked or is in transition never takes them off."""
+    lb = rig.inv.load_balancer
+    both = sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    for rsc, peer in (("none", "active"), ("", "active"), ("transition", "active")):
+        follower = rig.spawn("reassert", holds=None, extra=_heartbeat(rig, rsc, peer))
+        try:
+            _stays(rig, both, 2.5)
+        finally:
+            follower.kill()
+            follower.communicate()
+    # the API down and the peer not active (restarting, dead): nobody is known to hold the group
+    rig.cloud.faults.configure(outage=120, outage_mode="close")
+    for rsc, peer in (("none", "dead"), ("none", "up"), ("", "active")):
+        follower = rig.spawn("reassert", holds=None, extra=_heartbeat(rig, rsc, peer))
+        try:
+            _stays(rig, both, 3.0)
+        finally:
+            follower.kill()
+            follower.communicate()
+
+
+def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
+    """The holder's timer run is still trying an unreachable API when Heartbeat releases the
+    group (the heal): the stop's kick of hcloud-reassert.service is a no-op while that run is
+    active, so the run itself must follow once it gives up, not exit with the addresses on."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    _route_to_peer(rig)
+    rig.cloud.faults.configure(outage=120, outage_mode="close")
+    hb = _heartbeat(rig, "foreign", "dead")  # the holder, partitioned
+    run = rig.spawn("reassert", holds=None, extra=hb)
+    try:
+        _stays(rig, sorted([str(lb.vip), str(lb.floating_ip.address)]), 1.0)
+        _heartbeat(rig, "none", "active")  # healed, released, settled on the peer
+        _out, err = run.communicate(timeout=DEADLINE + 10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    assert _local(rig) == [], err
