@@ -72,7 +72,9 @@ def parse_links(text: str) -> LinkFacts:
 
 def server_facts(cloud: Any, name: str, network_id: int | None) -> ServerFacts:
     """Read one server through a CloudTarget-like object (`client.servers.get_by_name`)."""
-    srv = cloud.client.servers.get_by_name(name)
+    # through the target's retrier: `locked`/`unavailable`/a refused connection are retried to
+    # the inventory's retry deadline with a progress line, as every other API read
+    srv = cloud.retrier.call(lambda: cloud.client.servers.get_by_name(name))
     if srv is None:
         return ServerFacts(name, exists=False)
     ipv4 = getattr(getattr(srv, "public_net", None), "ipv4", None)
@@ -106,7 +108,7 @@ def facts_for(
     inv: Inventory, cloud: Any, hosts: Mapping[str, Any]
 ) -> tuple[dict[str, ServerFacts], dict[str, LinkFacts]]:
     """The API's facts of every LB and each connected LB's links (read-only)."""
-    net = cloud.client.networks.get_by_name(inv.hcloud.network.name)
+    net = cloud.retrier.call(lambda: cloud.client.networks.get_by_name(inv.hcloud.network.name))
     net_id = net.id if net is not None else None
     servers: dict[str, ServerFacts] = {}
     links: dict[str, LinkFacts] = {}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from hcloud.networks import NetworkSubnet
 
+from runbook.cloud import CloudTarget
 from runbook.console import Masker, Ui, make_console
 from runbook.discover import (
     PENDING_NIC,
@@ -65,9 +66,9 @@ class Links:
         return Result("\n".join([*links, "---", *addrs]) + "\n", "", 0)
 
 
-class Cloud:
-    def __init__(self, env: Env) -> None:
-        self.client = env.client()
+def Cloud(env: Env) -> CloudTarget:
+    """The runbook's own cloud target (its retrier included) on the simulated API."""
+    return CloudTarget(env.client())
 
 
 @pytest.fixture

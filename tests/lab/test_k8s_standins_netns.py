@@ -34,6 +34,9 @@ mount -t overlay overlay -o lowerdir=/etc,upperdir=$D/up/etc,workdir=$D/w/etc /e
 mount -t overlay overlay -o lowerdir=/var/lib,upperdir=$D/up/var,workdir=$D/w/var /var/lib
 mount -t tmpfs tmpfs /run
 hostname $N; ip link set lo up; sysctl -qw net.ipv4.ip_forward=1
+# the per-node kubeadm patch the init/join steps write (the configs' patches.directory)
+mkdir -p /etc/kubernetes/runbook/patches
+cp $T/$N.patch.yaml /etc/kubernetes/runbook/patches/kube-apiserver+json.yaml
 export PATH=$T/bin:$PATH
 (containerd >/run/containerd.log 2>&1 &)
 sleep 0.5
@@ -139,6 +142,8 @@ def test_init_join_and_refusals_over_real_tls(pair: Path) -> None:
             text = text.replace(a, b)
         return text
 
+    for name in ("k8scontrol01", "k8scontrol02"):
+        (t / f"{name}.patch.yaml").write_text(local(k8sfiles.apiserver_patch(inv, name)))
     init = k8sfiles.kubeadm_init_config(inv, "k8scontrol01", kubernetes_version="v1.36.0")
     (t / "init.yaml").write_text(local(init))
     a = host(NS[0], "k8scontrol01", IPS[0], "init", t)
