@@ -243,13 +243,19 @@ class LineInFile(Resource):
     no match, `line` is appended. Absent: every matching line is dropped. The edit is made in
     Python on the file's content and written with the host's atomic write (mode and owner kept;
     a new file is root 0644); the plan shows it as a unified diff. `match` is searched in each
-    line (Python `re`; POSIX classes such as `[[:space:]]` are accepted).
+    line (Python `re`; POSIX classes such as `[[:space:]]` are accepted). With `fields`, a
+    matching line that has the same whitespace-separated fields counts as the wanted one (files
+    such as /etc/hosts, where the spacing means nothing).
     """
 
     path: str
     line: str
     match: str
     present: bool = True
+    fields: bool = False
+
+    def _same(self, ln: str) -> bool:
+        return ln == self.line or (self.fields and ln.split() == self.line.split())
 
     @property
     def key(self) -> str:
@@ -268,7 +274,7 @@ class LineInFile(Resource):
             if not rx.search(ln):
                 kept.append(ln)
             elif self.present and not replaced:
-                kept.append(self.line)
+                kept.append(ln if self._same(ln) else self.line)
                 replaced = True
         if self.present and not replaced:
             kept.append(self.line)
@@ -284,7 +290,7 @@ class LineInFile(Resource):
         rx = _regex(self.match)
         matching = [ln for ln in _lines(current) if rx.search(ln)]
         if self.present:
-            if matching == [self.line]:
+            if len(matching) == 1 and self._same(matching[0]):
                 return None
             action = "replace" if matching else "add"
             summary = f"{self.path}: {self.line}"

@@ -401,3 +401,26 @@ def test_apt_repo_line_in_the_hosts_own_release(
     assert change is not None and change.summary.endswith(suite_line)
     other = "debian|bookworm" if "ubuntu" in os_line else "ubuntu|noble"
     assert repo.check(host, Fact(f"{other}\nkey\n{suite_line}", 0)) is not None
+
+
+def test_line_in_file_with_fields_ignores_spacing_only(host: LocalHost, tmp_path: Path) -> None:
+    """/etc/hosts: a line with the same fields but other spacing is already right (no change,
+    no diff in the plan); other fields are still replaced, and exact matching stays the default."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n10.143.0.3 k8scontrol02\n")
+    same = LineInFile(
+        str(hosts), "10.143.0.3\tk8scontrol02", r"^10\.143\.0\.3[[:space:]]", fields=True
+    )
+    assert same.check(host, host.probe(same.probe())) is None
+    exact = LineInFile(str(hosts), "10.143.0.3\tk8scontrol02", r"^10\.143\.0\.3[[:space:]]")
+    change = exact.check(host, host.probe(exact.probe()))
+    assert change is not None and change.action == "replace"
+    other = LineInFile(
+        str(hosts),
+        "10.143.0.3\tk8scontrol02.example.org k8scontrol02",
+        r"^10\.143\.0\.3\s",
+        fields=True,
+    )
+    first, second = converge(host, other)
+    assert first is not None and first.action == "replace" and second is None
+    assert "10.143.0.3\tk8scontrol02.example.org k8scontrol02\n" in hosts.read_text()

@@ -151,7 +151,7 @@ def hosts_lines(ctx: StepContext) -> list[LineInFile]:
 
     def line(ip: str, names: Sequence[str]) -> LineInFile:
         text = f"{ip}\t{' '.join(dict.fromkeys(names))}"
-        return LineInFile("/etc/hosts", text, rf"^{re.escape(ip)}[[:space:]]")
+        return LineInFile("/etc/hosts", text, rf"^{re.escape(ip)}[[:space:]]", fields=True)
 
     inv = ctx.inventory
     lines = []

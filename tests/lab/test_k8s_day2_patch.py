@@ -39,6 +39,10 @@ def test_patch_rolls_one_host_at_a_time_with_a_hand_over(cluster: dict[str, floa
     holder = scenarios.holders()[0]
     standby = next(h for h in ("k8slb01", "k8slb02") if h != holder)
     publish("2.0")
+    # a --dry-run reads the package lists as they are (it changes nothing, apt's lists included):
+    # make them current, as they are on a server that refreshed them since the update came out
+    for h in ORDER:
+        netns.host_exec(h, ["apt-get", "update", "-qq"])
     before = {h: netns.init_pid(h) for h in PATCHED}
 
     r = cli("patch", "--dry-run")
