@@ -78,6 +78,11 @@ def restore_needed(ctx: StepContext) -> bool:
     return any(m != sha for m in _markers(ctx).values())
 
 
+def _count(fact: Fact | None) -> int:
+    """The number `staticpods.count` printed (0 when nothing was read)."""
+    return int((fact.stdout.strip() if fact else "") or 0)
+
+
 @dataclass
 class StaticPodsParked(Resource):
     """The control plane's static pods are stopped (manifests parked) while a restore is due."""
@@ -92,7 +97,7 @@ class StaticPodsParked(Resource):
         return staticpods.count(etcdcli.MANIFESTS)
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        running = int((fact.stdout.strip() if fact else "") or 0)
+        running = _count(fact)
         if not self.needed or running == 0:
             return None
         return Change(
@@ -174,7 +179,7 @@ class StaticPodsRunning(Resource):
         return staticpods.count(staticpods.PARKED)
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
-        parked = int((fact.stdout.strip() if fact else "") or 0)
+        parked = _count(fact)
         if parked == 0:
             return None
         return Change(self.key, "start", f"{parked} manifest(s) back to {etcdcli.MANIFESTS}")
