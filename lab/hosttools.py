@@ -62,6 +62,28 @@ if len(words) > 1 and words[0] in ("is-active", "start", "stop", "restart", "try
     if "--quiet" not in sys.argv and "-q" not in sys.argv:
         print("\\n".join(states))
     sys.exit(0 if all(x == "active" for x in states) else 3)
+if "--no-block" in sys.argv[1:] and len(words) > 1 and words[0] in (
+        "start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart"):
+    # systemd queues the job and returns at once; a start of a unit whose job is running merges
+    # into that job. The replacement would run it here and now (a Heartbeat resource script's
+    # `--no-block start` of a oneshot would block the resource's stop for as long as it runs)
+    import fcntl, subprocess
+    if words[0] == "start":
+        for unit in {w if "." in w else w + ".service" for w in words[1:]}:
+            try:
+                fh = open(f"/run/rblab/jobs/{unit.replace('/', '_')}.lock", "w")
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fh.close()
+            except BlockingIOError:
+                sys.exit(0)  # a job of this unit runs: merged
+            except OSError:
+                pass
+    subprocess.Popen(
+        [sys.argv[0], *[a for a in sys.argv[1:] if a != "--no-block"]],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        close_fds=True, start_new_session=True,
+    )
+    sys.exit(0)
 if words[:1] == ["start"] and len(words) > 1:
     # systemd runs a finished oneshot (without RemainAfterExit=yes) again on start; the replacement
     # keeps it "active" and does nothing: restart it instead

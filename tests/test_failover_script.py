@@ -928,3 +928,60 @@ def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
             run.communicate()
     assert run.returncode == 0, err
     assert _local(rig) == [], err
+
+
+# ----- both nodes own the group (split brain): the owner the cloud does not route to yields ----
+def _standby_recorder(rig: Rig) -> tuple[dict[str, str], Path]:
+    record = rig.tmp / "standby.txt"
+    cmd = rig.tmp / "standby"
+    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\n")
+    cmd.chmod(0o755)
+    return {"HCLOUD_FAILOVER_STANDBY": str(cmd), "HCLOUD_FAILOVER_RSC": "all"}, record
+
+
+def test_reassert_hands_the_group_to_an_active_peer_the_cloud_routes_to(rig: Rig) -> None:
+    """Heartbeat gives this node the group, but both addresses are routed to the peer, which
+    Heartbeat sees active (both nodes own the group after a split brain): this node hands the
+    group over (hb_standby) instead of moving the routing; the peer keeps serving."""
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "active"})
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n"
+    assert _writes(rig.calls()) == []
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+    assert "handing the group to it (hb_standby)" in rig.log_copy.read_text()
+
+
+def test_reassert_moves_the_routing_when_the_peer_is_not_active(rig: Rig) -> None:
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "dead"})
+    assert res.returncode == 0, res.stderr
+    assert not record.exists()
+    _assert_moved(rig)
+
+
+def test_reassert_moves_the_routing_when_only_one_address_is_on_the_peer(rig: Rig) -> None:
+    """A half-done move (floating IP here, VIP on the peer) is finished, not handed over."""
+    _act(
+        rig.cloud,
+        "floating_ips",
+        rig.cloud.snapshot()["floating_ips"][0]["id"],
+        "assign",
+        {"server": rig.server(SELF)["id"]},
+    )
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "active"})
+    assert res.returncode == 0, res.stderr
+    assert not record.exists()
+    _assert_moved(rig)
+
+
+def test_pending_routing_is_finished_even_with_an_active_peer(rig: Rig) -> None:
+    """A start that could not reach the API keeps the group pending: its re-assert routes the
+    cloud here (the cold start with the API down), it does not hand over."""
+    rig.pending.write_text("1\n")
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "active"})
+    assert res.returncode == 0, res.stderr
+    assert not record.exists()
+    _assert_moved(rig)

@@ -276,9 +276,11 @@ class HeartbeatStep(Step):
         lbs = [h.name for h in ctx.inventory.hosts_with_role("lb")]
         wait = hb.effective_initdead + hb.deadtime + 15
         deadline = time.monotonic() + wait
-        # nobody may own the group for a moment (a hand-over, a start): act only when it lasts
+        # nobody (or both) may own the group for a moment (a hand-over, a start, Heartbeat's
+        # restart after "Both machines own our resources!"): act only when it lasts
         nobody_since: float | None = None
-        took_over = False
+        both_since: float | None = None
+        took_over = stood_down = False
         problem = ""
         with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
             while time.monotonic() < deadline:
@@ -302,6 +304,13 @@ class HeartbeatStep(Step):
                 elif not took_over and now - nobody_since >= hb.deadtime + 2:
                     self._take_over(ctx, lbs)
                     took_over = True
+                if len(owners) < 2 or not peers_ok:
+                    both_since = None
+                elif both_since is None:
+                    both_since = now
+                elif not stood_down and now - both_since >= hb.deadtime + 2:
+                    self._stand_down(ctx, owners)
+                    stood_down = True
                 time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
 
@@ -332,6 +341,33 @@ class HeartbeatStep(Step):
                 return
             except Exception as exc:  # the next LB may still do it
                 ctx.ui.warn(f"{name}: hb_takeover failed: {exc}")
+
+    @staticmethod
+    def _stand_down(ctx: StepContext, owners: Sequence[str]) -> None:
+        """Heartbeat on both nodes claims the group while each sees the other active (a split
+        brain its own "Both machines own our resources!" restart did not end): keep the owner
+        the cloud routes to (`hcloud-failover status` says running), else the primary, and
+        ask the others to give the group up (hb_standby); their stop takes the addresses off
+        once the cloud routes elsewhere."""
+        primary = ctx.inventory.load_balancer.primary
+        routed = [
+            n
+            for n in owners
+            if ctx.targets[n].query(f"{FAILOVER_SCRIPT_PATH} status", ok_codes=None).stdout.strip()
+            == "running"
+        ]
+        keep = (routed or ([primary] if primary in owners else sorted(owners)))[0]
+        for name in owners:
+            if name == keep:
+                continue
+            ctx.ui.warn(
+                f"both load balancers own the resource group: {name} gives it up "
+                f"(hb_standby), {keep} keeps it"
+            )
+            try:
+                ctx.targets[name].run(HB_STANDBY, timeout=60)
+            except Exception as exc:  # the settle loop reports what is left
+                ctx.ui.warn(f"{name}: hb_standby failed: {exc}")
 
     @staticmethod
     def _reassert(ctx: StepContext, holder: str) -> None:

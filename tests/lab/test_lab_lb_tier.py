@@ -189,6 +189,19 @@ def test_concurrent_service_starts_leave_one_daemon(lb_tier: dict[str, float]) -
             "systemctl --no-block restart haproxy & systemctl start haproxy & wait",
         ],
     )
+    # the --no-block job runs detached (as systemd queues it): wait until no haproxy job runs
+    netns.host_exec(
+        standby,
+        [
+            "sh",
+            "-c",
+            "sleep 1; n=0; while [ $n -lt 600 ]; do "
+            "flock -n /run/rblab/jobs/haproxy.service.lock true && sleep 0.5 && "
+            "flock -n /run/rblab/jobs/haproxy.service.lock true && exit 0; "
+            "n=$((n+1)); sleep 0.1; done; exit 1",
+        ],
+        timeout=120,
+    )
     # parent of every live haproxy process (a stopped master the init has not reaped yet is a
     # zombie, state Z: dead, not serving, so not counted)
     parents = netns.host_exec(

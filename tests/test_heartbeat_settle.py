@@ -1,0 +1,153 @@
+"""The heartbeat step's settle check (`HeartbeatStep.verify_all`) repairs a broken pair.
+
+A scripted LB pair answers the step's probes (`cl_status`, `ip addr`, `hcloud-failover`) from
+its state; `hb_standby`/`hb_takeover` change that state as Heartbeat would. `time` inside the step
+is a fake clock: no test sleeps.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from runbook.console import Masker, Ui, make_console
+from runbook.engine import RunOptions, StepContext, StepFailed
+from runbook.inventory import load_inventory
+from runbook.remote import Host, Result
+from runbook.steps import heartbeat
+from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Pair:
+    """Heartbeat's view (who owns the group), local VIPs, and where the cloud routes."""
+
+    def __init__(self, owners: set[str], vips: set[str], routed: str) -> None:
+        self.owners, self.vips, self.routed = owners, vips, routed
+        self.commands: list[tuple[str, str]] = []
+
+
+class FakeLb(Host):
+    def __init__(self, name: str, pair: Pair, vip: str, home: bool) -> None:
+        super().__init__(name)
+        self.pair, self.vip, self.home = pair, vip, home
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        p = self.pair
+        peer = next(n for n in ("k8slb01", "k8slb02") if n != self.name)
+        out = ""
+        if cmd == "cl_status rscstatus":
+            out = "all" if self.name in p.owners else "none"
+        elif cmd.startswith("cl_status nodestatus"):
+            out = "active"
+        elif cmd.startswith("ip -o -4 addr show"):
+            out = (
+                f"2: ens10    inet {self.vip}/32 scope global ens10\n"
+                if self.name in p.vips
+                else ""
+            )
+        elif cmd.endswith("hcloud-failover status"):
+            out = "running" if self.name in p.vips and p.routed == self.name else "stopped"
+        elif cmd.endswith("hcloud-failover reassert"):
+            p.commands.append((self.name, "reassert"))
+            if self.name in p.owners and len(p.owners) == 1:
+                p.routed = self.name
+            elif p.routed != self.name:
+                p.vips.discard(self.name)  # a follower: the route moved, the addresses go
+        elif cmd == HB_STANDBY:
+            p.commands.append((self.name, "standby"))
+            p.owners.discard(self.name)
+            p.owners.add(peer)
+        elif cmd.startswith(HB_TAKEOVER):
+            p.commands.append((self.name, "takeover"))
+            p.owners = {self.name}
+            p.vips.add(self.name)
+        else:
+            raise AssertionError(f"unexpected command on {self.name}: {cmd}")
+        return Result(out, "", 0)
+
+
+def make(
+    pair: Pair, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StepContext, io.StringIO]:
+    monkeypatch.setattr(heartbeat, "time", clock)
+    inv = load_inventory(REPO / "hosts.yaml")
+    out = io.StringIO()
+    masker = Masker()
+    ui = Ui(make_console(masker, file=out, width=120), masker, assume_yes=True, interactive=False)
+    ctx = StepContext(inventory=inv, ui=ui, options=RunOptions(yes=True))
+    vip = inv.load_balancer.vip
+    for name in ("k8slb01", "k8slb02"):
+        ctx.targets[name] = FakeLb(name, pair, vip, name == inv.load_balancer.primary)
+    return ctx, out
+
+
+def test_both_owning_the_group_is_repaired_keeping_the_routed_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both Heartbeats claim the group, both hold the VIP, the cloud routes to k8slb02: k8slb02
+    keeps it (no route move), k8slb01 gives it up and its addresses go."""
+    pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb02")
+    clock = Clock()
+    ctx, out = make(pair, clock, monkeypatch)
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert ("k8slb01", "standby") in pair.commands
+    assert ("k8slb02", "standby") not in pair.commands
+    assert pair.owners == {"k8slb02"} and pair.vips == {"k8slb02"} and pair.routed == "k8slb02"
+    assert "both load balancers own the resource group: k8slb01 gives it up" in out.getvalue()
+
+
+def test_both_owning_without_a_route_keeps_the_primary(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="-")
+    clock = Clock()
+    ctx, _ = make(pair, clock, monkeypatch)
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert [c for c in pair.commands if c[1] == "standby"] == [("k8slb02", "standby")]
+    assert pair.owners == {"k8slb01"} and pair.vips == {"k8slb01"} and pair.routed == "k8slb01"
+
+
+def test_two_owners_for_a_moment_are_left_to_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-over in progress (both claim for less than deadtime + 2 s) is not touched."""
+    pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb01")
+    clock = Clock()
+    ctx, _ = make(pair, clock, monkeypatch)
+    real_sleep = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds)
+        if clock.now >= 1002.0:  # Heartbeat resolves it itself after 2 s
+            pair.owners = {"k8slb01"}
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert not [c for c in pair.commands if c[1] == "standby"]
+    assert pair.vips == {"k8slb01"}
+
+
+def test_a_pair_that_stays_split_fails_with_both_owners_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb01")
+    clock = Clock()
+    ctx, _ = make(pair, clock, monkeypatch)
+    ctx.targets["k8slb02"]._exec = (  # type: ignore[method-assign]
+        lambda cmd, stdin, timeout, _orig=ctx.targets["k8slb02"]._exec: (
+            Result("", "", 0) if cmd == HB_STANDBY else _orig(cmd, stdin=stdin, timeout=timeout)
+        )
+    )
+    with pytest.raises(StepFailed, match=r"resource owners: \['k8slb01', 'k8slb02'\]"):
+        HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
