@@ -383,13 +383,13 @@ CATALOGUE: dict[str, Fault] = {
                 Fault(
                     f"holder-hung-{s}s",
                     hung(holder, s),
-                    # the failover during the hang, then Heartbeat's own choice on resume (the
-                    # home node keeps the resources): up to two moves. The targets are
-                    # MISSED here (README, docs/operations.md): I1 (2 s; the node that released
-                    # keeps its addresses until Heartbeat restarts it, 2.8 s after the resume)
-                    # and the outage after the resume (2 s; measured 1.8-4.1 s, was 30-55 s).
-                    # The bounds record what is held, so a return of the old outage still fails.
-                    Bounds(AFTER_END, 5.0, settle=3.5, moves=2),
+                    # the failover during the hang; on resume Heartbeat's partition recovery:
+                    # the resumed node, which still owns the group, takes the route back (its
+                    # status sees the route elsewhere), and after both nodes restart the home
+                    # node may take it once more: up to three moves of ~0.2 s each. The outage
+                    # after the resume meets the 2 s (0-0.5 s measured, was 30-55 s);
+                    # I1 settles within 2.4-5.5 s, not the 2 s (README, open problems).
+                    Bounds(AFTER_END, 2.0, settle=8.0, moves=3),
                     f"every process of the VIP holder SIGSTOPped for {s} s, then SIGCONT",
                 ),
             )
@@ -625,6 +625,10 @@ def run_fault(
         notes["error"] = error
     notes["routing_changes"] = watch.changes()
     notes["probes"] = {k: r.summary() for k, r in res.items()}
+    notes["failed_at"] = {  # when each request failed and how (s since the probes began)
+        k: [f"{a.at:.1f} {a.answer or '?'}" for a in invariants.failed(r, ctx.marks["begin"])][:300]
+        for k, r in res.items()
+    }
     notes["failures"] = {
         k: dict(Counter(a.answer or "?" for a in invariants.failed(r, ctx.marks["begin"])))
         for k, r in res.items()

@@ -38,10 +38,27 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-srv = http.server.ThreadingHTTPServer((sys.argv[1], 6443), H)
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain("{CERT_DIR}/cert.pem", "{CERT_DIR}/key.pem")
-srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+
+
+class Server(http.server.ThreadingHTTPServer):
+    # the TLS handshake runs in each connection's own thread, as a real apiserver serves every
+    # connection on its own: a client that connects and then stalls (a paused load balancer's
+    # health check) must not hold up everyone else's accept, as a handshake inside accept() would
+    def finish_request(self, request, client_address):
+        request.settimeout(10)
+        try:
+            request = ctx.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
+srv = Server((sys.argv[1], 6443), H)
 srv.serve_forever()
 """
 UNIT_FILE = f"""[Unit]

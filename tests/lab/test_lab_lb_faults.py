@@ -52,14 +52,10 @@ def check(res: campaign.FaultResult) -> None:
     assert res.ok, json.dumps(res.row(), indent=1, default=str)
 
 
-@pytest.mark.xfail(
-    reason="I1 after the resume: the released node keeps its addresses until Heartbeat restarts "
-    "it (2.8-3.5 s measured, bound 3.5 s); an open problem of this round, README 'Open problems'",
-    strict=False,
-)
 def test_hung_holder_resumes_and_the_keeper_owns_the_route(pair: None) -> None:
     """Issue 11 item 1: outage after the resume was 30-55 s (until the 60 s reassert timer);
-    target ≤ 2 s, and the node that keeps the resources owns the cloud route (I1)."""
+    target ≤ 2 s, and the node that keeps the resources owns the cloud route (I1, here within
+    8 s: Heartbeat's partition recovery may hand the group on once more)."""
     res = run(campaign.CATALOGUE["holder-hung-5s"])
     check(res)
 

@@ -111,15 +111,7 @@ def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
     [
         "stop",
         "kill",
-        pytest.param(
-            "linkdown",
-            marks=pytest.mark.xfail(
-                reason="after the links heal Heartbeat restarts both nodes and the home node may "
-                "take the group back (outage within bound, but no lasting hand-over); "
-                "an open problem of this round, README 'Open problems'",
-                strict=False,
-            ),
-        ),
+        "linkdown",
     ],
 )
 def test_failover_drill(lb_tier: dict[str, float], mode: str) -> None:
@@ -161,11 +153,6 @@ def test_failover_while_api_is_down_recovers(lb_tier: dict[str, float]) -> None:
     assert out.failed_over, out
 
 
-@pytest.mark.xfail(
-    reason="11.6 s to serve again in the last run (bound 10 s) since the haresources change; "
-    "an open problem of this round, README 'Open problems'",
-    strict=False,
-)
 def test_dead_haproxy_on_holder(lb_tier: dict[str, float]) -> None:
     out = scenarios.dead_haproxy()
     measure("dead haproxy on holder: VIP outage (s)", out.outages["vip"])

@@ -158,3 +158,28 @@ def test_member_remove_keeps_quorum(endpoint: Any, capsys: pytest.CaptureFixture
     assert etcd.etcdctl([*ctl, "member", "list", "-w", "json"]) == 0
     out = capsys.readouterr().out
     assert [m["name"] for m in json.loads(out.splitlines()[-1])["members"]] == ["cp1"]
+
+
+def test_a_client_that_stalls_in_the_handshake_holds_up_nobody(
+    endpoint: Any, tmp_path: Path
+) -> None:
+    """A client that connects and never sends its ClientHello (a paused load balancer's health
+    check) must not block the next client: the handshake runs per connection, as in etcd."""
+    url, _, p = endpoint
+    port = int(url.rsplit(":", 1)[1])
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(p / "ca.crt")
+        ctx.load_cert_chain(
+            p / "etcd" / "healthcheck-client.crt", p / "etcd" / "healthcheck-client.key"
+        )
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=3) as raw,
+            ctx.wrap_socket(raw) as s,
+        ):
+            s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1."), "no answer while another client stalls"
+    finally:
+        stalled.close()

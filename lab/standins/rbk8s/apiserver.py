@@ -22,11 +22,12 @@ import ssl
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from . import VERSION, coreapi, nodeops, pki
+from .tlsserver import TlsThreadingServer
 
 ETCD_DATA = Path("/var/lib/etcd")  # kubeadm's etcd data dir: the state is "etcd's database"
 STATE = ETCD_DATA / "member" / "snap" / "db"
@@ -479,7 +480,7 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, out)
 
 
-class ApiServer(ThreadingHTTPServer):
+class ApiServer(TlsThreadingServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -495,7 +496,7 @@ class ApiServer(ThreadingHTTPServer):
         ctx.load_cert_chain(cert, key)
         ctx.load_verify_locations(pki_dir / "ca.crt")
         ctx.verify_mode = ssl.CERT_OPTIONAL
-        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        self.tls = ctx
         peer = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         peer.load_verify_locations(pki_dir / "ca.crt")
         peer.check_hostname = False

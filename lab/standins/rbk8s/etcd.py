@@ -29,9 +29,11 @@ import threading
 import urllib.error
 import urllib.request
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from .tlsserver import TlsThreadingServer
 
 ETCD_VERSION = "3.6.4"
 MAGIC = b"RBETCD-SNAPSHOT-1\n"
@@ -144,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, {"members": members(store.data)})
 
 
-class EtcdEndpoint(ThreadingHTTPServer):
+class EtcdEndpoint(TlsThreadingServer):
     """etcd's client port for the stand-in's state: TLS with a required client certificate."""
 
     daemon_threads = True
@@ -165,7 +167,7 @@ class EtcdEndpoint(ThreadingHTTPServer):
         ctx.load_cert_chain(pki / "etcd" / "server.crt", pki / "etcd" / "server.key")
         ctx.load_verify_locations(pki / "etcd" / "ca.crt")
         ctx.verify_mode = ssl.CERT_REQUIRED
-        self.socket = ctx.wrap_socket(self.socket, server_side=True)
+        self.tls = ctx
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, daemon=True).start()
