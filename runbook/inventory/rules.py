@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
-from runbook import netcheck
+from runbook.inventory import netcheck
 from runbook.inventory.models import (
     API_PORT,
     FirewallSpec,

@@ -19,12 +19,12 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from ..console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
-from ..engine import RunOptions, Step, StepContext, StepQuit, run_step
-from ..interrupt import Interrupted, handle_signals, wait_for_workers
+from ..cloud.discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
+from ..core.console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
+from ..core.engine import RunOptions, Step, StepContext, StepQuit, run_step
+from ..core.interrupt import Interrupted, handle_signals, wait_for_workers
+from ..core.plan import CLOUD, StepResult
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
-from ..plan import CLOUD, StepResult
 
 EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT = 1, 2, 3
 
@@ -191,9 +191,10 @@ def register_secrets(inv: Inventory, ui: Ui) -> None:
 def cloud_facts(
     inv: Inventory, ui: Ui, hosts: Any, *, dry_run: bool, cloud: Any = None
 ) -> Inventory:
-    """The inventory with the LBs' public IPs and interfaces from the cloud (runbook.discover);
-    a disagreement or a fact not found is bad input (exit 2, every problem listed)."""
-    from ..discover import DiscoveryFailed, discover
+    """The inventory with the LBs' public IPs and interfaces from the cloud
+    (runbook.cloud.discover); a disagreement or a fact not found is bad input (exit 2, every
+    problem listed)."""
+    from ..cloud.discover import DiscoveryFailed, discover
 
     try:
         return discover(inv, ui, hosts, cloud=cloud, pending_ok=dry_run)
@@ -252,7 +253,7 @@ def execute(
         check_local_files(inv, ui)
     options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
     ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
-    from ..remote import connect_all
+    from ..core.remote import connect_all
 
     if connect_hosts:
         ctx.targets.update(
@@ -265,7 +266,7 @@ def execute(
             )
         )
     if needs_cloud:
-        from ..cloud import CloudTarget, CloudTokenMissing
+        from ..cloud.api import CloudTarget, CloudTokenMissing
 
         try:
             ctx.targets[CLOUD] = CloudTarget.from_inventory(
@@ -313,7 +314,7 @@ def run_steps(
     within ~5 s of the first signal; a console that cannot write (stdout on a full disk) ends in
     one line on stderr, exit 1 — never a traceback.
     """
-    from ..sshconn import library_logging
+    from ..core.sshconn import library_logging
 
     ui, stop = ctx.ui, ctx.stop
     library_logging(verbose=ui.verbose)
