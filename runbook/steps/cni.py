@@ -1,4 +1,4 @@
-"""Step 8 — the pod network (`inv cluster.weave`): Weave as in the post, Calico or Flannel.
+"""Step 8 — the pod network (`inv cluster.cni`): Weave as in the post, Calico or Flannel.
 
 The manifest is fetched by the runbook (URL from the inventory, default the pinned upstream
 release), patched so the CNI uses the inventory's pod subnet — Weave's default 10.32.0.0/12 is

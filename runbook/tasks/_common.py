@@ -64,11 +64,13 @@ def step_task(
     needs_cloud: bool = False,
     connect_hosts: bool = True,
     also_connect: Callable[[Inventory], Sequence[str]] | None = None,
+    aliases: Sequence[str] = (),
 ) -> Task[Callable[..., None]]:
     """An Invoke task that only runs `steps`, with the standard step options and their help.
 
     `task` is the full name (e.g. "lb.setup"); its last part is the task's name in its
-    collection. Invoke reads the options from the function's signature, hence a real function.
+    collection, `aliases` other names for it there. Invoke reads the options from the function's
+    signature, hence a real function.
     """
     name = task.rpartition(".")[2]
 
@@ -97,7 +99,7 @@ def step_task(
 
     run.__name__ = run.__qualname__ = name.replace("-", "_")
     run.__doc__ = doc
-    return Task(run, name=name, help=STEP_HELP, iterable=["host"])
+    return Task(run, name=name, aliases=tuple(aliases), help=STEP_HELP, iterable=["host"])
 
 
 # Invoke's config levels that come from a file, highest precedence first, with the attribute
