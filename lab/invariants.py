@@ -5,7 +5,8 @@ I1  within 2 s after any fault ends, exactly one LB holds the VIP and the floati
 I2  each fault's outage stays within its bound;
 I3  at most one routing move per fault (no flapping);
 I4  a runbook run never causes an outage by itself;
-I5  verification through the VIP rides out a hand-over (the runbook's side: `runbook/lbwait.py`).
+I5  verification through the VIP rides out a hand-over (the runbook's side:
+    `runbook/steps/_k8s.py`).
 
 `pair_state()` reads the local addresses of both LBs and the simulated API's routing;
 `RoutingWatch` samples the API's routing in the background and counts the moves.

@@ -23,7 +23,7 @@ from invoke.exceptions import Exit, ParseError, UnknownFileType
 from invoke.parser import Parser, ParseResult
 from invoke.parser import parser as invoke_parser
 
-from .interrupt import GRACE, SIGNALS
+from .core.interrupt import GRACE, SIGNALS
 from .inventory import InventoryError, Problem
 from .inventory.load import read_yaml
 from .tasks._common import EXIT_INPUT
@@ -151,7 +151,7 @@ class RunbookProgram(Program):
     def execute(self) -> None:
         """Tasks without the step engine's own interrupt handling (status, lb.status, validate,
         render, the drill) end on Ctrl-C or SIGTERM with 130/143 and one line, not Invoke's
-        silent 1 (step tasks install their own handler for their run, see runbook.interrupt).
+        silent 1 (step tasks install their own handler for their run, see runbook.core.interrupt).
         The signal raises KeyboardInterrupt so `finally` blocks run (the drill restores the
         failed node); threads still waiting on a host are not joined, and a second signal, or
         `GRACE` + 1 s without an exit, ends the process at once."""

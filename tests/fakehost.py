@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from runbook.remote import Host, HostUnreachable, Result
+from runbook.core.remote import Host, HostUnreachable, Result
 
 FAKEBIN = Path(__file__).parent / "fakebin"
 

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from invoke.exceptions import Exit
 
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, Step, StepContext, run_step
-from runbook.plan import Change
-from runbook.remote import Fact, Host
-from runbook.resources import File, Resource
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, Step, StepContext, run_step
+from runbook.core.plan import Change
+from runbook.core.remote import Fact, Host
+from runbook.core.resources import File, Resource
 from runbook.tasks._common import run_steps
 from tests.fakehost import LocalHost
 

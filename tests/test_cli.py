@@ -23,7 +23,7 @@ NAMESPACE = [
     "lb.failover-drill",
     "cluster.init",
     "cluster.join",
-    "cluster.weave",
+    "cluster.cni",
     "cluster.admin-user",
     "cluster.insecure-api",
     "cluster.certs",
@@ -49,7 +49,7 @@ STEP_TASKS = [
     "lb.haproxy",
     "cluster.init",
     "cluster.join",
-    "cluster.weave",
+    "cluster.cni",
     "cluster.admin-user",
     "cluster.insecure-api",
     "cluster.certs",
@@ -87,6 +87,31 @@ def test_list_shows_the_whole_namespace() -> None:
         if line.strip() and line.startswith("  ") and not line.startswith("   ")
     }
     assert set(NAMESPACE) <= listed, set(NAMESPACE) - listed
+
+
+def test_cluster_weave_is_another_name_for_cluster_cni() -> None:
+    """Step 8 is `cluster.cni`; the post's name `cluster.weave` still runs the same task."""
+    from runbook.tasks import namespace
+
+    ns = namespace()
+    assert ns["cluster.weave"] is ns["cluster.cni"]
+    assert ns["cluster.cni"].name == "cni"
+    listed = [ln for ln in inv("--list").stdout.splitlines() if "cluster.weave" in ln]
+    assert listed and listed[0].split()[:2] == ["cluster.cni", "(cluster.weave)"], listed
+    help_cni, help_weave = (
+        inv("--help", "cluster.cni").stdout,
+        inv("--help", "cluster.weave").stdout,
+    )
+    assert "Also named cluster.weave" in help_cni
+    assert help_weave == help_cni.replace("cluster.cni [--options]", "cluster.weave [--options]")
+    # the same body: the same role check, naming the task by its name
+    runs = [
+        inv(name, "--host", "k8node01", "--dry-run", inventory=REPO / "hosts.yaml")
+        for name in ("cluster.cni", "cluster.weave")
+    ]
+    assert [r.returncode for r in runs] == [2, 2]
+    assert runs[0].stdout + runs[0].stderr == runs[1].stdout + runs[1].stderr
+    assert "task cluster.cni runs on control-plane hosts" in runs[1].stdout + runs[1].stderr
 
 
 @pytest.mark.parametrize("task", STEP_TASKS)

@@ -18,8 +18,8 @@ from hcloud import APIException, Client
 
 from lab.fakecloud.server import FakeCloud, Listener, start
 from lab.fakecloud.state import seed
-from runbook.cloud import CloudTarget, CloudUnavailable, Retrier
-from runbook.console import Masker, Ui, make_console
+from runbook.cloud.api import CloudTarget, CloudUnavailable, Retrier
+from runbook.core.console import Masker, Ui, make_console
 from tests.test_cli import REPO, inv
 
 
@@ -213,7 +213,7 @@ def test_a_call_hcloud_keeps_retrying_is_announced_while_it_runs(
 def test_no_retry_starts_after_an_interrupt() -> None:
     import signal
 
-    from runbook.interrupt import Interrupted, StopFlag
+    from runbook.core.interrupt import Interrupted, StopFlag
 
     stop, clock = StopFlag(), FakeClock()
 

@@ -16,14 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from runbook.clusterfacts import CERTS_CHECK, KUBECTL_NODES, api_check, http_probe, parse_http
-from runbook.clusterstatus import FirewallRow, FirewallView
-from runbook.clusterview import run_status
-from runbook.console import Masker, Ui, make_console
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.remote import Fact, Host, HostUnreachable, Result
 from runbook.inventory import Inventory, load_inventory
-from runbook.k8sfiles import ADMIN_CONF
-from runbook.lbstatus import SHOW_STAT
-from runbook.remote import Fact, Host, HostUnreachable, Result
+from runbook.render.k8sfiles import ADMIN_CONF
+from runbook.status.clusterfacts import (
+    CERTS_CHECK,
+    KUBECTL_NODES,
+    api_check,
+    http_probe,
+    parse_http,
+)
+from runbook.status.clusterstatus import FirewallRow, FirewallView
+from runbook.status.clusterview import run_status
+from runbook.status.lbstatus import SHOW_STAT
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = ("k8scontrol01", "k8scontrol02", "k8scontrol03", "k8node01", "k8node02")

@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from runbook.console import MASK, CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.plan import Change, Status, StepResult, TargetPlan, TargetResult
+from runbook.core.console import MASK, CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from runbook.core.plan import Change, Status, StepResult, TargetPlan, TargetResult
 
 SECRET = "hc-TOKEN-1234567890abcdef"
 

@@ -1,4 +1,4 @@
-"""`inv lb.failover-drill` (runbook/drill.py) against a scripted LB pair and a fake clock.
+"""`inv lb.failover-drill` (runbook/status/drill.py) against a scripted LB pair and a fake clock.
 
 The pair answers `lbstatus`'s probes from its state; the commands the drill sends move the VIP
 as Heartbeat would. `time` inside the drill is a fake clock: no test sleeps.
@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from runbook import drill
-from runbook.console import Masker, NeedsPerson, Ui, make_console
+from runbook.core.console import Masker, NeedsPerson, Ui, make_console
+from runbook.core.remote import Fact, Host, HostUnreachable, Result
 from runbook.inventory import Inventory, load_inventory
-from runbook.remote import Fact, Host, HostUnreachable, Result
+from runbook.status import drill
 
 REPO = Path(__file__).resolve().parents[1]
 VIP_T, FIP_T = "10.143.0.50:6443", "116.202.6.21:6443"

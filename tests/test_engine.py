@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from runbook import interrupt
-from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, Step, StepContext, StepFailed, StepQuit, run_step
-from runbook.plan import Status, TargetPlan
-from runbook.remote import DryRunViolation, Fact, Host
-from runbook.resources import File, Resource
+from runbook.core import interrupt
+from runbook.core.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from runbook.core.engine import RunOptions, Step, StepContext, StepFailed, StepQuit, run_step
+from runbook.core.plan import Status, TargetPlan
+from runbook.core.remote import DryRunViolation, Fact, Host
+from runbook.core.resources import File, Resource
 from tests.fakehost import LocalHost
 
 
@@ -27,7 +27,7 @@ class Boom(Resource):
     key = "boom"
 
     def check(self, host: Host, fact: Fact | None):  # type: ignore[override]
-        from runbook.plan import Change
+        from runbook.core.plan import Change
 
         return Change("boom", "explode")
 
@@ -309,7 +309,7 @@ class Gate(Resource):
         self.started, self.release = started, release
 
     def check(self, host: Host, fact: Fact | None):  # type: ignore[override]
-        from runbook.plan import Change
+        from runbook.core.plan import Change
 
         return Change("gate", "wait")
 

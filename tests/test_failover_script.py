@@ -27,8 +27,8 @@ import pytest
 
 from lab.fakecloud.server import FakeCloud, Listener, Running, start
 from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
-from runbook import lbfiles
 from runbook.inventory import Inventory, load_inventory
+from runbook.render import lbfiles
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = "/usr/bin/python3"

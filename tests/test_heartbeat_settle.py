@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext, StepFailed
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, StepFailed
+from runbook.core.remote import Host, Result
 from runbook.inventory import load_inventory
-from runbook.remote import Host, Result
 from runbook.steps import heartbeat
 from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep
 

@@ -1,4 +1,4 @@
-"""The SSH host-key policy (runbook/remote.py) against a real SSH server on loopback.
+"""The SSH host-key policy (runbook/core/remote.py) against a real SSH server on loopback.
 
 The server is paramiko's server side in a thread, with a host key of its own: an unknown key is
 refused unless --accept-new-host-keys (then recorded in the inventory's known_hosts), a changed
@@ -17,8 +17,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from runbook.core.remote import HostKeyPolicy, HostUnreachable, SSHHost, UnknownHostKey
 from runbook.inventory import load_inventory
-from runbook.remote import HostKeyPolicy, HostUnreachable, SSHHost, UnknownHostKey
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook import interrupt
+from runbook.core import interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,13 +14,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from runbook import netcheck
 from runbook.inventory import (
     Inventory,
     InventoryError,
     Problem,
     SSHEndpoint,
     load_inventory,
+    netcheck,
     parse_endpoint,
     parse_inventory,
     rules,
@@ -1008,7 +1008,7 @@ def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
 def test_cert_sans_without_the_floating_ip_or_api_name_is_no_warning(tmp_path: Path) -> None:
     """The runbook always puts the floating IP, api_dns_name and the VIP into the certificate
     (`k8sfiles.cert_sans`), so an inventory that does not repeat them is not a problem."""
-    from runbook import k8sfiles
+    from runbook.render import k8sfiles
 
     inv = load_mutated(tmp_path, set_(f"{K8S}.cert_sans", []))
     assert [w for w in inv.warnings if w.key.startswith("kubernetes.cert_sans")] == []

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from runbook import lbfiles
 from runbook.inventory import Inventory, load_inventory
+from runbook.render import lbfiles
 
 REPO = Path(__file__).resolve().parent.parent
 INVENTORIES = [p for p in (REPO / "hosts.yaml", REPO / "lab" / "hosts.yaml") if p.exists()]

@@ -1,4 +1,4 @@
-"""Grouped plans and recaps (runbook/plangroup.py) and tables fitted to 80 columns (screen.py)."""
+"""Grouped plans and recaps (runbook/core/plangroup.py), tables fitted to 80 columns (screen.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from runbook.console import Masker, Ui, make_console
-from runbook.plan import Change, Status, StepResult, TargetPlan, TargetResult
-from runbook.plangroup import group_plans, host_ranges
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.plan import Change, Status, StepResult, TargetPlan, TargetResult
+from runbook.core.plangroup import group_plans, host_ranges
 
 K8S = ["k8scontrol01", "k8scontrol02", "k8scontrol03", "k8snode01", "k8snode02"]
 LBS = ["k8slb01", "k8slb02"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from runbook.sshconn import SessionProxyCommand, why_unreachable
+from runbook.core.sshconn import SessionProxyCommand, why_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ SILENT_HOST = """
 import sys
 from pathlib import Path
 from types import SimpleNamespace
-from runbook.remote import HostKeyPolicy, HostUnreachable, SSHHost
+from runbook.core.remote import HostKeyPolicy, HostUnreachable, SSHHost
 ssh = SimpleNamespace(user="root", port=22, connect_timeout=1, proxy_command="sleep 30")
 inventory = SimpleNamespace(ssh=ssh, identity_path=None)
 spec = SimpleNamespace(name="k8slb01", address="192.0.2.10")
@@ -92,7 +92,7 @@ def test_proxy_eof_is_the_end_of_the_connection_not_a_spin() -> None:
 def test_auth_uses_the_key_file_or_the_agent_when_the_named_key_is_missing(tmp_path: Path) -> None:
     """validate accepts a missing ssh.identity with a warning when SSH_AUTH_SOCK is set (an agent
     may hold the key): the connection must then ask the agent, not fail on every host."""
-    from runbook.remote import auth_kwargs
+    from runbook.core.remote import auth_kwargs
 
     key = tmp_path / "id_ed25519"
     key.write_text("k")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook.outdir import OutDirError, OutFile, system_reason, write_tree
+from runbook.render.outdir import OutDirError, OutFile, system_reason, write_tree
 from tests.test_cli import INV, REPO, inv
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook.remote import CommandFailed, DryRunViolation, Fact
-from runbook.resources import (
+from runbook.core.remote import CommandFailed, DryRunViolation, Fact
+from runbook.core.resources import (
     AptRepo,
     File,
     GuardedCommand,

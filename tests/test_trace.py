@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook import trace
-from runbook.resources import File
+from runbook.core import trace
+from runbook.core.resources import File
 
 from .fakehost import LocalHost
 

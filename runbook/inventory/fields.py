@@ -170,7 +170,7 @@ Label = Annotated[str, _check(_HOSTNAME_RE, "a lower-case RFC 1123 label")]
 K8sName = Annotated[str, _check(_K8S_NAME_RE, "a lower-case Kubernetes object name")]
 Name = Annotated[str, _check(re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"), "a plain name")]
 Iface = Annotated[str, _check(_IFACE_RE, "a network interface name (at most 15 characters)")]
-#: an interface name, or "" (left out: found from the cloud at run time, runbook.discover)
+#: an interface name, or "" (left out: found from the cloud at run time, runbook.cloud.discover)
 OptIface = Annotated[
     str,
     _check(

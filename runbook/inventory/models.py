@@ -144,7 +144,8 @@ class HostSpec(_Model):
     private_ip: IPv4
     address: Address  # how SSH reaches the host
     gateway: str | None = None  # jump host: "user@host:port" or a host name of the inventory
-    public_ip: IPv4 | None = None  # lb hosts: read from the API when left out (runbook.discover)
+    # lb hosts: read from the API when left out (runbook.cloud.discover)
+    public_ip: IPv4 | None = None
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LIST)
 
     @field_validator("gateway")
@@ -227,7 +228,7 @@ class LoadBalancerSpec(_Model):
     vip: IPv4
     floating_ip: FloatingIPSpec
     # "" (left out): found from the API's MAC of the private NIC / the public IPv4 on the host
-    # (runbook.discover); a name given is verified the same way
+    # (runbook.cloud.discover); a name given is verified the same way
     interface: OptIface = ""
     public_interface: OptIface = ""
     heartbeat: HeartbeatSpec

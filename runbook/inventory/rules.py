@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
-from runbook import netcheck
+from runbook.inventory import netcheck
 from runbook.inventory.models import (
     API_PORT,
     FirewallSpec,
@@ -388,7 +388,7 @@ def _api_name_in_cluster_domain(p: Parts) -> Iterator[Finding]:
             "kubernetes.api_dns_name",
             f"{name} lies inside dns_domain {domain}, for which the cluster's CoreDNS is "
             "authoritative: pods would get NXDOMAIN for it. The runbook adds a CoreDNS hosts "
-            f"entry {name} -> the VIP (inv cluster.weave); other names under {domain} do not "
+            f"entry {name} -> the VIP (inv cluster.cni); other names under {domain} do not "
             "resolve in pods, and a dns_domain outside your public zone avoids this",
             warning=True,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine import Step
+from ..core.engine import Step
 
 
 def built_steps() -> list[Step]:

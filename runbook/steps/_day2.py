@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-from .. import haproxyctl
-from ..engine import StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF
+from ..core.engine import StepContext, StepFailed
+from ..render.k8sfiles import ADMIN_CONF
+from ..tools import haproxyctl
 
 READY_WAIT_S = 180
 CA = "/etc/kubernetes/pki/ca.crt"

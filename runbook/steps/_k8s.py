@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
-from ..plan import Change
-from ..remote import CommandFailed, Fact, Host, Result
-from ..resources import Resource
+from ..core.engine import StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import CommandFailed, Fact, Host, Result
+from ..core.resources import Resource
+from ..render.k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
 
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 # I5: a call through the VIP rides out a hand-over of the VIP (a few seconds without a holder, or

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine import StepContext
+from ..core.engine import StepContext
 
 
 def hosts_with(ctx: StepContext, *roles: str) -> list[str]:

@@ -14,11 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_NAMESPACE, ADMIN_USER_PATH, admin_user_manifest, token_secret_name
-from ..plan import Change
-from ..remote import Fact, Host
-from ..resources import File, Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import Fact, Host
+from ..core.resources import File, Resource
+from ..render.k8sfiles import (
+    ADMIN_NAMESPACE,
+    ADMIN_USER_PATH,
+    admin_user_manifest,
+    token_secret_name,
+)
 from ._k8s import KUBECTL, Cluster, KubectlApplied, write_private
 from ._select import hosts_with
 

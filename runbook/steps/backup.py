@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import etcdcli, snapshots
-from ..engine import Step, StepContext, StepFailed
-from ..plan import Change
-from ..remote import Fact, Host
-from ..resources import Packages, Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import Fact, Host
+from ..core.resources import Packages, Resource
+from ..tools import etcdcli, snapshots
 from ._k8s import write_private
 from ._select import hosts_with
 

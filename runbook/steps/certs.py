@@ -19,11 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF
-from ..plan import Change
-from ..remote import Fact, Host
-from ..resources import Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import Fact, Host
+from ..core.resources import Resource
+from ..render.k8sfiles import ADMIN_CONF
 from ._k8s import write_private
 from ._select import hosts_with
 
@@ -138,7 +138,7 @@ class P12(Resource):
                 f"generated the p12 password (--yes, no ${self.password_env}): {self.password_file}"
             )
         if not value:
-            from ..console import NeedsPerson
+            from ..core.console import NeedsPerson
 
             raise NeedsPerson(
                 f"the p12 needs a password: set ${self.password_env}, run on a TTY, or use --yes "

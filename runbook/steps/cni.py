@@ -1,4 +1,4 @@
-"""Step 8 — the pod network (`inv cluster.weave`): Weave as in the post, Calico or Flannel.
+"""Step 8 — the pod network (`inv cluster.cni`): Weave as in the post, Calico or Flannel.
 
 The manifest is fetched by the runbook (URL from the inventory, default the pinned upstream
 release), patched so the CNI uses the inventory's pod subnet — Weave's default 10.32.0.0/12 is
@@ -18,8 +18,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import (
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import File, Resource, unified_diff
+from ..render.k8sfiles import (
     CNI_DAEMONSETS,
     CNI_MANIFEST_PATH,
     COREDNS_MANIFEST_PATH,
@@ -28,9 +31,6 @@ from ..k8sfiles import (
     corefile_with_api_host,
     patch_cni_manifest,
 )
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import File, Resource, unified_diff
 from ._k8s import KUBECTL, Cluster, KubectlApplied
 from ._select import hosts_with
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..cloud import CloudError
-from ..engine import Step, StepContext, StepFailed
-from ..firewall import (
+from ..cloud.api import CloudError
+from ..cloud.firewall import (
     FirewallApplied,
     FirewallRules,
     ServerLabels,
@@ -25,9 +24,10 @@ from ..firewall import (
     source_allowed,
     wanted_rules,
 )
-from ..plan import CLOUD, TargetPlan
-from ..remote import Host
-from ..resources import Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import CLOUD, TargetPlan
+from ..core.remote import Host
+from ..core.resources import Resource
 
 SOURCE_KEY = "firewall.operator_source"
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
-from ..engine import Step, StepContext, StepFailed
-from ..lbfiles import HAPROXY_VALIDATE, haproxy_files
-from ..lbstatus import SHOW_STAT, parse_stat
-from ..resources import File, Resource, Service
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.resources import File, Resource, Service
+from ..render.lbfiles import HAPROXY_VALIDATE, haproxy_files
+from ..status.lbstatus import SHOW_STAT, parse_stat
 from ._select import hosts_with
 
 

@@ -26,8 +26,18 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ..engine import Step, StepContext, StepFailed
-from ..lbfiles import (
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host, HostUnreachable
+from ..core.resources import (
+    SECRET_MARKER,
+    File,
+    Resource,
+    Service,
+    SystemdReload,
+    secret_backups_absent,
+)
+from ..render.lbfiles import (
     AUTHKEYS_PATH,
     FAILOVER_ENV_PATH,
     FAILOVER_SCRIPT_PATH,
@@ -41,17 +51,7 @@ from ..lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
-from ..lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host, HostUnreachable
-from ..resources import (
-    SECRET_MARKER,
-    File,
-    Resource,
-    Service,
-    SystemdReload,
-    secret_backups_absent,
-)
+from ..status.lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
 from ._select import hosts_with
 
 HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import shlex
 import time
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import (
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.resources import File, GuardedCommand, Resource
+from ..render.k8sfiles import (
     ADMIN_CONF,
     APISERVER_MANIFEST,
     APISERVER_PATCH,
@@ -20,7 +21,6 @@ from ..k8sfiles import (
     apiserver_patch,
     kubeadm_init_config,
 )
-from ..resources import File, GuardedCommand, Resource
 from ._k8s import KUBECTL
 from ._select import hosts_with
 

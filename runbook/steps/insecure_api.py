@@ -27,12 +27,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from .. import insecureapi as ia
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import SECRET_MARKER, File, Resource, Service, SystemdReload
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import SECRET_MARKER, File, Resource, Service, SystemdReload
+from ..render import insecureapifiles as ia
+from ..render.k8sfiles import ADMIN_CONF
 from ._k8s import KUBECTL, Cluster, KubectlApplied
 from ._select import hosts_with
 

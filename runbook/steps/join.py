@@ -16,8 +16,11 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import (
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import Fact, Host, HostUnreachable
+from ..core.resources import File, Resource
+from ..render.k8sfiles import (
     APISERVER_MANIFEST,
     APISERVER_PATCH,
     JOIN_CONFIG_PATH,
@@ -25,9 +28,6 @@ from ..k8sfiles import (
     apiserver_patch,
     kubeadm_join_config,
 )
-from ..plan import Change
-from ..remote import Fact, Host, HostUnreachable
-from ..resources import File, Resource
 from ._k8s import Cluster
 from ._select import hosts_with
 

@@ -4,7 +4,7 @@ step 1 and the departures: keyring + signed-by instead of apt-key, containerd in
 docker.io).
 
 containerd: `ContainerRuntime` installs `containerd.io` unless a containerd that suffices is
-already there (see `runbook.containerd`); the verify reads what containerd really runs with
+already there (see `runbook.render.containerd`); the verify reads what containerd really runs with
 (`containerd --config F config dump`), so a containerd that ignores the config is caught.
 
 `PrepareStep` calls `kubernetes_resources` for control planes and workers and
@@ -16,10 +16,22 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from .. import containerd as ctd
-from ..engine import StepContext, StepFailed
+from ..core.engine import StepContext, StepFailed
+from ..core.plan import Change
+from ..core.remote import Fact, Host
+from ..core.resources import (
+    AptRepo,
+    File,
+    GuardedCommand,
+    Packages,
+    Resource,
+    Service,
+    Sysctl,
+    apt_install,
+)
 from ..inventory import Inventory
-from ..k8sfiles import (
+from ..render import containerd as ctd
+from ..render.k8sfiles import (
     CONTAINERD_CONFIG_PATH,
     K8S_MODULES,
     K8S_PACKAGES,
@@ -34,18 +46,6 @@ from ..k8sfiles import (
     docker_apt_source,
     modules_load,
     pause_image,
-)
-from ..plan import Change
-from ..remote import Fact, Host
-from ..resources import (
-    AptRepo,
-    File,
-    GuardedCommand,
-    Packages,
-    Resource,
-    Service,
-    Sysctl,
-    apt_install,
 )
 
 # an active /etc/fstab swap line: device, mount point, type "swap"
@@ -86,7 +86,7 @@ class SwapOff(Resource):
 class ContainerRuntime(Resource):
     """containerd for Kubernetes 1.<minor>: `containerd.io` from Docker's repository, or an
     installed containerd that suffices. Never swaps one package for the other (see
-    `runbook.containerd`): `dpkg-query` answers per package name, and containerd.io only
+    `runbook.render.containerd`): `dpkg-query` answers per package name, and containerd.io only
     *provides* `containerd`, so both names are asked."""
 
     minor: int

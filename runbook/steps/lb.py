@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..cloud import AliasIPHeld, FloatingDnsPtr, FloatingIPHeld
-from ..engine import Step, StepContext
-from ..plan import CLOUD, TargetPlan
-from ..resources import Resource, Sysctl
+from ..cloud.api import AliasIPHeld, FloatingDnsPtr, FloatingIPHeld
+from ..core.engine import Step, StepContext
+from ..core.plan import CLOUD, TargetPlan
+from ..core.resources import Resource, Sysctl
 from ._select import hosts_with
 
 SYSCTL_FILE = "/etc/sysctl.d/60-runbook-lb.conf"

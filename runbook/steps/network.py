@@ -5,10 +5,10 @@ Never touches the hosts' DHCP-managed private interface (the post: editing it br
 
 from __future__ import annotations
 
-from ..cloud import Network, ServerAttached
-from ..engine import Step, StepContext
-from ..plan import CLOUD
-from ..resources import Resource
+from ..cloud.api import Network, ServerAttached
+from ..core.engine import Step, StepContext
+from ..core.plan import CLOUD
+from ..core.resources import Resource
 from ._select import hosts_with
 
 

@@ -19,10 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..engine import Step, StepContext, StepFailed
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import Resource
 from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
 from .prepare import Rebooted, RebootStep, Upgraded, _holds_vip, ready_check, run_id

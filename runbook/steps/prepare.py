@@ -13,13 +13,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..engine import Step, StepContext, StepFailed
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import CommandFailed, Fact, Host, HostUnreachable
+from ..core.resources import GuardedCommand, LineInFile, Packages, Resource
 from ..inventory import API_PORT
-from ..k8sfiles import APISERVER_MANIFEST, KUBELET_CONF
-from ..lbstatus import addr_probe, has_vip
-from ..plan import Change, TargetPlan
-from ..remote import CommandFailed, Fact, Host, HostUnreachable
-from ..resources import GuardedCommand, LineInFile, Packages, Resource
+from ..render.k8sfiles import APISERVER_MANIFEST, KUBELET_CONF
+from ..status.lbstatus import addr_probe, has_vip
 from ._select import hosts_with
 from .k8s_prepare import kubernetes_resources, verify_kubernetes_host
 

@@ -18,12 +18,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import etcdcli
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import KUBELET_CONF
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import Resource
+from ..render.k8sfiles import KUBELET_CONF
+from ..tools import etcdcli
 from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
 
@@ -132,7 +132,7 @@ class Removed(Resource):
 
 
 def _wait_down(ctx: StepContext, name: str) -> None:
-    from .. import haproxyctl
+    from ..tools import haproxyctl
 
     deadline = time.monotonic() + 30
     for lb in ctx.inventory.hosts_with_role("lb"):

@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import certexpiry, staticpods
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import ADMIN_CONF
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import Resource
+from ..render.k8sfiles import ADMIN_CONF
+from ..status import certexpiry
+from ..tools import staticpods
 from ._day2 import set_rotation, wait_apiserver_ready
 from ._select import hosts_with
 

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import etcdcli, staticpods
-from ..engine import Step, StepContext, StepFailed
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import Packages, Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import Packages, Resource
+from ..tools import etcdcli, staticpods
 from ._day2 import wait_apiserver_ready
 from ._k8s import KUBECTL
 from ._select import hosts_with

@@ -26,12 +26,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..engine import Step, StepContext, StepFailed
-from ..k8sfiles import APISERVER_MANIFEST, apt_source
-from ..k8sversions import Version, deb_upstream, exact_package, newest_package
-from ..plan import Change, TargetPlan
-from ..remote import Fact, Host
-from ..resources import AptRepo, Resource
+from ..core.engine import Step, StepContext, StepFailed
+from ..core.plan import Change, TargetPlan
+from ..core.remote import Fact, Host
+from ..core.resources import AptRepo, Resource
+from ..render.k8sfiles import APISERVER_MANIFEST, apt_source
+from ..tools.k8sversions import Version, deb_upstream, exact_package, newest_package
 from ._day2 import apiserver_version, set_rotation, wait_apiserver_ready
 from ._k8s import KUBECTL, Cluster
 from ._select import hosts_with

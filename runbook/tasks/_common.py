@@ -19,12 +19,12 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from ..console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
-from ..engine import RunOptions, Step, StepContext, StepQuit, run_step
-from ..interrupt import Interrupted, handle_signals, wait_for_workers
+from ..cloud.discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
+from ..core.console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
+from ..core.engine import RunOptions, Step, StepContext, StepQuit, run_step
+from ..core.interrupt import Interrupted, handle_signals, wait_for_workers
+from ..core.plan import CLOUD, StepResult
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
-from ..plan import CLOUD, StepResult
 
 EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT = 1, 2, 3
 
@@ -64,11 +64,13 @@ def step_task(
     needs_cloud: bool = False,
     connect_hosts: bool = True,
     also_connect: Callable[[Inventory], Sequence[str]] | None = None,
+    aliases: Sequence[str] = (),
 ) -> Task[Callable[..., None]]:
     """An Invoke task that only runs `steps`, with the standard step options and their help.
 
     `task` is the full name (e.g. "lb.setup"); its last part is the task's name in its
-    collection. Invoke reads the options from the function's signature, hence a real function.
+    collection, `aliases` other names for it there. Invoke reads the options from the function's
+    signature, hence a real function.
     """
     name = task.rpartition(".")[2]
 
@@ -97,7 +99,7 @@ def step_task(
 
     run.__name__ = run.__qualname__ = name.replace("-", "_")
     run.__doc__ = doc
-    return Task(run, name=name, help=STEP_HELP, iterable=["host"])
+    return Task(run, name=name, aliases=tuple(aliases), help=STEP_HELP, iterable=["host"])
 
 
 # Invoke's config levels that come from a file, highest precedence first, with the attribute
@@ -191,9 +193,10 @@ def register_secrets(inv: Inventory, ui: Ui) -> None:
 def cloud_facts(
     inv: Inventory, ui: Ui, hosts: Any, *, dry_run: bool, cloud: Any = None
 ) -> Inventory:
-    """The inventory with the LBs' public IPs and interfaces from the cloud (runbook.discover);
-    a disagreement or a fact not found is bad input (exit 2, every problem listed)."""
-    from ..discover import DiscoveryFailed, discover
+    """The inventory with the LBs' public IPs and interfaces from the cloud
+    (runbook.cloud.discover); a disagreement or a fact not found is bad input (exit 2, every
+    problem listed)."""
+    from ..cloud.discover import DiscoveryFailed, discover
 
     try:
         return discover(inv, ui, hosts, cloud=cloud, pending_ok=dry_run)
@@ -252,7 +255,7 @@ def execute(
         check_local_files(inv, ui)
     options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
     ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
-    from ..remote import connect_all
+    from ..core.remote import connect_all
 
     if connect_hosts:
         ctx.targets.update(
@@ -265,7 +268,7 @@ def execute(
             )
         )
     if needs_cloud:
-        from ..cloud import CloudTarget, CloudTokenMissing
+        from ..cloud.api import CloudTarget, CloudTokenMissing
 
         try:
             ctx.targets[CLOUD] = CloudTarget.from_inventory(
@@ -313,7 +316,7 @@ def run_steps(
     within ~5 s of the first signal; a console that cannot write (stdout on a full disk) ends in
     one line on stderr, exit 1 — never a traceback.
     """
-    from ..sshconn import library_logging
+    from ..core.sshconn import library_logging
 
     ui, stop = ctx.ui, ctx.stop
     library_logging(verbose=ui.verbose)

@@ -1,4 +1,4 @@
-"""Kubernetes tier tasks: cluster.init, join, weave, admin-user, insecure-api, certs."""
+"""Kubernetes tier tasks: cluster.init, join, cni (alias weave), admin-user, insecure-api, certs."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ join = common.step_task(
     also_connect=_first_cp,
 )
 
-weave = common.step_task(
-    "cluster.weave",
-    "Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable).",
+cni = common.step_task(
+    "cluster.cni",
+    "Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable). "
+    "Also named cluster.weave (the post's name).",
     ["cni:CniStep"],
     roles=["control-plane"],
+    aliases=["weave"],
 )
 
 

@@ -8,10 +8,10 @@ from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from ..console import Ui
-from ..engine import RunOptions, Step, StepContext, run_step
+from ..core.console import Ui
+from ..core.engine import RunOptions, Step, StepContext, run_step
+from ..core.plan import StepResult
 from ..inventory import SUMMARY_COLUMNS, Inventory, summary_facts, summary_rows
-from ..plan import StepResult
 from . import _common as common
 from ._common import STEP_HELP
 
@@ -41,13 +41,13 @@ def validate(
 
 
 def validate_online(inv: Inventory, ui: Ui, *, accept_new_host_keys: bool) -> None:
-    """`validate --online`: one table of cloud and host checks (runbook.onlinecheck)."""
+    """`validate --online`: one table of cloud and host checks (runbook.status.onlinecheck)."""
     from rich.text import Text
 
-    from ..cloud import CloudTarget, CloudTokenMissing
-    from ..onlinecheck import cloud_checks, exit_code, host_checks
-    from ..remote import connect_all
-    from ..screen import fitted_table
+    from ..cloud.api import CloudTarget, CloudTokenMissing
+    from ..core.remote import connect_all
+    from ..core.screen import fitted_table
+    from ..status.onlinecheck import cloud_checks, exit_code, host_checks
 
     common.register_secrets(inv, ui)
     try:
@@ -103,8 +103,8 @@ def validate_online(inv: Inventory, ui: Ui, *, accept_new_host_keys: bool) -> No
 )
 def render(c: Context, host: str, out: str, force: bool = False) -> None:
     """Write every file the built steps would put on HOST, secrets replaced by a marker."""
-    from ..outdir import OutDirError
-    from ..render import render_host
+    from ..render.outdir import OutDirError
+    from ._render import render_host
 
     ui = common.new_ui()
     inv = common.load(c, ui)
@@ -122,8 +122,8 @@ def render(c: Context, host: str, out: str, force: bool = False) -> None:
 def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
     """An inventory leaving the LBs' public IPs or interfaces to the cloud: read them (API and a
     read-only look at the LBs), since the rendered files contain them."""
-    from ..discover import needs_discovery
-    from ..remote import connect_all
+    from ..cloud.discover import needs_discovery
+    from ..core.remote import connect_all
 
     if not needs_discovery(inv):
         return inv
@@ -247,10 +247,10 @@ def run_walkthrough(
     """Steps 1-10 with checkpoints; steps before --from are only checked (planned)."""
     from dataclasses import replace
 
-    from ..cloud import CloudTarget, CloudTokenMissing
-    from ..discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
-    from ..plan import CLOUD
-    from ..remote import connect_all
+    from ..cloud.api import CloudTarget, CloudTokenMissing
+    from ..cloud.discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
+    from ..core.plan import CLOUD
+    from ..core.remote import connect_all
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     if not (yes or dry_run or ui.interactive):
@@ -343,7 +343,7 @@ def as_checked(res: StepResult) -> StepResult:
     """A step before --from was only planned: pending changes are reported as skipped."""
     from dataclasses import replace
 
-    from ..plan import Status, TargetResult
+    from ..core.plan import Status, TargetResult
 
     rows = tuple(
         TargetResult(r.target, Status.SKIPPED, r.changes, "pending: before --from, not applied")
@@ -356,8 +356,8 @@ def as_checked(res: StepResult) -> StepResult:
 
 def offer_drill(ctx: StepContext) -> None:
     """The post's failover test as an offer: asked on a TTY, skipped (with a hint) under --yes."""
-    from ..console import CheckpointDeclined
-    from ..drill import DrillError, run_drill
+    from ..core.console import CheckpointDeclined
+    from ..status.drill import DrillError, run_drill
 
     ui = ctx.ui
     hint = "run `inv lb.failover-drill` any time to measure a failover"
@@ -399,7 +399,7 @@ def status(
 
     Exit 0 healthy, 1 degraded (every problem listed), 2 bad inventory.
     """
-    from ..clusterview import run_status
+    from ..status.clusterview import run_status
 
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)

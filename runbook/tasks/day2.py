@@ -67,8 +67,8 @@ def restore(
 ) -> None:
     """kubeadm's etcd restore on every control plane: stop static pods everywhere, etcdutl
     snapshot restore, start again (typed confirmation; every change since the snapshot is lost)."""
-    from .. import snapshots
     from ..steps.restore import Restore, restore_steps
+    from ..tools import snapshots
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     path = Path(snapshot).expanduser()
@@ -98,9 +98,8 @@ def upgrade(
     """Upgrade Kubernetes to the inventory's kubernetes.version (one minor at a time): etcd
     backup, package repository, kubeadm upgrade per control plane (drained in HAProxy), then
     kubelet/kubectl per node (drain, upgrade, uncordon). A re-run changes nothing."""
-    from ..engine import Step, StepFailed
-    from ..k8sversions import SkewError, check_step
-    from ..remote import HostUnreachable, connect_all
+    from ..core.engine import Step, StepFailed
+    from ..core.remote import HostUnreachable, connect_all
     from ..steps.backup import BackupStep
     from ..steps.upgrade import (
         UpgradeControlPlaneStep,
@@ -108,6 +107,7 @@ def upgrade(
         UpgradeRepoStep,
         read_versions,
     )
+    from ..tools.k8sversions import SkewError, check_step
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     inv = common.load(c, ui)

@@ -46,9 +46,9 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
     """
     from invoke.exceptions import Exit
 
-    from ..cloud import CloudTarget, CloudTokenMissing
-    from ..lbstatus import cloud_holders, collect
-    from ..remote import connect_all
+    from ..cloud.api import CloudTarget, CloudTokenMissing
+    from ..core.remote import connect_all
+    from ..status.lbstatus import cloud_holders, collect
 
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
@@ -144,9 +144,9 @@ def failover_drill(
     """Guided drill: fail the VIP holder, measure the outage on VIP:6443 and the floating IP."""
     from invoke.exceptions import Exit
 
-    from ..console import CheckpointDeclined, NeedsPerson
-    from ..drill import MODES, DrillError, run_drill
-    from ..remote import connect_all
+    from ..core.console import CheckpointDeclined, NeedsPerson
+    from ..core.remote import connect_all
+    from ..status.drill import MODES, DrillError, run_drill
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     inv = common.load(c, ui)

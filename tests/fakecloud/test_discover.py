@@ -1,4 +1,4 @@
-"""Facts from the cloud (runbook/discover.py): public IPs and interface names of the LBs read
+"""Facts from the cloud (runbook/cloud/discover.py): public IPs and interface names of the LBs read
 from the simulated Hetzner API (the real hcloud client, schema-checked) and the hosts' `ip link`;
 given values verified, a mismatch names both values."""
 
@@ -11,16 +11,16 @@ import pytest
 import yaml
 from hcloud.networks import NetworkSubnet
 
-from runbook.cloud import CloudTarget
-from runbook.console import Masker, Ui, make_console
-from runbook.discover import (
+from runbook.cloud.api import CloudTarget
+from runbook.cloud.discover import (
     PENDING_NIC,
     DiscoveryFailed,
     discover,
     parse_links,
 )
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.remote import Result
 from runbook.inventory import Inventory, load_inventory
-from runbook.remote import Result
 from tests.fakecloud.conftest import Env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_without_a_token_left_out_facts_are_refused_naming_the_variable(
 
 class Down:
     def query(self, cmd: str, **_: Any) -> Result:
-        from runbook.remote import HostUnreachable
+        from runbook.core.remote import HostUnreachable
 
         raise HostUnreachable("k8snode01: connection refused")
 
@@ -209,7 +209,7 @@ class Down:
 def test_online_checks_name_every_disagreement(
     tmp_path: Path, env: Env, attached: dict[str, str]
 ) -> None:
-    from runbook.onlinecheck import cloud_checks, exit_code, host_checks
+    from runbook.status.onlinecheck import cloud_checks, exit_code, host_checks
 
     inv = inventory(tmp_path)
     cloud = Cloud(env)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import pytest
 
 from lab import netns
-from runbook import containerd as ctd
-from runbook import k8sfiles
 from runbook.inventory import load_inventory
+from runbook.render import containerd as ctd
+from runbook.render import k8sfiles
 
 from .helpers import recap
 from .test_k8s_walkthrough import cli, ensure_standin_debs, inventory

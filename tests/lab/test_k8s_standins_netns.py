@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook import k8sfiles
 from runbook.inventory import load_inventory
+from runbook.render import k8sfiles
 
 pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ from typing import Any
 import yaml
 
 from lab.standins.rbk8s.coredns import kubeadm_default as kubeadm_corefile
-from runbook import k8sfiles
-from runbook.remote import Fact, Host, Result
+from runbook.core.remote import Fact, Host, Result
+from runbook.render import k8sfiles
 
 ADMIN = k8sfiles.ADMIN_CONF
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from lab.standins.rbk8s import kconfig, kubeadm
-from runbook import k8sfiles
 from runbook.inventory import load_inventory
+from runbook.render import k8sfiles
 
 ROOT = Path(__file__).resolve().parents[2]
 TOK, HASH, KEY = "abcdef.0123456789abcdef", "sha256:" + "ab" * 32, "cd" * 32

@@ -11,11 +11,11 @@ import pytest
 
 from lab.fakecloud.server import FakeCloud, Listener, start
 from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
-from runbook.cloud import CloudTarget
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext, run_step
+from runbook.cloud.api import CloudTarget
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, run_step
+from runbook.core.plan import CLOUD, Status
 from runbook.inventory import Inventory, load_inventory
-from runbook.plan import CLOUD, Status
 from runbook.steps.lb import LbStep
 from runbook.steps.network import NetworkStep
 

@@ -1,4 +1,4 @@
-"""containerd: which package, from where, and what it really reads (runbook/containerd.py and
+"""containerd: which package, from where, and what it really reads (runbook/render/containerd.py and
 `ContainerRuntime`): given these facts, expect this change or this refusal.
 
 The two dumps in tests/data are the REAL output of Debian 12's containerd 1.6.20
@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook import containerd as ctd
-from runbook import k8sfiles
-from runbook.engine import StepFailed
+from runbook.core.engine import StepFailed
+from runbook.core.remote import Fact
+from runbook.core.resources import AptRepo, Packages
 from runbook.inventory import Inventory, load_inventory
-from runbook.remote import Fact
-from runbook.resources import AptRepo, Packages
+from runbook.render import containerd as ctd
+from runbook.render import k8sfiles
 from runbook.steps.k8s_prepare import ContainerRuntime, kubernetes_resources
 from tests.fakehost import LocalHost
 

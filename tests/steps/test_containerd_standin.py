@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from lab.standins import CONTAINERD_IO_CONFIG, build_containerd_io
-from runbook import containerd as ctd
-from runbook import k8sfiles
 from runbook.inventory import load_inventory
+from runbook.render import containerd as ctd
+from runbook.render import k8sfiles
 
 ROOT = Path(__file__).resolve().parents[2]
 PAUSE = k8sfiles.pause_image(36)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from lab.standins.rbk8s import coredns
-from runbook import k8sfiles
-from runbook.engine import plan_target, run_step
-from runbook.plan import Status
+from runbook.core.engine import plan_target, run_step
+from runbook.core.plan import Status
+from runbook.render import k8sfiles
 from runbook.steps.cni import CniStep
 from runbook.steps.init import InitStep
 

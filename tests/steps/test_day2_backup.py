@@ -25,10 +25,9 @@ import pytest
 
 from lab.standins.rbk8s import etcd, pki
 from lab.standins.rbk8s.apiserver import Store
-from runbook import etcdcli, snapshots
-from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.engine import StepFailed
-from runbook.remote import Fact, Host, Result
+from runbook.core.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from runbook.core.engine import StepFailed
+from runbook.core.remote import Fact, Host, Result
 from runbook.steps.backup import EtcdSnapshot
 from runbook.steps.restore import (
     MARKER,
@@ -37,6 +36,7 @@ from runbook.steps.restore import (
     StaticPodsParked,
     StaticPodsRunning,
 )
+from runbook.tools import etcdcli, snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
 

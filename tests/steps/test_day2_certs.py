@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from lab.standins.rbk8s import certs, pki
-from runbook import certexpiry
-from runbook.remote import Fact, Host
+from runbook.core.remote import Fact, Host
+from runbook.status import certexpiry
 from runbook.steps.renew_certs import CertsFresh
 
 

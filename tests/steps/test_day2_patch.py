@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext
+from runbook.core.remote import Fact, Host, Result
 from runbook.inventory import load_inventory
-from runbook.lbstatus import addr_probe
-from runbook.remote import Fact, Host, Result
+from runbook.status.lbstatus import addr_probe
 from runbook.steps.patch import Patched, PatchStep
 from runbook.steps.prepare import Rebooted, Upgraded
 

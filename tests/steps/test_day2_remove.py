@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from runbook import etcdcli
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext, StepFailed
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, StepFailed
+from runbook.core.remote import Fact, Host, Result
 from runbook.inventory import load_inventory
-from runbook.k8sfiles import ADMIN_CONF
-from runbook.remote import Fact, Host, Result
+from runbook.render.k8sfiles import ADMIN_CONF
 from runbook.steps._k8s import KUBECTL
 from runbook.steps.remove import Removed
+from runbook.tools import etcdcli
 
 ROOT = Path(__file__).resolve().parents[2]
 IPS = {"k8scontrol01": "10.143.0.2", "k8scontrol02": "10.143.0.3", "k8scontrol03": "10.143.0.4"}

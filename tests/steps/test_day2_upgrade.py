@@ -16,11 +16,14 @@ import yaml
 from lab.apiprobe import readyz_once
 from lab.standins.rbk8s import pki
 from lab.standins.rbk8s.apiserver import ApiServer, Store
-from runbook import haproxyctl
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext
+from runbook.core.remote import Fact, Host, Result
 from runbook.inventory import load_inventory
-from runbook.k8sversions import (
+from runbook.steps._k8s import Cluster, NodeInfo
+from runbook.steps.upgrade import ControlPlaneUpgraded, KubeletUpgraded
+from runbook.tools import haproxyctl
+from runbook.tools.k8sversions import (
     SkewError,
     Version,
     check_step,
@@ -28,9 +31,6 @@ from runbook.k8sversions import (
     exact_package,
     newest_package,
 )
-from runbook.remote import Fact, Host, Result
-from runbook.steps._k8s import Cluster, NodeInfo
-from runbook.steps.upgrade import ControlPlaneUpgraded, KubeletUpgraded
 
 ROOT = Path(__file__).resolve().parents[2]
 MADISON = """\

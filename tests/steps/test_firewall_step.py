@@ -11,13 +11,13 @@ import pytest
 
 from lab.fakecloud.firewalls import server_rules
 from lab.fakecloud.server import FakeCloud
-from runbook.cloud import CloudTarget
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext, run_step
-from runbook.firewall import Rule, source_allowed, wanted_rules
+from runbook.cloud.api import CloudTarget
+from runbook.cloud.firewall import Rule, source_allowed, wanted_rules
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, run_step
+from runbook.core.plan import CLOUD, Status
+from runbook.core.remote import Host, Result
 from runbook.inventory import Inventory, load_inventory, parse_inventory
-from runbook.plan import CLOUD, Status
-from runbook.remote import Host, Result
 from runbook.steps.firewall import FirewallStep
 from tests.steps.test_cloud_steps import REPO, cloud, posts  # noqa: F401 - fixture
 
@@ -229,7 +229,7 @@ def test_no_firewall_section_manages_nothing(cloud) -> None:  # type: ignore[no-
 
 
 def test_status_view_lists_firewalls_and_uncovered_servers(inv: Inventory, cloud) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    from runbook.firewall import firewall_view
+    from runbook.status.clusterfacts import firewall_view
 
     fc, url = cloud
     client = CloudTarget.from_inventory(

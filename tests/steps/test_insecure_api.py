@@ -21,15 +21,15 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook import insecureapi as ia
-from runbook import k8sfiles, lbfiles
-from runbook.console import Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, StepContext, plan_target, run_step
+from runbook.core.console import Masker, NeedsPerson, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, plan_target, run_step
+from runbook.core.plan import Status
+from runbook.core.remote import Fact, Result
 from runbook.inventory import Inventory, load_inventory
-from runbook.plan import Status
-from runbook.remote import Fact, Result
-from runbook.render import render_host
+from runbook.render import insecureapifiles as ia
+from runbook.render import k8sfiles, lbfiles
 from runbook.steps.insecure_api import InsecureApiStep
+from runbook.tasks._render import render_host
 from tests.steps.k8s_fakes import FakeCluster, FakeK8sHost
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook import k8sfiles
 from runbook.inventory import Inventory, load_inventory
+from runbook.render import k8sfiles
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "lab" / "standins" / "manifests"

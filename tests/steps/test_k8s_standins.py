@@ -24,8 +24,8 @@ import yaml
 from lab.standins import build_debs
 from lab.standins.rbk8s import daemons, kconfig, pki
 from lab.standins.rbk8s.apiserver import ApiServer, Store
-from runbook import k8sfiles
 from runbook.inventory import load_inventory
+from runbook.render import k8sfiles
 
 ROOT = Path(__file__).resolve().parents[2]
 

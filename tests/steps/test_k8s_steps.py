@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from runbook import k8sfiles
-from runbook.console import Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, StepContext, plan_target, run_step
+from runbook.core.console import Masker, NeedsPerson, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, plan_target, run_step
+from runbook.core.plan import Status
+from runbook.core.remote import Host, Result
+from runbook.core.resources import Packages
 from runbook.inventory import Inventory, load_inventory
-from runbook.plan import Status
-from runbook.remote import Host, Result
-from runbook.resources import Packages
+from runbook.render import k8sfiles
 from runbook.steps.admin_user import AdminUserStep
 from runbook.steps.certs import CertsStep
 from runbook.steps.cni import CniStep
@@ -325,7 +325,7 @@ def test_walkthrough_runs_every_step_in_document_order() -> None:
         ("haproxy", 5), ("heartbeat", 4), ("init", 6), ("join", 7), ("join-workers", 7),
         ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),
     ]  # fmt: skip
-    from runbook.plan import Change, StepResult, TargetResult
+    from runbook.core.plan import Change, StepResult, TargetResult
 
     pending = StepResult(
         "lb", (TargetResult("hcloud", Status.CHANGED, (Change("vip", "assign"),)),), True

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from runbook.console import Masker, Ui, make_console
-from runbook.engine import RunOptions, StepContext, plan_target
+from runbook.core.console import Masker, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, plan_target
+from runbook.core.plan import Change
+from runbook.core.remote import Fact, Host, Result
+from runbook.core.resources import File, Resource, Service
 from runbook.inventory import Inventory, load_inventory
-from runbook.lbstatus import node_status
-from runbook.plan import Change
-from runbook.remote import Fact, Host, Result
-from runbook.resources import File, Resource, Service
+from runbook.status.lbstatus import node_status
 from runbook.steps.haproxy import HaproxyStep
 from runbook.steps.heartbeat import HeartbeatStep, holds_vip
 from runbook.steps.prepare import PrepareStep, hosts_lines
@@ -199,7 +199,7 @@ def test_heartbeat_haresources_change_restarts(inv: Inventory, monkeypatch) -> N
 
 
 def test_holder_restart_needs_a_checkpoint(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from runbook.plan import TargetPlan
+    from runbook.core.plan import TargetPlan
 
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
     ctx, _ = ctx_for(inv, {})

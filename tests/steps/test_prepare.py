@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from runbook.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
-from runbook.engine import RunOptions, StepContext, run_step
+from runbook.core.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
+from runbook.core.engine import RunOptions, StepContext, run_step
+from runbook.core.plan import Status
+from runbook.core.remote import CommandFailed, Fact, Host, HostUnreachable, Result
+from runbook.core.resources import Packages
 from runbook.inventory import Inventory, load_inventory
-from runbook.lbstatus import addr_probe
-from runbook.plan import Status
-from runbook.remote import CommandFailed, Fact, Host, HostUnreachable, Result
-from runbook.resources import Packages
+from runbook.status.lbstatus import addr_probe
 from runbook.steps.prepare import (
     REBOOT_MARKER,
     PrepareStep,

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 from runbook.inventory import API_PORT, HostSpec, Inventory
-from runbook.templates import render, source
+from runbook.render.templates import render, source
 
 HA_CF_PATH = "/etc/ha.d/ha.cf"
 AUTHKEYS_PATH = "/etc/ha.d/authkeys"

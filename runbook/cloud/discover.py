@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any
 
-from .inventory import Inventory
+from ..inventory import Inventory
 
 #: one read-only round trip: every link with its MAC, then every IPv4 address
 HOST_PROBE = "ip -o link show; echo ---; ip -o -4 addr show"
@@ -267,7 +267,7 @@ def discover(
     if not any(h.name in hosts for h in inv.hosts_with_role("lb")) and not needs_discovery(inv):
         return inv
     if cloud is None:
-        from .cloud import CloudTarget, CloudTokenMissing
+        from .api import CloudTarget, CloudTokenMissing
 
         try:
             cloud = CloudTarget.from_inventory(inv, dry_run=True, ui=ui)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .console import Masker, Ui, make_console
-from .engine import RunOptions, StepContext
-from .inventory import Inventory
-from .outdir import OutFile, write_tree
-from .resources import File
-from .steps import built_steps
+from ..core.console import Masker, Ui, make_console
+from ..core.engine import RunOptions, StepContext
+from ..core.resources import File
+from ..inventory import Inventory
+from ..render.outdir import OutFile, write_tree
+from ..steps import built_steps
 
 
 def rendered_files(inv: Inventory, host: str) -> list[OutFile]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-FILES_DIR = Path(__file__).resolve().parent.parent / "files"
+FILES_DIR = Path(__file__).resolve().parents[2] / "files"
 
 
 @cache

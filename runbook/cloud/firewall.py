@@ -14,21 +14,20 @@ stateful: answers to a server's own connections always come back. Inbound, per r
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hcloud.firewalls import FirewallResource, FirewallResourceLabelSelector, FirewallRule
 
-from .cloud import CloudError
-from .clusterstatus import FirewallRow, FirewallView, short
-from .inventory.models import API_PORT
-from .plan import Change
-from .remote import Fact
-from .resources import Resource
+from ..core.plan import Change
+from ..core.remote import Fact
+from ..core.resources import Resource
+from ..inventory.models import API_PORT
+from .api import CloudError
 
 if TYPE_CHECKING:
-    from .inventory import Inventory
+    from ..inventory import Inventory
 
 LABEL_PREFIX = "hetzner-ha-runbook"
 CLUSTER_LABEL = f"{LABEL_PREFIX}/cluster"
@@ -286,25 +285,3 @@ class FirewallApplied(Resource):
 def covering(server: Any) -> list[int]:
     """Ids of the firewalls applied to a server (hcloud `public_net.firewalls`)."""
     return [f.firewall.id for f in (server.public_net.firewalls or []) if f.status == "applied"]
-
-
-def firewall_view(inv: Inventory, client_factory: Callable[[], Any]) -> FirewallView:
-    """`inv status`: the firewalls applied to the inventory's servers (read-only; never raises)."""
-    try:
-        client = client_factory()
-        ids: dict[int, list[str]] = {}
-        uncovered = []
-        for name in inv.hosts:
-            srv = client.servers.get_by_name(name)
-            fws = covering(srv) if srv is not None else []
-            if not fws:
-                uncovered.append(name)
-            for fid in fws:
-                ids.setdefault(fid, []).append(name)
-        rows = []
-        for fid, servers in sorted(ids.items()):
-            fw = client.firewalls.get_by_id(fid)
-            rows.append(FirewallRow(fw.name, len(rules_of(fw)), tuple(servers)))
-    except Exception as exc:  # the API being down is a status, not a crash
-        return FirewallView(managed=inv.firewall is not None, error=short(str(exc), 160))
-    return FirewallView(tuple(rows), tuple(uncovered), managed=inv.firewall is not None)

@@ -3,7 +3,7 @@
 Cloud: every server exists by name; its private IP (once attached) and public IPv4 agree with
 the inventory; the floating IP exists with the inventory's address; the network, if it exists,
 has the inventory's range and no other subnet overlaps ours. Hosts: SSH works, the OS release is
-supported, the LBs' interfaces are found (runbook.discover). A disagreement with the cloud is
+supported, the LBs' interfaces are found (runbook.cloud.discover). A disagreement with the cloud is
 bad input (exit 2); a host that cannot be reached or runs an unsupported OS is exit 1.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .discover import facts_for, resolve, server_facts
-from .inventory import Inventory
+from ..cloud.discover import facts_for, resolve, server_facts
+from ..inventory import Inventory
 
 #: (ID, VERSION_ID) from /etc/os-release the runbook is built for (SPEC: Heartbeat 3.0.6 is in
 #: Debian 12 and 13 and Ubuntu 24.04)

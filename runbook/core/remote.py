@@ -26,7 +26,7 @@ from .interrupt import Interrupted, StopFlag
 from .sshconn import SessionConnection, why_unreachable
 
 if TYPE_CHECKING:
-    from .inventory import HostSpec, Inventory
+    from ..inventory import HostSpec, Inventory
 
 MARK = "==RB-FACT=="
 

@@ -25,14 +25,14 @@ import requests
 from hcloud import APIException, Client
 from hcloud.networks import NetworkSubnet
 
-from .interrupt import StopFlag
-from .plan import CLOUD, Change
-from .remote import DryRunViolation, Fact
-from .resources import Resource
+from ..core.interrupt import StopFlag
+from ..core.plan import CLOUD, Change
+from ..core.remote import DryRunViolation, Fact
+from ..core.resources import Resource
 
 if TYPE_CHECKING:
-    from .console import Ui
-    from .inventory import Inventory
+    from ..core.console import Ui
+    from ..inventory import Inventory
 
 T = TypeVar("T")
 # error codes hcloud does not retry itself and that pass: a running action, maintenance
@@ -85,7 +85,7 @@ class CloudTarget:
         environ: dict[str, str] | None = None,
         stop: StopFlag | None = None,
     ) -> CloudTarget:
-        from .inventory import InventoryError
+        from ..inventory import InventoryError
 
         try:
             token = inv.token(os.environ if environ is None else environ)

@@ -10,14 +10,14 @@ from collections.abc import Callable, Sequence
 
 from rich.text import Text
 
+from ..cloud.api import CloudTarget
+from ..core.console import Ui
+from ..core.remote import Host, connect_all
+from ..core.screen import fitted_table
+from ..inventory import Inventory
 from .certexpiry import WARN_DAYS, soonest
-from .cloud import CloudTarget
-from .clusterfacts import CloudLookup, cloud_lookup, collect_status
+from .clusterfacts import CloudLookup, cloud_lookup, collect_status, firewall_view
 from .clusterstatus import ClusterStatus, FirewallView, short, uptime_text
-from .console import Ui
-from .inventory import Inventory
-from .remote import Host, connect_all
-from .screen import fitted_table
 
 GOOD, BAD, MEH = "green", "bold red", "yellow"
 Cell = str | Text
@@ -267,8 +267,8 @@ def render(ui: Ui, st: ClusterStatus, *, title: str, verbose: bool = False) -> i
 
 def with_cloud_facts(inv: Inventory, ui: Ui, hosts: dict[str, Host]) -> Inventory:
     """The LBs' interfaces and public IPs from the cloud when the inventory leaves them out
-    (runbook.discover); a disagreement is a warning here (status only reads)."""
-    from .discover import DiscoveryFailed, discover, needs_discovery
+    (runbook.cloud.discover); a disagreement is a warning here (status only reads)."""
+    from ..cloud.discover import DiscoveryFailed, discover, needs_discovery
 
     if not needs_discovery(inv):
         return inv  # status does not verify given names (validate --online does)
@@ -297,7 +297,6 @@ def run_status(
     default asked with the same client); `factory`: Host maker for tests (see `connect_all`).
     """
     if cloud is None and ask_cloud:
-        from .firewall import firewall_view
 
         def client() -> object:
             if not made:

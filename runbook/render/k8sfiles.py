@@ -14,9 +14,9 @@ from typing import Any
 
 import yaml
 
-from runbook.containerd import CONTAINERD_2_FROM_MINOR, DOCKER_KEYRING, DOCKER_URL
 from runbook.inventory import API_PORT, HostSpec, Inventory
-from runbook.templates import render, source
+from runbook.render.containerd import CONTAINERD_2_FROM_MINOR, DOCKER_KEYRING, DOCKER_URL
+from runbook.render.templates import render, source
 
 KUBEADM_CONFIG_PATH = "/etc/kubernetes/runbook/kubeadm-config.yaml"
 JOIN_CONFIG_PATH = "/run/runbook-kubeadm-join.yaml"  # tmpfs: gone at reboot, deleted after join

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
+from runbook.core.resources import SECRET_MARKER
 from runbook.inventory import API_PORT, Inventory
-from runbook.resources import SECRET_MARKER
-from runbook.templates import render
+from runbook.render.templates import render
 
 NAMESPACE = "kube-system"
 SA_NAME = "insecure-api-proxy"

@@ -15,22 +15,24 @@ import shlex
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
+from ..core.remote import Fact, Host
+from ..inventory import API_PORT, Inventory
+from ..render.k8sfiles import ADMIN_CONF
 from . import certexpiry
 from .clusterstatus import (
     K8S_ROLES,
     ApiCheck,
     ClusterStatus,
+    FirewallRow,
     FirewallView,
     HostState,
     NodeState,
     NodesView,
     short,
 )
-from .inventory import API_PORT, Inventory
-from .k8sfiles import ADMIN_CONF
 from .lbstatus import LbNode, cloud_holders, node_status
-from .remote import Fact, Host
 
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 # stderr joins stdout so a failure says why; warnings before the JSON are skipped when parsing
@@ -338,3 +340,27 @@ def collect_status(
 def cloud_lookup(inv: Inventory, client_factory: Callable[[], object]) -> CloudLookup:
     """Who the API routes the VIP / floating IP to, asked lazily (in the worker thread)."""
     return lambda: cloud_holders(inv, client_factory())
+
+
+def firewall_view(inv: Inventory, client_factory: Callable[[], Any]) -> FirewallView:
+    """`inv status`: the firewalls applied to the inventory's servers (read-only; never raises)."""
+    from ..cloud.firewall import covering, rules_of
+
+    try:
+        client = client_factory()
+        ids: dict[int, list[str]] = {}
+        uncovered = []
+        for name in inv.hosts:
+            srv = client.servers.get_by_name(name)
+            fws = covering(srv) if srv is not None else []
+            if not fws:
+                uncovered.append(name)
+            for fid in fws:
+                ids.setdefault(fid, []).append(name)
+        rows = []
+        for fid, servers in sorted(ids.items()):
+            fw = client.firewalls.get_by_id(fid)
+            rows.append(FirewallRow(fw.name, len(rules_of(fw)), tuple(servers)))
+    except Exception as exc:  # the API being down is a status, not a crash
+        return FirewallView(managed=inv.firewall is not None, error=short(str(exc), 160))
+    return FirewallView(tuple(rows), tuple(uncovered), managed=inv.firewall is not None)

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .haproxyctl import runtime_command
-from .inventory import Inventory
-from .remote import Host, HostUnreachable
+from ..core.remote import Host, HostUnreachable
+from ..inventory import Inventory
+from ..tools.haproxyctl import runtime_command
 
 SHOW_STAT = runtime_command("show stat")
 

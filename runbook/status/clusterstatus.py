@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..render.k8sfiles import ADMIN_CONF
 from .certexpiry import WARN_DAYS, CertExpiry, soonest
-from .k8sfiles import ADMIN_CONF
 from .lbstatus import LbNode, pair_problems
 
 K8S_ROLES = ("control-plane", "worker")

@@ -27,8 +27,8 @@ from .remote import Host, HostUnreachable
 from .resources import Resource
 
 if TYPE_CHECKING:
+    from ..inventory import Inventory
     from .console import Ui
-    from .inventory import Inventory
 
 
 class StepQuit(Exception):

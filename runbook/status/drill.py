@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .console import Ui
-from .inventory import Inventory
+from ..core.console import Ui
+from ..core.remote import Host
+from ..inventory import Inventory
 from .lbstatus import LbNode, collect
-from .remote import Host
 
-FILES = Path(__file__).resolve().parent.parent / "files"
+FILES = Path(__file__).resolve().parents[2] / "files"
 PROBE_PATH = "/usr/local/lib/runbook/tcp-probe"
 PROBE_OUT = "/run/runbook-drill.json"
 HB_PID = "/var/run/heartbeat.pid"
@@ -174,7 +174,7 @@ def _read_probe(host: Host, *, timeout: float) -> dict[str, Any]:
 
 
 def _wait_back(host: Host, *, timeout: float) -> None:
-    from .remote import HostUnreachable
+    from ..core.remote import HostUnreachable
 
     end = time.monotonic() + timeout
     while time.monotonic() < end:

@@ -1,0 +1,1 @@
+"""The Hetzner Cloud: the API as a target, its resources, discovery, firewalls."""

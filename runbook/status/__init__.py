@@ -1,0 +1,1 @@
+"""What is read for status: the LB pair, the cluster, certificates, the failover drill."""
