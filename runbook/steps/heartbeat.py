@@ -350,12 +350,14 @@ class HeartbeatStep(Step):
         ask the others to give the group up (hb_standby); their stop takes the addresses off
         once the cloud routes elsewhere."""
         primary = ctx.inventory.load_balancer.primary
-        routed = [
-            n
-            for n in owners
-            if ctx.targets[n].query(f"{FAILOVER_SCRIPT_PATH} status", ok_codes=None).stdout.strip()
-            == "running"
-        ]
+        def routed_here(name: str) -> bool:
+            try:
+                res = ctx.targets[name].query(f"{FAILOVER_SCRIPT_PATH} status", ok_codes=None)
+            except HostUnreachable:
+                return False
+            return res.stdout.strip() == "running"
+
+        routed = [n for n in owners if routed_here(n)]
         keep = (routed or ([primary] if primary in owners else sorted(owners)))[0]
         for name in owners:
             if name == keep:
