@@ -225,25 +225,15 @@ def one_way(seconds: float) -> Callable[[Ctx], None]:
 
 
 def links_down(devs: tuple[str, ...], seconds: float) -> Callable[[Ctx], None]:
-    """The holder's links `devs` down for `seconds` (ens10's address and route come back with
-    the link, as on a cloud server; the public default route is put back here)."""
+    """The holder's links `devs` down for `seconds`; the routes the kernel dropped come back
+    with the links, as a cloud server's network configuration brings them back."""
 
     def run(ctx: Ctx) -> None:
         h = holder()
         ctx.notes["host"] = h
         ctx.mark("begin")
-        try:
-            for dev in devs:
-                faults.link(h, dev, False)
+        with faults.links_down(h, devs):
             time.sleep(seconds)
-        finally:
-            for dev in devs:
-                faults.link(h, dev, True)
-            netns.host_exec(
-                h,
-                ["sh", "-c", f"ip route replace default via {topology.PUBLIC_GATEWAY} dev eth0"],
-                check=False,
-            )
         ctx.mark("end")
 
     return run

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from lab import labstate, netns, topology
 
@@ -112,6 +112,42 @@ def wait_booted(host: str, after: int, timeout: float = 90) -> float:
 # ----- links and nftables -----------------------------------------------------------------------
 def link(host: str, dev: str, up: bool) -> None:
     netns.run("ip", "-n", topology.host_ns(host), "link", "set", dev, "up" if up else "down")
+
+
+@contextlib.contextmanager
+def links_down(host: str, devs: Sequence[str]) -> Iterator[None]:
+    """`devs` of `host` down for the body, then up again with every route the kernel dropped
+    meanwhile put back (a link that goes down loses its routes; a cloud server's DHCP or
+    networkd puts them back when it returns, and so must the lab, or the host loses its default
+    route for good: no API, no packages)."""
+    ns = topology.host_ns(host)
+    saved = subprocess.run(
+        ["ip", "-n", ns, "route", "save", "table", "main"], capture_output=True, check=True
+    ).stdout
+    try:
+        for dev in devs:
+            link(host, dev, False)
+        yield
+    finally:
+        for dev in devs:
+            link(host, dev, True)
+        subprocess.run(  # "File exists" for the routes that came back with the link: fine
+            ["ip", "-n", ns, "route", "restore"], input=saved, capture_output=True, check=False
+        )
+        missing = _missing_routes(ns, saved)
+        if missing:
+            raise AssertionError(f"{host}: routes not restored after the link fault: {missing}")
+
+
+def _missing_routes(ns: str, saved: bytes) -> list[str]:
+    def show(data: bytes | None) -> set[str]:
+        args = ["ip", "-n", ns, "route", "show", "table", "main"]
+        if data is not None:
+            args = ["ip", "route", "showdump"]
+        out = subprocess.run(args, input=data, capture_output=True, check=False).stdout
+        return {" ".join(line.split()) for line in out.decode().splitlines() if line.strip()}
+
+    return sorted(show(saved) - show(None))
 
 
 def _in_ns(host: str) -> list[str]:

@@ -28,6 +28,7 @@ from typing import Any
 from lab import labstate, netns, sdn, topology
 
 HOSTINIT = Path(__file__).with_name("hostinit.py")
+BOOT_DELAY = 5.0  # seconds between a host's end and its next boot (see HostRunner.run)
 STOP_TIMEOUT = 25.0
 # how a host init ends on request: 0 (SIGTERM), 100 (reboot/halt signal), or killed by the kernel
 # after reboot(2) in its PID ns (SIGHUP: restart, SIGINT: halt/poweroff; unshare re-raises it)
@@ -90,6 +91,11 @@ class HostRunner(threading.Thread):
         while not _stopping.is_set():
             if self.boots:
                 self.reset_network()
+                # a cloud server is gone for a while when it reboots or is reset (firmware, kernel,
+                # systemd): one back within Heartbeat's deadtime would look like a Heartbeat
+                # restart to its peer, not a failure, which no real power cut does
+                if _stopping.wait(BOOT_DELAY):
+                    break
             rc = self.boot_once()
             if rc in REQUESTED_EXITS or _stopping.is_set():
                 continue
