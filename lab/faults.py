@@ -120,10 +120,7 @@ def links_down(host: str, devs: Sequence[str]) -> Iterator[None]:
     meanwhile put back (a link that goes down loses its routes; a cloud server's DHCP or
     networkd puts them back when it returns, and so must the lab, or the host loses its default
     route for good: no API, no packages)."""
-    ns = topology.host_ns(host)
-    saved = subprocess.run(
-        ["ip", "-n", ns, "route", "save", "table", "main"], capture_output=True, check=True
-    ).stdout
+    before = routes(host)
     try:
         for dev in devs:
             link(host, dev, False)
@@ -131,23 +128,22 @@ def links_down(host: str, devs: Sequence[str]) -> Iterator[None]:
     finally:
         for dev in devs:
             link(host, dev, True)
-        subprocess.run(  # "File exists" for the routes that came back with the link: fine
-            ["ip", "-n", ns, "route", "restore"], input=saved, capture_output=True, check=False
-        )
-        missing = _missing_routes(ns, saved)
+        for route in sorted(before - routes(host), key=lambda r: r.startswith("default")):
+            netns.run("ip", "-n", topology.host_ns(host), "route", "replace", *route.split())
+        missing = sorted(before - routes(host))
         if missing:
             raise AssertionError(f"{host}: routes not restored after the link fault: {missing}")
 
 
-def _missing_routes(ns: str, saved: bytes) -> list[str]:
-    def show(data: bytes | None) -> set[str]:
-        args = ["ip", "-n", ns, "route", "show", "table", "main"]
-        if data is not None:
-            args = ["ip", "route", "showdump"]
-        out = subprocess.run(args, input=data, capture_output=True, check=False).stdout
-        return {" ".join(line.split()) for line in out.decode().splitlines() if line.strip()}
-
-    return sorted(show(saved) - show(None))
+def routes(host: str) -> set[str]:
+    """The host's main routing table, one normalised `ip route` line per route."""
+    out = subprocess.run(
+        ["ip", "-n", topology.host_ns(host), "route", "show", "table", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {" ".join(line.split()) for line in out.splitlines() if line.strip()}
 
 
 def _in_ns(host: str) -> list[str]:

@@ -162,8 +162,9 @@ class HostRunner(threading.Thread):
 
 def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
     """Like systemd-networkd on a cloud server: when an attached host's `ens10` comes back up (link
-    down/up in a failover drill), its address and network route return. The kernel drops them with
-    the link; without this the host would stay cut off until the next API change."""
+    down/up in a failover drill), its address and network route return, and when `eth0` does, its
+    default route (DHCP). The kernel drops them with the link; without this the host would stay
+    cut off until the next API change (ens10) or for good (eth0: no API, no packages)."""
     p = labstate.paths()
     while not _stopping.wait(interval):
         try:
@@ -187,6 +188,34 @@ def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
                 except Exception as e:
                     log(f"{name}: re-apply failed: {e}")
                 break
+        for name in topo.names:  # eth0: DHCP gives the default route back with the link
+            ns = topology.host_ns(name)
+            default = subprocess.run(
+                ["ip", "-n", ns, "route", "show", "default"], capture_output=True, text=True
+            )
+            if default.returncode != 0 or default.stdout.strip():
+                continue
+            link = subprocess.run(
+                ["ip", "-n", ns, "-br", "link", "show", "eth0"], text=True, capture_output=True
+            ).stdout.split()
+            if link[1:2] == ["UP"]:
+                log(f"{name}: eth0 is up without its default route; putting it back")
+                subprocess.run(
+                    [
+                        "ip",
+                        "-n",
+                        ns,
+                        "route",
+                        "replace",
+                        "default",
+                        "via",
+                        topology.PUBLIC_GATEWAY,
+                        "dev",
+                        "eth0",
+                        "onlink",
+                    ],
+                    capture_output=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:
