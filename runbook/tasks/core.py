@@ -139,7 +139,7 @@ def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
 prepare = common.step_task(
     "prepare",
     "Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host.",
-    ["prepare:PrepareStep", "prepare:RebootStep"],
+    ["prepare:PrepareStep", "reboot:RebootStep"],
 )
 
 network = common.step_task(
@@ -199,7 +199,7 @@ def walkthrough(
 # VIP holder) starts it
 WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
     ("prepare", 1, "prepare:PrepareStep", ()),
-    ("reboot", 1, "prepare:RebootStep", ()),
+    ("reboot", 1, "reboot:RebootStep", ()),
     ("network", 2, "network:NetworkStep", ()),
     ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
     ("lb", 3, "lb:LbStep", ()),
