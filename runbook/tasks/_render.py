@@ -7,7 +7,7 @@ from ..core.engine import RunOptions, StepContext
 from ..core.resources import File
 from ..inventory import Inventory
 from ..render.outdir import OutFile, write_tree
-from ..steps import built_steps
+from ..steps.registry import rendering_steps
 
 
 def rendered_files(inv: Inventory, host: str) -> list[OutFile]:
@@ -21,7 +21,7 @@ def rendered_files(inv: Inventory, host: str) -> list[OutFile]:
         inventory=inv, ui=ui, options=RunOptions(dry_run=True), extra={"render": True}
     )
     files: list[OutFile] = []
-    for step in built_steps():
+    for step in rendering_steps():
         if host not in step.target_names(ctx):
             continue
         for res in step.resources(ctx, host):
