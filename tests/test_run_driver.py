@@ -17,7 +17,7 @@ from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from runbook.core.engine import Step, StepContext
+from runbook.core.engine import RunState, Step, StepContext
 from runbook.core.plan import Change, Status, StepResult, TargetResult
 from runbook.core.resources import Resource
 from runbook.steps import registry
@@ -36,6 +36,7 @@ class Recorder:
     """(step name, dry-run, guided) per step run."""
     fail: str = ""
     pending: set[str] = field(default_factory=set)
+    states: list[RunState] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -53,6 +54,7 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     def run_step(step: Step, ctx: StepContext) -> StepResult:
         dry = ctx.options.dry_run
         r.ran.append((step.name, dry, ctx.options.guided))
+        r.states.append(ctx.run)
         if step.name == r.fail:
             return StepResult(step.name, (TargetResult("h", Status.FAILED, (), "boom"),))
         changes = (Change("x", "set"),) if step.name in r.pending else ()
@@ -221,3 +223,43 @@ def test_walkthrough_without_a_tty_or_yes_needs_a_person(rec: Recorder) -> None:
     with pytest.raises(Exit) as exc:
         walk(yes=False)
     assert exc.value.code == 3 and rec.connected == []
+
+
+# -- typed per-run state ------------------------------------------------------------------------
+def test_run_state_keeps_one_instance_per_class_made_once_across_threads() -> None:
+    import threading
+
+    from runbook.steps.heartbeat import HeartbeatRun
+    from runbook.steps.restore import RestoreRun
+
+    made: list[int] = []
+
+    def make() -> HeartbeatRun:
+        made.append(1)
+        return HeartbeatRun(authkey="k")
+
+    run = RunState()
+    seen: list[HeartbeatRun] = []
+    threads = [
+        threading.Thread(target=lambda: seen.append(run.of(HeartbeatRun, make))) for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert made == [1] and all(s is seen[0] for s in seen) and seen[0].authkey == "k"
+    assert RunState().of(HeartbeatRun).authkey is None  # another run starts empty
+    given = RunState().given(RestoreRun(confirm="skgm"))
+    assert given.of(RestoreRun).confirm == "skgm" and not given.render
+
+
+def test_the_driver_hands_the_tasks_state_to_the_steps(rec: Recorder) -> None:
+    from runbook.core.engine import RunState
+    from runbook.steps.restore import RestoreRun
+
+    run = RunState().given(RestoreRun(confirm="skgm"))
+    common.execute(ctx_for(), [Fake("x"), Fake("y")], task="t", yes=True, run=run)
+    assert [n for n, _, _ in rec.ran] == ["x", "y"]
+    assert rec.states == [run, run] and rec.states[0] is run
+    common.execute(ctx_for(), [Fake("z")], task="t", yes=True)
+    assert rec.states[-1] is not run and rec.states[-1].of(RestoreRun).confirm is None

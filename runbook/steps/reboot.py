@@ -164,7 +164,7 @@ class RebootStep(Step):
 
     def target_names(self, ctx: StepContext) -> list[str]:
         names = hosts_with(ctx)
-        holder = "" if ctx.extra.get("render") else vip_holder(ctx, hosts_with(ctx, "lb"))
+        holder = "" if ctx.run.render else vip_holder(ctx, hosts_with(ctx, "lb"))
         role = {n: ctx.inventory.hosts[n].role for n in names}
         return sorted(names, key=lambda n: (ROLE_ORDER.get(role[n], 3), n == holder))
 

@@ -22,7 +22,7 @@ from invoke.tasks import Task
 
 from ..cloud.discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
 from ..core.console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..core.engine import RunOptions, Step, StepContext, StepQuit, run_step
+from ..core.engine import RunOptions, RunState, Step, StepContext, StepQuit, run_step
 from ..core.interrupt import Interrupted, handle_signals, wait_for_workers
 from ..core.plan import CLOUD, StepResult
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
@@ -225,7 +225,7 @@ def execute(
     accept_new_host_keys: bool = False,
     needs_cloud: bool = False,
     connect_hosts: bool = True,
-    extra: dict[str, Any] | None = None,
+    run: RunState | None = None,
     ui: Ui | None = None,
     also_connect: Callable[[Inventory], Sequence[str]] | None = None,
     guided: bool = False,
@@ -238,6 +238,7 @@ def execute(
     connect, then run the steps in order (plan, checkpoint, apply, verify), stop after the first
     failed step, close every target and show the recap.
 
+    `run`: the run's state with what the task hands its steps (e.g. the snapshot to restore).
     `also_connect`: hosts the steps talk to without being targets (e.g. the first control
     plane, which issues join credentials for `cluster.join --host k8snode01`). The walkthrough
     adds `guided` (apply / skip / quit at each plan), `start` (steps before it are only
@@ -253,7 +254,7 @@ def execute(
     options = RunOptions(
         dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
     )
-    ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
+    ctx = StepContext(inventory=inv, ui=ui, options=options, run=run or RunState())
     from ..core.remote import connect_all
 
     if connect_hosts:
