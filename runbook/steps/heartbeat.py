@@ -52,8 +52,8 @@ from ..render.lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
-from ..status.lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
-from ._select import hosts_with
+from ..status.lbstatus import RSCSTATUS, owns_group
+from ._select import holds_vip, hosts_with
 
 HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
@@ -192,18 +192,6 @@ def api_token(ctx: StepContext) -> str:
     token = ctx.inventory.token(os.environ)
     ctx.ui.masker.register(token)
     return token
-
-
-def holds_vip(ctx: StepContext, name: str) -> bool:
-    target = ctx.targets.get(name)
-    if target is None:
-        return False
-    inv = ctx.inventory
-    try:
-        out = target.query(addr_probe(inv.load_balancer.interface), ok_codes=None).stdout
-    except HostUnreachable:
-        return False
-    return has_vip(inv, out)
 
 
 class HeartbeatStep(Step):

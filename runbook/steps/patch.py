@@ -25,7 +25,8 @@ from ..core.remote import Fact, Host
 from ..core.resources import Resource
 from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
-from .reboot import Rebooted, RebootStep, Upgraded, holds_vip, ready_check, run_id
+from ._select import holds_vip
+from .reboot import Rebooted, RebootStep, Upgraded, ready_check, run_id
 
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
 NODE_WAIT_S = 300

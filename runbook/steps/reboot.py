@@ -16,8 +16,7 @@ from ..core.remote import CommandFailed, Fact, Host, HostUnreachable
 from ..core.resources import Resource
 from ..inventory import API_PORT
 from ..render.k8sfiles import APISERVER_MANIFEST, KUBELET_CONF
-from ..status.lbstatus import addr_probe, has_vip
-from ._select import hosts_with
+from ._select import holds_vip, hosts_with
 
 REBOOT_MARKER = "/run/runbook-reboot-pending"
 LISTS_STAMP = "/run/runbook-apt-lists"
@@ -232,15 +231,3 @@ def ready_check(ctx: StepContext, target: str) -> ReadyCheck:
         return None if host.query(cmd, ok_codes=None).exited == 0 else "kubelet is not active"
 
     return worker_ready
-
-
-def holds_vip(ctx: StepContext, name: str) -> bool:
-    """Whether `name` carries the VIP on its private interface now (False when unreachable)."""
-    host = ctx.targets.get(name)
-    if host is None:
-        return False
-    try:
-        out = host.query(addr_probe(ctx.inventory.load_balancer.interface), ok_codes=None)
-    except HostUnreachable:
-        return False
-    return has_vip(ctx.inventory, out.stdout)

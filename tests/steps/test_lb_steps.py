@@ -17,8 +17,9 @@ from runbook.core.remote import Fact, Host, Result
 from runbook.core.resources import File, Resource, Service
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import node_status
+from runbook.steps._select import holds_vip
 from runbook.steps.haproxy import HaproxyStep
-from runbook.steps.heartbeat import HeartbeatRun, HeartbeatStep, holds_vip
+from runbook.steps.heartbeat import HeartbeatRun, HeartbeatStep
 from runbook.steps.prepare import PrepareStep, hosts_lines
 
 REPO = Path(__file__).resolve().parents[2]
