@@ -13,12 +13,13 @@ All remote work runs in worker threads while the main thread only waits: after a
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from . import trace
 from .interrupt import Interrupted, StopFlag
@@ -49,15 +50,43 @@ class RunOptions:
     """Ask apply / skip / quit after each plan that changes something (walkthrough on a TTY)."""
 
 
+T = TypeVar("T")
+
+
+@dataclass
+class RunState:
+    """What the steps of one run share, typed: each step module keeps its own dataclass of
+    per-run state (what it read once, what it decided) and finds this run's instance with
+    `of(cls)`, so mypy checks every use; `render` is the run's mode."""
+
+    render: bool = False
+    """`inv render`: no host is asked; a secret is `SECRET_MARKER`."""
+    _parts: dict[type[Any], Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def of(self, cls: type[T], make: Callable[[], T] | None = None) -> T:
+        """This run's `cls` instance, made on first use (by `make`, else `cls()`); thread-safe."""
+        with self._lock:
+            if cls not in self._parts:
+                self._parts[cls] = (make or cls)()
+            return cast(T, self._parts[cls])
+
+    def given(self, *parts: object) -> RunState:
+        """This state with `parts` already set (what a task hands its steps)."""
+        for p in parts:
+            self._parts[type(p)] = p
+        return self
+
+
 @dataclass
 class StepContext:
-    """Everything a step may look at: inventory, targets, console, options."""
+    """Everything a step may look at: inventory, targets, console, options, the run's state."""
 
     inventory: Inventory
     ui: Ui
     options: RunOptions
     targets: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    run: RunState = field(default_factory=RunState)
     stop: StopFlag = field(default_factory=StopFlag)
 
 

@@ -80,11 +80,7 @@ class Cluster:
 
     @classmethod
     def of(cls, ctx: StepContext) -> Cluster:
-        with _lock:
-            found = ctx.extra.get("k8s.cluster")
-            if not isinstance(found, Cluster):
-                found = ctx.extra["k8s.cluster"] = cls(ctx)
-            return found
+        return ctx.run.of(Cluster, lambda: cls(ctx))
 
     @property
     def host(self) -> Host:
@@ -146,9 +142,6 @@ class Cluster:
                     waiting = [n for n in names if n not in ready]
                     raise StepFailed(f"not Ready after {timeout:.0f} s: {', '.join(waiting)}")
                 time.sleep(2)
-
-
-_lock = threading.Lock()
 
 
 def _short(name: str) -> str:

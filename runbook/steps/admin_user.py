@@ -104,7 +104,7 @@ class AdminUserStep(Step):
         return self.used_path
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        if not ctx.extra.get("render"):
+        if not ctx.run.render:
             Cluster.of(ctx).require_initialised()
         inv = ctx.inventory
         name, secret = inv.kubernetes.admin_user, token_secret_name(inv)

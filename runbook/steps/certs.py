@@ -29,7 +29,14 @@ from ._select import hosts_with
 
 PASSWORD_ENV = "RUNBOOK_P12_PASSWORD"
 P12_NAME = "kubernetes-client"
-_lock = threading.Lock()
+
+
+@dataclass
+class CertsRun:
+    """Per run: admin.conf's client certificate and key (PEM), read once."""
+
+    client_pem: tuple[bytes, bytes] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def default_out(ctx: StepContext) -> Path:
@@ -38,8 +45,9 @@ def default_out(ctx: StepContext) -> Path:
 
 def client_pem(ctx: StepContext, host: Host) -> tuple[bytes, bytes]:
     """(certificate, key) PEM from admin.conf's first user (read once per run, masked)."""
-    with _lock:
-        if "k8s.client-pem" not in ctx.extra:
+    state = ctx.run.of(CertsRun)
+    with state.lock:
+        if state.client_pem is None:
             raw = host.read_file(ADMIN_CONF)
             if raw is None:
                 raise StepFailed(f"{host.name} has no {ADMIN_CONF}: run `inv cluster.init` first")
@@ -51,9 +59,8 @@ def client_pem(ctx: StepContext, host: Host) -> tuple[bytes, bytes]:
             except (KeyError, ValueError) as exc:
                 raise StepFailed(f"{ADMIN_CONF} has no embedded client certificate/key") from exc
             ctx.ui.masker.register(user["client-key-data"])
-            ctx.extra["k8s.client-pem"] = (crt, key)
-        pem: tuple[bytes, bytes] = ctx.extra["k8s.client-pem"]
-        return pem
+            state.client_pem = (crt, key)
+        return state.client_pem
 
 
 @dataclass
@@ -184,7 +191,7 @@ class CertsStep(Step):
         return [first] if first in hosts_with(ctx, "control-plane") else []
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        if ctx.extra.get("render"):
+        if ctx.run.render:
             return []
         out = self.out or default_out(ctx)
         crt = LocalPem(out / "kubecfg.crt", 0, ctx)

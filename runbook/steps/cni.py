@@ -16,7 +16,7 @@ import shlex
 import threading
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
@@ -36,7 +36,6 @@ from ._select import hosts_with
 
 READY_WAIT_S = 300
 FETCH_TIMEOUT_S = 30
-_lock = threading.Lock()
 
 WEAVE_WARNING = (
     "Weave Net is archived: its last release is 2.8.1 (2021), it gets no fixes and its "
@@ -89,13 +88,22 @@ def fetch(url: str) -> str:
         raise StepFailed(f"cannot fetch the CNI manifest {url}: {exc}") from exc
 
 
+@dataclass
+class CniRun:
+    """Per run: the CNI manifest, fetched and patched once."""
+
+    manifest: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def manifest(ctx: StepContext) -> str:
     """Fetched and patched once per run."""
-    with _lock:
-        if "k8s.cni-manifest" not in ctx.extra:
+    state = ctx.run.of(CniRun)
+    with state.lock:
+        if state.manifest is None:
             url = cni_manifest_url(ctx.inventory)
-            ctx.extra["k8s.cni-manifest"] = patch_cni_manifest(ctx.inventory, fetch(url))
-        return str(ctx.extra["k8s.cni-manifest"])
+            state.manifest = patch_cni_manifest(ctx.inventory, fetch(url))
+        return state.manifest
 
 
 class CniStep(Step):
@@ -110,7 +118,7 @@ class CniStep(Step):
         return [first] if first in hosts_with(ctx, "control-plane") else []
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        if ctx.extra.get("render"):
+        if ctx.run.render:
             return []  # upstream content: `inv render` fetches nothing from the internet
         Cluster.of(ctx).require_initialised()
         cni = ctx.inventory.kubernetes.cni

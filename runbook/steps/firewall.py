@@ -10,6 +10,7 @@ changed and an earlier firewall drops it) the step warns and lets the operator f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..cloud.api import CloudError
 from ..cloud.firewall import (
@@ -29,14 +30,20 @@ from ..core.plan import CLOUD, TargetPlan
 from ..core.remote import Host
 from ..core.resources import Resource
 
-SOURCE_KEY = "firewall.operator_source"
+
+@dataclass
+class FirewallRun:
+    """Per run: the operator's source address, once asked (None: no host showed it)."""
+
+    asked: bool = False
+    source: str | None = None
 
 
 def operator_source(ctx: StepContext) -> str | None:
     """The operator's address as a directly reached host sees it; None when none answers."""
-    if SOURCE_KEY in ctx.extra:
-        cached: str | None = ctx.extra[SOURCE_KEY]
-        return cached
+    state = ctx.run.of(FirewallRun)
+    if state.asked:
+        return state.source
     source = None
     for spec in ctx.inventory.hosts.values():
         target = ctx.targets.get(spec.name)
@@ -54,7 +61,7 @@ def operator_source(ctx: StepContext) -> str | None:
             f"firewall: {spec.name} did not show your source address ($SSH_CONNECTION is empty)"
         )
         break
-    ctx.extra[SOURCE_KEY] = source
+    state.asked, state.source = True, source
     return source
 
 
@@ -98,7 +105,7 @@ class FirewallStep(Step):
             return None
         inv = ctx.inventory
         nets = ", ".join(str(n) for n in inv.firewall.admin_networks) if inv.firewall else ""
-        source = ctx.extra.get(SOURCE_KEY)
+        source = ctx.run.of(FirewallRun).source
         seen = (
             f"your source {source} is inside"
             if source

@@ -25,6 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
@@ -51,8 +52,8 @@ from ..render.lbfiles import (
     heartbeat_files,
     watchdog_files,
 )
-from ..status.lbstatus import RSCSTATUS, addr_probe, has_vip, owns_group
-from ._select import hosts_with
+from ..status.lbstatus import RSCSTATUS, owns_group
+from ._select import holds_vip, hosts_with
 
 HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
@@ -62,7 +63,6 @@ RESTART_ON = (HARESOURCES_PATH,)  # read only when Heartbeat starts
 RELOAD_ON = (HA_CF_PATH, AUTHKEYS_PATH)  # re-read by `heartbeat -r`, resources kept
 
 _AUTHKEY = re.compile(r"^\s*1\s+(?:sha1|md5)\s+(\S+)\s*$", re.M)
-_lock = threading.Lock()
 
 
 def as_file(rf: RenderedFile) -> File:
@@ -145,16 +145,27 @@ class HeartbeatService(Service):
         )
 
 
+@dataclass
+class HeartbeatRun:
+    """Per run: the pair's authkey (kept from the hosts or generated, once) and the LBs that
+    held the VIP when the step was planned."""
+
+    authkey: str | None = None
+    vip_holders: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def shared_authkey(ctx: StepContext) -> str:
     """The pair's Heartbeat key: kept from the hosts when one exists, else generated once.
 
     When the nodes disagree the primary's key wins (the plan shows the other authkeys change).
     """
-    with _lock:
-        if "authkey" in ctx.extra:
-            return str(ctx.extra["authkey"])
-        if ctx.extra.get("render"):
-            ctx.extra["authkey"] = SECRET_MARKER
+    state = ctx.run.of(HeartbeatRun)
+    with state.lock:
+        if state.authkey is not None:
+            return state.authkey
+        if ctx.run.render:
+            state.authkey = SECRET_MARKER
             return SECRET_MARKER
         found: dict[str, str] = {}
         for h in ctx.inventory.hosts_with_role("lb"):
@@ -171,28 +182,16 @@ def shared_authkey(ctx: StepContext) -> str:
         primary = ctx.inventory.load_balancer.primary
         key = found.get(primary) or next(iter(found.values()), "") or secrets.token_hex(32)
         ctx.ui.masker.register(key)
-        ctx.extra["authkey"] = key
+        state.authkey = key
         return key
 
 
 def api_token(ctx: StepContext) -> str:
-    if ctx.extra.get("render"):
+    if ctx.run.render:
         return SECRET_MARKER
     token = ctx.inventory.token(os.environ)
     ctx.ui.masker.register(token)
     return token
-
-
-def holds_vip(ctx: StepContext, name: str) -> bool:
-    target = ctx.targets.get(name)
-    if target is None:
-        return False
-    inv = ctx.inventory
-    try:
-        out = target.query(addr_probe(inv.load_balancer.interface), ok_codes=None).stdout
-    except HostUnreachable:
-        return False
-    return has_vip(inv, out)
 
 
 class HeartbeatStep(Step):
@@ -203,10 +202,10 @@ class HeartbeatStep(Step):
 
     def target_names(self, ctx: StepContext) -> list[str]:
         names = hosts_with(ctx, "lb")
-        if ctx.extra.get("render"):
+        if ctx.run.render:
             return names
         holders = _vip_holders(ctx)
-        ctx.extra["vip_holders"] = holders
+        ctx.run.of(HeartbeatRun).vip_holders = holders
         # a fresh pair (nobody holds the VIP yet) has nothing to hand over: both at once
         self.serial = bool(holders)
         # standby first, holder last (stable otherwise: inventory order)
@@ -242,7 +241,7 @@ class HeartbeatStep(Step):
 
     def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
         """A restart of the holder's Heartbeat moves the VIP: only after the operator agrees."""
-        holders = ctx.extra.get("vip_holders") or []
+        holders = ctx.run.of(HeartbeatRun).vip_holders
         restarts = [
             p.target
             for p in plans

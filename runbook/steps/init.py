@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import time
+from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.resources import File, GuardedCommand, Resource
@@ -27,17 +28,24 @@ from ._select import hosts_with
 API_WAIT_S = 180
 
 
+@dataclass
+class InitRun:
+    """Per run: `kubeadm version -o short` by host, asked once."""
+
+    kubeadm: dict[str, str] = field(default_factory=dict)
+
+
 def installed_kubeadm(ctx: StepContext, target: str) -> str:
     """`kubeadm version -o short` on the host (cached per run); "" when rendering offline."""
-    if ctx.extra.get("render"):
+    if ctx.run.render:
         return ""
-    key = f"k8s.kubeadm-version.{target}"
-    if key not in ctx.extra:
+    versions = ctx.run.of(InitRun).kubeadm
+    if target not in versions:
         res = ctx.targets[target].query("kubeadm version -o short", ok_codes=None)
         if res.exited != 0:
             raise StepFailed(f"{target}: kubeadm is not installed: run `inv prepare` first")
-        ctx.extra[key] = res.stdout.strip()
-    return str(ctx.extra[key])
+        versions[target] = res.stdout.strip()
+    return versions[target]
 
 
 class InitStep(Step):

@@ -39,8 +39,16 @@ from ._select import hosts_with
 TOKEN_WAIT_S = 60
 VERIFY_WAIT_S = 20
 VIP_WAIT_S = 30  # HAProxy marks a new server UP after `rise 2` x `inter 1s`
-_lock = threading.Lock()
-_token_lock = threading.Lock()
+
+
+@dataclass
+class InsecureApiRun:
+    """Per run: the ServiceAccount's token (read once) and whether the cluster was checked."""
+
+    token: str = ""
+    initialised: bool = False
+    token_lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _q(s: str) -> str:
@@ -50,10 +58,10 @@ def _q(s: str) -> str:
 def sa_token(ctx: StepContext, *, wait: bool) -> str:
     """The ServiceAccount's token from its Secret, through the first control plane; masked at
     once and read once per run. `wait`: poll until the token controller filled it in."""
-    with _token_lock:
-        cached = ctx.extra.get("insecure-api.token")
-        if cached:
-            return str(cached)
+    state = ctx.run.of(InsecureApiRun)
+    with state.token_lock:
+        if state.token:
+            return state.token
         host = Cluster.of(ctx).host
         cmd = (
             f"{KUBECTL} -n {ia.NAMESPACE} get secret {ia.SECRET_NAME} -o jsonpath='{{.data.token}}'"
@@ -66,7 +74,7 @@ def sa_token(ctx: StepContext, *, wait: bool) -> str:
                 ctx.ui.masker.register(b64)
                 token = base64.b64decode(b64).decode()
                 ctx.ui.masker.register(token)
-                ctx.extra["insecure-api.token"] = token
+                state.token = token
                 return token
             if time.monotonic() >= deadline:
                 return ""
@@ -283,16 +291,17 @@ class InsecureApiStep(Step):
         return hosts_with(ctx, "control-plane")
 
     def _require_cluster(self, ctx: StepContext) -> None:
-        with _lock:
-            if not ctx.extra.get("insecure-api.initialised"):
+        state = ctx.run.of(InsecureApiRun)
+        with state.lock:
+            if not state.initialised:
                 Cluster.of(ctx).require_initialised()
-                ctx.extra["insecure-api.initialised"] = True
+                state.initialised = True
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
         inv = ctx.inventory
         spec = inv.load_balancer.insecure_api
         first = target == inv.first_control_plane.name
-        render = bool(ctx.extra.get("render"))
+        render = ctx.run.render
         if not spec.enabled:
             if render:
                 return []

@@ -1,13 +1,13 @@
 """Day 2 — patch: rolling OS updates, the API kept serving; never two control planes or both
 load balancers down at once.
 
-One host at a time, in prepare's reboot order (`RebootStep`: the standby load balancer, the VIP
-holder, the control planes, the workers), each host only when it has upgrades pending or a
-reboot pending. The VIP holder first hands the VIP to its peer (`hb_standby`: a planned
+One host at a time, in step 1's reboot order (`reboot.RebootStep`: the standby load balancer,
+the VIP holder, the control planes, the workers), each host only when it has upgrades pending or
+a reboot pending. The VIP holder first hands the VIP to its peer (`hb_standby`: a planned
 hand-over, waited for); a control plane leaves HAProxy's rotation; a Kubernetes node is drained
-(`kubectl drain --ignore-daemonsets`, from another control plane); then prepare's `Upgraded`
+(`kubectl drain --ignore-daemonsets`, from another control plane); then step 1's `Upgraded`
 (`apt-get upgrade`: held packages — kubelet, kubeadm, kubectl — stay held) and, when
-/var/run/reboot-required says so, prepare's `Rebooted` (back over SSH and ready by role); the
+/var/run/reboot-required says so, `Rebooted` (back over SSH and ready by role); the
 node Ready, back in rotation, `kubectl uncordon`. A re-run finds nothing pending and changes
 nothing.
 """
@@ -25,7 +25,8 @@ from ..core.remote import Fact, Host
 from ..core.resources import Resource
 from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
-from .prepare import Rebooted, RebootStep, Upgraded, _holds_vip, ready_check, run_id
+from ._select import holds_vip
+from .reboot import Rebooted, RebootStep, Upgraded, ready_check, run_id
 
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
 NODE_WAIT_S = 300
@@ -68,7 +69,7 @@ class Patched(Resource):
         k8s = self.role != "lb"
         d = self.ctx.targets[door(self.ctx, self.name)] if k8s else None
         q = shlex.quote(self.name)
-        if not k8s and _holds_vip(self.ctx, self.name):
+        if not k8s and holds_vip(self.ctx, self.name):
             self._hand_over(host)
         if self.role == "control-plane":
             set_rotation(self.ctx, self.name, "drain")
@@ -98,7 +99,7 @@ class Patched(Resource):
         peers = [h.name for h in self.ctx.inventory.hosts_with_role("lb") if h.name != self.name]
         host.run(HB_STANDBY, timeout=60)
         deadline = time.monotonic() + 60
-        while _holds_vip(self.ctx, self.name) or not any(_holds_vip(self.ctx, p) for p in peers):
+        while holds_vip(self.ctx, self.name) or not any(holds_vip(self.ctx, p) for p in peers):
             if time.monotonic() > deadline:
                 raise StepFailed(f"{self.name}: the VIP did not move to {', '.join(peers)}")
             time.sleep(0.5)

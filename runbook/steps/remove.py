@@ -147,14 +147,17 @@ class RemoveStep(Step):
     title = "drain, etcd member, kubeadm reset, delete node (one host)"
     serial = True
 
+    def __init__(self, host: str) -> None:
+        self.host = host
+
     def target_names(self, ctx: StepContext) -> list[str]:
-        return [str(ctx.extra["remove.host"])]
+        return [self.host]
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
         return [Removed(ctx, target)]
 
     def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
-        name = ctx.extra["remove.host"]
+        name = self.host
         return (
             f"Remove {name} from the cluster (its pods are evicted, kubeadm reset wipes its "
             f"Kubernetes state; `inv cluster.join --host {name}` brings it back)?"

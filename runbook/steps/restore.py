@@ -22,7 +22,7 @@ import shlex
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.engine import Step, StepContext, StepFailed
@@ -35,7 +35,6 @@ from ._k8s import KUBECTL
 from ._select import hosts_with
 
 MARKER = f"{etcdcli.DATA_DIR}/runbook-restored-from"
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,24 +51,36 @@ class Restore:
         return f"{self.cluster}-restore-{self.sha256[:12]}"
 
 
+@dataclass
+class RestoreRun:
+    """Per run: what `cluster.restore` was given (the snapshot, `--confirm`), the members'
+    restored-from markers (read once) and whether the operator confirmed."""
+
+    plan: Restore | None = None
+    confirm: str | None = None
+    confirmed: bool = False
+    markers: dict[str, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def restore_of(ctx: StepContext) -> Restore:
-    r = ctx.extra.get("restore")
-    if not isinstance(r, Restore):
+    r = ctx.run.of(RestoreRun).plan
+    if r is None:
         raise StepFailed("no snapshot given (cluster.restore --snapshot FILE)")
     return r
 
 
 def _markers(ctx: StepContext) -> dict[str, str]:
     """The restored-from marker of every control plane (read once per run)."""
-    with _lock:
-        if "restore.markers" not in ctx.extra:
+    state = ctx.run.of(RestoreRun)
+    with state.lock:
+        if state.markers is None:
             found = {}
             for name in restore_of(ctx).members:
                 res = ctx.targets[name].query(f"cat {MARKER}", ok_codes=None)
                 found[name] = res.stdout.strip() if res.exited == 0 else ""
-            ctx.extra["restore.markers"] = found
-        markers: dict[str, str] = ctx.extra["restore.markers"]
-        return markers
+            state.markers = found
+        return state.markers
 
 
 def restore_needed(ctx: StepContext) -> bool:
@@ -207,7 +218,8 @@ class RestoreStopStep(Step):
 
 def confirm(ctx: StepContext) -> None:
     """The typed confirmation, once per run (`--yes` does not give it; `--confirm NAME` does)."""
-    if ctx.extra.get("restore.confirmed"):
+    state = ctx.run.of(RestoreRun)
+    if state.confirmed:
         return
     r = restore_of(ctx)
     ctx.ui.typed_checkpoint(
@@ -215,9 +227,9 @@ def confirm(ctx: StepContext) -> None:
         "API is DOWN until every member is back, and every change since the snapshot is "
         f"LOST. Type the cluster name ({r.cluster}) to go on.",
         expected=r.cluster,
-        given=ctx.extra.get("confirm"),
+        given=state.confirm,
     )
-    ctx.extra["restore.confirmed"] = True
+    state.confirmed = True
 
 
 class RestoreDataStep(Step):

@@ -24,7 +24,7 @@ import shlex
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
@@ -37,22 +37,29 @@ from ._k8s import KUBECTL, Cluster
 from ._select import hosts_with
 
 READY_WAIT_S = 180
-_lock = threading.Lock()
+
+
+@dataclass
+class UpgradeRun:
+    """Per run: the version to upgrade to and its exact package version, found once."""
+
+    target: tuple[Version, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def target_of(ctx: StepContext) -> tuple[Version, str] | None:
     """The newest patch of the inventory's minor in the repository the first control plane
     sees, with its exact package version (None before the repository is switched: dry-run)."""
-    with _lock:
-        if ctx.extra.get("upgrade.target") is None:
+    state = ctx.run.of(UpgradeRun)
+    with state.lock:
+        if state.target is None:
             host = ctx.targets[ctx.inventory.first_control_plane.name]
             res = host.query("apt-cache madison kubeadm", ok_codes=None)
             found = newest_package(res.stdout, ctx.inventory.kubernetes.minor)
             if found is None:
                 return None
-            ctx.extra["upgrade.target"] = found
-        target: tuple[Version, str] = ctx.extra["upgrade.target"]
-        return target
+            state.target = found
+        return state.target
 
 
 def _describe_target(ctx: StepContext) -> str:

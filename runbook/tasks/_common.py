@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,12 +20,13 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from ..cloud.discover import LB_FACT_STEPS, PUBLIC_IP_STEPS
+from ..cloud.discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
 from ..core.console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, Ui, make_console
-from ..core.engine import RunOptions, Step, StepContext, StepQuit, run_step
+from ..core.engine import RunOptions, RunState, Step, StepContext, StepQuit, run_step
 from ..core.interrupt import Interrupted, handle_signals, wait_for_workers
 from ..core.plan import CLOUD, StepResult
 from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
+from ..steps.registry import StepEntry, scope
 
 EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT = 1, 2, 3
 
@@ -36,43 +38,28 @@ STEP_HELP = {
     "accept_new_host_keys": "Record unknown SSH host keys in known_hosts instead of refusing.",
 }
 
-# "module:Class" in runbook.steps, optionally followed by constructor args
-StepRef = str | tuple[str, ...]
-
 
 def step_help(**extra: str) -> dict[str, str]:
     """The standard step options' help plus a task's own options."""
     return {**STEP_HELP, **extra}
 
 
-def load_step(ref: StepRef) -> Step:
-    """Import a step only when its task runs (`inv --list` stays fast); ImportError if absent."""
-    import importlib
-
-    target, *args = (ref,) if isinstance(ref, str) else ref
-    module, _, cls = target.partition(":")
-    step_cls = getattr(importlib.import_module(f"runbook.steps.{module}"), cls)
-    return step_cls(*args)
-
-
 def step_task(
     task: str,
     doc: str,
-    steps: Sequence[StepRef],
+    entries: Sequence[StepEntry],
     *,
-    roles: Sequence[str] | None = None,
-    needs_cloud: bool = False,
-    connect_hosts: bool = True,
-    also_connect: Callable[[Inventory], Sequence[str]] | None = None,
     aliases: Sequence[str] = (),
 ) -> Task[Callable[..., None]]:
-    """An Invoke task that only runs `steps`, with the standard step options and their help.
+    """An Invoke task that only runs the registry's `entries`, with the standard step options and
+    their help; the hosts it may run on and what it connects to come from the entries.
 
     `task` is the full name (e.g. "lb.setup"); its last part is the task's name in its
     collection, `aliases` other names for it there. Invoke reads the options from the function's
     signature, hence a real function.
     """
     name = task.rpartition(".")[2]
+    needs = scope(entries)
 
     def run(
         c: Context,
@@ -84,17 +71,17 @@ def step_task(
     ) -> None:
         execute(
             c,
-            [load_step(ref) for ref in steps],
+            [e.make() for e in entries],
             task=task,
             host=host,
-            roles=roles,
+            roles=needs.roles,
             dry_run=dry_run,
             yes=yes,
             verbose=verbose,
             accept_new_host_keys=accept_new_host_keys,
-            needs_cloud=needs_cloud,
-            connect_hosts=connect_hosts,
-            also_connect=also_connect,
+            needs_cloud=needs.cloud,
+            connect_hosts=needs.hosts,
+            also_connect=needs.also_connect if needs.first_cp else None,
         )
 
     run.__name__ = run.__qualname__ = name.replace("-", "_")
@@ -238,14 +225,25 @@ def execute(
     accept_new_host_keys: bool = False,
     needs_cloud: bool = False,
     connect_hosts: bool = True,
-    extra: dict[str, Any] | None = None,
+    run: RunState | None = None,
     ui: Ui | None = None,
     also_connect: Callable[[Inventory], Sequence[str]] | None = None,
+    guided: bool = False,
+    start: int = 0,
+    before: Callable[[int, Step], None] | None = None,
+    after: Callable[[int, Step, StepContext], None] | None = None,
+    done: Callable[[StepContext], None] | None = None,
 ) -> list[StepResult]:
-    """Run steps in order over the selected hosts; stop after the first failed step.
+    """The run driver of every task and the walkthrough: load the inventory, check `--host`,
+    connect, then run the steps in order (plan, checkpoint, apply, verify), stop after the first
+    failed step, close every target and show the recap.
 
+    `run`: the run's state with what the task hands its steps (e.g. the snapshot to restore).
     `also_connect`: hosts the steps talk to without being targets (e.g. the first control
-    plane, which issues join credentials for `cluster.join --host k8snode01`).
+    plane, which issues join credentials for `cluster.join --host k8snode01`). The walkthrough
+    adds `guided` (apply / skip / quit at each plan), `start` (steps before it are only
+    checked: planned, their pending changes reported as skipped), `before`/`after` each step
+    and `done` at a successful end.
     """
     ui = ui or new_ui(yes=yes, verbose=verbose)
     inv = load(c, ui)
@@ -253,8 +251,10 @@ def execute(
     selected = hosts_for(inv, ui, host or [], roles=roles, task=task)
     if connect_hosts:
         check_local_files(inv, ui)
-    options = RunOptions(dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected))
-    ctx = StepContext(inventory=inv, ui=ui, options=options, extra=dict(extra or {}))
+    options = RunOptions(
+        dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
+    )
+    ctx = StepContext(inventory=inv, ui=ui, options=options, run=run or RunState())
     from ..core.remote import connect_all
 
     if connect_hosts:
@@ -276,23 +276,57 @@ def execute(
             )
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
-    if any(s.name in LB_FACT_STEPS | PUBLIC_IP_STEPS for s in steps):
-        ctx.inventory = cloud_facts(
-            ctx.inventory,
-            ui,
-            ctx.targets,
-            dry_run=dry_run or not any(s.name in LB_FACT_STEPS for s in steps),
-        )
 
     def body(results: list[StepResult]) -> int:
-        for step in steps:
-            res = run_step(step, ctx)
+        facts_known = False
+        for i, step in enumerate(steps):
+            needs_nic = step.name in LB_FACT_STEPS
+            if (needs_nic or step.name in PUBLIC_IP_STEPS) and (
+                not facts_known
+                or (
+                    needs_nic
+                    and ctx.inventory.load_balancer.interface == PENDING_NIC
+                    and any(s.name == "network" for s in steps[:i])
+                )
+            ):
+                # read before the first step that needs them, and again once `network` may
+                # have attached the private NIC
+                ctx.inventory = cloud_facts(
+                    inv,
+                    ui,
+                    ctx.targets,
+                    dry_run=dry_run or i < start or not needs_nic,
+                    cloud=ctx.targets.get(CLOUD),
+                )
+                facts_known = True
+            if before is not None:
+                before(i, step)
+            if i < start:
+                checked = replace(ctx, options=replace(options, dry_run=True))
+                res = as_checked(run_step(step, checked))
+            else:
+                res = run_step(step, ctx)
             results.append(res)
             if res.failed:
                 return EXIT_FAILED
+            if after is not None and i >= start:
+                after(i, step, ctx)
         return 0
 
-    return run_steps(ctx, body)
+    return run_steps(ctx, body, done=None if done is None else lambda: done(ctx))
+
+
+def as_checked(res: StepResult) -> StepResult:
+    """A step before --from was only planned: pending changes are reported as skipped."""
+    from ..core.plan import Status, TargetResult
+
+    rows = tuple(
+        TargetResult(r.target, Status.SKIPPED, r.changes, "pending: before --from, not applied")
+        if r.status is Status.CHANGED
+        else r
+        for r in res.results
+    )
+    return replace(res, results=rows, dry_run=False)
 
 
 def close_targets(ctx: StepContext) -> None:

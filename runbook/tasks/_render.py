@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 from ..core.console import Masker, Ui, make_console
-from ..core.engine import RunOptions, StepContext
+from ..core.engine import RunOptions, RunState, StepContext
 from ..core.resources import File
 from ..inventory import Inventory
 from ..render.outdir import OutFile, write_tree
-from ..steps import built_steps
+from ..steps.registry import rendering_steps
 
 
 def rendered_files(inv: Inventory, host: str) -> list[OutFile]:
     """Every file the built steps would write to HOST, as paths below an output directory.
 
-    Steps see `ctx.extra["render"] = True` and put SECRET_MARKER where a secret goes.
+    Steps see `ctx.run.render` and put SECRET_MARKER where a secret goes.
     """
     masker = Masker()
     ui = Ui(make_console(masker), masker, interactive=False)
     ctx = StepContext(
-        inventory=inv, ui=ui, options=RunOptions(dry_run=True), extra={"render": True}
+        inventory=inv, ui=ui, options=RunOptions(dry_run=True), run=RunState(render=True)
     )
     files: list[OutFile] = []
-    for step in built_steps():
+    for step in rendering_steps():
         if host not in step.target_names(ctx):
             continue
         for res in step.resources(ctx, host):

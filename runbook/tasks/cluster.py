@@ -8,35 +8,26 @@ from pathlib import Path
 from invoke import task
 from invoke.context import Context
 
-from ..inventory import Inventory
+from ..steps import registry
 from . import _common as common
-
-
-def _first_cp(inv: Inventory) -> list[str]:
-    return [inv.first_control_plane.name]
-
 
 init = common.step_task(
     "cluster.init",
     "Step 6: kubeadm init on the first control plane (never on an initialised host).",
-    ["init:InitStep"],
-    roles=["control-plane"],
+    [registry.INIT],
 )
 
 join = common.step_task(
     "cluster.join",
     "Step 7: join control planes (one at a time) and workers, fresh credentials each time.",
-    [("join:JoinStep", "control-plane"), ("join:JoinStep", "worker")],
-    roles=["control-plane", "worker"],
-    also_connect=_first_cp,
+    [registry.JOIN, registry.JOIN_WORKERS],
 )
 
 cni = common.step_task(
     "cluster.cni",
     "Step 8: the CNI (Weave with IPALLOC_RANGE = pod subnet; Calico/Flannel selectable). "
     "Also named cluster.weave (the post's name).",
-    ["cni:CniStep"],
-    roles=["control-plane"],
+    [registry.CNI],
     aliases=["weave"],
 )
 
@@ -82,9 +73,7 @@ insecure_api = common.step_task(
     "Optional plain-HTTP API on VIP:port, off by default (load_balancer.insecure_api): "
     "kubectl proxy as a ServiceAccount with the chosen role on each control plane behind "
     "HAProxy; while disabled it removes what an earlier run created.",
-    ["haproxy:HaproxyStep", "insecure_api:InsecureApiStep"],
-    roles=["control-plane", "lb"],
-    also_connect=_first_cp,
+    [registry.HAPROXY, registry.INSECURE_API],
 )
 
 

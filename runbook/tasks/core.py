@@ -9,9 +9,10 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from ..core.console import Ui
-from ..core.engine import RunOptions, Step, StepContext, run_step
+from ..core.engine import Step, StepContext
 from ..core.plan import StepResult
 from ..inventory import SUMMARY_COLUMNS, Inventory, summary_facts, summary_rows
+from ..steps import registry
 from . import _common as common
 from ._common import STEP_HELP
 
@@ -139,15 +140,13 @@ def lb_facts_for_render(c: Context, inv: Inventory, ui: Ui) -> Inventory:
 prepare = common.step_task(
     "prepare",
     "Step 1: hostname, /etc/hosts, upgrade (reboot checkpoint), LB packages on every host.",
-    ["prepare:PrepareStep", "prepare:RebootStep"],
+    [registry.PREPARE, registry.REBOOT],
 )
 
 network = common.step_task(
     "network",
     "Step 2: Hetzner network + subnet, every server attached with its fixed private IP.",
-    ["network:NetworkStep"],
-    needs_cloud=True,
-    connect_hosts=False,
+    [registry.NETWORK],
 )
 
 firewall = common.step_task(
@@ -155,8 +154,7 @@ firewall = common.step_task(
     "Step 2b: Hetzner Cloud Firewalls per role (SSH from admin networks; on the LBs the API "
     "from public_allow and Heartbeat from the peer), applied by label selector; refuses when "
     "your own source address is outside the admin networks.",
-    ["firewall:FirewallStep"],
-    needs_cloud=True,
+    [registry.FIREWALL],
 )
 
 
@@ -194,44 +192,6 @@ def walkthrough(
     )
 
 
-# (walkthrough name, procedure step number, "module:Class", constructor args) in document order,
-# but haproxy (5) before heartbeat (4): HAProxy is configured before anything (the watchdog on the
-# VIP holder) starts it
-WALK: tuple[tuple[str, int, str, tuple[str, ...]], ...] = (
-    ("prepare", 1, "prepare:PrepareStep", ()),
-    ("reboot", 1, "prepare:RebootStep", ()),
-    ("network", 2, "network:NetworkStep", ()),
-    ("firewall", 2, "firewall:FirewallStep", ()),  # before anything listens (lb, heartbeat …)
-    ("lb", 3, "lb:LbStep", ()),
-    ("haproxy", 5, "haproxy:HaproxyStep", ()),
-    ("heartbeat", 4, "heartbeat:HeartbeatStep", ()),
-    ("init", 6, "init:InitStep", ()),
-    ("join", 7, "join:JoinStep", ("control-plane",)),
-    ("join-workers", 7, "join:JoinStep", ("worker",)),
-    ("cni", 8, "cni:CniStep", ()),
-    ("admin-user", 9, "admin_user:AdminUserStep", ()),
-    ("insecure-api", 9, "insecure_api:InsecureApiStep", ()),  # optional: off unless enabled
-    ("certs", 10, "certs:CertsStep", ()),
-)
-
-
-def walk_steps() -> list[tuple[str, int, Step]]:
-    """Instances of the walkthrough's steps; a step not built yet stops with its name."""
-    out: list[tuple[str, int, Step]] = []
-    for label, number, ref, args in WALK:
-        try:
-            step = common.load_step((ref, *args))
-        except (ImportError, AttributeError):
-            module, _, cls = ref.partition(":")
-            raise Exit(
-                f"walkthrough: step {number} ({label}) is not built yet "
-                f"(runbook.steps.{module}.{cls} is missing)",
-                code=common.EXIT_FAILED,
-            ) from None
-        out.append((label, number, step))
-    return out
-
-
 @common.guard_output
 def run_walkthrough(
     c: Context,
@@ -245,113 +205,63 @@ def run_walkthrough(
     only: str = "",
 ) -> list[StepResult]:
     """Steps 1-10 with checkpoints; steps before --from are only checked (planned)."""
-    from dataclasses import replace
-
-    from ..cloud.api import CloudTarget, CloudTokenMissing
-    from ..cloud.discover import LB_FACT_STEPS, PENDING_NIC, PUBLIC_IP_STEPS
-    from ..core.plan import CLOUD
-    from ..core.remote import connect_all
-
     ui = common.new_ui(yes=yes, verbose=verbose)
     if not (yes or dry_run or ui.interactive):
         ui.error("the walkthrough stops at checkpoints: run it on a TTY, or confirm with --yes")
         raise Exit(code=common.EXIT_CHECKPOINT)
-    steps = walk_steps()
-    labels = [label for label, _, _ in steps]
+    entries = list(registry.PROCEDURE)
+    labels = [e.name for e in entries]
     for flag, value in (("--from", from_step), ("--only", only)):
         if value and value not in labels:
             raise common.fail_input(ui, [f"{flag}: {value!r} is not one of {', '.join(labels)}"])
     if from_step and only:
         raise common.fail_input(ui, ["--from and --only: give one of them"])
     if only:
-        steps = [s for s in steps if s[0] == only]
+        entries = [e for e in entries if e.name == only]
         labels = [only]
     start = labels.index(from_step) if from_step else 0
-    inv = common.load(c, ui)
-    common.register_secrets(inv, ui)
-    selected = common.hosts_for(inv, ui, host, roles=None, task="walkthrough")
-    common.check_local_files(inv, ui)
-    guided = ui.interactive and not (yes or dry_run)
-    options = RunOptions(
-        dry_run=dry_run, yes=yes, verbose=verbose, hosts=tuple(selected), guided=guided
-    )
-    ctx = StepContext(inventory=inv, ui=ui, options=options)
-    first_cp = inv.first_control_plane.name
-    ctx.targets.update(
-        connect_all(
-            inv,
-            list(dict.fromkeys([*selected, first_cp])),
-            dry_run=dry_run,
-            accept_new_host_keys=accept_new_host_keys,
-            log=ui.command,
-        )
-    )
-    try:
-        ctx.targets[CLOUD] = CloudTarget.from_inventory(inv, dry_run=dry_run, ui=ui, stop=ctx.stop)
-    except CloudTokenMissing as exc:
-        raise common.fail_input(ui, [exc]) from None
+    needs = registry.scope(registry.PROCEDURE)  # every host, the cloud, the first control plane
     t0 = time.monotonic()
 
-    def lb_nic() -> str:
-        return ctx.inventory.load_balancer.interface
+    def progress(i: int, _step: Step) -> None:
+        e = entries[i]
+        ui.print(
+            f"walkthrough {i + 1}/{len(entries)}: step {e.number} ({e.name}), "
+            f"{time.monotonic() - t0:.0f} s elapsed",
+            style="bold cyan",
+        )
 
-    def body(results: list[StepResult]) -> int:
-        facts_known = False
-        for i, (label, number, step) in enumerate(steps):
-            needs_nic = step.name in LB_FACT_STEPS
-            if (needs_nic or step.name in PUBLIC_IP_STEPS) and (
-                not facts_known or (needs_nic and lb_nic() == PENDING_NIC)
-            ):
-                # read now, not at the start: the private NIC exists once `network` attached it
-                ctx.inventory = common.cloud_facts(
-                    inv,
-                    ui,
-                    ctx.targets,
-                    dry_run=dry_run or i < start or not needs_nic,
-                    cloud=ctx.targets[CLOUD],
-                )
-                facts_known = True
-            ui.print(
-                f"walkthrough {i + 1}/{len(steps)}: step {number} ({label}), "
-                f"{time.monotonic() - t0:.0f} s elapsed",
-                style="bold cyan",
-            )
-            if i < start:
-                checked = replace(ctx, options=replace(options, dry_run=True))
-                res = as_checked(run_step(step, checked))
-            else:
-                res = run_step(step, ctx)
-            results.append(res)
-            if res.failed:
-                return common.EXIT_FAILED
-            if label == "haproxy" and i >= start and not dry_run:
-                offer_drill(ctx)
-        return 0
+    def after(i: int, _step: Step, ctx: StepContext) -> None:
+        if entries[i] is registry.HAPROXY and not dry_run:
+            offer_drill(ctx)
 
-    return common.run_steps(
-        ctx,
-        body,
-        done=lambda: ui.print(
+    def done(ctx: StepContext) -> None:
+        ui.print(
             f"walkthrough done in {time.monotonic() - t0:.0f} s: the cluster answers on "
-            f"{inv.control_plane_endpoint}",
+            f"{ctx.inventory.control_plane_endpoint}",
             style="bold green",
-        ),
+        )
+
+    return common.execute(
+        c,
+        [e.make() for e in entries],
+        task="walkthrough",
+        host=host,
+        roles=needs.roles,
+        dry_run=dry_run,
+        yes=yes,
+        verbose=verbose,
+        accept_new_host_keys=accept_new_host_keys,
+        needs_cloud=needs.cloud,
+        connect_hosts=needs.hosts,
+        also_connect=needs.also_connect,
+        ui=ui,
+        guided=ui.interactive and not (yes or dry_run),
+        start=start,
+        before=progress,
+        after=after,
+        done=done,
     )
-
-
-def as_checked(res: StepResult) -> StepResult:
-    """A step before --from was only planned: pending changes are reported as skipped."""
-    from dataclasses import replace
-
-    from ..core.plan import Status, TargetResult
-
-    rows = tuple(
-        TargetResult(r.target, Status.SKIPPED, r.changes, "pending: before --from, not applied")
-        if r.status is Status.CHANGED
-        else r
-        for r in res.results
-    )
-    return replace(res, results=rows, dry_run=False)
 
 
 def offer_drill(ctx: StepContext) -> None:

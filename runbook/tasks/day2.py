@@ -13,6 +13,7 @@ from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from ..core.engine import RunState
 from . import _common as common
 
 
@@ -67,7 +68,7 @@ def restore(
 ) -> None:
     """kubeadm's etcd restore on every control plane: stop static pods everywhere, etcdutl
     snapshot restore, start again (typed confirmation; every change since the snapshot is lost)."""
-    from ..steps.restore import Restore, restore_steps
+    from ..steps.restore import Restore, RestoreRun, restore_steps
     from ..tools import snapshots
 
     ui = common.new_ui(yes=yes, verbose=verbose)
@@ -84,7 +85,7 @@ def restore(
     common.execute(c, restore_steps(), task="cluster.restore", roles=["control-plane"],
                    host=list(members), dry_run=dry_run, yes=yes, verbose=verbose,
                    accept_new_host_keys=accept_new_host_keys, ui=ui,
-                   extra={"restore": plan, "confirm": confirm})  # fmt: skip
+                   run=RunState().given(RestoreRun(plan, confirm)))  # fmt: skip
 
 
 @task(help={k: v for k, v in common.STEP_HELP.items() if k != "host"})
@@ -166,10 +167,9 @@ def remove(
     if cps == [name]:
         raise common.fail_input(ui, [f"--host {name}: the last control plane cannot be removed"])
     connect = list(dict.fromkeys([name, *cps, *(h.name for h in inv.hosts_with_role("lb"))]))
-    common.execute(c, [RemoveStep()], task="cluster.remove", host=[name],
+    common.execute(c, [RemoveStep(name)], task="cluster.remove", host=[name],
                    roles=["control-plane", "worker"], dry_run=dry_run, yes=yes, verbose=verbose,
                    accept_new_host_keys=accept_new_host_keys, ui=ui,
-                   extra={"remove.host": name},
                    also_connect=lambda _inv: connect)  # fmt: skip
 
 

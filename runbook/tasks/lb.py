@@ -5,6 +5,7 @@ from __future__ import annotations
 from invoke import task
 from invoke.context import Context
 
+from ..steps import registry
 from . import _common as common
 from ._common import STEP_HELP
 
@@ -12,23 +13,19 @@ setup = common.step_task(
     "lb.setup",
     "Steps 3-5: VIP + floating IP on the primary, HAProxy, then Heartbeat (HAProxy is configured "
     "before Heartbeat's watchdog may start it) — idempotent, verified.",
-    ["lb:LbStep", "haproxy:HaproxyStep", "heartbeat:HeartbeatStep"],
-    roles=["lb"],
-    needs_cloud=True,
+    [registry.LB, registry.HAPROXY, registry.HEARTBEAT],
 )
 
 heartbeat = common.step_task(
     "lb.heartbeat",
     "Step 4 only: Heartbeat config, authkeys, failover resource script, restart, verify.",
-    ["heartbeat:HeartbeatStep"],
-    roles=["lb"],
+    [registry.HEARTBEAT],
 )
 
 haproxy = common.step_task(
     "lb.haproxy",
     "Step 5 only: haproxy.cfg validated before install, reloaded, backends verified.",
-    ["haproxy:HaproxyStep"],
-    roles=["lb"],
+    [registry.HAPROXY],
 )
 
 

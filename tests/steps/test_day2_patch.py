@@ -15,7 +15,7 @@ from runbook.core.remote import Fact, Host, Result
 from runbook.inventory import load_inventory
 from runbook.status.lbstatus import addr_probe
 from runbook.steps.patch import Patched, PatchStep
-from runbook.steps.prepare import Rebooted, Upgraded
+from runbook.steps.reboot import Rebooted, Upgraded
 
 ROOT = Path(__file__).resolve().parents[2]
 

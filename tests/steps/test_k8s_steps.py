@@ -317,10 +317,10 @@ def test_dry_run_changes_nothing(inv: Inventory) -> None:
 
 
 def test_walkthrough_runs_every_step_in_document_order() -> None:
-    from runbook.tasks.core import as_checked, walk_steps
+    from runbook.steps.registry import PROCEDURE
+    from runbook.tasks._common import as_checked
 
-    steps = walk_steps()
-    assert [(label, n) for label, n, _ in steps] == [
+    assert [(e.name, e.number) for e in PROCEDURE] == [
         ("prepare", 1), ("reboot", 1), ("network", 2), ("firewall", 2), ("lb", 3),
         ("haproxy", 5), ("heartbeat", 4), ("init", 6), ("join", 7), ("join-workers", 7),
         ("cni", 8), ("admin-user", 9), ("insecure-api", 9), ("certs", 10),

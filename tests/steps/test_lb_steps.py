@@ -17,8 +17,9 @@ from runbook.core.remote import Fact, Host, Result
 from runbook.core.resources import File, Resource, Service
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import node_status
+from runbook.steps._select import holds_vip
 from runbook.steps.haproxy import HaproxyStep
-from runbook.steps.heartbeat import HeartbeatStep, holds_vip
+from runbook.steps.heartbeat import HeartbeatRun, HeartbeatStep
 from runbook.steps.prepare import PrepareStep, hosts_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,7 +99,7 @@ def test_heartbeat_on_empty_hosts_creates_everything(inv: Inventory, monkeypatch
     assert by["service:hcloud-reassert.timer"].action == "enable+start"
     assert by["systemd:daemon-reload"].action == "daemon-reload"
     # secrets: neither the generated authkey nor the token show in any diff
-    key = ctx.extra["authkey"]
+    key = ctx.run.of(HeartbeatRun).authkey or ""
     assert len(key) == 64
     for c in changes:
         assert TOKEN not in c.diff and key not in c.diff
@@ -113,7 +114,7 @@ def test_heartbeat_keeps_the_existing_authkey(inv: Inventory, monkeypatch) -> No
     }
     ctx, _ = ctx_for(inv, hosts)
     plan(HeartbeatStep(), ctx, "k8slb02")
-    assert ctx.extra["authkey"] == "existingkey0123456789"
+    assert ctx.run.of(HeartbeatRun).authkey == "existingkey0123456789"
 
 
 def test_heartbeat_converged_host_has_no_changes(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -203,7 +204,7 @@ def test_holder_restart_needs_a_checkpoint(inv: Inventory, monkeypatch) -> None:
 
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
     ctx, _ = ctx_for(inv, {})
-    ctx.extra["vip_holders"] = ["k8slb01"]
+    ctx.run.of(HeartbeatRun).vip_holders = ["k8slb01"]
     step = HeartbeatStep()
     restart = Change("service:heartbeat", "restart")
     reload = Change("service:heartbeat", "reload")

@@ -18,9 +18,9 @@ from runbook.core.remote import CommandFailed, Fact, Host, HostUnreachable, Resu
 from runbook.core.resources import Packages
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import addr_probe
-from runbook.steps.prepare import (
+from runbook.steps.prepare import PrepareStep
+from runbook.steps.reboot import (
     REBOOT_MARKER,
-    PrepareStep,
     Rebooted,
     RebootStep,
     Upgraded,
