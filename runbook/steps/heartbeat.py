@@ -349,6 +349,7 @@ class HeartbeatStep(Step):
         ask the others to give the group up (hb_standby); their stop takes the addresses off
         once the cloud routes elsewhere."""
         primary = ctx.inventory.load_balancer.primary
+
         def routed_here(name: str) -> bool:
             try:
                 res = ctx.targets[name].query(f"{FAILOVER_SCRIPT_PATH} status", ok_codes=None)
