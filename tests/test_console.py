@@ -171,3 +171,16 @@ def test_a_wait_says_what_for_and_until_when() -> None:
         datetime.datetime.combine(now.date(), end) - datetime.datetime.combine(now.date(), want)
     )
     assert span.total_seconds() < 5 or span.total_seconds() > 86000  # (midnight wrap)
+
+
+def test_the_walkthrough_progress_heads_the_step_title_on_one_line() -> None:
+    """The walkthrough's progress and the step's title share one line (issue 14: a fresh
+    walkthrough within 600 lines); the prefix is used once, the next title is plain."""
+    ui, out = ui_at(80)
+    ui.title_prefix = "walkthrough 1/14: step 1 (prepare), 0 s elapsed"
+    ui.step_title("prepare", "hostname, /etc/hosts, upgrade")
+    ui.step_title("network", "Hetzner private network")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "walkthrough 1/14: step 1 (prepare), 0 s elapsed — hostname, /etc/hosts" in lines[0]
+    assert "network — Hetzner private network" in lines[1] and "walkthrough" not in lines[1]

@@ -178,16 +178,25 @@ def test_a_long_diff_is_clipped_unless_verbose() -> None:
     ui, out = ui_at(80)
     ui.show_plan("heartbeat", plans)
     text = out.getvalue()
-    assert "+line 12" in text and "+line 13" not in text
-    assert "… 587 more diff lines (--verbose shows all; inv render writes it)" in text
-    assert len(text.splitlines()) < 40
+    # a new file's content: its headers and first five lines
+    assert "+line 4" in text and "+line 5" not in text
+    assert "… 595 more lines of the new content (--verbose shows all; inv render" in text
+    assert len(text.splitlines()) < 30
     full, full_out = ui_at(80, verbose=True)
     full.show_plan("heartbeat", plans)
     assert full_out.getvalue().count("+line 599") == 2  # per host, whole
-    short = "".join(f"+l{i}\n" for i in range(18))
+    short = "".join(f"+l{i}\n" for i in range(10))
     ui, out = ui_at(80)
     ui.show_plan("x", [TargetPlan("a", (Change("file:/y", "create", "", short),))])
-    assert "+l17" in out.getvalue() and "more diff lines" not in out.getvalue()
+    assert "+l9" in out.getvalue() and "more lines" not in out.getvalue()
+    edit = "".join(f"-old{i}\n+new{i}\n" for i in range(30))
+    ui, out = ui_at(80)
+    ui.show_plan("x", [TargetPlan("a", (Change("file:/y", "replace", "", edit),))])
+    text = out.getvalue()  # a change to a file keeps DIFF_LINES lines
+    assert "+new7" in text and "-old8" not in text
+    assert "… 44 more diff lines (--verbose shows all; inv render writes it)" in " ".join(
+        text.split()
+    )
 
 
 def test_a_diff_differing_only_in_context_is_one_change_shown_without_context() -> None:

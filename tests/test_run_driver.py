@@ -55,6 +55,7 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         dry = ctx.options.dry_run
         r.ran.append((step.name, dry, ctx.options.guided))
         r.states.append(ctx.run)
+        ctx.ui.step_title(step.name, step.title)  # as the engine does first
         if step.name == r.fail:
             return StepResult(step.name, (TargetResult("h", Status.FAILED, (), "boom"),))
         changes = (Change("x", "set"),) if step.name in r.pending else ()

@@ -139,6 +139,7 @@ class Ui:
         self.masker = masker
         self.assume_yes = assume_yes
         self.verbose = verbose
+        self.title_prefix = ""  # printed at the head of the next step title, then cleared
         self._stdin = stdin if stdin is not None else sys.stdin
         self.interactive = self._stdin.isatty() if interactive is None else interactive
         self._lock = threading.Lock()
@@ -170,8 +171,11 @@ class Ui:
 
     # -- plan ------------------------------------------------------------------------------
     def step_title(self, name: str, title: str) -> None:
+        """The step's rule; a `title_prefix` (the walkthrough's progress) heads it, once."""
         with self._lock:
-            self.console.rule(Text(self.masker.mask(f"{name} — {title}"), style="bold"))
+            head, self.title_prefix = self.title_prefix, ""
+            text = f"{head} — {title}" if head else f"{name} — {title}"
+            self.console.rule(Text(self.masker.mask(text), style="bold"))
 
     def show_plan(self, step: str, plans: Sequence[TargetPlan]) -> None:
         """The plan tree: grouped over targets (plangroup), per target with --verbose."""

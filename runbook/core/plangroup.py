@@ -137,16 +137,29 @@ def _line(action: str, resource: str, summary: str) -> str:
 
 #: a diff longer than this shows its first lines and how many more (all with --verbose)
 DIFF_LINES = 16
+#: the same for a file's whole new content (nothing removed): its headers and first lines say
+#: what it is; reading all of it is `inv render`'s job (a fresh walkthrough creates ~20 files)
+NEW_CONTENT_LINES = 8
 
 
-def clip_diff(diff: str, limit: int = DIFF_LINES) -> str:
+def is_new_content(lines: list[str]) -> bool:
+    """A diff that only adds (a new file): no removed line below the headers."""
+    body = [ln for ln in lines if not ln.startswith(("---", "+++", "@@"))]
+    return bool(body) and not any(ln.startswith("-") for ln in body)
+
+
+def clip_diff(diff: str, limit: int | None = None) -> str:
     """The first `limit` lines of a long diff and a line saying how to see the rest."""
     lines = diff.rstrip("\n").splitlines()
+    new = is_new_content(lines)
+    if limit is None:
+        limit = NEW_CONTENT_LINES if new else DIFF_LINES
     if len(lines) <= limit + 2:  # never hide just one or two lines behind a note
         return "\n".join(lines)
     rest = len(lines) - limit
+    what = "more lines of the new content" if new else "more diff lines"
     return "\n".join(
-        [*lines[:limit], f"… {rest} more diff lines (--verbose shows all; inv render writes it)"]
+        [*lines[:limit], f"… {rest} {what} (--verbose shows all; inv render writes it)"]
     )
 
 

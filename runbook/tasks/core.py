@@ -225,10 +225,10 @@ def run_walkthrough(
 
     def progress(i: int, _step: Step) -> None:
         e = entries[i]
-        ui.print(
+        # one line per step: the progress heads the step's title rule
+        ui.title_prefix = (
             f"walkthrough {i + 1}/{len(entries)}: step {e.number} ({e.name}), "
-            f"{time.monotonic() - t0:.0f} s elapsed",
-            style="bold cyan",
+            f"{time.monotonic() - t0:.0f} s elapsed"
         )
 
     def after(i: int, _step: Step, ctx: StepContext) -> None:
