@@ -390,7 +390,10 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "standby-hung-20s",
                 hung(lambda: scenarios.other(holder()), 20),
-                Bounds(FAILED, 0, moves=0),
+                # on resume Heartbeat restarts both nodes ("returning after partition") and the
+                # home node takes the group: when the standby is the home node, one move (~0.2 s,
+                # a few failed requests); the holder serves on through the restart
+                Bounds(FAILED, 5, moves=1),
                 "every process of the standby SIGSTOPped for 20 s, then SIGCONT",
             ),
         ),
@@ -453,7 +456,10 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "one-way-partition-20s",
                 one_way(20),
-                Bounds(DURING, FAILOVER_BOUND, moves=2),
+                # the standby takes over during the partition; at its end Heartbeat's partition
+                # recovery restarts both nodes and the home node may take the group back: I1
+                # within 8 s, not 2 s (README, open problems)
+                Bounds(DURING, FAILOVER_BOUND, settle=8.0, moves=2),
                 "the standby hears nothing from the holder (both paths) for 20 s",
             ),
         ),
