@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import labstate, netns, probe, topology
+from lab import invariants, labstate, netns, probe, topology
 
 REPO = Path(__file__).resolve().parents[1]
 LBS = ("k8slb01", "k8slb02")
@@ -156,6 +156,7 @@ def drill(inv: Inv, mode: str, seconds: int | None = None) -> Outcome:
 
     linkdown's probe window also covers the heal after the link returns; the failover is its
     first outage window, the longest window is kept in `extra`."""
+    at_rest()
     before = holder()
     secs = seconds or (20 if mode == "linkdown" else 12)
     r = inv("lb.failover-drill", "--mode", mode, "--yes", "--seconds", str(secs))
@@ -188,9 +189,17 @@ def partition(on: bool) -> None:
         )
 
 
+def at_rest() -> None:
+    """Start a fault from a pair at rest: a previous one's recovery (Heartbeat restarting both
+    nodes after a partition, the home node taking the group back) must not land in this one."""
+    if not invariants.quiet():
+        raise AssertionError("the LB pair did not come to rest within 90 s before the fault")
+
+
 def partition_heal(hold: float = 8.0) -> Outcome:
     """Cut the private link between the LBs for `hold` s, then heal: the public heartbeat path
     keeps the pair together, so expect no failover and no outage."""
+    at_rest()
     topo = topology.load()
     before = holder()
     result: dict[str, probe.ProbeResult] = {}
@@ -290,6 +299,7 @@ def haproxy_pids(host: str, timeout: float = 15) -> list[str]:
 def dead_haproxy() -> Outcome:
     """Kill haproxy on the holder with a config it refuses, so it cannot restart (a mode change
     would not do: root reads a 000 file): the watchdog hands over to the peer."""
+    at_rest()
     topo = topology.load()
     h = holder()
     pids = " ".join(haproxy_pids(h))

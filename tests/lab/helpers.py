@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
-from lab import scenarios, topology
+from lab import labstate, scenarios, topology
 from lab.scenarios import wait_for
 
-__all__ = ["inet_dev", "recap", "route_dev", "router_dev", "wait_for"]
+__all__ = ["inet_dev", "measure", "recap", "route_dev", "router_dev", "wait_for"]
 
 
 def recap(out: str) -> dict[str, int]:
@@ -30,3 +31,11 @@ def router_dev(addr: str) -> str | None:
 
 def inet_dev(addr: str) -> str | None:
     return route_dev(topology.INET_NS, addr)
+
+
+def measure(name: str, value: float) -> None:
+    """Append a measured value to <lab state>/measurements.json (the README's lab numbers)."""
+    path = labstate.paths().root / "measurements.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault(name, []).append(round(value, 3))
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))

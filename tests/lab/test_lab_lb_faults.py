@@ -17,19 +17,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import campaign, labstate, scenarios
+from lab import campaign, scenarios
 from lab.campaign import Bounds, Fault
+
+from .helpers import measure
 
 pytestmark = pytest.mark.lab
 cli = scenarios.inv_runner()
 SEED = 11
-
-
-def measure(name: str, value: float) -> None:
-    path = labstate.paths().root / "measurements.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(name, []).append(round(value, 3))
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 @pytest.fixture(scope="module")

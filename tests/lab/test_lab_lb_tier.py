@@ -6,7 +6,6 @@ Measurements are appended to <lab state>/measurements.json (the README quotes th
 
 from __future__ import annotations
 
-import json
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from lab import labstate, netns, probe, scenarios, topology
 
-from .helpers import recap
+from .helpers import measure, recap
 
 pytestmark = pytest.mark.lab
 OUTPUTS: list[str] = []
@@ -27,13 +26,6 @@ DEADTIME = scenarios.DEADTIME
 token = scenarios.token
 cli = scenarios.inv_runner(OUTPUTS)
 holders, holder, other = scenarios.holders, scenarios.holder, scenarios.other
-
-
-def measure(name: str, value: float) -> None:
-    path = labstate.paths().root / "measurements.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(name, []).append(round(value, 3))
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ hosts down at once (an independent monitor of the hosts' init processes).
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import pty
 import re
@@ -29,7 +28,7 @@ import yaml
 from lab import aptrepo, labstate, netns, topology
 from lab.standins.kernel import NAME, kernel_package
 
-from .helpers import recap, wait_for
+from .helpers import measure, recap, wait_for
 from .test_k8s_walkthrough import cli, ensure_standin_debs, inventory
 
 pytestmark = pytest.mark.lab
@@ -52,13 +51,6 @@ def publish(version: str) -> None:
         old.unlink()
     kernel_package(repo, version)
     aptrepo.index(repo)
-
-
-def measure(name: str, value: float) -> None:
-    path = labstate.paths().root / "measurements.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(name, []).append(round(value, 3))
-    path.write_text(json.dumps(data, indent=1, sort_keys=True))
 
 
 @dataclass
