@@ -4,9 +4,9 @@ server, and another control plane to run kubectl/etcdctl on."""
 from __future__ import annotations
 
 import json
-import time
 
 from ..core.engine import StepContext, StepFailed
+from ..core.waiting import wait_until
 from ..render.k8sfiles import ADMIN_CONF
 from ..tools import haproxyctl
 
@@ -24,12 +24,14 @@ def wait_apiserver_ready(ctx: StepContext, name: str) -> None:
     """Until this control plane's own API server answers /readyz (TLS checked, its own IP)."""
     ip = ctx.inventory.hosts[name].private_ip
     probe = f"curl -s --max-time 3 --cacert {CA} https://{ip}:6443/readyz"
-    deadline = time.monotonic() + READY_WAIT_S
-    with ctx.ui.status(f"{name}: waiting for /readyz"):
-        while ctx.targets[name].query(probe, ok_codes=None).stdout.strip() != "ok":
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{name}: the API server is not ready after {READY_WAIT_S} s")
-            time.sleep(1)
+    wait_until(
+        lambda: ctx.targets[name].query(probe, ok_codes=None).stdout.strip() == "ok",
+        seconds=READY_WAIT_S,
+        interval=1,
+        failure=f"{name}: the API server is not ready after {READY_WAIT_S} s",
+        ui=ctx.ui,
+        what=f"{name}'s API server to answer /readyz",
+    )
 
 
 def apiserver_version(ctx: StepContext, name: str) -> str:

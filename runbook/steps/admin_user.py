@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import base64
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.engine import Step, StepContext, StepFailed
+from ..core.engine import Step, StepContext
 from ..core.plan import Change
 from ..core.remote import Fact, Host
 from ..core.resources import File, Resource
+from ..core.waiting import wait_until
 from ..render.k8sfiles import (
     ADMIN_NAMESPACE,
     ADMIN_USER_PATH,
@@ -75,15 +75,17 @@ class TokenFile(Resource):
         return None
 
     def apply(self, host: Host) -> None:
-        deadline = time.monotonic() + TOKEN_WAIT_S
-        while True:
+
+        def token_now() -> str:
             res = host.query(self._command(), ok_codes=None)
-            token = self._token(res.stdout if res.exited == 0 else "")
-            if token:
-                break
-            if time.monotonic() > deadline:
-                raise StepFailed(f"the token controller did not fill Secret {self.secret}")
-            time.sleep(1)
+            return self._token(res.stdout if res.exited == 0 else "")
+
+        token = wait_until(
+            token_now,
+            seconds=TOKEN_WAIT_S,
+            interval=1,
+            failure=f"the token controller did not fill Secret {self.secret}",
+        )
         write_private(self.path, (token + "\n").encode())
 
 

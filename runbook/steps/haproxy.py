@@ -6,10 +6,9 @@ Backends DOWN are expected until `cluster.init` runs; that is a warning, not a f
 
 from __future__ import annotations
 
-import time
-
-from ..core.engine import Step, StepContext, StepFailed
+from ..core.engine import Step, StepContext
 from ..core.resources import File, Resource, Service
+from ..core.waiting import wait_until
 from ..render.lbfiles import HAPROXY_VALIDATE, haproxy_files
 from ..status.lbstatus import SHOW_STAT, parse_stat
 from ._select import hosts_with
@@ -41,18 +40,23 @@ class HaproxyStep(Step):
         wanted = {
             f"k8s-control-plane/{h.name}" for h in ctx.inventory.hosts_with_role("control-plane")
         }
-        deadline = time.monotonic() + 15
-        while True:
+        last: list[str] = []
+
+        def listed() -> dict[str, str]:
+            """The runtime socket's servers once it lists every control plane ({} until then)."""
             res = host.query(SHOW_STAT, ok_codes=None)
             servers = dict(parse_stat(res.stdout))
-            if wanted <= servers.keys():
-                break
-            if time.monotonic() > deadline:
-                raise StepFailed(
-                    f"{target}: runtime socket shows {sorted(servers) or 'nothing'}, "
-                    f"expected {sorted(wanted)} ({res.stderr.strip()[:200]})"
-                )
-            time.sleep(1)
+            last[:] = [str(sorted(servers) or "nothing"), res.stderr.strip()[:200]]
+            return servers if wanted <= servers.keys() else {}
+
+        servers = wait_until(
+            listed,
+            seconds=15,
+            interval=1,
+            failure=lambda: (
+                f"{target}: runtime socket shows {last[0]}, expected {sorted(wanted)} ({last[1]})"
+            ),
+        )
         down = sorted(k for k in wanted if not servers[k].startswith("UP"))
         if down:
             ctx.ui.warn(

@@ -15,14 +15,14 @@ nothing.
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..core.engine import Step, StepContext, StepFailed
+from ..core.engine import Step, StepContext
 from ..core.plan import Change, TargetPlan
 from ..core.remote import Fact, Host
 from ..core.resources import Resource
+from ..core.waiting import wait_until
 from ._day2 import door, set_rotation
 from ._k8s import KUBECTL, parse_nodes
 from ._select import holds_vip
@@ -81,11 +81,14 @@ class Patched(Resource):
             self.rebooted.apply(host)
         if d is None:
             return
-        deadline = time.monotonic() + NODE_WAIT_S
-        while not self._ready(d):
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{self.name}: not Ready {NODE_WAIT_S} s after the patch")
-            time.sleep(2)
+        wait_until(
+            lambda: self._ready(d),
+            seconds=NODE_WAIT_S,
+            interval=2,
+            failure=f"{self.name}: not Ready {NODE_WAIT_S} s after the patch",
+            ui=self.ctx.ui,
+            what=f"{self.name} to be Ready after the patch",
+        )
         if self.role == "control-plane":
             set_rotation(self.ctx, self.name, "ready")
         d.run(f"{KUBECTL} uncordon {q}", timeout=120)
@@ -98,11 +101,16 @@ class Patched(Resource):
         """A planned hand-over: Heartbeat on this node gives its resources to the peer."""
         peers = [h.name for h in self.ctx.inventory.hosts_with_role("lb") if h.name != self.name]
         host.run(HB_STANDBY, timeout=60)
-        deadline = time.monotonic() + 60
-        while holds_vip(self.ctx, self.name) or not any(holds_vip(self.ctx, p) for p in peers):
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{self.name}: the VIP did not move to {', '.join(peers)}")
-            time.sleep(0.5)
+        wait_until(
+            lambda: (
+                not holds_vip(self.ctx, self.name) and any(holds_vip(self.ctx, p) for p in peers)
+            ),
+            seconds=60,
+            interval=0.5,
+            failure=f"{self.name}: the VIP did not move to {', '.join(peers)}",
+            ui=self.ctx.ui,
+            what=f"the VIP to move from {self.name} to {', '.join(peers)}",
+        )
 
 
 class PatchStep(Step):

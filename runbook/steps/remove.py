@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +21,7 @@ from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
 from ..core.remote import Fact, Host
 from ..core.resources import Resource
+from ..core.waiting import wait_until
 from ..render.k8sfiles import KUBELET_CONF
 from ..tools import etcdcli
 from ._day2 import door, set_rotation
@@ -134,12 +134,20 @@ class Removed(Resource):
 def _wait_down(ctx: StepContext, name: str) -> None:
     from ..tools import haproxyctl
 
-    deadline = time.monotonic() + 30
-    for lb in ctx.inventory.hosts_with_role("lb"):
-        while "DOWN" not in ctx.targets[lb.name].query(haproxyctl.server_state(name)).stdout:
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{lb.name}: HAProxy does not see {name} down after 30 s")
-            time.sleep(1)
+    lbs = [lb.name for lb in ctx.inventory.hosts_with_role("lb")]
+
+    def up_on() -> list[str]:
+        state = haproxyctl.server_state(name)
+        return [lb for lb in lbs if "DOWN" not in ctx.targets[lb].query(state).stdout]
+
+    wait_until(
+        lambda: not up_on(),
+        seconds=30,
+        interval=1,
+        failure=lambda: f"{', '.join(up_on())}: HAProxy does not see {name} down after 30 s",
+        ui=ctx.ui,
+        what=f"HAProxy on {', '.join(lbs)} to see {name} down",
+    )
 
 
 class RemoveStep(Step):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import shlex
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
 from ..core.remote import Fact, Host
 from ..core.resources import AptRepo, Resource
+from ..core.waiting import wait_until
 from ..render.k8sfiles import APISERVER_MANIFEST, apt_source
 from ..tools.k8sversions import Version, deb_upstream, exact_package, newest_package
 from ._day2 import apiserver_version, set_rotation, wait_apiserver_ready
@@ -194,15 +194,19 @@ class KubeletUpgraded(Resource):
             host.run("kubeadm upgrade node", timeout=600)
         install_exact(host, ["kubelet", "kubectl"], version)
         host.run("systemctl daemon-reload && systemctl restart kubelet", timeout=120)
-        deadline = time.monotonic() + READY_WAIT_S
-        with self.ctx.ui.status(f"{self.name}: waiting for the node to report {version}"):
-            while True:
-                node = cluster.nodes(refresh=True).get(self.name)
-                if node and node.ready and node.version == str(version):
-                    break
-                if time.monotonic() > deadline:
-                    raise StepFailed(f"{self.name} did not report {version} and Ready in time")
-                time.sleep(2)
+
+        def reports() -> bool:
+            node = cluster.nodes(refresh=True).get(self.name)
+            return bool(node and node.ready and node.version == str(version))
+
+        wait_until(
+            reports,
+            seconds=READY_WAIT_S,
+            interval=2,
+            failure=f"{self.name} did not report {version} and Ready in time",
+            ui=self.ctx.ui,
+            what=f"{self.name} to report kubelet {version} and Ready",
+        )
         if control_plane:
             wait_apiserver_ready(self.ctx, self.name)
             set_rotation(self.ctx, self.name, "ready")
