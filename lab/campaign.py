@@ -356,6 +356,26 @@ def drift_rerun(ctx: Ctx) -> None:
         raise AssertionError(f"lb.setup after drift exited {r.returncode}:\n{r.stdout[-2000:]}")
 
 
+def token_rotated(ctx: Ctx) -> None:
+    """The API token rotated (a new one, the old one revoked at once), then the operator's
+    re-run with the new token (`inv lb.setup --yes`): it must exit 0 without a failed request
+    (the env file changes, Heartbeat is not restarted), and a graceful failover afterwards must
+    route the cloud to the new holder with the new token."""
+    ctx.mark("begin")
+    scenarios.rotate_token()
+    r = ctx.inv("lb.setup", "--yes", check=False)
+    ctx.notes["lb.setup"] = {"rc": r.returncode, "recap": scenarios.recap(r.stdout)}
+    if r.returncode != 0:
+        raise AssertionError(
+            f"lb.setup with the new token exited {r.returncode}:\n{r.stdout[-2000:]}"
+        )
+    out = scenarios.drill(ctx.inv, "stop")
+    ctx.notes["failover_with_the_new_token"] = out.outages
+    if not out.failed_over:
+        raise AssertionError(f"no failover with the new token: {out}")
+    ctx.mark("end")
+
+
 # ----- the catalogue ------------------------------------------------------------------------
 AFTER_END = "outage after the fault ended"
 DURING = "longest outage"
@@ -555,6 +575,17 @@ CATALOGUE: dict[str, Fault] = {
                 "authkeys 0644 and a comment in ha.cf on the holder, then `inv lb.setup --yes`",
             ),
         ),
+        (
+            "token-rotated",
+            Fault(
+                "token-rotated",
+                token_rotated,
+                # the re-run fails no request; the drill's graceful failover is the one move
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "API token rotated (old one revoked), `inv lb.setup --yes` with the new one, "
+                "then a graceful failover",
+            ),
+        ),
     )
 }
 
@@ -612,7 +643,7 @@ def run_fault(
         "I3": moves <= fault.bounds.moves,
         "ran": not error,
     }
-    if fault.name in ("drift-rerun", "lb-setup-during-failover"):
+    if fault.name in ("drift-rerun", "lb-setup-during-failover", "token-rotated"):
         checks["I4"] = not error
     notes = dict(ctx.notes)
     if repaired:

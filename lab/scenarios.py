@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -149,6 +150,26 @@ def fault(**kw: object) -> None:
     with urllib.request.urlopen(req, timeout=5) as resp:
         if resp.status != 200:
             raise AssertionError(f"/_lab/faults answered {resp.status}")
+
+
+def rotate_token() -> None:
+    """A new API token, the old one revoked at once (the simulated API's admin call); the lab's
+    token file, which the runbook's runs read (RBLAB_HCLOUD_TOKEN), holds the new one."""
+    new = secrets.token_hex(32)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/token",
+        method="POST",
+        data=json.dumps({"token": new}).encode(),
+        headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        if resp.status != 200:
+            raise AssertionError(f"/_lab/token answered {resp.status}")
+    path = labstate.paths().token
+    tmp = path.with_suffix(".new")
+    tmp.write_text(new + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
 
 
 def drill(inv: Inv, mode: str, seconds: int | None = None) -> Outcome:

@@ -81,6 +81,13 @@ class FakeCloud:
         """Constant-time comparison, so the answer time does not leak the token."""
         return hmac.compare_digest(presented.encode(), self._token)
 
+    def rotate_token(self, new: str) -> None:
+        """A new API token; the old one is revoked at once (as deleting it in the Hetzner
+        console does): every call with it gets 401 unauthorized from now on."""
+        if not new:
+            raise ValueError("the API token must not be empty")
+        self._token = new.encode()
+
     def snapshot(self) -> JSON:
         with self._lock:
             return copy.deepcopy(self._state)

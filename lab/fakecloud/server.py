@@ -270,10 +270,22 @@ class _Handler(BaseHTTPRequestHandler):
                 elif method == "POST":
                     self._configure_faults(raw)
                 self._send(200, {"faults": asdict(cloud.faults.view())})
+            elif path == "/_lab/token" and method == "POST":
+                self._rotate_token(raw)
+                self._send(200, {"rotated": True})  # never echoes a token
             else:
                 raise ApiError("not_found", f"no such admin endpoint: {method} {path}")
         except ApiError as err:
             self._send(err.status, err.body())
+
+    def _rotate_token(self, raw: bytes) -> None:
+        from lab.fakecloud.inputs import parse_body
+
+        body = parse_body(raw)
+        token = body.get("token")
+        if set(body) != {"token"} or not isinstance(token, str) or len(token) < 32:
+            raise invalid_field("token", "a new token of at least 32 characters, nothing else")
+        self.server.cloud.rotate_token(token)
 
     def _configure_faults(self, raw: bytes) -> None:
         from lab.fakecloud.inputs import parse_body

@@ -244,3 +244,18 @@ def test_subnet_without_range_takes_the_first_free_24(env: Env) -> None:
     assert [s["ip_range"] for s in got] == ["10.150.0.0/24", "10.150.1.0/24"]
     wrong_zone = dict(body, name="z", subnets=[{"type": "cloud", "network_zone": "mars"}])
     assert env.call("POST", "/networks", wrong_zone).body["error"]["code"] == "invalid_input"
+
+
+def test_token_rotation_revokes_the_old_token_at_once(env: Env) -> None:
+    """The lab's API token rotation (campaign fault `token-rotated`): the old token gets 401 on
+    every call from then on, the new one works, and no answer or log echoes either."""
+    old, new = env.token, "n" * 40
+    r = env.call("POST", "/_lab/token", {"token": new})
+    assert r.status == 200 and new not in json.dumps(r.body) and old not in json.dumps(r.body)
+    assert env.call("GET", "/servers", token=old).status == 401
+    assert env.call("GET", "/servers", token=new).status == 200
+    assert new not in json.dumps(env.call("GET", "/_lab/calls", token=new).body)
+    env.token = new
+    assert env.call("POST", "/_lab/token", {"token": "short"}).status == 422
+    assert env.call("POST", "/_lab/token", {"token": "x" * 40, "extra": 1}).status == 422
+    assert env.call("GET", "/servers").status == 200  # a refused rotation changes nothing
