@@ -11,6 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from runbook.core.remote import Host, Result
 from runbook.core.sshconn import SessionProxyCommand, why_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,3 +104,45 @@ def test_auth_uses_the_key_file_or_the_agent_when_the_named_key_is_missing(tmp_p
     }
     assert auth_kwargs(tmp_path / "missing") == {"look_for_keys": False, "allow_agent": True}
     assert auth_kwargs(None) == {"look_for_keys": True, "allow_agent": False}
+
+
+class _ShellHost(Host):
+    """A Host whose commands run in a local shell (the base class's file transfer paths)."""
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        r = subprocess.run(
+            ["sh", "-c", cmd], input=stdin, capture_output=True, text=True, timeout=timeout
+        )
+        return Result(r.stdout, r.stderr, r.returncode)
+
+
+def test_download_is_private_from_the_first_byte_and_upload_takes_a_local_file(
+    tmp_path: Path,
+) -> None:
+    """A snapshot copied to the operator is 0600 in a 0700 directory, put in place atomically;
+    a local file given as content is written as it is (restore uploads a snapshot so)."""
+    host = _ShellHost("h")
+    remote = tmp_path / "remote.db"
+    remote.write_bytes(bytes(range(256)) * 4096)
+    dest = tmp_path / "local" / "snap.db"
+    assert host.download(str(remote), dest)
+    assert dest.read_bytes() == remote.read_bytes()
+    assert dest.stat().st_mode & 0o777 == 0o600 and dest.parent.stat().st_mode & 0o777 == 0o700
+    assert not list(dest.parent.glob("*.rb-tmp"))
+    assert not host.download(str(tmp_path / "missing"), tmp_path / "local" / "other.db")
+    assert not (tmp_path / "local" / "other.db").exists()
+    target = tmp_path / "up" / "restore.db"
+    host.write_file(str(target), dest, mode=0o600, owner=_me(), group=_my_group(), backup=False)
+    assert target.read_bytes() == remote.read_bytes() and target.stat().st_mode & 0o777 == 0o600
+
+
+def _me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _my_group() -> str:
+    import grp
+
+    return grp.getgrgid(os.getgid()).gr_name

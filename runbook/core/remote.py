@@ -9,14 +9,17 @@ planning fails loudly instead of changing a production host.
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
 import shlex
+import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import paramiko
 from fabric import Config, Connection
@@ -184,10 +187,21 @@ class Host:
             return None
         return base64.b64decode(res.stdout.strip() or b"")
 
+    def download(self, path: str, dest: Path) -> bool:
+        """Copy the remote file `path` to the local `dest`, readable by the owner only from the
+        first byte and put in place atomically; False when it does not exist. This reads it
+        through a command (fakes, tests); SSHHost streams it over SFTP, never whole in memory."""
+        data = self.read_file(path)
+        if data is None:
+            return False
+        with private_writer(dest) as fh:
+            fh.write(data)
+        return True
+
     def write_file(
         self,
         path: str,
-        content: bytes,
+        content: bytes | Path,
         *,
         mode: int = 0o644,
         owner: str = "root",
@@ -196,7 +210,8 @@ class Host:
     ) -> None:
         """Atomic write: temp file in the same directory, chmod/chown, keep a backup, rename.
 
-        Content travels through stdin (never argv), so secrets in files stay out of `ps`.
+        Content travels through stdin (never argv), so secrets in files stay out of `ps`. A
+        local Path as content is streamed (SSH: over SFTP), never read whole into memory.
         """
         q = shlex.quote(path)
         tmp = shlex.quote(f"{path}.rb-tmp")
@@ -210,11 +225,12 @@ class Host:
         )
         self.run(script, stdin=stdin)
 
-    def _stage(self, content: bytes, tmp: str) -> tuple[str, str | None]:
+    def _stage(self, content: bytes | Path, tmp: str) -> tuple[str, str | None]:
         """How content reaches `tmp` on the host: a shell snippet and its stdin (base64)."""
         if self.dry_run:
             raise DryRunViolation(f"{self.name}: refused in --dry-run: write {tmp}")
-        return f"base64 -d > {tmp}", base64.b64encode(content).decode() + "\n"
+        data = content.read_bytes() if isinstance(content, Path) else content
+        return f"base64 -d > {tmp}", base64.b64encode(data).decode() + "\n"
 
 
 def auth_kwargs(identity: Path | None) -> dict[str, Any]:
@@ -310,10 +326,11 @@ class SSHHost(Host):
             transport.join(2)
         return transport.get_exception()
 
-    def _stage(self, content: bytes, tmp: str) -> tuple[str, str | None]:
+    def _stage(self, content: bytes | Path, tmp: str) -> tuple[str, str | None]:
         """Upload over SFTP (a 0600 file in /tmp), then move it into place with the script.
 
-        Large contents through the exec channel's stdin proved unreliable; SFTP is not.
+        Large contents through the exec channel's stdin proved unreliable; SFTP is not. A local
+        Path is copied in 1 MiB blocks (an etcd snapshot may be gigabytes).
         """
         if self.dry_run:
             raise DryRunViolation(f"{self.name}: refused in --dry-run: write {tmp}")
@@ -324,15 +341,59 @@ class SSHHost(Host):
                 sftp = self.conn.sftp()
                 with sftp.open(upload, "wb") as fh:
                     fh.chmod(0o600)
-                    fh.write(content)
+                    if isinstance(content, Path):
+                        with content.open("rb") as src:
+                            shutil.copyfileobj(src, fh, 1 << 20)
+                    else:
+                        fh.write(content)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise HostUnreachable(f"{self.name}: upload failed: {exc}") from exc
-        trace.record("sftp", t0, host=self.name, size=len(content))
+        size = content.stat().st_size if isinstance(content, Path) else len(content)
+        trace.record("sftp", t0, host=self.name, size=size)
         u = shlex.quote(upload)
         return f"cat {u} > {tmp}; rm -f {u}", None
 
+    def download(self, path: str, dest: Path) -> bool:
+        """Over SFTP into the local file (an etcd snapshot may be gigabytes). A login that is
+        not root reads a root-only file from a 0600 copy it owns, removed afterwards."""
+        q = shlex.quote(path)
+        if self.query(f"test -f {q}", ok_codes=None).exited != 0:
+            return False
+        src = path
+        if self.user != "root":
+            src = f"/tmp/.rb-download-{uuid.uuid4().hex}"
+            self.run(f"install -m 0600 -o {shlex.quote(self.user)} {q} {shlex.quote(src)}")
+        t0 = time.monotonic()
+        try:
+            with private_writer(dest) as fh, self._lock:
+                self.conn.sftp().getfo(src, fh)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise HostUnreachable(f"{self.name}: download of {path} failed: {exc}") from exc
+        finally:
+            if src != path:
+                self.run(f"rm -f {shlex.quote(src)}", ok_codes=None)
+        trace.record("sftp-get", t0, host=self.name, size=dest.stat().st_size)
+        return True
+
     def close(self) -> None:
         self.conn.close()
+
+
+@contextlib.contextmanager
+def private_writer(dest: Path) -> Iterator[BinaryIO]:
+    """A local file readable by the owner only from the first byte (0600, its directory 0700),
+    written beside `dest` and renamed into place when the block ends without an error."""
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = dest.with_name(dest.name + ".rb-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, dest)
 
 
 class UnknownHostKey(paramiko.SSHException):

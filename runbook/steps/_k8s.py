@@ -9,7 +9,6 @@ therefore also proves the path through the load balancers.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from ..core.engine import StepContext, StepFailed
 from ..core.plan import Change
-from ..core.remote import CommandFailed, Fact, Host, Result
+from ..core.remote import CommandFailed, Fact, Host, Result, private_writer
 from ..core.resources import Resource
 from ..render.k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
 
@@ -189,12 +188,5 @@ class KubectlApplied(Resource):
 
 def write_private(path: Path, data: bytes) -> None:
     """Create/replace a local file readable by the owner only (0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".rb-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    with private_writer(path) as fh:
+        fh.write(data)

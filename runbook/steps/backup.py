@@ -19,7 +19,6 @@ from ..core.plan import Change
 from ..core.remote import Fact, Host
 from ..core.resources import Packages, Resource
 from ..tools import etcdcli, snapshots
-from ._k8s import write_private
 from ._select import hosts_with
 
 
@@ -74,12 +73,9 @@ class EtcdSnapshot(Resource):
             except (ValueError, KeyError) as exc:
                 raise StepFailed(f"etcdutl snapshot status did not read back: {out!r}") from exc
             remote_sha = host.query(f"sha256sum {q}").stdout.split()[0]
-            data = host.read_file(remote)
-            if data is None:
-                raise StepFailed(f"{remote} vanished before it was copied")
             path = self.directory / snapshots.snapshot_name(self.host_name, datetime.now(UTC))
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            write_private(path, data)
+            if not host.download(remote, path):  # streamed to disk, 0600 from the first byte
+                raise StepFailed(f"{remote} vanished before it was copied")
             if snapshots.sha256(path) != remote_sha:
                 path.unlink()
                 raise StepFailed(f"copy of {remote} differs from the host's (sha256)")

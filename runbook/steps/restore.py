@@ -153,7 +153,7 @@ class RestoredData(Resource):
         upload = f"{etcdcli.WORK_DIR}/restore.db"
         staging = f"{etcdcli.DATA_DIR}-runbook-restore"
         host.run(f"install -d -m 0700 {etcdcli.WORK_DIR}")
-        host.write_file(upload, r.snapshot.read_bytes(), mode=0o600, backup=False)
+        host.write_file(upload, r.snapshot, mode=0o600, backup=False)  # streamed, not in memory
         got = host.query(f"sha256sum {shlex.quote(upload)}").stdout.split()[0]
         if got != r.sha256:
             raise StepFailed(f"{self.name}: uploaded snapshot differs (sha256 {got})")

@@ -79,6 +79,8 @@ class FakeK8sHost(Host):
         return [None if p is None else self._fact(p) for p in probes]
 
     def write_file(self, path, content, *, mode=0o644, owner="root", group="root", backup=True):  # type: ignore[no-untyped-def]
+        if isinstance(content, Path):  # a local file streamed by the real host
+            content = content.read_bytes()
         self.run(f"WRITE {path}", stdin=base64.b64encode(content).decode())
         self.files[path] = (content, mode)
 
