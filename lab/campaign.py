@@ -469,7 +469,10 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "private-loss-30pct-60s",
                 private_loss(30, 60),
-                Bounds(DURING, 2.0, moves=0),
+                # what matters is no failover (moves 0); the VIP probe's own packets cross the
+                # lossy link, and a lost SYN is retried after 1 s, then 3 s: windows without a
+                # success of 1.5-4.1 s measured come from the loss, not from the pair
+                Bounds(DURING, 6.0, moves=0),
                 "30 % of the packets both LBs receive on the private link dropped for 60 s",
             ),
         ),
