@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+from collections.abc import Iterator
 
 import pytest
 
@@ -184,3 +186,54 @@ def test_the_walkthrough_progress_heads_the_step_title_on_one_line() -> None:
     assert len(lines) == 2
     assert "walkthrough 1/14: step 1 (prepare), 0 s elapsed — hostname, /etc/hosts" in lines[0]
     assert "network — Hetzner private network" in lines[1] and "walkthrough" not in lines[1]
+
+
+def test_a_slow_apply_says_until_when(monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 14, progress on long waits: an apt install's spinner names its deadline."""
+    from runbook.core import engine
+    from runbook.core.resources import Packages
+
+    ui, _ = ui_at(80)
+    shown: list[str] = []
+
+    @contextlib.contextmanager
+    def status(text: str, *, seconds: float | None = None) -> Iterator[None]:
+        shown.append(f"{text} [{seconds}]")
+        yield
+
+    monkeypatch.setattr(ui, "status", status)
+
+    class Host:
+        def __init__(self) -> None:
+            self.touched: set[str] = set()
+
+        def probe(self, _snippet: object) -> None:
+            return None
+
+        def gather(self, probes: list[object]) -> list[None]:
+            return [None for _ in probes]
+
+    class Pkgs(Packages):
+        def check(self, host: object, fact: object) -> Change | None:
+            return None if self.done else Change(self.key, "install", "x")
+
+        def apply(self, host: object) -> None:
+            self.done = True
+
+    res = Pkgs(["haproxy"])
+    res.done = False
+
+    class Step(engine.Step):
+        name = "s"
+
+        def target_names(self, ctx: object) -> list[str]:
+            return ["h"]
+
+        def resources(self, ctx: object, target: str) -> list[Pkgs]:
+            return [res]
+
+    ctx = engine.StepContext(inventory=None, ui=ui, options=engine.RunOptions())  # type: ignore[arg-type]
+    ctx.targets["h"] = Host()
+    engine.apply_target(Step(), ctx, "h")
+    assert shown == ["h: install packages:haproxy [2400]"], shown
+    assert Packages.apply_timeout == 2400

@@ -294,8 +294,11 @@ class Ui:
 
     # -- progress --------------------------------------------------------------------------
     @contextlib.contextmanager
-    def status(self, text: str) -> Iterator[None]:
-        """A spinner for a wait of unknown length (quiet when not a terminal)."""
+    def status(self, text: str, *, seconds: float | None = None) -> Iterator[None]:
+        """A spinner for a wait (quiet when not a terminal); with `seconds`, the longest it may
+        take, it says until when."""
+        if seconds:
+            text += f", until {until(seconds)} (at most {seconds:.0f} s)"
         if not self.console.is_terminal:
             yield
             return

@@ -214,7 +214,8 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
             if change is None:
                 continue
             target.touched.add(res.key)
-            with ctx.ui.status(f"{name}: {change.action} {change.resource}"):
+            text = f"{name}: {change.action} {change.resource}"
+            with ctx.ui.status(text, seconds=res.apply_timeout):
                 res.apply(target)
             applied.append(change)
         target.touched.clear()

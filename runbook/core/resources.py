@@ -16,6 +16,7 @@ import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .plan import Change
 from .remote import Fact, Host
@@ -29,6 +30,10 @@ LEGACY_BACKUP_SUFFIX = ".rb-bak"
 
 class Resource(ABC):
     """Base class of host resources."""
+
+    #: the longest its apply may take (s), for resources that wait on something slow (apt):
+    #: the engine says until when while it runs; None: no stated limit
+    apply_timeout: ClassVar[float | None] = None
 
     @property
     @abstractmethod
@@ -370,6 +375,8 @@ class AptRepo(Resource):
     stable`: the probe reads them, so one resource serves Debian 12/13 and Ubuntu hosts.
     """
 
+    apply_timeout: ClassVar[float | None] = 600  # the keyring download, apt-get update
+
     name: str
     line: str
     keyring: str | None = None
@@ -441,6 +448,8 @@ def apt_install(host: Host, names: Sequence[str], *, update_first: bool = True) 
 @dataclass
 class Packages(Resource):
     """Debian packages installed (`--no-install-recommends`), optionally held."""
+
+    apply_timeout: ClassVar[float | None] = 600 + 1800  # apt-get update, then install
 
     names: Sequence[str]
     hold: bool = False

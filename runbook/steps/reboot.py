@@ -9,6 +9,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
@@ -46,6 +47,8 @@ class Upgraded(Resource):
     run, so the check reads current lists and nothing later in the run updates them again.
     Empty (--dry-run): the lists are read as they are (a dry-run changes nothing, caches too).
     """
+
+    apply_timeout: ClassVar[float | None] = 3600  # apt-get upgrade
 
     run_id: str = ""
 
