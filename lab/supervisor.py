@@ -160,6 +160,13 @@ class HostRunner(threading.Thread):
             init.signal(signal.SIGKILL)
 
 
+def _link_up(ns: str, dev: str) -> bool:
+    out = subprocess.run(
+        ["ip", "-n", ns, "-br", "link", "show", dev], text=True, capture_output=True
+    ).stdout.split()
+    return out[1:2] == ["UP"]
+
+
 def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
     """Like systemd-networkd on a cloud server: when an attached host's `ens10` comes back up (link
     down/up in a failover drill), its address and network route return, and when `eth0` does, its
@@ -178,10 +185,7 @@ def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
             )
             if r.returncode != 0 or net["ip_range"] in r.stdout:
                 continue
-            link = subprocess.run(
-                ["ip", "-n", ns, "-br", "link", "show", "ens10"], text=True, capture_output=True
-            ).stdout.split()
-            if link[1:2] == ["UP"]:
+            if _link_up(ns, "ens10"):
                 log(f"{name}: ens10 is up without its network route; re-applying the API state")
                 try:
                     sdn.apply_from_file()
@@ -195,10 +199,7 @@ def watch_private_links(topo: topology.Topology, interval: float = 1.0) -> None:
             )
             if default.returncode != 0 or default.stdout.strip():
                 continue
-            link = subprocess.run(
-                ["ip", "-n", ns, "-br", "link", "show", "eth0"], text=True, capture_output=True
-            ).stdout.split()
-            if link[1:2] == ["UP"]:
+            if _link_up(ns, "eth0"):
                 log(f"{name}: eth0 is up without its default route; putting it back")
                 subprocess.run(
                     [

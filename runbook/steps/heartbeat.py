@@ -194,6 +194,26 @@ def api_token(ctx: StepContext) -> str:
     return token
 
 
+class _Lasting:
+    """A condition that must hold `seconds` on end before it is acted on, and once only."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since: float | None = None
+        self.done = False
+
+    def first_time_lasted(self, holds: bool, now: float) -> bool:
+        if not holds:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        if self.done or now - self.since < self.seconds:
+            return False
+        self.done = True
+        return True
+
+
 class HeartbeatStep(Step):
     name = "heartbeat"
     title = "Heartbeat pair: ha.cf, authkeys, haresources, hcloud-failover, re-assert, watchdog"
@@ -277,9 +297,8 @@ class HeartbeatStep(Step):
         deadline = time.monotonic() + wait
         # nobody (or both) may own the group for a moment (a hand-over, a start, Heartbeat's
         # restart after "Both machines own our resources!"): act only when it lasts
-        nobody_since: float | None = None
-        both_since: float | None = None
-        took_over = stood_down = False
+        nobody = _Lasting(hb.deadtime + 2)
+        both = _Lasting(hb.deadtime + 2)
         problem = ""
         with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
             while time.monotonic() < deadline:
@@ -296,20 +315,10 @@ class HeartbeatStep(Step):
                         return
                 problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
                 now = time.monotonic()
-                if owners or not peers_ok:
-                    nobody_since = None
-                elif nobody_since is None:
-                    nobody_since = now
-                elif not took_over and now - nobody_since >= hb.deadtime + 2:
+                if nobody.first_time_lasted(peers_ok and not owners, now):
                     self._take_over(ctx, lbs)
-                    took_over = True
-                if len(owners) < 2 or not peers_ok:
-                    both_since = None
-                elif both_since is None:
-                    both_since = now
-                elif not stood_down and now - both_since >= hb.deadtime + 2:
+                if both.first_time_lasted(peers_ok and len(owners) > 1, now):
                     self._stand_down(ctx, owners)
-                    stood_down = True
                 time.sleep(1)
         raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
 
