@@ -985,3 +985,14 @@ def test_pending_routing_is_finished_even_with_an_active_peer(rig: Rig) -> None:
     assert res.returncode == 0, res.stderr
     assert not record.exists()
     _assert_moved(rig)
+
+
+def test_reassert_on_the_holder_looks_everything_up_once(rig: Rig) -> None:
+    """The hand-over check and the re-assert share one lookup by name (self, peer, network,
+    floating IP), not one each."""
+    assert rig.run("reassert", holds=True).returncode == 0  # the route moves here
+    before = len(rig.calls())
+    res = rig.run("reassert", holds=True, extra={"HCLOUD_FAILOVER_PEER_STATUS": "active"})
+    assert res.returncode == 0, res.stderr
+    lookups = [c["path"] for c in rig.calls()[before:] if "?name=" in c["path"]]
+    assert len(lookups) == 4, lookups
