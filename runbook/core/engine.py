@@ -228,7 +228,10 @@ def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
         if left:
             raise StepFailed(
                 "not converged after apply: "
-                + "; ".join(f"{c.resource} ({c.action})" for c in left)
+                + "; ".join(
+                    f"{c.resource} ({c.action}{': ' + c.summary if c.summary else ''})"
+                    for c in left
+                )
             )
         step.verify(ctx, name)
     except HostUnreachable as exc:

@@ -172,8 +172,11 @@ class KubeletUpgraded(Resource):
         packages_ok = t is None or all(
             deb_upstream(debs.get(p, "")) == t[0] for p in ("kubelet", "kubectl")
         )
-        if _at_target(self.ctx, node.version) and packages_ok and not node.unschedulable:
+        at_target = _at_target(self.ctx, node.version) and packages_ok
+        if at_target and not node.unschedulable:
             return None
+        if at_target:  # an interrupted run after the kubelet upgrade, before the uncordon
+            return Change(self.key, "uncordon", f"{node.version}, but cordoned: uncordon")
         return Change(
             self.key,
             "upgrade",
@@ -186,14 +189,16 @@ class KubeletUpgraded(Resource):
         cluster = Cluster.of(self.ctx)
         control_plane = self.ctx.inventory.hosts[self.name].role == "control-plane"
         q = shlex.quote(self.name)
-        if control_plane:  # the kubelet restart restarts its static pods
-            set_rotation(self.ctx, self.name, "drain")
-        cluster.host.run(f"{KUBECTL} drain {q} --ignore-daemonsets", timeout=600)
-        if not control_plane:
-            install_exact(host, ["kubeadm"], version)
-            host.run("kubeadm upgrade node", timeout=600)
-        install_exact(host, ["kubelet", "kubectl"], version)
-        host.run("systemctl daemon-reload && systemctl restart kubelet", timeout=120)
+        change = self.check(host, host.probe(self.probe()))
+        if change is not None and change.action == "upgrade":
+            if control_plane:  # the kubelet restart restarts its static pods
+                set_rotation(self.ctx, self.name, "drain")
+            cluster.host.run(f"{KUBECTL} drain {q} --ignore-daemonsets", timeout=600)
+            if not control_plane:
+                install_exact(host, ["kubeadm"], version)
+                host.run("kubeadm upgrade node", timeout=600)
+            install_exact(host, ["kubelet", "kubectl"], version)
+            host.run("systemctl daemon-reload && systemctl restart kubelet", timeout=120)
 
         def reports() -> bool:
             node = cluster.nodes(refresh=True).get(self.name)

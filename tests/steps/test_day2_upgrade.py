@@ -140,6 +140,17 @@ def test_kubelet_check(node: NodeInfo, debs: str, todo: bool, tmp_path: Path) ->
     assert (change is not None) is todo
 
 
+def test_a_node_left_cordoned_at_the_target_is_only_uncordoned(tmp_path: Path) -> None:
+    """An interrupted run (or a lost uncordon) leaves the node at the target but cordoned: the
+    plan and the not-converged message say so, and nothing is drained or restarted again."""
+    node = NodeInfo("k8node01", True, "v1.37.10", True)
+    ctx = context({node.name: node}, tmp=tmp_path)
+    debs = Fact("kubelet 1.37.10-1.1\nkubectl 1.37.10-1.1", 0)
+    change = KubeletUpgraded(ctx, node.name).check(Host(node.name), debs)
+    assert change is not None and change.action == "uncordon"
+    assert "cordoned" in change.summary and "drain" not in change.summary
+
+
 @pytest.fixture
 def apiserver(tmp_path: Path) -> Any:
     p = tmp_path / "pki"

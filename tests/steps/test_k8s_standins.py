@@ -311,3 +311,30 @@ def test_replicas_merge_concurrent_writes_and_deletions(tmp_path: Path) -> None:
     a.merge(b.data)
     assert not a.valid_token(token) and set(a.data["nodes"]) == {"k8node01", "k8node02"}
     assert not a.merge(a.data)  # idempotent
+
+
+def test_a_kubelet_report_on_another_replica_does_not_undo_an_uncordon(tmp_path: Path) -> None:
+    """The upgrade's uncordon lands on one API server while the node's kubelet reports to
+    another that has not had the uncordon pushed yet: after both merge, the node is
+    schedulable (real etcd serialises the two writers; CI saw the cordon come back)."""
+    from lab.standins.rbk8s import nodeops
+
+    a = Store(tmp_path / "a.json", self_name="cp1")
+    b = Store(tmp_path / "b.json", self_name="cp2")
+    a.heartbeat("k8scontrol03", "v1.36.0", "10.143.0.4")
+    assert nodeops.set_unschedulable(a, "k8scontrol03", True)
+    b.merge(a.data)
+    assert nodeops.set_unschedulable(a, "k8scontrol03", False)  # uncordon on cp1 ...
+    b.heartbeat("k8scontrol03", "v1.37.0", "10.143.0.4")  # ... a later report on cp2
+    a.merge(b.data)
+    b.merge(a.data)
+    for store in (a, b):
+        (node,) = store.node_list()["items"]
+        assert not node["spec"].get("unschedulable"), store.self_name
+        assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.0"
+    # deleting the node drops its cordon everywhere
+    assert nodeops.set_unschedulable(b, "k8scontrol03", True)
+    a.merge(b.data)
+    a.delete(["node//k8scontrol03"])
+    b.merge(a.data)
+    assert b.data["cordons"] == {} and b.node_list()["items"] == []

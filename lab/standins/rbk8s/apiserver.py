@@ -50,6 +50,7 @@ def empty_state() -> dict[str, Any]:
         "certkey": None,
         "members": {},
         "nodes": {},
+        "cordons": {},
         "objects": {},
         "stamps": {},
     }
@@ -77,7 +78,7 @@ class Store:
     def __init__(self, path: Path, *, self_name: str = "", now: Any = time.time) -> None:
         self.path, self.self_name, self.now = path, self_name, now
         self.lock = threading.RLock()
-        self.data = json.loads(path.read_text()) if path.exists() else empty_state()
+        self.data = {**empty_state(), **(json.loads(path.read_text()) if path.exists() else {})}
         self.peer_ctx: ssl.SSLContext | None = None
         self.dirty = False  # written since start: every later write pushes the whole state
 
@@ -107,9 +108,9 @@ class Store:
                 if section == "certkey":
                     self.data["certkey"] = other.get("certkey")
                 elif key in other.get(section, {}):
-                    self.data[section][key] = other[section][key]
+                    self.data.setdefault(section, {})[key] = other[section][key]
                 else:
-                    self.data[section].pop(key, None)
+                    self.data.setdefault(section, {}).pop(key, None)
                 changed = True
             if changed:
                 self.save()
@@ -182,10 +183,12 @@ class Store:
 
     # -- nodes and objects ----------------------------------------------------------------
     def heartbeat(self, name: str, version: str, ip: str) -> None:
+        """The kubelet's status report. Only the kubelet writes this entry; a cordon is a
+        separate entry (`cordons/NAME`), so a report that reaches a member before a cordon
+        written elsewhere has been pushed to it cannot undo the cordon on merge."""
         with self.lock:
-            old = self.data["nodes"].get(name) or {}  # keeps what others set (unschedulable)
+            old = self.data["nodes"].get(name) or {}
             self.data["nodes"][name] = {
-                **old,
                 "heartbeat": self.now(),
                 "version": version,
                 "ip": ip,
@@ -224,7 +227,10 @@ class Store:
                             "%Y-%m-%dT%H:%M:%SZ", time.gmtime(n.get("created") or n["heartbeat"])
                         ),
                     },
-                    "spec": nodeops.node_fields(n, control_plane=name in self.data["members"]),
+                    "spec": nodeops.node_fields(
+                        cordoned=name in self.data["cordons"],
+                        control_plane=name in self.data["members"],
+                    ),
                     "status": {
                         "conditions": [
                             {
@@ -256,6 +262,8 @@ class Store:
                 if self.data[section].pop(name, None) is not None:
                     gone.append(k)
                     self.touch(f"{section}/{name}")
+                    if section == "nodes" and self.data["cordons"].pop(name, None):
+                        self.touch(f"cordons/{name}")
             if gone:
                 self.commit()
         return gone

@@ -22,14 +22,20 @@ UNSCHEDULABLE_TAINT = {"key": "node.kubernetes.io/unschedulable", "effect": "NoS
 
 # ----- API server side -----------------------------------------------------------------------
 def set_unschedulable(store: Any, name: str, flag: bool) -> bool:
-    """False when the node does not exist."""
+    """False when the node does not exist. The cordon is its own replicated entry
+    (`cordons/NAME`): the kubelet's reports rewrite `nodes/NAME` and must not carry an old
+    `spec.unschedulable` back over a newer cordon or uncordon (real etcd serialises the two
+    writers; the lab's replicas merge entry by entry)."""
     with store.lock:
-        node = store.data["nodes"].get(name)
-        if node is None:
+        if name not in store.data["nodes"]:
             return False
-        if bool(node.get("unschedulable")) != flag:
-            store.data["nodes"][name] = {**node, "unschedulable": flag}
-            store.touch(f"nodes/{name}")
+        cordons = store.data["cordons"]
+        if (name in cordons) != flag:
+            if flag:
+                cordons[name] = True
+            else:
+                del cordons[name]
+            store.touch(f"cordons/{name}")
             store.commit()
     return True
 
@@ -63,12 +69,12 @@ def pods_on(store: Any, name: str) -> list[dict[str, Any]]:
 CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
 
-def node_fields(node: dict[str, Any], *, control_plane: bool = False) -> dict[str, Any]:
+def node_fields(*, cordoned: bool = False, control_plane: bool = False) -> dict[str, Any]:
     """A Node's `spec`: kubeadm's taint on control planes (its mark-control-plane phase; the
     etcd members are the control planes kubeadm made), and a cordon."""
     taints = [CONTROL_PLANE_TAINT] if control_plane else []
     spec: dict[str, Any] = {}
-    if node.get("unschedulable"):
+    if cordoned:
         spec["unschedulable"] = True
         taints.append(UNSCHEDULABLE_TAINT)
     if taints:
