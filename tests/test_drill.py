@@ -42,8 +42,9 @@ class Clock:
 class Pair:
     """Who holds the VIP and the floating IP; what each LB was told to do."""
 
-    def __init__(self, holder: str | None = "k8slb01") -> None:
+    def __init__(self, holder: str | None = "k8slb01", *, stuck: bool = False) -> None:
         self.holders: list[str] = [holder] if holder else []
+        self.stuck = stuck  # the peer never takes over
         self.log: list[tuple[str, str]] = []
 
 
@@ -82,7 +83,7 @@ class FakeLb(Host):
             or cmd.startswith("kill -9 ")
             or cmd.startswith("nohup sh -c ")
         )
-        if fails and self.name in self.pair.holders:
+        if fails and self.name in self.pair.holders and not self.pair.stuck:
             self.pair.holders = [peer]  # the peer takes over
             self.heartbeat = "inactive" if "stop" in cmd else self.heartbeat
             if cmd.startswith("nohup"):
@@ -233,6 +234,7 @@ def test_drill_fails_the_holder_measures_and_restores(
     assert f"outage: {VIP_T} 1.25" in text and f"outage: {FIP_T} 0.00" in text
     assert f"first-outage: {VIP_T} 1.25" in text and f"first-outage: {FIP_T}" not in text
     assert "VIP now held by k8slb02" in text
+    assert "takeover: k8slb02 0.5" in text and res.takeover_s == 0.5  # the first look
     assert re.search(rf"{re.escape(VIP_T)}.*1\.25 s.*12/100.*yes", text)
     # the baseline, the probe time and the settle time passed on the fake clock only
     assert clock.slept >= 20 + 1.5
@@ -302,3 +304,18 @@ def test_wait_back_gives_up_with_a_clear_error(inv: Inventory, clock: Clock) -> 
     with pytest.raises(drill.DrillError, match="k8slb01: not reachable 5 s after the link test"):
         drill._wait_back(lb, timeout=5)
     assert lb.closed >= 5
+
+
+@pytest.mark.parametrize("mode", ["stop", "linkdown"])
+def test_a_peer_that_never_takes_over_is_reported(inv: Inventory, clock: Clock, mode: str) -> None:
+    """Who holds the addresses after the drill is no proof (a linkdown's old holder may take
+    the group back once its links return): the drill watches the peer while it probes."""
+    pair = Pair("k8slb01", stuck=True)
+    ui, out = make_ui()
+    res = drill.run_drill(
+        inv, lbs_for(pair, inv), ProbeHost(probe_result(20, 20)), ui, mode=mode, seconds=20
+    )
+    assert res.takeover_s is None and res.holder_after == "k8slb01"
+    text = " ".join(out.getvalue().split())
+    assert "k8slb02 did not take over the VIP and the floating IP while k8slb01 was failed" in text
+    assert "takeover:" not in text

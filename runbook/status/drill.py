@@ -18,7 +18,7 @@ from typing import Any
 from ..core.console import Ui
 from ..core.remote import Host
 from ..inventory import Inventory
-from .lbstatus import LbNode, collect
+from .lbstatus import LbNode, collect, node_status
 
 FILES = Path(__file__).resolve().parents[2] / "files"
 PROBE_PATH = "/usr/local/lib/runbook/tcp-probe"
@@ -37,6 +37,7 @@ class DrillResult:
     failed_node: str
     holder_after: str
     targets: dict[str, Any] = field(default_factory=dict)
+    takeover_s: float | None = None  # when the peer held both addresses, after the failure
 
     def outage(self, target: str) -> float:
         return float(self.targets.get(target, {}).get("longest_outage_s", -1))
@@ -120,14 +121,19 @@ def run_drill(
         f"rm -f {PROBE_OUT}; nohup sh -c {shlex.quote(job)} >/dev/null 2>&1 </dev/null &"
     )
     time.sleep(1.5)  # a baseline before the failure
+    peer = next(n for n in lbs if n != holder)
     ui.print(f"failing {holder}: {mode}")
     lbs[holder].run(fail_command(inv, mode, seconds))
+    failed_at = time.monotonic()
+    takeover: float | None = None
     try:
         with ui.wait(f"probing {vip_t} and {fip_t}", seconds) as bar:
             task = bar.add_task("probe", total=seconds)
-            end = time.monotonic() + seconds
+            end = failed_at + seconds
             while time.monotonic() < end:
                 time.sleep(0.5)
+                if takeover is None and _holds_both(inv, lbs[peer]):
+                    takeover = time.monotonic() - failed_at
                 bar.update(task, completed=seconds - (end - time.monotonic()))
         data = _read_probe(probe_host, timeout=15)
     finally:  # whatever went wrong while measuring, the failed node comes back as the standby
@@ -137,7 +143,7 @@ def run_drill(
     time.sleep(1)
     after = collect(inv, lbs)
     now = [n.name for n in after if n.holds_vip]
-    res = DrillResult(mode, holder, ",".join(now) or "none", data.get("targets", {}))
+    res = DrillResult(mode, holder, ",".join(now) or "none", data.get("targets", {}), takeover)
     deadtime = lb.heartbeat.deadtime
     ui.table(
         f"failover drill: {mode} on {holder}",
@@ -157,10 +163,24 @@ def run_drill(
         first = v.get("windows", [])[:1]
         if first and first[0][1] is not None:
             ui.print(f"first-outage: {t} {first[0][1] - first[0][0]:.2f}")
+    if takeover is None:
+        ui.print(
+            f"{peer} did not take over the VIP and the floating IP while {holder} was "
+            "failed: see `inv lb.status` and both LBs' Heartbeat logs",
+            style="red",
+        )
+    else:  # a plain line for scripts too
+        ui.print(f"takeover: {peer} {takeover:.1f}")
     ui.print(
         f"VIP now held by {res.holder_after}; {holder} restored ({restore_command(inv, mode)})"
     )
     return res
+
+
+def _holds_both(inv: Inventory, host: Host) -> bool:
+    """Whether `host` holds the VIP and the floating IP now (one round trip; unreachable: no)."""
+    node = node_status(inv, host)
+    return node.reachable and node.holds_vip and node.holds_fip
 
 
 def _read_probe(host: Host, *, timeout: float) -> dict[str, Any]:

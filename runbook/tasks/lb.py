@@ -165,9 +165,11 @@ def failover_drill(
     )
     try:
         inv = common.cloud_facts(inv, ui, hosts, dry_run=False)
-        run_drill(
+        res = run_drill(
             inv, {n: hosts[n] for n in names}, hosts[prober], ui, mode=mode, seconds=float(seconds)
         )
+        if res.takeover_s is None:  # the drill's point: the peer must take the addresses over
+            raise Exit(code=common.EXIT_FAILED)
     except (CheckpointDeclined, NeedsPerson) as exc:
         ui.error(str(exc))
         raise Exit(code=common.EXIT_CHECKPOINT) from None
