@@ -128,18 +128,36 @@ class Store:
         """Push the current state to the other members (best effort, synchronous, outside the
         lock: concurrent writers push in parallel); members merge entry by entry, so pushes
         arriving out of order lose nothing."""
+        if self.dirty:
+            self.exchange()
+
+    def catch_up(self) -> None:
+        """Before a (re)started member answers anything: take what the others wrote while it
+        was down, as a restarted etcd member catches up with the leader before it serves a
+        read. Without it, the member served what it had before its restart until the next
+        write anywhere (an upgrade restarts every API server in turn)."""
+        self.exchange()
+
+    def exchange(self) -> None:
+        """Send this member's state to every other member and merge what each answers with:
+        both sides end with the entries either wrote last. A member that is down misses it;
+        it catches up when it starts."""
         with self.lock:
-            if not self.dirty or self.peer_ctx is None:
+            if self.peer_ctx is None:
                 return
             body = json.dumps(self.data).encode()
             peers = [ip for n, ip in self.data["members"].items() if n != self.self_name]
         for ip in peers:
+            where = ip if ":" in ip else f"{ip}:6443"  # host:port only in unit tests
             req = urllib.request.Request(
-                f"https://{ip}:6443/rb/v1/replicate", data=body, method="POST"
+                f"https://{where}/rb/v1/replicate", data=body, method="POST"
             )
-            # a member that is down misses this write; the next write carries the whole state
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(req, timeout=2, context=self.peer_ctx).read()
+            with contextlib.suppress(OSError, ValueError):
+                got = json.loads(
+                    urllib.request.urlopen(req, timeout=2, context=self.peer_ctx).read()
+                )
+                if isinstance(got.get("state"), dict):
+                    self.merge(got["state"])
 
     # -- tokens and certificate keys ------------------------------------------------------
     def create_token(self, ttl: float = TOKEN_TTL) -> str:
@@ -410,7 +428,9 @@ class Handler(BaseHTTPRequestHandler):
                 # a member of another (e.g. restored) cluster is no peer, as etcd refuses it
                 return self._send(412, {"message": "request cluster ID mismatch"})
             store.merge(other)
-            return self._send(200, {"version": store.data["version"]})
+            with store.lock:  # the sender merges what it did not have (see `exchange`)
+                state = json.loads(json.dumps(store.data))
+            return self._send(200, {"version": state["version"], "state": state})
         m = path.removeprefix("/rb/v1/nodes/")
         if m != path and m.endswith("/status"):
             name = m.removesuffix("/status")

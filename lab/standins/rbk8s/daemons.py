@@ -269,6 +269,7 @@ def apiserver(manifest: Path) -> int:
         assert store.peer_ctx is not None
         EtcdEndpoint(store, pki_dir, store.peer_ctx).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    store.catch_up()  # bound already: clients wait in the backlog, not refused
     srv.serve_forever()
     return 0
 
