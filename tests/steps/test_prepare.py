@@ -26,6 +26,7 @@ from runbook.steps.reboot import (
     Upgraded,
     refresh_lists_once,
 )
+from tests.conftest import FakeClock
 from tests.fakehost import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,28 +222,49 @@ def test_reboots_need_a_person_without_tty_and_yes(inv: Inventory) -> None:
     assert lab.events == []
 
 
-def test_a_host_that_does_not_come_back_stops_the_reboots(inv: Inventory) -> None:
+def test_a_host_that_does_not_come_back_stops_the_reboots(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     lab = Lab(inv)
     hosts = _hosts(inv, lab, k8scontrol01={"never_back": True})
-    step = RebootStep(poll=0, wait_seconds=0.05)
-    res = run_step(step, _ctx(inv, hosts, yes=True))
+    res = run_step(RebootStep(), _ctx(inv, hosts, yes=True))
     by = {r.target: r for r in res.results}
     assert by["k8scontrol01"].status is Status.UNREACHABLE
-    assert "not back" in by["k8scontrol01"].message
+    assert "k8scontrol01: not back 600 s after the reboot" in by["k8scontrol01"].message
+    # the two LBs before it were back after 3 looks (6 s each); k8scontrol01 was given 600 s
+    assert sum(fake_clock.slept) == 2 * 6 + 600
     for name in ("k8scontrol02", "k8scontrol03", "k8node01", "k8node02"):
         assert by[name].status is Status.SKIPPED, by[name]
     assert "reboot k8scontrol02" not in lab.events
 
 
-def test_back_but_never_ready_fails_with_what_it_waits_for(inv: Inventory) -> None:
+def test_back_but_never_ready_fails_with_what_it_waits_for(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     lab = Lab(inv)
-    hosts = _hosts(inv, lab, k8scontrol01={"not_ready": 10**6})
+    hosts = _hosts(inv, lab, k8scontrol01={"not_ready": 10**6, "boot_probes": 3})
     res = run_step(
-        RebootStep(poll=0, wait_seconds=0.2),
+        RebootStep(wait_seconds=60),
         _ctx(inv, {"k8scontrol01": hosts["k8scontrol01"]}, yes=True),
     )
     (r,) = res.results
     assert r.status is Status.FAILED and "apiserver does not answer ok" in r.message
+    assert "k8scontrol01: back after the reboot, but not ready within 60 s" in r.message
+    # one deadline for both: back after 3 failed looks, then not ready until 60 s in all
+    assert sum(fake_clock.slept) == 60
+
+
+def test_a_rebooted_host_is_in_service_at_the_first_look_that_says_so(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
+    """The wait ends as soon as the host is back and ready: a poll after the reboot command,
+    one per failed look, no more."""
+    lab = Lab(inv)
+    hosts = _hosts(inv, lab, k8scontrol01={"boot_probes": 2, "not_ready": 3})
+    res = run_step(RebootStep(), _ctx(inv, {"k8scontrol01": hosts["k8scontrol01"]}, yes=True))
+    assert [r.status for r in res.results] == [Status.CHANGED]
+    assert fake_clock.slept == [2.0] * (1 + 2 + 3)
+    assert lab.events == ["reboot k8scontrol01", "up k8scontrol01", "ready k8scontrol01"]
 
 
 def test_only_hosts_that_need_it_reboot_and_checks_skip_what_is_not_set_up(
