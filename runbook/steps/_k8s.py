@@ -168,7 +168,7 @@ def _short(name: str) -> str:
 
 
 @dataclass
-class KubectlApplied(Resource):
+class KubectlApplied(Resource[Host]):
     """`kubectl apply -f PATH` on the first control plane when the objects are missing or the
     manifest file changed in this run (`watch`). `objects` are `kind/name` for `kubectl get`."""
 

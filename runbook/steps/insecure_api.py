@@ -135,7 +135,7 @@ class TokenKubeconfig(File):
 
 
 @dataclass
-class BindingRole(Resource):
+class BindingRole(Resource[Host]):
     """A ClusterRoleBinding's roleRef is immutable: a binding to another role is deleted, and
     `kubectl apply` (next resource) creates it with the wanted one."""
 
@@ -165,7 +165,7 @@ class BindingRole(Resource):
 
 
 @dataclass
-class KubectlDeleted(Resource):
+class KubectlDeleted(Resource[Host]):
     """Cluster objects an earlier run created, deleted; looked up only while `marker` (the
     applied manifest) exists on the host — it is removed after the objects."""
 
@@ -202,7 +202,7 @@ class KubectlDeleted(Resource):
 
 
 @dataclass
-class FileAbsent(Resource):
+class FileAbsent(Resource[Host]):
     """A file and the backup `write_file` kept of it, absent."""
 
     path: str
@@ -226,7 +226,7 @@ class FileAbsent(Resource):
 
 
 @dataclass
-class UnitAbsent(Resource):
+class UnitAbsent(Resource[Host]):
     """A systemd service stopped, disabled and its unit file gone."""
 
     name: str

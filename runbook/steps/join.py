@@ -34,7 +34,7 @@ JOIN_TIMEOUT_S = 900  # kubeadm join (pulls images; a control plane waits for et
 
 
 @dataclass
-class Joined(Resource):
+class Joined(Resource[Host]):
     """This host is a node of the cluster (joined with its role)."""
 
     node: str

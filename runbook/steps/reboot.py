@@ -40,7 +40,7 @@ def refresh_lists_once(run_id: str, *, stamp: str = LISTS_STAMP) -> str:
 
 
 @dataclass
-class Upgraded(Resource):
+class Upgraded(Resource[Host]):
     """No pending package upgrades (`apt-get -s upgrade` simulates: read-only).
 
     `run_id` set (a real run): the probe first refreshes the package lists, once per host per
@@ -87,7 +87,7 @@ ReadyCheck = Callable[[Host], str | None]
 
 
 @dataclass
-class Rebooted(Resource):
+class Rebooted(Resource[Host]):
     """Reboot when /var/run/reboot-required exists; wait until SSH is back (fresh /run) and
     `ready` says the host serves again (Heartbeat pair settled, apiserver ready, …)."""
 
