@@ -42,3 +42,17 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
         waiting, "CLOCK", waiting.Clock(lambda: fake.monotonic(), lambda s: fake.sleep(s))
     )
     return fake
+
+
+def _no_real_sleep(seconds: float) -> None:
+    raise AssertionError(
+        f"a unit test waited {seconds} s in real time: take the `fake_clock` fixture"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _waits_do_not_sleep(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test whose wait would sleep fails: it takes `fake_clock`. Lab tests and tests
+    marked `real_clock` (a wait for another thread of the same run) keep the real clock."""
+    if not any(request.node.get_closest_marker(m) for m in ("lab", "real_clock")):
+        monkeypatch.setattr(waiting, "CLOCK", waiting.Clock(sleep=_no_real_sleep))
