@@ -1,7 +1,7 @@
 """`inv lb.failover-drill` (runbook/status/drill.py) against a scripted LB pair and a fake clock.
 
 The pair answers `lbstatus`'s probes from its state; the commands the drill sends move the VIP
-as Heartbeat would. `time` inside the drill is a fake clock: no test sleeps.
+as Heartbeat would. The drill's clock (the waits' clock) is a fake one: no test sleeps.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,24 +18,10 @@ from runbook.core.console import Masker, NeedsPerson, Ui, make_console
 from runbook.core.remote import Fact, Host, HostUnreachable, Result
 from runbook.inventory import Inventory, load_inventory
 from runbook.status import drill
+from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
 VIP_T, FIP_T = "10.143.0.50:6443", "116.202.6.21:6443"
-
-
-class Clock:
-    """monotonic() and sleep() for the drill: sleeping only moves the clock."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        self.slept += seconds
 
 
 class Pair:
@@ -136,13 +121,6 @@ def inv() -> Inventory:
     return load_inventory(REPO / "hosts.yaml")
 
 
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock()
-    monkeypatch.setattr(drill, "time", SimpleNamespace(monotonic=c.monotonic, sleep=c.sleep))
-    return c
-
-
 def make_ui(*, yes: bool = True) -> tuple[Ui, io.StringIO]:
     out = io.StringIO()
     masker = Masker()
@@ -193,7 +171,7 @@ def test_linkdown_detaches_and_brings_both_links_back(inv: Inventory) -> None:
     assert "sleep 1.0;" in drill.fail_command(inv, "linkdown", 1)
 
 
-def test_unknown_mode_is_refused(inv: Inventory, clock: Clock) -> None:
+def test_unknown_mode_is_refused(inv: Inventory, fake_clock: FakeClock) -> None:
     with pytest.raises(drill.DrillError, match="unknown mode 'reboot'"):
         drill.fail_command(inv, "reboot", 20)
     pair = Pair()
@@ -207,7 +185,7 @@ def test_unknown_mode_is_refused(inv: Inventory, clock: Clock) -> None:
 # -- the whole drill ------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["stop", "kill"])
 def test_drill_fails_the_holder_measures_and_restores(
-    inv: Inventory, clock: Clock, mode: str
+    inv: Inventory, fake_clock: FakeClock, mode: str
 ) -> None:
     pair = Pair("k8slb01")
     lbs = lbs_for(pair, inv)
@@ -237,10 +215,12 @@ def test_drill_fails_the_holder_measures_and_restores(
     assert "takeover: k8slb02 0.5" in text and res.takeover_s == 0.5  # the first look
     assert re.search(rf"{re.escape(VIP_T)}.*1\.25 s.*12/100.*yes", text)
     # the baseline, the probe time and the settle time passed on the fake clock only
-    assert clock.slept >= 20 + 1.5
+    assert sum(fake_clock.slept) >= 20 + 1.5
 
 
-def test_drill_reports_an_outage_over_deadtime_plus_one(inv: Inventory, clock: Clock) -> None:
+def test_drill_reports_an_outage_over_deadtime_plus_one(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     pair = Pair("k8slb02")
     probe = ProbeHost(probe_result(4.5, 3.9))
     ui, out = make_ui()
@@ -252,7 +232,7 @@ def test_drill_reports_an_outage_over_deadtime_plus_one(inv: Inventory, clock: C
     assert re.search(rf"{re.escape(FIP_T)}.*3\.90 s.*yes", text)
 
 
-def test_linkdown_waits_for_the_holder_to_come_back(inv: Inventory, clock: Clock) -> None:
+def test_linkdown_waits_for_the_holder_to_come_back(inv: Inventory, fake_clock: FakeClock) -> None:
     pair = Pair("k8slb01")
     lbs = lbs_for(pair, inv)
     probe = ProbeHost(probe_result(4.2, 3.9))
@@ -264,7 +244,7 @@ def test_linkdown_waits_for_the_holder_to_come_back(inv: Inventory, clock: Clock
     assert pair.log[-1] == ("k8slb01", "true")
 
 
-def test_no_holder_no_drill(inv: Inventory, clock: Clock) -> None:
+def test_no_holder_no_drill(inv: Inventory, fake_clock: FakeClock) -> None:
     pair = Pair(None)
     probe = ProbeHost(probe_result(1, 1))
     ui, _ = make_ui()
@@ -273,7 +253,7 @@ def test_no_holder_no_drill(inv: Inventory, clock: Clock) -> None:
     assert pair.log == [] and probe.writes == [] and probe.commands == []
 
 
-def test_checkpoint_without_a_person_fails_nothing(inv: Inventory, clock: Clock) -> None:
+def test_checkpoint_without_a_person_fails_nothing(inv: Inventory, fake_clock: FakeClock) -> None:
     pair = Pair("k8slb01")
     probe = ProbeHost(probe_result(1, 1))
     ui, out = make_ui(yes=False)
@@ -285,7 +265,7 @@ def test_checkpoint_without_a_person_fails_nothing(inv: Inventory, clock: Clock)
 
 
 def test_a_missing_probe_result_still_restores_the_failed_node(
-    inv: Inventory, clock: Clock
+    inv: Inventory, fake_clock: FakeClock
 ) -> None:
     pair = Pair("k8slb01")
     lbs = lbs_for(pair, inv)
@@ -298,7 +278,7 @@ def test_a_missing_probe_result_still_restores_the_failed_node(
     assert lbs["k8slb01"].heartbeat == "active"
 
 
-def test_wait_back_gives_up_with_a_clear_error(inv: Inventory, clock: Clock) -> None:
+def test_wait_back_gives_up_with_a_clear_error(inv: Inventory, fake_clock: FakeClock) -> None:
     lb = FakeLb("k8slb01", Pair(), inv)
     lb.down_for = 10**6
     with pytest.raises(drill.DrillError, match="k8slb01: not reachable 5 s after the link test"):
@@ -307,7 +287,9 @@ def test_wait_back_gives_up_with_a_clear_error(inv: Inventory, clock: Clock) -> 
 
 
 @pytest.mark.parametrize("mode", ["stop", "linkdown"])
-def test_a_peer_that_never_takes_over_is_reported(inv: Inventory, clock: Clock, mode: str) -> None:
+def test_a_peer_that_never_takes_over_is_reported(
+    inv: Inventory, fake_clock: FakeClock, mode: str
+) -> None:
     """Who holds the addresses after the drill is no proof (a linkdown's old holder may take
     the group back once its links return): the drill watches the peer while it probes."""
     pair = Pair("k8slb01", stuck=True)

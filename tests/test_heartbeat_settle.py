@@ -1,8 +1,8 @@
 """The heartbeat step's settle check (`HeartbeatStep.verify_all`) repairs a broken pair.
 
 A scripted LB pair answers the step's probes (`cl_status`, `ip addr`, `hcloud-failover`) from
-its state; `hb_standby`/`hb_takeover` change that state as Heartbeat would. `time` inside the step
-is a fake clock: no test sleeps.
+its state; `hb_standby`/`hb_takeover` change that state as Heartbeat would. The waits run on a
+fake clock: no test sleeps.
 """
 
 from __future__ import annotations
@@ -16,21 +16,10 @@ from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, StepFailed
 from runbook.core.remote import Host, Result
 from runbook.inventory import load_inventory
-from runbook.steps import heartbeat
 from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep
+from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class Pair:
@@ -81,10 +70,7 @@ class FakeLb(Host):
         return Result(out, "", 0)
 
 
-def make(
-    pair: Pair, clock: Clock, monkeypatch: pytest.MonkeyPatch
-) -> tuple[StepContext, io.StringIO]:
-    monkeypatch.setattr(heartbeat, "time", clock)
+def make(pair: Pair) -> tuple[StepContext, io.StringIO]:
     inv = load_inventory(REPO / "hosts.yaml")
     out = io.StringIO()
     masker = Masker()
@@ -97,13 +83,12 @@ def make(
 
 
 def test_both_owning_the_group_is_repaired_keeping_the_routed_node(
-    monkeypatch: pytest.MonkeyPatch,
+    fake_clock: FakeClock,
 ) -> None:
     """Both Heartbeats claim the group, both hold the VIP, the cloud routes to k8slb02: k8slb02
     keeps it (no route move), k8slb01 gives it up and its addresses go."""
     pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb02")
-    clock = Clock()
-    ctx, out = make(pair, clock, monkeypatch)
+    ctx, out = make(pair)
     HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
     assert ("k8slb01", "standby") in pair.commands
     assert ("k8slb02", "standby") not in pair.commands
@@ -111,39 +96,36 @@ def test_both_owning_the_group_is_repaired_keeping_the_routed_node(
     assert "both load balancers own the resource group: k8slb01 gives it up" in out.getvalue()
 
 
-def test_both_owning_without_a_route_keeps_the_primary(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_owning_without_a_route_keeps_the_primary(fake_clock: FakeClock) -> None:
     pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="-")
-    clock = Clock()
-    ctx, _ = make(pair, clock, monkeypatch)
+    ctx, _ = make(pair)
     HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
     assert [c for c in pair.commands if c[1] == "standby"] == [("k8slb02", "standby")]
     assert pair.owners == {"k8slb01"} and pair.vips == {"k8slb01"} and pair.routed == "k8slb01"
 
 
-def test_two_owners_for_a_moment_are_left_to_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_owners_for_a_moment_are_left_to_heartbeat(fake_clock: FakeClock) -> None:
     """A hand-over in progress (both claim for less than deadtime + 2 s) is not touched."""
     pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb01")
-    clock = Clock()
-    ctx, _ = make(pair, clock, monkeypatch)
-    real_sleep = clock.sleep
+    ctx, _ = make(pair)
+    real_sleep = fake_clock.sleep
 
     def sleep(seconds: float) -> None:
         real_sleep(seconds)
-        if clock.now >= 1002.0:  # Heartbeat resolves it itself after 2 s
+        if fake_clock.now >= 1002.0:  # Heartbeat resolves it itself after 2 s
             pair.owners = {"k8slb01"}
 
-    clock.sleep = sleep  # type: ignore[method-assign]
+    fake_clock.sleep = sleep  # type: ignore[method-assign]
     HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
     assert not [c for c in pair.commands if c[1] == "standby"]
     assert pair.vips == {"k8slb01"}
 
 
 def test_a_pair_that_stays_split_fails_with_both_owners_named(
-    monkeypatch: pytest.MonkeyPatch,
+    fake_clock: FakeClock,
 ) -> None:
     pair = Pair({"k8slb01", "k8slb02"}, {"k8slb01", "k8slb02"}, routed="k8slb01")
-    clock = Clock()
-    ctx, _ = make(pair, clock, monkeypatch)
+    ctx, _ = make(pair)
     ctx.targets["k8slb02"]._exec = (  # type: ignore[method-assign]
         lambda cmd, stdin, timeout, _orig=ctx.targets["k8slb02"]._exec: (
             Result("", "", 0) if cmd == HB_STANDBY else _orig(cmd, stdin=stdin, timeout=timeout)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
@@ -29,6 +30,7 @@ from ..core.interrupt import StopFlag
 from ..core.plan import CLOUD, Change
 from ..core.remote import DryRunViolation, Fact
 from ..core.resources import Resource
+from ..core.target import Target
 
 if TYPE_CHECKING:
     from ..core.console import Ui
@@ -138,6 +140,10 @@ class CloudTarget:
                 f"floating IP {name} not found in the Hetzner project (order it first)"
             )
         return fip
+
+
+CLOUD_IS_A_TARGET: type[Target] = CloudTarget
+"""mypy checks here that the cloud satisfies the engine's `Target` protocol."""
 
 
 class CloudUnavailable(RuntimeError):
@@ -262,7 +268,7 @@ def _wait(action: Any) -> None:
 
 
 @dataclass
-class Network(Resource):
+class Network(Resource[CloudTarget]):
     """The private network with its cloud subnet."""
 
     name: str
@@ -274,7 +280,7 @@ class Network(Resource):
     def key(self) -> str:
         return f"network:{self.name}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         net = target.network(self.name)
         if net is None:
             return Change(
@@ -289,7 +295,7 @@ class Network(Resource):
             return Change(self.key, "add subnet", f"{self.subnet} ({self.zone})")
         return None
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         net = target.network(self.name)
         sub = NetworkSubnet(ip_range=self.subnet, network_zone=self.zone, type="cloud")
         if net is None:
@@ -308,7 +314,7 @@ class Network(Resource):
 
 
 @dataclass
-class ServerAttached(Resource):
+class ServerAttached(Resource[CloudTarget]):
     """A server attached to the network with its fixed private IP."""
 
     server: str
@@ -319,7 +325,7 @@ class ServerAttached(Resource):
     def key(self) -> str:
         return f"attach:{self.server}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         srv = target.server(self.server)
         net = target.network(self.network)
         if net is None:
@@ -334,7 +340,7 @@ class ServerAttached(Resource):
             )
         return None
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         srv, net = target.server(self.server), target.network(self.network)
         _wait(
             target.write(
@@ -345,7 +351,7 @@ class ServerAttached(Resource):
 
 
 @dataclass
-class AliasIPHeld(Resource):
+class AliasIPHeld(Resource[CloudTarget]):
     """The VIP is an alias IP of one of `holders`; if of none, it goes to `holders[0]`.
 
     After a failover the VIP legitimately sits on the other LB: re-running the step must not
@@ -360,7 +366,7 @@ class AliasIPHeld(Resource):
     def key(self) -> str:
         return f"alias-ip:{self.vip}"
 
-    def _state(self, target: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    def _state(self, target: CloudTarget) -> tuple[Any, list[tuple[str, Any]]]:
         net = target.network(self.network)
         if net is None:
             raise CloudError(f"network {self.network} does not exist: run `inv network` first")
@@ -373,7 +379,7 @@ class AliasIPHeld(Resource):
                 who.append((name, pn))
         return net, who
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         _, who = self._state(target)
         if len(who) == 1:
             return None
@@ -381,7 +387,7 @@ class AliasIPHeld(Resource):
             return Change(self.key, "assign", f"alias IP {self.vip} → {self.holders[0]}")
         return Change(self.key, "fix", f"{self.vip} on {len(who)} servers; keep {who[0][0]}")
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         net, who = self._state(target)
         if not who:
             srv = target.server(self.holders[0])
@@ -400,15 +406,13 @@ class AliasIPHeld(Resource):
             _wait(
                 target.write(
                     f"change_alias_ips {name} {rest}",
-                    lambda srv=srv, rest=rest: target.client.servers.change_alias_ips(
-                        srv, net, rest
-                    ),
+                    partial(target.client.servers.change_alias_ips, srv, net, rest),
                 )
             )
 
 
 @dataclass
-class FloatingIPHeld(Resource):
+class FloatingIPHeld(Resource[CloudTarget]):
     """The floating IP is assigned to one of `holders`; unassigned or elsewhere → holders[0]."""
 
     name: str
@@ -419,7 +423,7 @@ class FloatingIPHeld(Resource):
     def key(self) -> str:
         return f"floating-ip:{self.name}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         fip = target.floating_ip(self.name)
         if fip.ip != self.address:
             raise CloudError(
@@ -431,7 +435,7 @@ class FloatingIPHeld(Resource):
         now = "unassigned" if fip.server is None else f"on server id {fip.server.id}"
         return Change(self.key, "assign", f"{self.address} ({now}) → {self.holders[0]}")
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         fip, srv = target.floating_ip(self.name), target.server(self.holders[0])
         _wait(
             target.write(
@@ -442,7 +446,7 @@ class FloatingIPHeld(Resource):
 
 
 @dataclass
-class FloatingDnsPtr(Resource):
+class FloatingDnsPtr(Resource[CloudTarget]):
     """Reverse DNS of the floating IP."""
 
     name: str
@@ -453,7 +457,7 @@ class FloatingDnsPtr(Resource):
     def key(self) -> str:
         return f"dns-ptr:{self.address}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         fip = target.floating_ip(self.name)
         current = {e["ip"]: e["dns_ptr"] for e in (fip.dns_ptr or [])}
         if current.get(self.address) == self.dns_ptr:
@@ -462,7 +466,7 @@ class FloatingDnsPtr(Resource):
             self.key, "set", f"{self.address} PTR {current.get(self.address)} → {self.dns_ptr}"
         )
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         fip = target.floating_ip(self.name)
         _wait(
             target.write(

@@ -24,7 +24,7 @@ from ..core.plan import Change
 from ..core.remote import Fact
 from ..core.resources import Resource
 from ..inventory.models import API_PORT
-from .api import CloudError
+from .api import CloudError, CloudTarget
 
 if TYPE_CHECKING:
     from ..inventory import Inventory
@@ -142,7 +142,7 @@ def source_allowed(source: str, inv: Inventory) -> bool:
     )
 
 
-def _firewall(target: Any, name: str) -> Any:
+def _firewall(target: CloudTarget, name: str) -> Any:
     return target.retrier.call(lambda: target.client.firewalls.get_by_name(name))
 
 
@@ -152,7 +152,7 @@ def _wait_all(actions: Sequence[Any]) -> None:
 
 
 @dataclass
-class ServerLabels(Resource):
+class ServerLabels(Resource[CloudTarget]):
     """The runbook's labels on a server (other labels are kept); firewalls select by them."""
 
     server: str
@@ -162,14 +162,14 @@ class ServerLabels(Resource):
     def key(self) -> str:
         return f"labels:{self.server}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         have = target.server(self.server).labels or {}
         missing = {k: v for k, v in self.labels.items() if have.get(k) != v}
         if not missing:
             return None
         return Change(self.key, "label", ", ".join(f"{k}={v}" for k, v in sorted(missing.items())))
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         srv = target.server(self.server)
         labels = {**(srv.labels or {}), **self.labels}
         target.write(
@@ -178,7 +178,7 @@ class ServerLabels(Resource):
 
 
 @dataclass
-class FirewallRules(Resource):
+class FirewallRules(Resource[CloudTarget]):
     """A firewall by name with exactly `rules` inbound (and no outbound rule: all out allowed)."""
 
     name: str
@@ -189,7 +189,7 @@ class FirewallRules(Resource):
     def key(self) -> str:
         return f"firewall:{self.name}"
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         fw = _firewall(target, self.name)
         if fw is None:
             return Change(
@@ -204,14 +204,17 @@ class FirewallRules(Resource):
             summary += f", {len(outbound)} outbound rule(s) removed"
         return Change(self.key, "set rules", summary, rules_diff(have, self.rules))
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         fw = _firewall(target, self.name)
         rules = [r.to_hcloud() for r in self.rules]
         if fw is None:
             target.write(
                 f"create firewall {self.name}",
+                # hcloud annotates `labels` as str; it sends (and documents) a dict
                 lambda: target.client.firewalls.create(
-                    name=self.name, rules=rules, labels=self.labels
+                    name=self.name,
+                    rules=rules,
+                    labels=self.labels,  # type: ignore[arg-type]
                 ),
             )
             return
@@ -224,7 +227,7 @@ class FirewallRules(Resource):
 
 
 @dataclass
-class FirewallApplied(Resource):
+class FirewallApplied(Resource[CloudTarget]):
     """The firewall applies to exactly one label selector (servers of one role of this cluster)."""
 
     name: str
@@ -234,7 +237,7 @@ class FirewallApplied(Resource):
     def key(self) -> str:
         return f"firewall-applied:{self.name}"
 
-    def _entries(self, target: Any) -> tuple[Any, bool, list[Any]]:
+    def _entries(self, target: CloudTarget) -> tuple[Any, bool, list[Any]]:
         fw = _firewall(target, self.name)
         if fw is None:
             return None, False, []
@@ -247,14 +250,14 @@ class FirewallApplied(Resource):
                 others.append(entry)
         return fw, ours, others
 
-    def check(self, target: Any, fact: Fact | None) -> Change | None:
+    def check(self, target: CloudTarget, fact: Fact | None) -> Change | None:
         fw, ours, others = self._entries(target)
         if fw is not None and ours and not others:
             return None
         extra = f"; remove {len(others)} other target(s)" if others else ""
         return Change(self.key, "apply", f"to label selector {self.selector}{extra}")
 
-    def apply(self, target: Any) -> None:
+    def apply(self, target: CloudTarget) -> None:
         fw, ours, others = self._entries(target)
         if fw is None:
             raise CloudError(f"firewall {self.name} does not exist")

@@ -26,6 +26,7 @@ from .interrupt import Interrupted, StopFlag
 from .plan import Change, Status, StepResult, TargetPlan, TargetResult
 from .remote import Host, HostUnreachable
 from .resources import Resource
+from .target import Target
 
 if TYPE_CHECKING:
     from ..inventory import Inventory
@@ -86,6 +87,8 @@ class StepContext:
     ui: Ui
     options: RunOptions
     targets: dict[str, Any] = field(default_factory=dict)
+    """Name → `Target`: a `Host` per host, the `CloudTarget` under `CLOUD`. The engine reads
+    them as `Target`; a host step reads its own `Host` (so the values stay untyped here)."""
     run: RunState = field(default_factory=RunState)
     stop: StopFlag = field(default_factory=StopFlag)
 
@@ -185,7 +188,7 @@ def _describe(exc: BaseException) -> str:
 
 def plan_target(step: Step, ctx: StepContext, name: str) -> TargetPlan:
     """Gather facts in one round trip and compare with the wanted state."""
-    target = ctx.targets[name]
+    target: Target = ctx.targets[name]
     try:
         resources = step.resources(ctx, name)
         facts = target.gather([r.probe() for r in resources])
@@ -204,7 +207,7 @@ def plan_target(step: Step, ctx: StepContext, name: str) -> TargetPlan:
 
 def apply_target(step: Step, ctx: StepContext, name: str) -> TargetResult:
     """Apply changed resources in order, then verify that everything checks clean."""
-    target = ctx.targets[name]
+    target: Target = ctx.targets[name]
     applied: list[Change] = []
     try:
         resources = step.resources(ctx, name)

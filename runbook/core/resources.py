@@ -16,10 +16,11 @@ import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 from .plan import Change
 from .remote import Fact, Host
+from .target import Target
 
 SECRET_MARKER = "<secret>"
 BACKUP_ROOT = "/var/backups/runbook"
@@ -28,8 +29,13 @@ LEGACY_BACKUP_SUFFIX = ".rb-bak"
 """Earlier runs kept backups beside the live file under this suffix, secret files included."""
 
 
-class Resource(ABC):
-    """Base class of host resources."""
+TargetT = TypeVar("TargetT", bound=Target, contravariant=True)
+"""The kind of target a resource works on (`Host` for host resources, `CloudTarget`)."""
+
+
+class Resource(ABC, Generic[TargetT]):
+    """Base class of resources: `Resource[Host]` on a host, `Resource[CloudTarget]` in the
+    cloud. The engine hands each resource the target of its step (any `Target`)."""
 
     #: the longest its apply may take (s), for resources that wait on something slow (apt):
     #: the engine says until when while it runs; None: no stated limit
@@ -45,11 +51,11 @@ class Resource(ABC):
         return None
 
     @abstractmethod
-    def check(self, host: Host, fact: Fact | None) -> Change | None:
-        """Return the change needed, or None when the host is already right."""
+    def check(self, target: TargetT, fact: Fact | None) -> Change | None:
+        """Return the change needed, or None when the target is already right."""
 
     @abstractmethod
-    def apply(self, host: Host) -> None:
+    def apply(self, target: TargetT) -> None:
         """Make it so (only called after check returned a change)."""
 
 
@@ -102,7 +108,7 @@ def unified_diff(old: str, new: str, fromfile: str, tofile: str) -> str:
 
 
 @dataclass
-class File(Resource):
+class File(Resource[Host]):
     """A whole file: content, mode, owner; atomic write, unified diff in the plan.
 
     Before replacing a file, the previous version is copied under `backup_root` (the path
@@ -186,7 +192,7 @@ class File(Resource):
 
 
 @dataclass
-class SecretBackupsAbsent(Resource):
+class SecretBackupsAbsent(Resource[Host]):
     """No copy of a secret file left beside it by an earlier run (`<path>.rb-bak`).
 
     Earlier versions of the runbook backed up every file it replaced, Heartbeat's authkeys and
@@ -241,7 +247,7 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 @dataclass
-class LineInFile(Resource):
+class LineInFile(Resource[Host]):
     """Ensure one line (matched by `match`, a regex) is present, or absent with `present=False`.
 
     Present: the first matching line is replaced by `line` and further matches are dropped; with
@@ -328,7 +334,7 @@ class LineInFile(Resource):
 
 
 @dataclass
-class Sysctl(Resource):
+class Sysctl(Resource[Host]):
     """A kernel parameter: runtime value and a persistent file in /etc/sysctl.d/."""
 
     name: str
@@ -367,7 +373,7 @@ class Sysctl(Resource):
 
 
 @dataclass
-class AptRepo(Resource):
+class AptRepo(Resource[Host]):
     """An apt source with its keyring (`signed-by`); `key_url` is fetched on the host.
 
     `line` and `key_url` may name the host's release as `{id}` and `{codename}` (os-release
@@ -446,7 +452,7 @@ def apt_install(host: Host, names: Sequence[str], *, update_first: bool = True) 
 
 
 @dataclass
-class Packages(Resource):
+class Packages(Resource[Host]):
     """Debian packages installed (`--no-install-recommends`), optionally held."""
 
     apply_timeout: ClassVar[float | None] = 600 + 1800  # apt-get update, then install
@@ -498,7 +504,7 @@ class Packages(Resource):
 
 
 @dataclass
-class Service(Resource):
+class Service(Resource[Host]):
     """A systemd unit enabled and running; reloaded/restarted when a watched resource changed."""
 
     name: str
@@ -547,7 +553,7 @@ class Service(Resource):
 
 
 @dataclass
-class GuardedCommand(Resource):
+class GuardedCommand(Resource[Host]):
     """A command that runs only when its guard says so (guard exit 0 = already done)."""
 
     name: str
@@ -573,7 +579,7 @@ class GuardedCommand(Resource):
 
 
 @dataclass
-class SystemdReload(Resource):
+class SystemdReload(Resource[Host]):
     """`systemctl daemon-reload` when a unit file among `watch` changed in this run."""
 
     watch: Sequence[str]

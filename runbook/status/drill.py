@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from ..core.console import Ui
 from ..core.remote import Host
+from ..core.waiting import now, pause, wait_until
 from ..inventory import Inventory
 from .lbstatus import LbNode, collect, node_status
 
@@ -120,30 +120,30 @@ def run_drill(
     probe_host.run(
         f"rm -f {PROBE_OUT}; nohup sh -c {shlex.quote(job)} >/dev/null 2>&1 </dev/null &"
     )
-    time.sleep(1.5)  # a baseline before the failure
+    pause(1.5)  # a baseline before the failure
     peer = next(n for n in lbs if n != holder)
     ui.print(f"failing {holder}: {mode}")
     lbs[holder].run(fail_command(inv, mode, seconds))
-    failed_at = time.monotonic()
+    failed_at = now()
     takeover: float | None = None
     try:
         with ui.wait(f"probing {vip_t} and {fip_t}", seconds) as bar:
             task = bar.add_task("probe", total=seconds)
             end = failed_at + seconds
-            while time.monotonic() < end:
-                time.sleep(0.5)
+            while now() < end:
+                pause(0.5)
                 if takeover is None and _holds_both(inv, lbs[peer]):
-                    takeover = time.monotonic() - failed_at
-                bar.update(task, completed=seconds - (end - time.monotonic()))
+                    takeover = now() - failed_at
+                bar.update(task, completed=seconds - (end - now()))
         data = _read_probe(probe_host, timeout=15)
     finally:  # whatever went wrong while measuring, the failed node comes back as the standby
         if mode == "linkdown":
             _wait_back(lbs[holder], timeout=seconds + 30)
         lbs[holder].run(restore_command(inv, mode))
-    time.sleep(1)
+    pause(1)
     after = collect(inv, lbs)
-    now = [n.name for n in after if n.holds_vip]
-    res = DrillResult(mode, holder, ",".join(now) or "none", data.get("targets", {}), takeover)
+    holding = [n.name for n in after if n.holds_vip]
+    res = DrillResult(mode, holder, ",".join(holding) or "none", data.get("targets", {}), takeover)
     deadtime = lb.heartbeat.deadtime
     ui.table(
         f"failover drill: {mode} on {holder}",
@@ -184,25 +184,28 @@ def _holds_both(inv: Inventory, host: Host) -> bool:
 
 
 def _read_probe(host: Host, *, timeout: float) -> dict[str, Any]:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        raw = host.read_file(PROBE_OUT)
-        if raw:
-            return dict(json.loads(raw))
-        time.sleep(0.5)
-    raise DrillError(f"{host.name}: the probe produced no result in {PROBE_OUT}")
+    raw = wait_until(
+        lambda: host.read_file(PROBE_OUT) or b"",
+        seconds=timeout,
+        interval=0.5,
+        failure=DrillError(f"{host.name}: the probe produced no result in {PROBE_OUT}"),
+    )
+    return dict(json.loads(raw))
 
 
 def _wait_back(host: Host, *, timeout: float) -> None:
     from ..core.remote import HostUnreachable
 
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    def answers() -> bool:
         try:
             host.close()
-            if host.query("true", ok_codes=None).exited == 0:
-                return
+            return host.query("true", ok_codes=None).exited == 0
         except HostUnreachable:
-            pass
-        time.sleep(1)
-    raise DrillError(f"{host.name}: not reachable {timeout:.0f} s after the link test")
+            return False
+
+    wait_until(
+        answers,
+        seconds=timeout,
+        interval=1,
+        failure=DrillError(f"{host.name}: not reachable {timeout:.0f} s after the link test"),
+    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shlex
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..core.engine import StepContext, StepFailed
 from ..core.plan import Change
 from ..core.remote import CommandFailed, Fact, Host, Result, private_writer
 from ..core.resources import Resource
+from ..core.waiting import poll, wait_until
 from ..render.k8sfiles import ADMIN_CONF, JoinCredentials, parse_certificate_key, parse_join_command
 
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
@@ -28,6 +28,7 @@ KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
 # connection", retried every second until the deadline
 VIP_TRANSIENT = ("Unable to connect to the server", "was refused", "connection reset by peer")
 VIP_DEADLINE_S = 30.0
+NODE_WAIT_S = 120  # a joined node appears in `kubectl get nodes`
 
 
 def through_vip(
@@ -36,14 +37,18 @@ def through_vip(
     """Run a kubectl command whose way to the apiserver is the VIP; retry while the answer is a
     connection failure, until `deadline_s` (default VIP_DEADLINE_S). The caller judges the last
     result (exit code and output)."""
-    until = time.monotonic() + (deadline_s or VIP_DEADLINE_S)
-    while True:
-        call = host.run if mutating else host.query
-        res = call(cmd, timeout=timeout, ok_codes=None)
+    call = host.run if mutating else host.query
+
+    def settled(res: Result) -> bool:
         transient = any(w in res.stderr + res.stdout for w in VIP_TRANSIENT)
-        if res.exited == 0 or not transient or time.monotonic() >= until:
-            return res
-        time.sleep(1)
+        return res.exited == 0 or not transient
+
+    return poll(
+        lambda: call(cmd, timeout=timeout, ok_codes=None),
+        seconds=deadline_s or VIP_DEADLINE_S,
+        interval=1,
+        done=settled,
+    )
 
 
 @dataclass(frozen=True)
@@ -125,22 +130,35 @@ class Cluster:
         token_id = token.split(".", 1)[0]
         self.host.run(f"kubeadm token delete {shlex.quote(token_id)}", ok_codes=None)
 
+    def wait_listed(self, name: str) -> None:
+        """Poll until `name` is in `kubectl get nodes` (after its join); StepFailed after
+        NODE_WAIT_S."""
+        wait_until(
+            lambda: name in self.nodes(refresh=True),
+            seconds=NODE_WAIT_S,
+            interval=2,
+            failure=f"{name} joined but is not in `kubectl get nodes`",
+        )
+
     def wait_ready(self, names: Sequence[str], *, timeout: float, what: str) -> dict[str, NodeInfo]:
         """Poll until every node in `names` is Ready, with a progress bar; StepFailed on timeout."""
-        ui = self.ctx.ui
-        deadline = time.monotonic() + timeout
-        with ui.wait(what, timeout) as progress:
+        waiting: list[str] = list(names)
+        with self.ctx.ui.wait(what, timeout) as progress:
             task = progress.add_task(what, total=len(names))
-            while True:
+
+            def all_ready() -> dict[str, NodeInfo]:
                 nodes = self.nodes(refresh=True)
-                ready = [n for n in names if n in nodes and nodes[n].ready]
-                progress.update(task, completed=len(ready))
-                if len(ready) == len(names):
-                    return nodes
-                if time.monotonic() > deadline:
-                    waiting = [n for n in names if n not in ready]
-                    raise StepFailed(f"not Ready after {timeout:.0f} s: {', '.join(waiting)}")
-                time.sleep(2)
+                waiting[:] = [n for n in names if n not in nodes or not nodes[n].ready]
+                progress.update(task, completed=len(names) - len(waiting))
+                return nodes
+
+            return wait_until(
+                all_ready,
+                seconds=timeout,
+                interval=2,
+                done=lambda _: not waiting,
+                failure=lambda: f"not Ready after {timeout:.0f} s: {', '.join(waiting)}",
+            )
 
 
 def _short(name: str) -> str:
@@ -150,7 +168,7 @@ def _short(name: str) -> str:
 
 
 @dataclass
-class KubectlApplied(Resource):
+class KubectlApplied(Resource[Host]):
     """`kubectl apply -f PATH` on the first control plane when the objects are missing or the
     manifest file changed in this run (`watch`). `objects` are `kind/name` for `kubectl get`."""
 

@@ -36,7 +36,7 @@ def default_token_file(ctx: StepContext) -> Path:
 
 
 @dataclass
-class TokenFile(Resource):
+class TokenFile(Resource[Host]):
     """The admin token in a local 0600 file, equal to what the cluster's Secret holds."""
 
     path: Path

@@ -27,7 +27,7 @@ def backup_dir(ctx: StepContext) -> Path:
 
 
 @dataclass
-class EtcdSnapshot(Resource):
+class EtcdSnapshot(Resource[Host]):
     """A new snapshot of the host's etcd member, saved locally (pending until taken this run)."""
 
     host_name: str

@@ -64,7 +64,7 @@ def client_pem(ctx: StepContext, host: Host) -> tuple[bytes, bytes]:
 
 
 @dataclass
-class LocalPem(Resource):
+class LocalPem(Resource[Host]):
     """A local 0600 file equal to the certificate or key of admin.conf."""
 
     path: Path

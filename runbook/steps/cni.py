@@ -46,7 +46,7 @@ WEAVE_WARNING = (
 
 
 @dataclass
-class CorednsApiHost(Resource):
+class CorednsApiHost(Resource[Host]):
     """The API DNS name → VIP in CoreDNS's Corefile (ConfigMap kube-system/coredns), applied
     with kubectl on the first control plane; CoreDNS's `reload` plugin picks it up."""
 

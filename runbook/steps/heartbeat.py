@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ from ..core.resources import (
     SystemdReload,
     secret_backups_absent,
 )
+from ..core.waiting import now, wait_until
 from ..render.lbfiles import (
     AUTHKEYS_PATH,
     FAILOVER_ENV_PATH,
@@ -132,16 +132,17 @@ class HeartbeatService(Service):
             return
         self.ctx.ui.print(f"{host.name}: planned hand-over of the VIP before the restart")
         host.run(HB_STANDBY, timeout=60)
-        deadline = time.monotonic() + HANDOVER_WAIT_S
-        while time.monotonic() < deadline:
-            if not holds_vip(self.ctx, host.name) and any(
-                holds_vip(self.ctx, p) for p in self.peers
-            ):
-                return
-            time.sleep(0.5)
-        raise StepFailed(
-            f"{host.name}: the peer did not take the VIP within {HANDOVER_WAIT_S:g} s "
-            "after hb_standby; Heartbeat not restarted"
+        wait_until(
+            lambda: (
+                not holds_vip(self.ctx, host.name)
+                and any(holds_vip(self.ctx, p) for p in self.peers)
+            ),
+            seconds=HANDOVER_WAIT_S,
+            interval=0.5,
+            failure=(
+                f"{host.name}: the peer did not take the VIP within {HANDOVER_WAIT_S:g} s "
+                "after hb_standby; Heartbeat not restarted"
+            ),
         )
 
 
@@ -279,11 +280,12 @@ class HeartbeatStep(Step):
 
     def verify(self, ctx: StepContext, target: str) -> None:
         host = ctx.targets[target]
-        deadline = time.monotonic() + 30
-        while host.query("cl_status hbstatus", ok_codes=None).exited != 0:
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{target}: heartbeat is not running (cl_status hbstatus)")
-            time.sleep(1)
+        wait_until(
+            lambda: host.query("cl_status hbstatus", ok_codes=None).exited == 0,
+            seconds=30,
+            interval=1,
+            failure=f"{target}: heartbeat is not running (cl_status hbstatus)",
+        )
 
     def verify_all(self, ctx: StepContext, targets: Sequence[str]) -> None:
         """Exactly one node owns the resources (Heartbeat) and holds the VIP, each node sees its
@@ -294,33 +296,41 @@ class HeartbeatStep(Step):
         hb = ctx.inventory.load_balancer.heartbeat
         lbs = [h.name for h in ctx.inventory.hosts_with_role("lb")]
         wait = hb.effective_initdead + hb.deadtime + 15
-        deadline = time.monotonic() + wait
         # nobody (or both) may own the group for a moment (a hand-over, a start, Heartbeat's
         # restart after "Both machines own our resources!"): act only when it lasts
         nobody = _Lasting(hb.deadtime + 2)
         both = _Lasting(hb.deadtime + 2)
         problem = ""
-        with ctx.ui.waiting("the LB pair to settle (one VIP holder, each peer active)", wait):
-            while time.monotonic() < deadline:
-                owners = [n for n in lbs if self._owns(ctx, n)]
-                peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
-                if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
-                    self._reassert(ctx, owners[0])
-                    for other in lbs:
-                        if other != owners[0] and holds_vip(ctx, other):
-                            self._reassert(ctx, other)  # follows the route: takes them off
-                    holders = [n for n in lbs if holds_vip(ctx, n)]
-                    if holders == owners:
-                        ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
-                        return
-                problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
-                now = time.monotonic()
-                if nobody.first_time_lasted(peers_ok and not owners, now):
-                    self._take_over(ctx, lbs)
-                if both.first_time_lasted(peers_ok and len(owners) > 1, now):
-                    self._stand_down(ctx, owners)
-                time.sleep(1)
-        raise StepFailed(f"the pair did not settle within {wait} s: {problem}")
+
+        def settled() -> bool:
+            nonlocal problem
+            owners = [n for n in lbs if self._owns(ctx, n)]
+            peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
+            if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
+                self._reassert(ctx, owners[0])
+                for other in lbs:
+                    if other != owners[0] and holds_vip(ctx, other):
+                        self._reassert(ctx, other)  # follows the route: takes them off
+                holders = [n for n in lbs if holds_vip(ctx, n)]
+                if holders == owners:
+                    ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
+                    return True
+            problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
+            at = now()
+            if nobody.first_time_lasted(peers_ok and not owners, at):
+                self._take_over(ctx, lbs)
+            if both.first_time_lasted(peers_ok and len(owners) > 1, at):
+                self._stand_down(ctx, owners)
+            return False
+
+        wait_until(
+            settled,
+            seconds=wait,
+            interval=1,
+            failure=lambda: f"the pair did not settle within {wait} s: {problem}",
+            ui=ctx.ui,
+            what="the LB pair to settle (one VIP holder, each peer active)",
+        )
 
     @staticmethod
     def _owns(ctx: StepContext, name: str) -> bool:

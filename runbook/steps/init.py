@@ -9,11 +9,12 @@ the VIP (admin.conf points there) and the apiserver manifest advertises the host
 from __future__ import annotations
 
 import shlex
-import time
 from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
+from ..core.remote import Result
 from ..core.resources import File, GuardedCommand, Resource
+from ..core.waiting import poll
 from ..render.k8sfiles import (
     ADMIN_CONF,
     APISERVER_MANIFEST,
@@ -89,19 +90,21 @@ class InitStep(Step):
             f"grep -q -- --advertise-address={ip} {APISERVER_MANIFEST}", ok_codes=None
         ).exited:
             raise StepFailed(f"{target}: {APISERVER_MANIFEST} does not advertise {ip}")
-        deadline = time.monotonic() + API_WAIT_S
-        with ctx.ui.waiting(
-            f"the API to answer /readyz through {ctx.inventory.control_plane_endpoint}",
-            API_WAIT_S,
-        ):
-            while True:
-                res = host.query(f"{KUBECTL} get --raw=/readyz", ok_codes=None, timeout=30)
-                if res.exited == 0 and res.stdout.strip() == "ok":
-                    return
-                if time.monotonic() > deadline:
-                    raise StepFailed(
-                        f"the API does not answer /readyz through "
-                        f"{ctx.inventory.control_plane_endpoint} after {API_WAIT_S} s: "
-                        f"{(res.stderr or res.stdout).strip()[-200:]}"
-                    )
-                time.sleep(2)
+        endpoint = ctx.inventory.control_plane_endpoint
+
+        def ready(r: Result) -> bool:
+            return r.exited == 0 and r.stdout.strip() == "ok"
+
+        res = poll(
+            lambda: host.query(f"{KUBECTL} get --raw=/readyz", ok_codes=None, timeout=30),
+            seconds=API_WAIT_S,
+            interval=2,
+            done=ready,
+            ui=ctx.ui,
+            what=f"the API to answer /readyz through {endpoint}",
+        )
+        if not ready(res):
+            raise StepFailed(
+                f"the API does not answer /readyz through {endpoint} after {API_WAIT_S} s: "
+                f"{(res.stderr or res.stdout).strip()[-200:]}"
+            )

@@ -23,7 +23,6 @@ import base64
 import hashlib
 import shlex
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
 from ..core.remote import Fact, Host
 from ..core.resources import SECRET_MARKER, File, Resource, Service, SystemdReload
+from ..core.waiting import poll
 from ..render import insecureapifiles as ia
 from ..render.k8sfiles import ADMIN_CONF
 from ._k8s import KUBECTL, Cluster, KubectlApplied
@@ -66,19 +66,19 @@ def sa_token(ctx: StepContext, *, wait: bool) -> str:
         cmd = (
             f"{KUBECTL} -n {ia.NAMESPACE} get secret {ia.SECRET_NAME} -o jsonpath='{{.data.token}}'"
         )
-        deadline = time.monotonic() + (TOKEN_WAIT_S if wait else 0)
-        while True:
+
+        def filled() -> str:
             res = host.query(cmd, ok_codes=None)
-            b64 = res.stdout.strip() if res.exited == 0 else ""
-            if b64:
-                ctx.ui.masker.register(b64)
-                token = base64.b64decode(b64).decode()
-                ctx.ui.masker.register(token)
-                state.token = token
-                return token
-            if time.monotonic() >= deadline:
-                return ""
-            time.sleep(1)
+            return res.stdout.strip() if res.exited == 0 else ""
+
+        b64 = poll(filled, seconds=TOKEN_WAIT_S if wait else 0, interval=1)
+        if not b64:
+            return ""
+        ctx.ui.masker.register(b64)
+        token = base64.b64decode(b64).decode()
+        ctx.ui.masker.register(token)
+        state.token = token
+        return token
 
 
 def _no_token(wait: bool) -> str:
@@ -135,7 +135,7 @@ class TokenKubeconfig(File):
 
 
 @dataclass
-class BindingRole(Resource):
+class BindingRole(Resource[Host]):
     """A ClusterRoleBinding's roleRef is immutable: a binding to another role is deleted, and
     `kubectl apply` (next resource) creates it with the wanted one."""
 
@@ -165,7 +165,7 @@ class BindingRole(Resource):
 
 
 @dataclass
-class KubectlDeleted(Resource):
+class KubectlDeleted(Resource[Host]):
     """Cluster objects an earlier run created, deleted; looked up only while `marker` (the
     applied manifest) exists on the host — it is removed after the objects."""
 
@@ -202,7 +202,7 @@ class KubectlDeleted(Resource):
 
 
 @dataclass
-class FileAbsent(Resource):
+class FileAbsent(Resource[Host]):
     """A file and the backup `write_file` kept of it, absent."""
 
     path: str
@@ -226,7 +226,7 @@ class FileAbsent(Resource):
 
 
 @dataclass
-class UnitAbsent(Resource):
+class UnitAbsent(Resource[Host]):
     """A systemd service stopped, disabled and its unit file gone."""
 
     name: str
@@ -273,14 +273,16 @@ def _get(host: Host, url: str) -> tuple[int, str]:
 
 def wait_api(host: Host, url: str, timeout: float) -> str:
     """Poll until `GET url` is 200 with an APIVersions body; "" when it is, else the last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def problem() -> str:
         code, body = _get(host, url)
-        if code == 200 and '"APIVersions"' in body:
-            return ""
-        if time.monotonic() > deadline:
-            return f"HTTP {code or 'no answer'}: {body[-200:]}"
-        time.sleep(1)
+        return (
+            ""
+            if code == 200 and '"APIVersions"' in body
+            else f"HTTP {code or 'no answer'}: {body[-200:]}"
+        )
+
+    return poll(problem, seconds=timeout, interval=1, done=lambda p: not p)
 
 
 class InsecureApiStep(Step):

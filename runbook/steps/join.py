@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import time
 from dataclasses import dataclass
 
 from ..core.engine import Step, StepContext, StepFailed
@@ -28,15 +27,14 @@ from ..render.k8sfiles import (
     apiserver_patch,
     kubeadm_join_config,
 )
-from ._k8s import Cluster
+from ._k8s import NODE_WAIT_S, Cluster
 from ._select import hosts_with
 
-NODE_WAIT_S = 120
 JOIN_TIMEOUT_S = 900  # kubeadm join (pulls images; a control plane waits for etcd)
 
 
 @dataclass
-class Joined(Resource):
+class Joined(Resource[Host]):
     """This host is a node of the cluster (joined with its role)."""
 
     node: str
@@ -94,11 +92,7 @@ class Joined(Resource):
                     f"kubeadm join --config {path}; rc=$?; rm -f {path}; exit $rc",
                     timeout=JOIN_TIMEOUT_S,
                 )
-                deadline = time.monotonic() + NODE_WAIT_S
-                while self.node not in self.cluster.nodes(refresh=True):
-                    if time.monotonic() > deadline:
-                        raise StepFailed(f"{self.node} joined but is not in `kubectl get nodes`")
-                    time.sleep(2)
+                self.cluster.wait_listed(self.node)
         finally:
             with contextlib.suppress(HostUnreachable):
                 host.run(f"rm -f {path}", ok_codes=None)
@@ -132,14 +126,10 @@ class JoinStep(Step):
 
     def verify(self, ctx: StepContext, target: str) -> None:
         cluster = Cluster.of(ctx)
-        deadline = time.monotonic() + NODE_WAIT_S
         # the list of this run (read at plan time, refreshed after every join) usually has it:
         # only a missing node costs more `kubectl get nodes` (20 workers: 20 fewer calls)
-        refresh = target not in cluster.nodes()
-        while refresh and target not in cluster.nodes(refresh=True):
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{target} joined but is not in `kubectl get nodes`")
-            time.sleep(2)
+        if target not in cluster.nodes():
+            cluster.wait_listed(target)
         if self.role == "control-plane":
             ip = str(ctx.inventory.hosts[target].private_ip)
             res = ctx.targets[target].query(

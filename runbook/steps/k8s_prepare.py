@@ -54,7 +54,7 @@ _SED_COMMENT = "\\@" + _FSTAB_SWAP + "@s@^@#runbook: @"  # sed: \@re@ addresses 
 
 
 @dataclass
-class SwapOff(Resource):
+class SwapOff(Resource[Host]):
     """No active swap and no swap line in /etc/fstab (kubelet refuses to run with swap)."""
 
     fstab: str = "/etc/fstab"
@@ -83,7 +83,7 @@ class SwapOff(Resource):
 
 
 @dataclass
-class ContainerRuntime(Resource):
+class ContainerRuntime(Resource[Host]):
     """containerd for Kubernetes 1.<minor>: `containerd.io` from Docker's repository, or an
     installed containerd that suffices. Never swaps one package for the other (see
     `runbook.render.containerd`): `dpkg-query` answers per package name, and containerd.io only

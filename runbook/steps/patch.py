@@ -38,7 +38,7 @@ AROUND = {
 
 
 @dataclass
-class Patched(Resource):
+class Patched(Resource[Host]):
     """No package upgrade and no reboot pending on this host."""
 
     ctx: StepContext

@@ -6,7 +6,6 @@ reboot order (`RebootStep`: LBs first with the VIP holder last, then control pla
 from __future__ import annotations
 
 import shlex
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -15,6 +14,7 @@ from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
 from ..core.remote import CommandFailed, Fact, Host, HostUnreachable
 from ..core.resources import Resource
+from ..core.waiting import pause, wait_until
 from ..inventory import API_PORT
 from ..render.k8sfiles import APISERVER_MANIFEST, KUBELET_CONF
 from ._select import holds_vip, hosts_with
@@ -40,7 +40,7 @@ def refresh_lists_once(run_id: str, *, stamp: str = LISTS_STAMP) -> str:
 
 
 @dataclass
-class Upgraded(Resource):
+class Upgraded(Resource[Host]):
     """No pending package upgrades (`apt-get -s upgrade` simulates: read-only).
 
     `run_id` set (a real run): the probe first refreshes the package lists, once per host per
@@ -87,7 +87,7 @@ ReadyCheck = Callable[[Host], str | None]
 
 
 @dataclass
-class Rebooted(Resource):
+class Rebooted(Resource[Host]):
     """Reboot when /var/run/reboot-required exists; wait until SSH is back (fresh /run) and
     `ready` says the host serves again (Heartbeat pair settled, apiserver ready, …)."""
 
@@ -114,23 +114,33 @@ class Rebooted(Resource):
             ">/dev/null 2>&1 </dev/null &"
         )
         host.close()
-        deadline = time.monotonic() + self.wait_seconds
-        time.sleep(self.poll)
-        while not self._back(host):
-            if time.monotonic() > deadline:
-                raise HostUnreachable(
+        # the reboot begins a second after the command: the first look comes one poll later
+        pause(self.poll)
+        back = False
+        waiting: str | None = None
+
+        def in_service() -> bool:
+            nonlocal back, waiting
+            back = back or self._back(host)
+            waiting = self.ready(host) if back and self.ready else None
+            return back and not waiting
+
+        def failure() -> Exception:
+            if not back:
+                return HostUnreachable(
                     f"{host.name}: not back {self.wait_seconds:.0f} s after the reboot"
                 )
-            time.sleep(self.poll)
-        waiting = self.ready(host) if self.ready else None
-        while waiting:
-            if time.monotonic() > deadline:
-                raise StepFailed(
-                    f"{host.name}: back after the reboot, but not ready within "
-                    f"{self.wait_seconds:.0f} s: {waiting}"
-                )
-            time.sleep(self.poll)
-            waiting = self.ready(host) if self.ready else None
+            return StepFailed(
+                f"{host.name}: back after the reboot, but not ready within "
+                f"{self.wait_seconds:.0f} s: {waiting}"
+            )
+
+        wait_until(
+            in_service,
+            seconds=max(0.0, self.wait_seconds - self.poll),
+            interval=self.poll,
+            failure=failure,
+        )
 
     @staticmethod
     def _back(host: Host) -> bool:

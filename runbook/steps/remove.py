@@ -50,7 +50,7 @@ def started_members(ctx: StepContext, door_host: Host, names: Sequence[str]) -> 
 
 
 @dataclass
-class Removed(Resource):
+class Removed(Resource[Host]):
     """The host is no node of the cluster, no etcd member, and reset."""
 
     ctx: StepContext

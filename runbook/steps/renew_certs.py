@@ -25,7 +25,7 @@ from ._select import hosts_with
 
 
 @dataclass
-class CertsFresh(Resource):
+class CertsFresh(Resource[Host]):
     """No kubeadm certificate of this control plane expires within `min_days`."""
 
     ctx: StepContext

@@ -95,7 +95,7 @@ def _count(fact: Fact | None) -> int:
 
 
 @dataclass
-class StaticPodsParked(Resource):
+class StaticPodsParked(Resource[Host]):
     """The control plane's static pods are stopped (manifests parked) while a restore is due."""
 
     needed: bool
@@ -120,7 +120,7 @@ class StaticPodsParked(Resource):
 
 
 @dataclass
-class RestoredData(Resource):
+class RestoredData(Resource[Host]):
     """The host's etcd data dir holds the snapshot, restored for this member."""
 
     name: str
@@ -179,7 +179,7 @@ class RestoredData(Resource):
 
 
 @dataclass
-class StaticPodsRunning(Resource):
+class StaticPodsRunning(Resource[Host]):
     """No parked manifests left: the static pods run (after a restore, or an interrupted one)."""
 
     @property

@@ -108,7 +108,7 @@ def _require_target(ctx: StepContext) -> tuple[Version, str]:
 
 
 @dataclass
-class ControlPlaneUpgraded(Resource):
+class ControlPlaneUpgraded(Resource[Host]):
     """This control plane's static pods run the target version."""
 
     ctx: StepContext
@@ -148,7 +148,7 @@ class ControlPlaneUpgraded(Resource):
 
 
 @dataclass
-class KubeletUpgraded(Resource):
+class KubeletUpgraded(Resource[Host]):
     """This node's kubelet (and kubectl) run the target version; the node is schedulable."""
 
     ctx: StepContext

@@ -32,6 +32,11 @@ from runbook.steps.insecure_api import InsecureApiStep
 from runbook.tasks._render import render_host
 from tests.steps.k8s_fakes import FakeCluster, FakeK8sHost
 
+# a step run's other control planes wait (1 s polls) for the token that the first one creates
+# in the same run, in another thread: whether they wait depends on the threads' timing, and
+# that wait needs real time to pass in the other thread (a fake clock would run out at once)
+pytestmark = pytest.mark.real_clock
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "eyJSECRET-TOKEN"  # what the scripted token controller puts into the Secret
 CPS = ("k8scontrol01", "k8scontrol02", "k8scontrol03")

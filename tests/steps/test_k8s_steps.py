@@ -26,6 +26,7 @@ from runbook.steps.cni import CniStep
 from runbook.steps.init import InitStep
 from runbook.steps.join import JoinStep
 from runbook.steps.k8s_prepare import kubernetes_resources
+from tests.conftest import FakeClock
 from tests.steps.k8s_fakes import FakeCluster, FakeK8sHost
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,17 +357,20 @@ class _FlakyVip(Host):
         "host or port?",
     ],
 )
-def test_calls_through_the_vip_ride_out_a_hand_over(error: str) -> None:
+def test_calls_through_the_vip_ride_out_a_hand_over(error: str, fake_clock: FakeClock) -> None:
     """I5 (issue 11: the join step's verification failed the run on one "Unable to connect to
     the server" while the VIP moved): connection failures are retried until the deadline."""
     from runbook.steps._k8s import through_vip
 
     host = _FlakyVip(2, error)
     res = through_vip(host, "kubectl get nodes -o json", deadline_s=10)
-    assert res.exited == 0 and host.calls == 3
+    assert res.exited == 0 and host.calls == 3 and fake_clock.slept == [1, 1]
     # a real error is not retried; a connection failure past the deadline is returned as is
     other = _FlakyVip(5, 'Error from server (Forbidden): nodes is forbidden: User "x"')
     assert through_vip(other, "kubectl get nodes", deadline_s=10).exited == 1 and other.calls == 1
     late = _FlakyVip(99, error)
+    fake_clock.slept.clear()
     assert through_vip(late, "kubectl get nodes", deadline_s=1.5).exited == 1
-    assert 2 <= late.calls <= 3
+    assert late.calls == 3 and fake_clock.slept == [1, 1]  # at 0, 1 and 2 s (past 1.5 s)
+    assert through_vip(_FlakyVip(99, error), "kubectl get nodes").exited == 1
+    assert sum(fake_clock.slept) == 2 + 30  # VIP_DEADLINE_S by default

@@ -26,6 +26,7 @@ from runbook.steps.reboot import (
     Upgraded,
     refresh_lists_once,
 )
+from tests.conftest import FakeClock
 from tests.fakehost import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
@@ -190,21 +191,23 @@ def _hosts(inv: Inventory, lab: Lab, **special: dict[str, object]) -> dict[str, 
 
 
 def test_reboots_one_host_at_a_time_vip_holder_last_each_ready_before_the_next(
-    inv: Inventory,
+    inv: Inventory, fake_clock: FakeClock
 ) -> None:
     lab = Lab(inv, holder="k8slb01")
     hosts = _hosts(inv, lab, k8scontrol02={"not_ready": 3})
-    res = run_step(RebootStep(poll=0), _ctx(inv, hosts, yes=True))
+    res = run_step(RebootStep(), _ctx(inv, hosts, yes=True))
     assert {r.status for r in res.results} == {Status.CHANGED}
     order = ["k8slb02", "k8slb01", "k8scontrol01", "k8scontrol02", "k8scontrol03"]
     order += ["k8node01", "k8node02"]
     assert lab.events == [f"{e} {n}" for n in order for e in ("reboot", "up", "ready")]
 
 
-def test_lb_waits_for_the_pair_to_settle_before_the_next_reboot(inv: Inventory) -> None:
+def test_lb_waits_for_the_pair_to_settle_before_the_next_reboot(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     lab = Lab(inv, holder="k8slb02")
     hosts = _hosts(inv, lab, k8slb01={"not_ready": 4})
-    run_step(RebootStep(poll=0), _ctx(inv, {n: hosts[n] for n in ("k8slb01", "k8slb02")}, yes=True))
+    run_step(RebootStep(), _ctx(inv, {n: hosts[n] for n in ("k8slb01", "k8slb02")}, yes=True))
     assert lab.events[:3] == ["reboot k8slb01", "up k8slb01", "ready k8slb01"]
     assert lab.events[3:] == ["reboot k8slb02", "up k8slb02", "ready k8slb02"]
 
@@ -221,32 +224,53 @@ def test_reboots_need_a_person_without_tty_and_yes(inv: Inventory) -> None:
     assert lab.events == []
 
 
-def test_a_host_that_does_not_come_back_stops_the_reboots(inv: Inventory) -> None:
+def test_a_host_that_does_not_come_back_stops_the_reboots(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     lab = Lab(inv)
     hosts = _hosts(inv, lab, k8scontrol01={"never_back": True})
-    step = RebootStep(poll=0, wait_seconds=0.05)
-    res = run_step(step, _ctx(inv, hosts, yes=True))
+    res = run_step(RebootStep(), _ctx(inv, hosts, yes=True))
     by = {r.target: r for r in res.results}
     assert by["k8scontrol01"].status is Status.UNREACHABLE
-    assert "not back" in by["k8scontrol01"].message
+    assert "k8scontrol01: not back 600 s after the reboot" in by["k8scontrol01"].message
+    # the two LBs before it were back after 3 looks (6 s each); k8scontrol01 was given 600 s
+    assert sum(fake_clock.slept) == 2 * 6 + 600
     for name in ("k8scontrol02", "k8scontrol03", "k8node01", "k8node02"):
         assert by[name].status is Status.SKIPPED, by[name]
     assert "reboot k8scontrol02" not in lab.events
 
 
-def test_back_but_never_ready_fails_with_what_it_waits_for(inv: Inventory) -> None:
+def test_back_but_never_ready_fails_with_what_it_waits_for(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     lab = Lab(inv)
-    hosts = _hosts(inv, lab, k8scontrol01={"not_ready": 10**6})
+    hosts = _hosts(inv, lab, k8scontrol01={"not_ready": 10**6, "boot_probes": 3})
     res = run_step(
-        RebootStep(poll=0, wait_seconds=0.2),
+        RebootStep(wait_seconds=60),
         _ctx(inv, {"k8scontrol01": hosts["k8scontrol01"]}, yes=True),
     )
     (r,) = res.results
     assert r.status is Status.FAILED and "apiserver does not answer ok" in r.message
+    assert "k8scontrol01: back after the reboot, but not ready within 60 s" in r.message
+    # one deadline for both: back after 3 failed looks, then not ready until 60 s in all
+    assert sum(fake_clock.slept) == 60
+
+
+def test_a_rebooted_host_is_in_service_at_the_first_look_that_says_so(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
+    """The wait ends as soon as the host is back and ready: a poll after the reboot command,
+    one per failed look, no more."""
+    lab = Lab(inv)
+    hosts = _hosts(inv, lab, k8scontrol01={"boot_probes": 2, "not_ready": 3})
+    res = run_step(RebootStep(), _ctx(inv, {"k8scontrol01": hosts["k8scontrol01"]}, yes=True))
+    assert [r.status for r in res.results] == [Status.CHANGED]
+    assert fake_clock.slept == [2.0] * (1 + 2 + 3)
+    assert lab.events == ["reboot k8scontrol01", "up k8scontrol01", "ready k8scontrol01"]
 
 
 def test_only_hosts_that_need_it_reboot_and_checks_skip_what_is_not_set_up(
-    inv: Inventory,
+    inv: Inventory, fake_clock: FakeClock
 ) -> None:
     lab = Lab(inv)
     hosts = _hosts(
@@ -256,7 +280,7 @@ def test_only_hosts_that_need_it_reboot_and_checks_skip_what_is_not_set_up(
         k8scontrol01={"required": False},
         k8slb02={"configured": False},
     )
-    res = run_step(RebootStep(poll=0), _ctx(inv, hosts, yes=True))
+    res = run_step(RebootStep(), _ctx(inv, hosts, yes=True))
     by = {r.target: r.status for r in res.results}
     assert by["k8slb01"] is Status.OK and by["k8scontrol01"] is Status.OK
     assert "reboot k8slb01" not in lab.events
@@ -272,12 +296,12 @@ def test_rebooted_is_not_planned_without_reboot_required(inv: Inventory) -> None
     assert change is not None and "linux-image" in change.summary
 
 
-def test_one_lb_alone_waits_for_heartbeat_not_for_a_peer_it_cannot_see(inv: Inventory) -> None:
+def test_one_lb_alone_waits_for_heartbeat_not_for_a_peer_it_cannot_see(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
     """`prepare --host k8slb01` while k8slb02 holds the VIP: k8slb02 is not connected."""
     lab = Lab(inv, holder="k8slb02")
     hosts = _hosts(inv, lab)
-    res = run_step(
-        RebootStep(poll=0, wait_seconds=1), _ctx(inv, {"k8slb01": hosts["k8slb01"]}, yes=True)
-    )
+    res = run_step(RebootStep(wait_seconds=10), _ctx(inv, {"k8slb01": hosts["k8slb01"]}, yes=True))
     assert res.results[0].status is Status.CHANGED, res.results[0].message
     assert lab.events == ["reboot k8slb01", "up k8slb01", "ready k8slb01"]
