@@ -228,3 +228,33 @@ def test_sshhost_changed_key_says_so_and_runs_nothing(server: SshServer, tmp_pat
     with pytest.raises(HostUnreachable, match="host key CHANGED for"):
         again.query("uname -n")
     assert server.commands == []
+
+
+def test_ssh_config_reaches_an_alias_but_cannot_loosen_the_host_key_check(
+    server: SshServer, tmp_path: Path
+) -> None:
+    """An ssh_config alias (HostName) is followed; its StrictHostKeyChecking and
+    UserKnownHostsFile are not: an unknown key is still refused, an accepted one recorded in the
+    inventory's known_hosts under the address connected to."""
+    (tmp_path / "ssh_config").write_text(
+        "Host lb-alias\n    HostName 127.0.0.1\n"
+        "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+    )
+    text = (REPO / "hosts.yaml").read_text()
+    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
+    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
+    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
+    (tmp_path / "hosts.yaml").write_text(text)
+    inv = load_inventory(tmp_path / "hosts.yaml")
+    known = inv.known_hosts_path
+    for accept_new in (False, True):
+        host = SSHHost(inv.hosts["k8slb01"], inv, keys=HostKeyPolicy(known, accept_new=accept_new))
+        host.conn.connect_kwargs["password"] = "pw"
+        if not accept_new:
+            with pytest.raises(HostUnreachable, match="unknown host key"):
+                host.query("true")
+            assert server.commands == [] and not known.exists()
+        else:
+            assert host.query("uname -n").stdout == "ran\n"
+            host.close()
+    assert known.read_text() == f"{server.name} ssh-ed25519 {server.key.get_base64()}\n"

@@ -1,4 +1,5 @@
-"""Checks of the operator's own files the inventory names (``ssh.identity``, ``known_hosts``).
+"""Checks of the operator's own files the inventory names (``ssh.identity``, ``known_hosts``,
+the ssh_config files of ``ssh.config_file``).
 
 Separate from loading: they depend on this machine, not on the file, so ``validate`` and the
 tasks that connect run them, while rendering and tests of the file itself do not.
@@ -7,16 +8,23 @@ tasks that connect run them, while rendering and tests of the file itself do not
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping
+from pathlib import Path
+
+import paramiko
 
 from runbook.inventory.models import Inventory, Problem
+
+_INCLUDE = re.compile(r"^\s*include[\s=]", re.IGNORECASE | re.MULTILINE)
 
 
 def local_file_findings(
     inv: Inventory, environ: Mapping[str, str]
 ) -> tuple[list[Problem], list[Problem]]:
-    """(problems, warnings) about ``ssh.identity`` and ``ssh.known_hosts`` on this machine."""
+    """(problems, warnings) about ``ssh.identity``, ``ssh.known_hosts`` and the ssh_config files
+    (``ssh.config_file``) on this machine."""
     file = str(inv.path)
     problems: list[Problem] = []
     warnings: list[Problem] = []
@@ -38,7 +46,60 @@ def local_file_findings(
     reason = _unusable(str(known), must_exist=False)
     if reason:
         problems.append(Problem(file, "ssh.known_hosts", f"{known} {reason}"))
+    explicit = isinstance(inv.ssh.config_file, str)
+    parsed = paramiko.SSHConfig()
+    for path in inv.ssh_config_files:
+        finding, warning = _ssh_config_finding(path, must_exist=explicit)
+        if finding:
+            problems.append(Problem(file, "ssh.config_file", finding))
+            continue
+        if warning:
+            warnings.append(Problem(file, "ssh.config_file", warning))
+        if path.is_file():
+            parsed.parse(path.read_text().splitlines())
+    warnings += _unused_ports(inv, parsed)
     return problems, warnings
+
+
+def _unused_ports(inv: Inventory, config: paramiko.SSHConfig) -> list[Problem]:
+    """An ssh_config ``Port`` for a host is not used: hosts are reached on ``ssh.port``, the port
+    the cloud firewall opens (only jump hosts take their port from ssh_config)."""
+    out = []
+    for host in inv.hosts.values():
+        port = config.lookup(host.address).get("port")
+        if port is not None and port != str(inv.ssh.port):
+            out.append(
+                Problem(
+                    str(inv.path),
+                    f"hosts.{host.name}.address",
+                    f"the ssh_config's Port {port} for {host.address} is not used: hosts are "
+                    f"reached on ssh.port ({inv.ssh.port}), the port the cloud firewall opens",
+                )
+            )
+    return out
+
+
+def _ssh_config_finding(path: Path, *, must_exist: bool) -> tuple[str | None, str | None]:
+    """(problem, warning) for one ssh_config file: unusable or unparsable is a problem (ssh
+    would refuse it too); ``Include`` lines are a warning (paramiko does not follow them)."""
+    reason = _unusable(str(path), must_exist=must_exist)
+    if reason:
+        return f"{path} {reason}", None
+    if not path.exists():
+        return None, None
+    try:
+        text = path.read_text()
+        paramiko.SSHConfig.from_text(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"{path} cannot be read: {exc}", None
+    except paramiko.ConfigParseError as exc:  # an unparsable line, a bad Match
+        return f"{path} is not a valid ssh_config: {exc}", None
+    if _INCLUDE.search(text):
+        return None, (
+            f"{path} has Include lines: they are not followed (paramiko reads one file); "
+            "the hosts they configure are reached without those settings"
+        )
+    return None, None
 
 
 def _unusable(path: str, *, must_exist: bool) -> str | None:
