@@ -383,6 +383,11 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
             "ssh.config_file: {tmp}/ssh/missing does not exist",
         ),
         ({"identity": None, "config_file": "kh"}, "ssh.config_file: {tmp}/kh is a directory"),
+        (
+            {"identity": None, "config_file": "loop_config"},
+            "hosts.k8slb01.address: k8slb01.skgm.de: the ssh_config's ProxyJump leads through "
+            "more than 8 jump hosts",
+        ),
     ],
     ids=[
         "identity-missing",
@@ -392,10 +397,14 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
         "nul",
         "ssh-config-missing",
         "ssh-config-dir",
+        "ssh-config-jump-loop",
     ],
 )
 def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
     (tmp_path / "kh").mkdir()
+    (tmp_path / "loop_config").write_text(
+        "Host a\n    ProxyJump b\nHost b\n    ProxyJump a\nHost *\n    ProxyJump a\n"
+    )
     p = ssh_files_inventory(tmp_path, **ssh)
     r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": ""})
     text = (r.stdout + r.stderr).replace("\n", "")

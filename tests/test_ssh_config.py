@@ -16,7 +16,15 @@ import yaml
 from fabric import Connection
 
 import runbook.inventory.models
-from runbook.core.remote import Connector, HostKeyPolicy, HostUnreachable, SSHHost
+from runbook.core.remote import (
+    Connector,
+    HostKeyPolicy,
+    HostUnreachable,
+    SSHConfigError,
+    SSHHost,
+    connect_all,
+    ssh_config_problems,
+)
 from runbook.inventory import Inventory, InventoryError, load_inventory
 from runbook.inventory.localfiles import local_file_findings
 
@@ -198,8 +206,36 @@ def test_a_host_is_not_its_own_jump_host_and_a_loop_is_refused(tmp_path: Path) -
     (tmp_path / "ssh_config").write_text(
         "Host a\n    ProxyJump b\nHost b\n    ProxyJump a\nHost *.skgm.de\n    ProxyJump a\n"
     )
-    with pytest.raises(HostUnreachable, match="more than 8 jump hosts"):
-        connection(inventory(tmp_path, config_file="ssh_config"))
+    inv = inventory(tmp_path, config_file="ssh_config")
+    with pytest.raises(SSHConfigError, match="more than 8 jump hosts"):
+        connection(inv)
+    # validate and the connecting tasks refuse it (exit 2); a run that got there anyway has
+    # the host unreachable with the reason, never a traceback
+    assert dict(ssh_config_problems(inv))[LB] == (
+        f"{LB_ADDRESS}: the ssh_config's ProxyJump leads through more than 8 jump hosts "
+        "(a loop, e.g. `Host *` with ProxyJump? exclude the jump host: `Host * !bastion`)"
+    )
+    host = connect_all(inv, [LB], dry_run=True)[LB]
+    with pytest.raises(HostUnreachable, match=f"^{LB}: unreachable: {LB_ADDRESS}: the ssh_conf"):
+        host.query("true")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("Port 99999", "the ssh_config's Port '99999' for bastion is not a port (1-65535)"),
+        ("ProxyJump bastion:x", "the ssh_config's ProxyJump 'bastion:x' is not [user@]host[:port]"),
+    ],
+)
+def test_a_bad_port_or_jump_in_ssh_config_is_named(tmp_path: Path, line: str, reason: str) -> None:
+    (tmp_path / "ssh_config").write_text(f"Host bastion k8slb01.skgm.de\n    {line}\n")
+    if line.startswith("Port"):
+        (tmp_path / "ssh_config").write_text(
+            f"Host *.skgm.de\n    ProxyJump bastion\nHost bastion\n    {line}\n"
+        )
+    inv = inventory(tmp_path, config_file="ssh_config")
+    problems = dict(ssh_config_problems(inv))
+    assert reason in problems[LB]
 
 
 # -- bad input: clear inventory errors (exit 2 through the tasks: tests/test_cli.py) -----------

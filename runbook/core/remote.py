@@ -43,6 +43,10 @@ class HostUnreachable(RuntimeError):
     """The host could not be reached (network, auth or host-key problem)."""
 
 
+class SSHConfigError(ValueError):
+    """The operator's ssh_config cannot be applied to a host (a ProxyJump loop, a bad Port)."""
+
+
 class CommandFailed(RuntimeError):
     """A remote command exited with an unexpected code."""
 
@@ -293,7 +297,10 @@ class Connector:
         elif ssh.proxy_command:
             host = self.ssh_config.lookup(spec.address)["hostname"]
             gateway = ssh.proxy_command.replace("%h", host).replace("%p", str(ssh.port))
-        return self.connect(spec.address, user=self._user, port=ssh.port, gateway=gateway)
+        try:
+            return self.connect(spec.address, user=self._user, port=ssh.port, gateway=gateway)
+        except SSHConfigError as exc:
+            raise SSHConfigError(f"{spec.address}: {exc}") from None
 
     def _inventory_gateway(self, spec: HostSpec) -> SessionConnection:
         """A jump host: another inventory host or an explicit `user@host:port`."""
@@ -349,8 +356,8 @@ class Connector:
         if jump and jump.lower() != "none":
             hops = [h.strip().removeprefix("ssh://") for h in jump.split(",")]
             if depth + len(hops) > MAX_JUMPS:
-                raise HostUnreachable(
-                    f"{name}: the ssh_config's ProxyJump leads through more than {MAX_JUMPS} jump "
+                raise SSHConfigError(
+                    f"the ssh_config's ProxyJump leads through more than {MAX_JUMPS} jump "
                     "hosts (a loop, e.g. `Host *` with ProxyJump? exclude the jump host: "
                     "`Host * !bastion`)"
                 )
@@ -373,8 +380,14 @@ class Connector:
 
 def _shorthand(hop: str) -> tuple[str, str | None, int | None]:
     """`[user@]host[:port]` of a ProxyJump hop (Fabric's parser, IPv6-aware)."""
-    parts = derive_shorthand(hop)
-    return parts["host"], parts["user"], parts["port"]
+    try:
+        parts = derive_shorthand(hop)
+    except ValueError:
+        parts = {"port": -1}
+    port = parts["port"]
+    if not parts.get("host") or (port is not None and not 1 <= port <= 65535):
+        raise SSHConfigError(f"the ssh_config's ProxyJump {hop!r} is not [user@]host[:port]")
+    return parts["host"], parts["user"], port
 
 
 def _config_port(found: paramiko.SSHConfigDict, name: str) -> int:
@@ -383,7 +396,7 @@ def _config_port(found: paramiko.SSHConfigDict, name: str) -> int:
     if value is None:
         return 22
     if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise HostUnreachable(f"{name}: the ssh_config's Port {value!r} is not a port (1-65535)")
+        raise SSHConfigError(f"the ssh_config's Port {value!r} for {name} is not a port (1-65535)")
     return int(value)
 
 
@@ -569,10 +582,27 @@ class HostKeyPolicy:
         return _Policy()
 
     def record(self, hostname: str, key: paramiko.PKey) -> None:
+        """Append the accepted key once: a jump host that several hosts pass (each connection
+        loaded the file before) is recorded by the first."""
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with self._lock:
             self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with self.known_hosts.open("a") as fh:
-                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            with self.known_hosts.open("a+") as fh:
+                fh.seek(0)
+                if line not in fh.readlines():
+                    fh.write(line)
+
+
+class UnusableHost(Host):
+    """A host the ssh_config gives no usable way to (`SSHConfigError`): every command is
+    unreachable with the reason, as for any host that cannot be reached."""
+
+    def __init__(self, name: str, reason: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.reason = reason
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        raise HostUnreachable(f"{self.name}: unreachable: {self.reason}")
 
 
 def connect_all(
@@ -594,7 +624,23 @@ def connect_all(
             hosts[name] = factory(spec, dry_run=dry_run, log=log)
             continue
         connector = connector or Connector(inventory, keys)
-        hosts[name] = SSHHost(
-            spec, inventory, keys=keys, dry_run=dry_run, log=log, connector=connector
-        )
+        try:
+            hosts[name] = SSHHost(
+                spec, inventory, keys=keys, dry_run=dry_run, log=log, connector=connector
+            )
+        except SSHConfigError as exc:
+            hosts[name] = UnusableHost(name, str(exc), dry_run=dry_run, log=log)
     return hosts
+
+
+def ssh_config_problems(inventory: Inventory) -> list[tuple[str, str]]:
+    """(host name, reason) for each host whose connection the ssh_config makes impossible:
+    `validate` and the connecting tasks refuse them before connecting (nothing is opened)."""
+    connector = Connector(inventory, HostKeyPolicy(inventory.known_hosts_path))
+    out = []
+    for name, spec in inventory.hosts.items():
+        try:
+            connector.host(spec).close()
+        except SSHConfigError as exc:
+            out.append((name, str(exc)))
+    return out
