@@ -247,14 +247,41 @@ def test_a_named_file_that_does_not_exist_is_an_inventory_problem(tmp_path: Path
     ]
 
 
-def test_an_unparsable_file_is_a_problem_and_include_a_warning(tmp_path: Path) -> None:
+def test_an_unparsable_file_is_a_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host x\n    =broken\n")
     problems, _ = local_file_findings(inventory(tmp_path, config_file=str(cfg)), {})
     assert len(problems) == 1 and "is not a valid ssh_config" in str(problems[0])
-    cfg.write_text("Include ~/.ssh/config.d/*\nHost x\n    User y\n")
-    problems, warnings = local_file_findings(inventory(tmp_path, config_file=str(cfg)), {})
-    assert problems == [] and "Include lines: they are not followed" in str(warnings[0])
+
+
+def test_include_is_followed_as_ssh_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian's /etc/ssh/ssh_config starts with `Include /etc/ssh/ssh_config.d/*.conf`:
+    included files apply (globbed in order, relative names from ~/.ssh for a user's file,
+    nested, a missing one skipped); an include loop is a problem, as ssh refuses it."""
+    from runbook.core.remote import read_ssh_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    d = tmp_path / ".ssh" / "config.d"
+    d.mkdir(parents=True)
+    (d / "10-lb.conf").write_text("Host lb\n    HostName 10.0.0.5\n    Include more\n")
+    (d / "more").write_text("    User ops\n")
+    (tmp_path / ".ssh" / "more").write_text("    User ops\n")
+    (d / "20-cp.conf").write_text("Host cp\n    User admin\n")
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Include config.d/*.conf nothing-here\nHost *\n    User fallback\n")
+    inv = inventory(tmp_path, config_file=str(cfg))
+    problems, warnings = local_file_findings(inv, {})
+    assert problems == [] and not any("Include" in str(w) for w in warnings)
+    config = read_ssh_config([cfg])
+    assert config.lookup("lb")["hostname"] == "10.0.0.5"
+    assert config.lookup("lb")["user"] == "ops"
+    assert config.lookup("cp")["user"] == "admin"
+    assert config.lookup("other")["user"] == "fallback"
+    cfg.write_text(f"Include {cfg}\n")
+    problems, _ = local_file_findings(inventory(tmp_path, config_file=str(cfg)), {})
+    assert len(problems) == 1 and "Include nested more than 16 deep" in str(problems[0])
 
 
 @pytest.mark.parametrize(

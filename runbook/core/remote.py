@@ -25,6 +25,7 @@ import paramiko
 from fabric import Config, Connection
 from fabric.connection import derive_shorthand
 
+from ..inventory.sshconfig import ssh_config_text
 from . import trace
 from .interrupt import Interrupted, StopFlag
 from .sshconn import SessionConnection, why_unreachable
@@ -258,8 +259,7 @@ def read_ssh_config(paths: Sequence[Path]) -> paramiko.SSHConfig:
     config = paramiko.SSHConfig()
     for path in paths:
         if path.is_file():
-            with path.open() as fh:
-                config.parse(fh)
+            config.parse(ssh_config_text(path).splitlines())
     return config
 
 

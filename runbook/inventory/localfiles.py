@@ -8,7 +8,6 @@ tasks that connect run them, while rendering and tests of the file itself do not
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import paramiko
 
 from runbook.inventory.models import Inventory, Problem
-
-_INCLUDE = re.compile(r"^\s*include[\s=]", re.IGNORECASE | re.MULTILINE)
+from runbook.inventory.sshconfig import IncludeError, ssh_config_text
 
 
 def local_file_findings(
@@ -49,14 +47,12 @@ def local_file_findings(
     explicit = isinstance(inv.ssh.config_file, str)
     parsed = paramiko.SSHConfig()
     for path in inv.ssh_config_files:
-        finding, warning = _ssh_config_finding(path, must_exist=explicit)
+        finding = _ssh_config_finding(path, must_exist=explicit)
         if finding:
             problems.append(Problem(file, "ssh.config_file", finding))
             continue
-        if warning:
-            warnings.append(Problem(file, "ssh.config_file", warning))
         if path.is_file():
-            parsed.parse(path.read_text().splitlines())
+            parsed.parse(ssh_config_text(path).splitlines())
     warnings += _unused_ports(inv, parsed)
     return problems, warnings
 
@@ -79,27 +75,23 @@ def _unused_ports(inv: Inventory, config: paramiko.SSHConfig) -> list[Problem]:
     return out
 
 
-def _ssh_config_finding(path: Path, *, must_exist: bool) -> tuple[str | None, str | None]:
-    """(problem, warning) for one ssh_config file: unusable or unparsable is a problem (ssh
-    would refuse it too); ``Include`` lines are a warning (paramiko does not follow them)."""
+def _ssh_config_finding(path: Path, *, must_exist: bool) -> str | None:
+    """Why one ssh_config file is unusable (ssh would refuse it too): unreadable, unparsable
+    (its ``Include``d files with it), or None."""
     reason = _unusable(str(path), must_exist=must_exist)
     if reason:
-        return f"{path} {reason}", None
+        return f"{path} {reason}"
     if not path.exists():
-        return None, None
+        return None
     try:
-        text = path.read_text()
-        paramiko.SSHConfig.from_text(text)
+        paramiko.SSHConfig.from_text(ssh_config_text(path))
     except (OSError, UnicodeDecodeError) as exc:
-        return f"{path} cannot be read: {exc}", None
+        return f"{path} cannot be read: {exc}"
+    except IncludeError as exc:
+        return f"{path}: {exc}"
     except paramiko.ConfigParseError as exc:  # an unparsable line, a bad Match
-        return f"{path} is not a valid ssh_config: {exc}", None
-    if _INCLUDE.search(text):
-        return None, (
-            f"{path} has Include lines: they are not followed (paramiko reads one file); "
-            "the hosts they configure are reached without those settings"
-        )
-    return None, None
+        return f"{path} is not a valid ssh_config: {exc}"
+    return None
 
 
 def _unusable(path: str, *, must_exist: bool) -> str | None:
