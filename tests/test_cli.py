@@ -378,11 +378,33 @@ def ssh_files_inventory(tmp_path: Path, **ssh: object) -> Path:
         ({"identity": "/dev/null"}, "ssh.identity: /dev/null is not a regular file"),
         ({"identity": None, "known_hosts": "kh"}, "ssh.known_hosts: {tmp}/kh is a directory"),
         ({"identity": "k\0ey"}, "ssh.identity: {tmp}/k\0ey is not a valid path"),
+        (
+            {"identity": None, "config_file": "ssh/missing"},
+            "ssh.config_file: {tmp}/ssh/missing does not exist",
+        ),
+        ({"identity": None, "config_file": "kh"}, "ssh.config_file: {tmp}/kh is a directory"),
+        (
+            {"identity": None, "config_file": "loop_config"},
+            "hosts.k8slb01.address: k8slb01.skgm.de: the ssh_config's ProxyJump leads through "
+            "more than 8 jump hosts",
+        ),
     ],
-    ids=["identity-missing", "identity-dir", "identity-device", "known-hosts-dir", "nul"],
+    ids=[
+        "identity-missing",
+        "identity-dir",
+        "identity-device",
+        "known-hosts-dir",
+        "nul",
+        "ssh-config-missing",
+        "ssh-config-dir",
+        "ssh-config-jump-loop",
+    ],
 )
 def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragment: str) -> None:
     (tmp_path / "kh").mkdir()
+    (tmp_path / "loop_config").write_text(
+        "Host a\n    ProxyJump b\nHost b\n    ProxyJump a\nHost *\n    ProxyJump a\n"
+    )
     p = ssh_files_inventory(tmp_path, **ssh)
     r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": ""})
     text = (r.stdout + r.stderr).replace("\n", "")
@@ -415,6 +437,24 @@ def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
     assert "missing_key does not exist" in text and "unreachable" not in text
+    assert not (tmp_path / "known_hosts").exists()
+
+
+@pytest.mark.bad_input
+def test_a_connecting_task_stops_at_a_missing_ssh_config_before_connecting(
+    tmp_path: Path,
+) -> None:
+    p = unreachable_inventory(tmp_path)
+    data = yaml.safe_load(p.read_text())
+    data["ssh"]["config_file"] = "no_such_ssh_config"
+    p.write_text(yaml.safe_dump(data))
+    r = inv("prepare", "--yes", inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert f"ssh.config_file: {tmp_path}/no_such_ssh_config does not exist" in text.replace(
+        "\n", ""
+    )
+    assert "unreachable" not in text and "Traceback" not in text
     assert not (tmp_path / "known_hosts").exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,11 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class _Server(paramiko.ServerInterface):
-    """Accepts the password `pw` and one exec request; the command is recorded, never run."""
+    """Accepts the password `pw` and one exec request; the command is recorded, never run.
+    A direct-tcpip channel (a ProxyJump through this server) is forwarded to its destination."""
 
     def __init__(self, commands: list[str]) -> None:
         self.commands = commands
         self.event = threading.Event()
+        self.forwards: dict[int, tuple[str, int]] = {}
+
+    def check_channel_direct_tcpip_request(
+        self, chanid: int, origin: tuple[str, int], destination: tuple[str, int]
+    ) -> int:
+        self.forwards[chanid] = destination
+        return paramiko.OPEN_SUCCEEDED
 
     def get_allowed_auths(self, username: str) -> str:
         return "password"
@@ -83,18 +92,41 @@ class SshServer:
 
     @staticmethod
     def _session(t: paramiko.Transport, server: _Server) -> None:
-        chan = t.accept(10)
-        if chan is None:
+        while True:
+            chan = t.accept(10)
+            if chan is None:
+                return
+            destination = server.forwards.pop(chan.get_id(), None)
+            if destination is not None:
+                threading.Thread(target=_forward, args=(chan, destination), daemon=True).start()
+                continue
+            server.event.wait(10)
+            chan.sendall(b"ran\n")
+            chan.send_exit_status(0)
+            chan.close()
             return
-        server.event.wait(10)
-        chan.sendall(b"ran\n")
-        chan.send_exit_status(0)
-        chan.close()
 
     def close(self) -> None:
         self.sock.close()
         for t in self._transports:
             t.close()
+
+
+def _forward(chan: paramiko.Channel, destination: tuple[str, int]) -> None:
+    """Pump bytes between a direct-tcpip channel and a TCP connection to its destination."""
+    with socket.create_connection(destination, timeout=10) as sock:
+        while True:
+            ready, _, _ = select.select([chan, sock], [], [], 10)
+            if not ready:
+                break
+            for src, dst in ((chan, sock), (sock, chan)):
+                if src in ready:
+                    data = src.recv(1 << 16)
+                    if not data:
+                        chan.close()
+                        return
+                    dst.sendall(data)
+    chan.close()
 
 
 _KEYS: list[str] = []
@@ -228,3 +260,69 @@ def test_sshhost_changed_key_says_so_and_runs_nothing(server: SshServer, tmp_pat
     with pytest.raises(HostUnreachable, match="host key CHANGED for"):
         again.query("uname -n")
     assert server.commands == []
+
+
+def test_ssh_config_reaches_an_alias_but_cannot_loosen_the_host_key_check(
+    server: SshServer, tmp_path: Path
+) -> None:
+    """An ssh_config alias (HostName) is followed; its StrictHostKeyChecking and
+    UserKnownHostsFile are not: an unknown key is still refused, an accepted one recorded in the
+    inventory's known_hosts under the address connected to."""
+    (tmp_path / "ssh_config").write_text(
+        "Host lb-alias\n    HostName 127.0.0.1\n"
+        "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+    )
+    text = (REPO / "hosts.yaml").read_text()
+    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
+    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
+    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
+    (tmp_path / "hosts.yaml").write_text(text)
+    inv = load_inventory(tmp_path / "hosts.yaml")
+    known = inv.known_hosts_path
+    for accept_new in (False, True):
+        host = SSHHost(inv.hosts["k8slb01"], inv, keys=HostKeyPolicy(known, accept_new=accept_new))
+        host.conn.connect_kwargs["password"] = "pw"
+        if not accept_new:
+            with pytest.raises(HostUnreachable, match="unknown host key"):
+                host.query("true")
+            assert server.commands == [] and not known.exists()
+        else:
+            assert host.query("uname -n").stdout == "ran\n"
+            host.close()
+    assert known.read_text() == f"{server.name} ssh-ed25519 {server.key.get_base64()}\n"
+
+
+def test_proxyjump_from_ssh_config_tunnels_and_checks_the_jump_hosts_key(
+    server: SshServer, tmp_path: Path
+) -> None:
+    """A ProxyJump line of the ssh_config: the host is reached through a direct-tcpip channel of
+    the jump host (this server, reached under another alias); the jump host's unknown key is
+    refused like any host's before anything runs, and accepted keys are recorded."""
+    (tmp_path / "ssh_config").write_text(
+        f"Host jump-alias\n    HostName 127.0.0.1\n    Port {server.port}\n    User ops\n"
+        "Host lb-alias\n    HostName 127.0.0.1\n    ProxyJump jump-alias\n"
+    )
+    text = (REPO / "hosts.yaml").read_text()
+    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
+    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
+    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
+    (tmp_path / "hosts.yaml").write_text(text)
+    inv = load_inventory(tmp_path / "hosts.yaml")
+    known = inv.known_hosts_path
+    for accept_new in (False, True):
+        host = SSHHost(inv.hosts["k8slb01"], inv, keys=HostKeyPolicy(known, accept_new=accept_new))
+        jump = host.conn.gateway
+        assert (jump.host, jump.port, jump.user) == ("127.0.0.1", server.port, "ops")
+        for conn in (host.conn, jump):
+            conn.connect_kwargs["password"] = "pw"
+        if not accept_new:
+            with pytest.raises(HostUnreachable, match="unknown host key"):
+                host.query("true")
+            assert server.commands == [] and not known.exists()
+            assert not jump.is_connected  # refused at the jump host: no tunnel was opened
+        else:
+            assert host.query("uname -n").stdout == "ran\n"
+            assert jump.is_connected and server.commands == ["uname -n"]
+            host.close()
+            jump.close()
+    assert known.read_text() == f"{server.name} ssh-ed25519 {server.key.get_base64()}\n"

@@ -34,9 +34,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 from runbook.core.remote import HostKeyPolicy, HostUnreachable, SSHHost
-ssh = SimpleNamespace(user="root", port=22, connect_timeout=1, proxy_command="sleep 30")
-inventory = SimpleNamespace(ssh=ssh, identity_path=None)
-spec = SimpleNamespace(name="k8slb01", address="192.0.2.10")
+ssh = SimpleNamespace(
+    user="root", port=22, connect_timeout=1, proxy_command="sleep 30", model_fields_set=set()
+)
+inventory = SimpleNamespace(ssh=ssh, identity_path=None, ssh_config_files=())
+spec = SimpleNamespace(name="k8slb01", address="192.0.2.10", gateway=None)
 host = SSHHost(spec, inventory, keys=HostKeyPolicy(Path(sys.argv[1])))
 try:
     host.query("true")

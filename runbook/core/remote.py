@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import paramiko
 from fabric import Config, Connection
+from fabric.connection import derive_shorthand
 
+from ..inventory.sshconfig import ssh_config_text
 from . import trace
 from .interrupt import Interrupted, StopFlag
 from .sshconn import SessionConnection, why_unreachable
@@ -40,6 +42,10 @@ class DryRunViolation(RuntimeError):
 
 class HostUnreachable(RuntimeError):
     """The host could not be reached (network, auth or host-key problem)."""
+
+
+class SSHConfigError(ValueError):
+    """The operator's ssh_config cannot be applied to a host (a ProxyJump loop, a bad Port)."""
 
 
 class CommandFailed(RuntimeError):
@@ -233,15 +239,165 @@ class Host:
         return f"base64 -d > {tmp}", base64.b64encode(data).decode() + "\n"
 
 
-def auth_kwargs(identity: Path | None) -> dict[str, Any]:
-    """How paramiko authenticates: the inventory's key file; without one, the default keys in
-    ~/.ssh. The ssh agent only when the named key file does not exist (`validate` accepts that
-    with a warning when SSH_AUTH_SOCK is set: the agent may hold the key)."""
+def auth_kwargs(identity: Path | None, config_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """How paramiko authenticates: the inventory's key file; without one, the ssh_config's
+    IdentityFile keys that exist (`config_keys`), then the default keys in ~/.ssh. The ssh agent
+    only when the named key file does not exist (`validate` accepts that with a warning when
+    SSH_AUTH_SOCK is set: the agent may hold the key)."""
     if identity is None:
-        return {"look_for_keys": True, "allow_agent": False}
+        found = [k for k in config_keys if Path(k).expanduser().is_file()]
+        keys: dict[str, Any] = {"key_filename": found} if found else {}
+        return {**keys, "look_for_keys": True, "allow_agent": False}
     if identity.is_file():
         return {"key_filename": [str(identity)], "look_for_keys": False, "allow_agent": False}
     return {"look_for_keys": False, "allow_agent": True}
+
+
+def read_ssh_config(paths: Sequence[Path]) -> paramiko.SSHConfig:
+    """The files of `paths` that exist, parsed into one ssh_config (the first value obtained for
+    a key wins, as in ssh). `validate` has refused an unreadable or unparsable one."""
+    config = paramiko.SSHConfig()
+    for path in paths:
+        if path.is_file():
+            config.parse(ssh_config_text(path).splitlines())
+    return config
+
+
+#: Jump hosts a ProxyJump chain may pass before it is taken for a loop (`Host *` + ProxyJump).
+MAX_JUMPS = 8
+
+
+class Connector:
+    """Builds every Fabric connection of a run the same way: hosts, their jump hosts, ProxyJump
+    hops — each with the run's host-key policy, the same authentication and timeouts.
+
+    ssh_config (`inventory.ssh_config_files`) is read here and applied explicitly, Fabric's own
+    loading stays off: Fabric appends ssh_config IdentityFiles to the inventory's key, opens
+    ProxyJump hops with its AutoAddPolicy (any jump host key accepted) and chains `a,b` from b.
+    The rules, per setting: the inventory's explicit value wins, then the ssh_config's, then the
+    inventory's default; except the port of an inventory host, always `ssh.port`: the cloud
+    firewall opens that port, so a host must never be reached on another.
+    """
+
+    def __init__(self, inventory: Inventory, keys: HostKeyPolicy) -> None:
+        self.inventory = inventory
+        self.keys = keys
+        self.ssh_config = read_ssh_config(inventory.ssh_config_files)
+        given = inventory.ssh.model_fields_set
+        self._user = inventory.ssh.user if "user" in given else None
+
+    def host(self, spec: HostSpec) -> SessionConnection:
+        """An inventory host: its `address` looked up in ssh_config (HostName, User,
+        IdentityFile, ProxyJump, ProxyCommand); its `gateway` or `ssh.proxy_command` win over
+        the ssh_config's jump settings."""
+        ssh = self.inventory.ssh
+        gateway: Connection | str | None = None
+        if spec.gateway:
+            gateway = self._inventory_gateway(spec)
+        elif ssh.proxy_command:
+            host = self.ssh_config.lookup(spec.address)["hostname"]
+            gateway = ssh.proxy_command.replace("%h", host).replace("%p", str(ssh.port))
+        try:
+            return self.connect(spec.address, user=self._user, port=ssh.port, gateway=gateway)
+        except SSHConfigError as exc:
+            raise SSHConfigError(f"{spec.address}: {exc}") from None
+
+    def _inventory_gateway(self, spec: HostSpec) -> SessionConnection:
+        """A jump host: another inventory host or an explicit `user@host:port`."""
+        gw = self.inventory.gateway_for(spec)
+        if gw is None:  # pragma: no cover - caller checks
+            raise ValueError("no gateway")
+        if hasattr(gw, "address"):
+            return self.connect(gw.address, user=self._user, port=self.inventory.ssh.port)
+        return self.connect(gw.host, user=gw.user, port=gw.port)
+
+    def connect(
+        self,
+        name: str,
+        *,
+        user: str | None,
+        port: int | None,
+        gateway: Connection | str | None = None,
+        depth: int = 0,
+    ) -> SessionConnection:
+        """A lazily connecting Connection to `name` (an alias ssh_config may map): `user`/`port`
+        given win over ssh_config's; `gateway` None means the ssh_config's, if any."""
+        ssh = self.inventory.ssh
+        found = self.ssh_config.lookup(name)
+        host = found["hostname"]
+        if gateway is None:
+            gateway = self._config_gateway(name, found, depth)
+        connect_kwargs: dict[str, Any] = {
+            **auth_kwargs(self.inventory.identity_path, found.get("identityfile", [])),
+            "banner_timeout": ssh.connect_timeout,
+            "auth_timeout": ssh.connect_timeout,
+        }
+        conn = SessionConnection(
+            host,
+            user=user or found.get("user") or ssh.user,
+            port=port or _config_port(found, name),
+            config=Config(
+                overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}}
+            ),
+            connect_timeout=ssh.connect_timeout,
+            connect_kwargs=connect_kwargs,
+            forward_agent=False,  # never hand the operator's agent to a cluster host
+            gateway=gateway if gateway is not None else False,  # False: none, not Fabric's
+        )
+        self.keys.install(conn.client)
+        return conn
+
+    def _config_gateway(
+        self, name: str, found: paramiko.SSHConfigDict, depth: int
+    ) -> Connection | str | None:
+        """ssh_config's ProxyJump (hops in order, each reaching the next), else its
+        ProxyCommand (tokens already expanded by paramiko), else None."""
+        jump = found.get("proxyjump")
+        if jump and jump.lower() != "none":
+            hops = [h.strip().removeprefix("ssh://") for h in jump.split(",")]
+            if depth + len(hops) > MAX_JUMPS:
+                raise SSHConfigError(
+                    f"the ssh_config's ProxyJump leads through more than {MAX_JUMPS} jump "
+                    "hosts (a loop, e.g. `Host *` with ProxyJump? exclude the jump host: "
+                    "`Host * !bastion`)"
+                )
+            prev: Connection | None = None
+            for hop in hops:
+                hop_host, hop_user, hop_port = _shorthand(hop)
+                if hop_host in (name, found["hostname"]):
+                    return None  # our own jump host (a `Host *` rule): connect directly, as Fabric
+                prev = self.connect(
+                    hop_host,
+                    user=hop_user,
+                    port=hop_port,
+                    gateway=prev,
+                    depth=depth + len(hops),
+                )
+            return prev
+        command = found.get("proxycommand")
+        return command if command else None
+
+
+def _shorthand(hop: str) -> tuple[str, str | None, int | None]:
+    """`[user@]host[:port]` of a ProxyJump hop (Fabric's parser, IPv6-aware)."""
+    try:
+        parts = derive_shorthand(hop)
+    except ValueError:
+        parts = {"port": -1}
+    port = parts["port"]
+    if not parts.get("host") or (port is not None and not 1 <= port <= 65535):
+        raise SSHConfigError(f"the ssh_config's ProxyJump {hop!r} is not [user@]host[:port]")
+    return parts["host"], parts["user"], port
+
+
+def _config_port(found: paramiko.SSHConfigDict, name: str) -> int:
+    """A jump host's port: the ssh_config's, else 22."""
+    value = found.get("port")
+    if value is None:
+        return 22
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise SSHConfigError(f"the ssh_config's Port {value!r} for {name} is not a port (1-65535)")
+    return int(value)
 
 
 class SSHHost(Host):
@@ -255,32 +411,14 @@ class SSHHost(Host):
         keys: HostKeyPolicy,
         dry_run: bool = False,
         log: CommandLog | None = None,
-        gateway: Connection | None = None,
+        connector: Connector | None = None,
     ) -> None:
         super().__init__(spec.name, dry_run=dry_run, log=log)
-        ssh = inventory.ssh
-        self.user = ssh.user
-        cfg = Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}})
-        identity = inventory.identity_path
-        connect_kwargs: dict[str, Any] = {
-            **auth_kwargs(identity),
-            "banner_timeout": ssh.connect_timeout,
-            "auth_timeout": ssh.connect_timeout,
-        }
-        gw: Any = gateway
-        if gw is None and ssh.proxy_command:
-            gw = ssh.proxy_command.replace("%h", spec.address).replace("%p", str(ssh.port))
-        self.connect_timeout = float(ssh.connect_timeout)
-        self.conn = SessionConnection(
-            spec.address,
-            user=ssh.user,
-            port=ssh.port,
-            config=cfg,
-            connect_timeout=ssh.connect_timeout,
-            connect_kwargs=connect_kwargs,
-            gateway=gw,
-        )
-        keys.install(self.conn.client)
+        if connector is None:
+            connector = Connector(inventory, keys)
+        self.conn = connector.host(spec)
+        self.user = self.conn.user  # the login in effect: root runs commands without sudo
+        self.connect_timeout = float(inventory.ssh.connect_timeout)
         self._lock = threading.Lock()
 
     def _wrap(self, cmd: str) -> str:
@@ -444,10 +582,27 @@ class HostKeyPolicy:
         return _Policy()
 
     def record(self, hostname: str, key: paramiko.PKey) -> None:
+        """Append the accepted key once: a jump host that several hosts pass (each connection
+        loaded the file before) is recorded by the first."""
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
         with self._lock:
             self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-            with self.known_hosts.open("a") as fh:
-                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            with self.known_hosts.open("a+") as fh:
+                fh.seek(0)
+                if line not in fh.readlines():
+                    fh.write(line)
+
+
+class UnusableHost(Host):
+    """A host the ssh_config gives no usable way to (`SSHConfigError`): every command is
+    unreachable with the reason, as for any host that cannot be reached."""
+
+    def __init__(self, name: str, reason: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self.reason = reason
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        raise HostUnreachable(f"{self.name}: unreachable: {self.reason}")
 
 
 def connect_all(
@@ -461,36 +616,31 @@ def connect_all(
 ) -> dict[str, Host]:
     """Create (lazily connecting) Host objects; one per host for the whole run."""
     keys = HostKeyPolicy(inventory.known_hosts_path, accept_new=accept_new_host_keys)
+    connector: Connector | None = None
     hosts: dict[str, Host] = {}
     for name in names:
         spec = inventory.hosts[name]
         if factory is not None:
             hosts[name] = factory(spec, dry_run=dry_run, log=log)
             continue
-        gateway = None
-        if spec.gateway:
-            gateway = _gateway_connection(spec, inventory, keys)
-        hosts[name] = SSHHost(spec, inventory, keys=keys, dry_run=dry_run, log=log, gateway=gateway)
+        connector = connector or Connector(inventory, keys)
+        try:
+            hosts[name] = SSHHost(
+                spec, inventory, keys=keys, dry_run=dry_run, log=log, connector=connector
+            )
+        except SSHConfigError as exc:
+            hosts[name] = UnusableHost(name, str(exc), dry_run=dry_run, log=log)
     return hosts
 
 
-def _gateway_connection(spec: HostSpec, inventory: Inventory, keys: HostKeyPolicy) -> Connection:
-    """A jump host: another inventory host or an explicit `user@host:port`."""
-    gw = inventory.gateway_for(spec)
-    if gw is None:  # pragma: no cover - caller checks
-        raise ValueError("no gateway")
-    if hasattr(gw, "address"):
-        target, user, port = gw.address, inventory.ssh.user, inventory.ssh.port
-    else:
-        target, user, port = gw.host, gw.user or inventory.ssh.user, gw.port or 22
-    identity = inventory.identity_path
-    conn = Connection(
-        target,
-        user=user,
-        port=port,
-        config=Config(overrides={"load_ssh_configs": False}),
-        connect_timeout=inventory.ssh.connect_timeout,
-        connect_kwargs=auth_kwargs(identity),
-    )
-    keys.install(conn.client)
-    return conn
+def ssh_config_problems(inventory: Inventory) -> list[tuple[str, str]]:
+    """(host name, reason) for each host whose connection the ssh_config makes impossible:
+    `validate` and the connecting tasks refuse them before connecting (nothing is opened)."""
+    connector = Connector(inventory, HostKeyPolicy(inventory.known_hosts_path))
+    out = []
+    for name, spec in inventory.hosts.items():
+        try:
+            connector.host(spec).close()
+        except SSHConfigError as exc:
+            out.append((name, str(exc)))
+    return out

@@ -47,6 +47,8 @@ from runbook.inventory.fields import (
 Role = Literal["control-plane", "lb", "worker"]
 ROLES: tuple[str, ...] = get_args(Role)
 API_PORT = 6443
+# what ssh reads without -F: the user's file, then the system's (missing ones are skipped)
+DEFAULT_SSH_CONFIGS: tuple[str, ...] = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,28 @@ class SSHSpec(_Model):
     known_hosts: str = ".runbook/known_hosts"
     proxy_command: str | None = None  # OpenSSH ProxyCommand, %h and %p expanded (the lab uses it)
     connect_timeout: NetTimeout = 10.0
+    # the ssh_config to read: None (left out) = ~/.ssh/config and /etc/ssh/ssh_config as ssh
+    # reads them; a path = that file only (ssh -F); false (or "none", as ssh -F none) = none
+    config_file: str | Literal[False] | None = None
+
+    @field_validator("config_file", mode="before")
+    @classmethod
+    def _config_file(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | bool):
+            raise ValueError(f"expected a file path, or false (none); got {show(value)}")
+        if value is True:
+            raise ValueError(
+                "true is the default (~/.ssh/config and /etc/ssh/ssh_config): leave the key out, "
+                "give a file, or false (none) to read no ssh_config"
+            )
+        if isinstance(value, str):
+            if value.strip().lower() == "none":
+                return False
+            if not value.strip():
+                raise ValueError("is empty: leave the key out for ~/.ssh/config, or write none")
+            if not value.isprintable():
+                raise ValueError("contains control characters (a NUL, tab or newline)")
+        return value
 
     @field_validator("proxy_command")
     @classmethod
@@ -395,6 +419,18 @@ class Inventory(_Model):
     @property
     def identity_path(self) -> Path | None:
         return None if self.ssh.identity is None else self.resolve_path(self.ssh.identity)
+
+    @property
+    def ssh_config_files(self) -> tuple[Path, ...]:
+        """The ssh_config files read, in order (the first value obtained wins, as in ssh):
+        ``ssh.config_file`` alone when given; left out, those of ``DEFAULT_SSH_CONFIGS`` that
+        exist; none for ``false``/``none``."""
+        value = self.ssh.config_file
+        if value is False:
+            return ()
+        if value is None:
+            return tuple(Path(p).expanduser() for p in DEFAULT_SSH_CONFIGS)
+        return (self.resolve_path(value),)
 
     def hosts_with_role(self, *roles: str) -> list[HostSpec]:
         """Hosts having one of ``roles`` (all hosts when none given), in inventory order."""

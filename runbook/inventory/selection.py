@@ -104,4 +104,15 @@ def summary_facts(inv: Inventory) -> list[tuple[str, str]]:
         ("cloud firewall", firewall),
         ("hcloud API", f"{inv.hcloud.endpoint} (token from ${inv.hcloud.token_env})"),
         ("ssh", f"{inv.ssh.user}, port {inv.ssh.port}, known_hosts {inv.known_hosts_path}"),
+        ("ssh_config", _ssh_config_summary(inv)),
     ]
+
+
+def _ssh_config_summary(inv: Inventory) -> str:
+    """Which ssh_config files apply (those that exist, when the key is left out)."""
+    if inv.ssh.config_file is False:
+        return "none (ssh.config_file: none)"
+    if inv.ssh.config_file is not None:
+        return str(inv.ssh_config_files[0])
+    found = [str(p) for p in inv.ssh_config_files if p.is_file()]
+    return ", ".join(found) + " (default)" if found else "none found (default)"

@@ -25,7 +25,7 @@ from ..core.console import CheckpointDeclined, Masker, NeedsPerson, OutputLost, 
 from ..core.engine import RunOptions, RunState, Step, StepContext, StepQuit, run_step
 from ..core.interrupt import Interrupted, handle_signals, wait_for_workers
 from ..core.plan import CLOUD, StepResult
-from ..inventory import Inventory, InventoryError, load_inventory, select_hosts
+from ..inventory import Inventory, InventoryError, Problem, load_inventory, select_hosts
 from ..steps.registry import StepEntry, scope
 
 EXIT_FAILED, EXIT_INPUT, EXIT_CHECKPOINT = 1, 2, 3
@@ -150,10 +150,18 @@ def load(c: Context, ui: Ui) -> Inventory:
 
 
 def check_local_files(inv: Inventory, ui: Ui) -> None:
-    """`ssh.identity` and `known_hosts` usable on this machine, or exit 2 before connecting."""
+    """`ssh.identity`, `known_hosts` and the ssh_config usable on this machine (each host
+    reachable as the ssh_config says), or exit 2 before connecting."""
     from ..inventory.localfiles import local_file_findings
 
     problems, warnings = local_file_findings(inv, os.environ)
+    if not problems:  # the ssh_config files read: can each host be reached as they say?
+        from ..core.remote import ssh_config_problems
+
+        problems += [
+            Problem(str(inv.path), f"hosts.{name}.address", reason)
+            for name, reason in ssh_config_problems(inv)
+        ]
     for w in warnings:
         ui.warn(str(w))
     if problems:

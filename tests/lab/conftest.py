@@ -63,6 +63,8 @@ ORDER = {
     "test_lab_units.py": 0,
     "test_lab_hosts.py": 1,
     "test_lab_network.py": 2,
+    # a jump from k8slb01 to k8scontrol01's public address: before the walkthrough's firewall
+    "test_lab_ssh_config.py": 2,
     # needs a Kubernetes host the walkthrough (rank 5) has not prepared yet
     "test_k8s_containerd.py": 4,
     # uses the cluster the walkthrough module (rank 5) built, and must not build it itself
