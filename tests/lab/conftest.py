@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .helpers import wipe_hosts
 
 TEST_STATE = Path(os.environ.get("RBLAB_TEST_STATE", "/var/lib/rblab-test"))
 
@@ -44,12 +45,7 @@ def lab_up() -> Iterator[dict[str, float]]:
     running = netns.lab_netns()
     if running:
         pytest.fail(f"another lab is running ({', '.join(running)}): `inv lab.down` it first")
-    for d in ("hosts", "run", "cloud-state.json", "lab-record.json", "logs"):
-        p = TEST_STATE / d
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
+    wipe_hosts(TEST_STATE)
     t0 = time.monotonic()
     res = control.up()
     timings = {"up": time.monotonic() - t0, "up_internal": res.seconds}

@@ -3,12 +3,45 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 
 from lab import labstate, scenarios, topology
 from lab.scenarios import wait_for
 
-__all__ = ["inet_dev", "measure", "recap", "route_dev", "router_dev", "wait_for"]
+__all__ = [
+    "fresh_lab",
+    "inet_dev",
+    "measure",
+    "recap",
+    "route_dev",
+    "router_dev",
+    "wait_for",
+    "wipe_hosts",
+]
+
+# what `lab.up` makes per state dir; the apt cache and the built stand-in debs are kept
+HOST_STATE = ("hosts", "run", "cloud-state.json", "lab-record.json", "logs")
+
+
+def wipe_hosts(root: Path) -> None:
+    """Remove the host layers and the API state of the (down) lab of `root`."""
+    for d in HOST_STATE:
+        p = root / d
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def fresh_lab() -> None:
+    """Down, wipe the host layers and the API state, up: 7 fresh hosts (apt cache kept)."""
+    from lab import control
+
+    control.down()
+    wipe_hosts(labstate.paths().root)
+    control.up()
 
 
 def recap(out: str) -> dict[str, int]:

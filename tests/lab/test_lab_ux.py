@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import yaml
 
 from lab import labstate, netns, scenarios, topology
 
-from .helpers import measure, recap
+from .helpers import fresh_lab, measure, recap
 from .test_k8s_walkthrough import ensure_standin_debs, inventory
 
 pytestmark = pytest.mark.lab
@@ -46,21 +45,6 @@ HOSTS = (
 )
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
 PLAN_LIMIT, WALK_LIMIT = 120, 600
-
-
-def fresh_lab() -> None:
-    """Down, wipe the host layers and the API state, up: 7 fresh hosts (apt cache kept)."""
-    from lab import control
-
-    control.down()
-    root = labstate.paths().root
-    for d in ("hosts", "run", "cloud-state.json", "lab-record.json", "logs"):
-        p = root / d
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    control.up()
 
 
 def cloud_inventory(**lb: str) -> Path:
