@@ -34,8 +34,8 @@ def backup(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """etcd snapshot of the first control plane, checked (etcdutl snapshot status) and copied to
-    .runbook/CLUSTER/backups/ (0600); keeps kubernetes.backup.keep snapshots."""
+    """etcd snapshot of the first control plane, checked (snapshot status: etcdutl, else
+    etcdctl 3.4), copied to .runbook/CLUSTER/backups/ (0600); keeps kubernetes.backup.keep."""
     from ..steps.backup import BackupStep
 
     ui = common.new_ui(yes=yes, verbose=verbose)
@@ -73,8 +73,9 @@ def restore(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """kubeadm's etcd restore on every control plane: stop static pods everywhere, etcdutl
-    snapshot restore, start again (typed confirmation; every change since the snapshot is lost)."""
+    """kubeadm's etcd restore on every control plane: stop static pods everywhere, snapshot
+    restore (etcdutl, else etcdctl 3.4), start again (typed confirmation; every change since
+    the snapshot is lost)."""
     from ..steps.restore import Restore, RestoreRun, restore_steps
     from ..tools import snapshots
 
