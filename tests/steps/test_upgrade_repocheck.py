@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +240,46 @@ def test_dry_run_plan_names_the_exact_target(
         Host("k8scontrol02"), Fact("kube-apiserver:v1.36.4", 0)
     )
     assert change is not None and "v1.36.4 -> v1.37.2" in change.summary
+
+
+# ----- the same script against this machine's real apt (Debian 12: apt 2.6) --------------------
+class RealHost(Host):
+    """This machine, read-only: the script runs with the real apt-get/apt-cache."""
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+        return Result(p.stdout, p.stderr, p.returncode)
+
+
+def _apt_state() -> dict[str, float]:
+    """What the test must leave alone: the machine's lists and apt's package caches."""
+    paths = [Path("/var/lib/apt/lists"), *Path("/var/lib/apt/lists").iterdir()]
+    paths += list(Path("/var/cache/apt").glob("*.bin"))
+    return {str(p): p.stat().st_mtime for p in paths}
+
+
+@pytest.mark.skipif(
+    shutil.which("apt-get") is None or os.geteuid() != 0, reason="needs apt-get, as root"
+)
+def test_real_apt_honours_the_isolating_options(tmp_path: Path, tmpdir_env: Path) -> None:
+    from lab import aptrepo
+    from lab.standins import build_debs
+
+    repo = tmp_path / "v1.37"
+    build_debs(repo, "1.37")
+    aptrepo.index(repo)
+    tmp_path.chmod(0o755)  # apt's file method reads the repository as _apt
+    before = _apt_state()
+    host = RealHost("this-machine", dry_run=True)
+    src = AptSource("kubernetes", f"deb [trusted=yes] file:{repo} /", None, None)
+    found = check_repository(host, src, 37)
+    assert found.version == Version(1, 37, 0)
+    assert found.packages == {"kubeadm": "1.37.0-1.1", "kubelet": "1.37.0-1.1",
+                              "kubectl": "2:1.37.0-1.1"}  # fmt: skip
+    missing = AptSource("kubernetes", f"deb [trusted=yes] file:{tmp_path}/v1.38 /", None, None)
+    with pytest.raises(RepositoryUnusable, match=r"apt-get update failed: E: Failed to fetch"):
+        check_repository(host, missing, 38)
+    with pytest.raises(RepositoryUnusable, match=r"it has no kubeadm 1\.38\.x"):
+        check_repository(host, src, 38)
+    assert _apt_state() == before
+    assert list(tmpdir_env.iterdir()) == []
