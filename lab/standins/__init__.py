@@ -1,6 +1,6 @@
 """Stand-ins for what the lab cannot run (no containers here): kubeadm, kubelet, kubectl,
-containerd, etcd-client (etcdctl, etcdutl) — built as real Debian packages for the lab's apt
-repositories.
+containerd, etcd-client (etcdctl 3.4 only, as Debian 12's) — built as real Debian packages for the
+lab's apt repositories.
 
 `build_debs(dest, version)` builds kubeadm/kubelet/kubectl for the lab's pkgs.k8s.io;
 `build_containerd_io(dest, suite)` the `containerd.io` of the lab's simulated Docker repository
@@ -61,11 +61,12 @@ DESCRIPTION = {
     "kubectl": "LAB STAND-IN for kubectl: the calls the runbook makes, against the stand-in API",
     "containerd.io": "LAB STAND-IN for Docker's containerd.io 2.x: strict TOML config, config "
     "dump, CRI socket, runs nothing",
-    "etcd-client": "LAB STAND-IN for etcdctl/etcdutl 3.6: snapshots, members, restore",
+    "etcd-client": "LAB STAND-IN for Debian 12's etcdctl 3.4: snapshots, members, restore",
 }
-# packages with more than one program (the first names the library directory)
-PROGRAMS = {"etcd-client": ("etcdctl", "etcdutl")}
-ETCD_CLIENT_VERSION = "3.6.4"
+# packages whose programs are not named as the package (the first names the library directory);
+# etcd-client as Debian 12 ships it (3.4.23): /usr/bin/etcdctl only, no etcdutl
+PROGRAMS = {"etcd-client": ("etcdctl",)}
+ETCD_CLIENT_VERSION = "3.4.23"
 
 
 def _package(
@@ -131,7 +132,8 @@ def _kube(version: str) -> str:
 
 
 def build_debs(dest: Path, version: str) -> list[Path]:
-    """kubeadm/kubelet/kubectl `VERSION-1.1` and etcd-client 3.6.4 stand-in debs into `dest`.
+    """kubeadm/kubelet/kubectl `VERSION-1.1` and etcd-client 3.4.23 (Debian 12's) stand-in debs
+    into `dest`.
 
     `version` is a Kubernetes version "1.NN" (the inventory's) or "1.NN.P"; "1.NN" becomes
     "1.NN.0". Returns the paths written (existing ones are replaced).

@@ -1,10 +1,11 @@
 """Day 2 — backup: an etcd snapshot of one control plane, checked and copied to the operator.
 
 `etcdctl snapshot save` with the member's client certificates into a root-only directory on the
-host, `etcdutl snapshot status` (the snapshot must read back), then the file is copied to
-`.runbook/CLUSTER/backups/` beside the inventory (0600, checked against the host's sha256) and
-removed from the host; local snapshots beyond `kubernetes.backup.keep` are pruned, oldest first.
-Every run takes a new snapshot — that is the task's purpose; `etcd-client` is installed once.
+host, `snapshot status` (etcdutl, else etcdctl 3.4; the snapshot must read back), then the file is
+copied to `.runbook/CLUSTER/backups/` beside the inventory (0600, checked against the host's
+sha256) and removed from the host; local snapshots beyond `kubernetes.backup.keep` are pruned,
+oldest first. Every run takes a new snapshot — that is the task's purpose; `etcd-client` is
+installed once.
 """
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ class EtcdSnapshot(Resource[Host]):
             timeout=600,
         )
         try:
-            out = host.run(etcdcli.etcdutl("snapshot", "status", remote, "-w", "json")).stdout
+            out = host.run(etcdcli.snapshot("status", remote, "-w", "json")).stdout
             try:
                 self.status = etcdcli.parse_status(out)
             except (ValueError, KeyError) as exc:
-                raise StepFailed(f"etcdutl snapshot status did not read back: {out!r}") from exc
+                raise StepFailed(f"snapshot status did not read back: {out!r}") from exc
             remote_sha = host.query(f"sha256sum {q}").stdout.split()[0]
             path = self.directory / snapshots.snapshot_name(self.host_name, datetime.now(UTC))
             if not host.download(remote, path):  # streamed to disk, 0600 from the first byte

@@ -5,10 +5,10 @@
    manifests move from /etc/kubernetes/manifests to a parking directory, so the kubelet stops
    etcd and the API server everywhere before any member gets old data (a member still running
    would hand its newer state to the restored ones).
-2. `restore-data` (all control planes): the snapshot is uploaded (0600), `etcdutl snapshot
-   restore` builds a new data dir with this host's name and peer URL and the same
-   `--initial-cluster` (every control plane of the inventory) and cluster token on every member;
-   the old data dir is kept as /var/lib/etcd.before-restore-TIMESTAMP.
+2. `restore-data` (all control planes): the snapshot is uploaded (0600), `snapshot restore`
+   (etcdutl, else Debian 12's etcdctl 3.4) builds a new data dir with this host's name and peer
+   URL and the same `--initial-cluster` (every control plane of the inventory) and cluster token
+   on every member; the old data dir is kept as /var/lib/etcd.before-restore-TIMESTAMP.
 3. `restore-start` (all control planes): the manifests go back, each API server answers /readyz
    locally, then the API answers through the VIP.
 
@@ -142,7 +142,7 @@ class RestoredData(Resource[Host]):
         return Change(
             self.key,
             "restore",
-            f"etcdutl snapshot restore {r.snapshot.name} as {self.name} of "
+            f"snapshot restore {r.snapshot.name} as {self.name} of "
             f"{len(r.members)} member(s); old data kept as {etcdcli.DATA_DIR}.before-restore-*",
         )
 
@@ -159,8 +159,7 @@ class RestoredData(Resource[Host]):
             raise StepFailed(f"{self.name}: uploaded snapshot differs (sha256 {got})")
         ip = r.members[self.name]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        restore = etcdcli.etcdutl(
-            "snapshot",
+        restore = etcdcli.snapshot(
             "restore",
             upload,
             f"--name={self.name}",
@@ -208,7 +207,7 @@ class RestoreStopStep(Step):
         return list(restore_of(ctx).members)
 
     def resources(self, ctx: StepContext, target: str) -> list[Resource]:
-        # etcdutl on every member, installed before anything stops
+        # etcd-client on every member, installed before anything stops
         return [Packages([etcdcli.PACKAGE]), StaticPodsParked(restore_needed(ctx))]
 
     def checkpoint(self, ctx: StepContext, plans: Sequence[TargetPlan]) -> str | None:
@@ -234,7 +233,7 @@ def confirm(ctx: StepContext) -> None:
 
 class RestoreDataStep(Step):
     name = "restore-data"
-    title = "etcdutl snapshot restore on every control plane (same cluster, new data dirs)"
+    title = "etcd snapshot restore on every control plane (same cluster, new data dirs)"
     all_or_nothing = True
 
     def target_names(self, ctx: StepContext) -> list[str]:

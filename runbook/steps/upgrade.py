@@ -1,6 +1,9 @@
 """Day 2 — upgrade: one Kubernetes minor at a time, the API kept serving.
 
-The operator bumps `kubernetes.version`; `inv cluster.upgrade` then runs (after an etcd backup):
+The operator bumps `kubernetes.version`; `inv cluster.upgrade` first tries the new minor's
+repository on the first control plane alone (`_repocheck`: refused, nothing written, when it is
+missing or lacks the packages; its newest patch is the run's target, `UpgradeRun`), then runs
+(after an etcd backup):
 
 1. `upgrade-repo` — every control plane and worker gets the package repository of the new minor
    (pkgs.k8s.io has one per minor; the same resource `prepare` manages).
@@ -48,8 +51,9 @@ class UpgradeRun:
 
 
 def target_of(ctx: StepContext) -> tuple[Version, str] | None:
-    """The newest patch of the inventory's minor in the repository the first control plane
-    sees, with its exact package version (None before the repository is switched: dry-run)."""
+    """The run's target version with its exact kubeadm package version: what the task's
+    repository test found (`UpgradeRun` given); else the newest patch of the inventory's minor
+    in the repository the first control plane sees (None before the repository is switched)."""
     state = ctx.run.of(UpgradeRun)
     with state.lock:
         if state.target is None:
@@ -287,19 +291,16 @@ class ClusterVersions:
 
     control_plane: Version
     kubelets: dict[str, str]
-    available: Version | None  # newest 1.<inventory minor>.x the repository offers now
 
-    def up_to_date(self) -> bool:
-        want = self.available
-        return (
-            want is not None
-            and self.control_plane == want
-            and all(v == str(want) for v in self.kubelets.values())
+    def at(self, target: Version) -> bool:
+        """Every API server and kubelet runs `target` already."""
+        return self.control_plane == target and all(
+            v == str(target) for v in self.kubelets.values()
         )
 
 
-def read_versions(host: Host, minor: int) -> ClusterVersions:
-    """kubeadm-config's kubernetesVersion, the nodes' kubelets, the repository's newest patch."""
+def read_versions(host: Host) -> ClusterVersions:
+    """kubeadm-config's kubernetesVersion and the nodes' kubelets."""
     import yaml
 
     from ._k8s import parse_nodes
@@ -316,8 +317,4 @@ def read_versions(host: Host, minor: int) -> ClusterVersions:
     except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
         raise StepFailed(f"{host.name}: kubeadm-config has no usable kubernetesVersion") from exc
     nodes = parse_nodes(host.query(f"{KUBECTL} get nodes -o json").stdout)
-    madison = host.query("apt-cache madison kubeadm", ok_codes=None).stdout
-    found = newest_package(madison, minor)
-    return ClusterVersions(
-        cp, {n.name: n.version for n in nodes.values()}, found[0] if found else None
-    )
+    return ClusterVersions(cp, {n.name: n.version for n in nodes.values()})

@@ -8,13 +8,20 @@ Registered into the `cluster` collection by `runbook.tasks.namespace` (kept apar
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke import task
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from ..core.console import Ui
 from ..core.engine import RunState
+from ..inventory import Inventory
 from . import _common as common
+
+if TYPE_CHECKING:
+    from ..steps._repocheck import RepoTarget
+    from ..steps.upgrade import ClusterVersions
 
 
 @task(
@@ -27,8 +34,8 @@ def backup(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """etcd snapshot of the first control plane, checked (etcdutl snapshot status) and copied to
-    .runbook/CLUSTER/backups/ (0600); keeps kubernetes.backup.keep snapshots."""
+    """etcd snapshot of the first control plane, checked (snapshot status: etcdutl, else
+    etcdctl 3.4), copied to .runbook/CLUSTER/backups/ (0600); keeps kubernetes.backup.keep."""
     from ..steps.backup import BackupStep
 
     ui = common.new_ui(yes=yes, verbose=verbose)
@@ -66,8 +73,9 @@ def restore(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """kubeadm's etcd restore on every control plane: stop static pods everywhere, etcdutl
-    snapshot restore, start again (typed confirmation; every change since the snapshot is lost)."""
+    """kubeadm's etcd restore on every control plane: stop static pods everywhere, snapshot
+    restore (etcdutl, else etcdctl 3.4), start again (typed confirmation; every change since
+    the snapshot is lost)."""
     from ..steps.restore import Restore, RestoreRun, restore_steps
     from ..tools import snapshots
 
@@ -96,45 +104,76 @@ def upgrade(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
 ) -> None:
-    """Upgrade Kubernetes to the inventory's kubernetes.version (one minor at a time): etcd
+    """Upgrade Kubernetes to the inventory's kubernetes.version (one minor at a time): the new
+    minor's package repository tested on the first control plane (exit 2 if missing), etcd
     backup, package repository, kubeadm upgrade per control plane (drained in HAProxy), then
     kubelet/kubectl per node (drain, upgrade, uncordon). A re-run changes nothing."""
-    from ..core.engine import Step, StepFailed
-    from ..core.remote import HostUnreachable, connect_all
+    from ..core.engine import Step
     from ..steps.backup import BackupStep
     from ..steps.upgrade import (
         UpgradeControlPlaneStep,
         UpgradeKubeletStep,
         UpgradeRepoStep,
-        read_versions,
+        UpgradeRun,
     )
-    from ..tools.k8sversions import SkewError, check_step
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     inv = common.load(c, ui)
+    versions, target = upgrade_preflight(inv, ui, accept_new_host_keys=accept_new_host_keys)
+    steps: list[Step] = [] if versions.at(target.version) else [BackupStep()]
+    steps += [UpgradeRepoStep(), UpgradeControlPlaneStep(), UpgradeKubeletStep()]
+    run = RunState().given(UpgradeRun(target=(target.version, target.packages["kubeadm"])))
+    names = [h.name for h in inv.hosts_with_role("control-plane", "worker", "lb")]
+    common.execute(c, steps, task="cluster.upgrade", host=names, dry_run=dry_run, yes=yes,
+                   verbose=verbose, accept_new_host_keys=accept_new_host_keys, ui=ui,
+                   run=run)  # fmt: skip
+
+
+def upgrade_preflight(
+    inv: Inventory, ui: Ui, *, accept_new_host_keys: bool = False
+) -> tuple[ClusterVersions, RepoTarget]:
+    """Read-only, on the first control plane, before any host is touched (also in --dry-run):
+    the cluster's versions, the skew rule (one minor at a time, never down) and the new minor's
+    package repository tested in isolation (`_repocheck`). A skip, a downgrade or a repository
+    that is missing or lacks the packages is bad input (exit 2); an unreadable cluster exit 1."""
+    from ..core.engine import StepFailed
+    from ..core.remote import HostUnreachable, connect_all
+    from ..render.k8sfiles import apt_source
+    from ..steps._repocheck import RepositoryUnusable, check_repository
+    from ..steps.upgrade import read_versions
+    from ..tools.k8sversions import SkewError, check_step
+
     first = inv.first_control_plane.name
+    key = f"{inv.path}: kubernetes.version {inv.kubernetes.version}"
     host = connect_all(inv, [first], dry_run=True, accept_new_host_keys=accept_new_host_keys,
                        log=ui.command)[first]  # fmt: skip
     try:
-        versions = read_versions(host, inv.kubernetes.minor)
-    except (HostUnreachable, StepFailed) as exc:
-        ui.error(f"cannot read the cluster's versions on {first}: {exc}")
-        raise Exit(code=common.EXIT_FAILED) from None
+        try:
+            versions = read_versions(host)
+        except (HostUnreachable, StepFailed) as exc:
+            ui.error(f"cannot read the cluster's versions on {first}: {exc}")
+            raise Exit(code=common.EXIT_FAILED) from None
+        try:
+            check_step(versions.control_plane, inv.kubernetes.minor)
+        except SkewError as exc:
+            raise common.fail_input(ui, [f"{key}: {exc}"]) from None
+        try:
+            target = check_repository(host, apt_source(inv), inv.kubernetes.minor)
+        except RepositoryUnusable as exc:
+            raise common.fail_input(
+                ui, [f"{key}: {exc}", "nothing was changed on any host"]
+            ) from None
+        except HostUnreachable as exc:
+            ui.error(f"cannot test the package repository on {first}: {exc}")
+            raise Exit(code=common.EXIT_FAILED) from None
     finally:
         host.close()
-    try:
-        check_step(versions.control_plane, inv.kubernetes.minor)
-    except SkewError as exc:
-        raise common.fail_input(ui, [f"{inv.path}: kubernetes.version: {exc}"]) from None
     ui.info(
-        f"cluster {versions.control_plane} -> kubernetes.version {inv.kubernetes.version}"
-        + (f" (newest in its repository: {versions.available})" if versions.available else "")
+        f"cluster {versions.control_plane} -> kubernetes.version {inv.kubernetes.version}: "
+        f"repository v{inv.kubernetes.version} found, newest {target.version} "
+        f"(tested on {first}, nothing written)"
     )
-    steps: list[Step] = [] if versions.up_to_date() else [BackupStep()]
-    steps += [UpgradeRepoStep(), UpgradeControlPlaneStep(), UpgradeKubeletStep()]
-    names = [h.name for h in inv.hosts_with_role("control-plane", "worker", "lb")]
-    common.execute(c, steps, task="cluster.upgrade", host=names, dry_run=dry_run, yes=yes,
-                   verbose=verbose, accept_new_host_keys=accept_new_host_keys, ui=ui)  # fmt: skip
+    return versions, target
 
 
 @task(

@@ -5,7 +5,8 @@ has them); a copy of the lab inventory says 1.37 and points at the 1.37 one. Whi
 runs, a client outside opens a new TCP + TLS connection to the floating IP every 200 ms and asks
 `GET /readyz`; the failed requests are reported and must stay at or under 1 %. Then every node's
 kubelet and every API server report v1.37.0, all nodes Ready and schedulable, a re-run changes
-nothing, and skipping a minor or going back is refused (exit 2) before any host is touched.
+nothing, and skipping a minor or going back is refused (exit 2) before any host is touched, as
+is the next minor whose repository the lab does not have (every host's sources unchanged).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def test_upgrade_136_to_137_keeps_the_api_serving(cluster: dict[str, float]) -> 
     r = inv(new, "cluster.upgrade", "--dry-run")
     plan = " ".join(r.stdout.split())
     assert "upgrade-control-plane" in plan and "kubeadm upgrade plan + apply" in plan
+    # the new repository was tried on the first control plane: the plan names the exact target
+    assert "repository v1.37 found, newest v1.37.0" in plan, plan
 
     fip = topology.load().floating_ip
     probe = ReadyzProbe(fip, interval=0.2).start()
@@ -103,3 +106,22 @@ def test_upgrade_136_to_137_keeps_the_api_serving(cluster: dict[str, float]) -> 
         r = inv(inventory_for(version), "cluster.upgrade", "--yes", check=False)
         text = " ".join((r.stdout + r.stderr).split())
         assert r.returncode == 2 and why in text and "kubernetes.version" in text, text
+
+    # the next minor, whose repository the lab does not have (k8s/v1.38 is never built): the
+    # repository is tried on the first control plane alone and the upgrade refused before any
+    # host's sources change (in --dry-run too)
+    def sources() -> dict[str, str]:
+        return {
+            h: netns.host_exec(h, ["cat", "/etc/apt/sources.list.d/kubernetes.list"]).stdout
+            for h in K8S_HOSTS
+        }
+
+    before = sources()
+    assert all("k8s/v1.37" in s for s in before.values()), before
+    for extra in ("--dry-run", "--yes"):
+        r = inv(inventory_for("1.38"), "cluster.upgrade", extra, check=False)
+        text = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode == 2, text
+        assert "kubernetes.version 1.38: the package repository file:/run/labrepo/k8s/v1.38" in text
+        assert "apt-get update failed" in text and "nothing was changed on any host" in text
+    assert sources() == before

@@ -1,5 +1,6 @@
 """Entry point: `python3 -m rbk8s PROGRAM ARGS` (kubeadm, kubectl, kubelet, containerd, apiserver,
-etcdctl, etcdutl)."""
+etcdctl, etcdutl). The lab's etcd-client package ships only etcdctl (3.4, as Debian 12's);
+etcdutl (3.6) is for tests of hosts with a newer etcd-client."""
 
 import sys
 

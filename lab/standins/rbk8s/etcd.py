@@ -6,14 +6,16 @@ manifest). The API server process also serves etcd's client port (TLS, client ce
 required, signed by `/etc/kubernetes/pki/etcd/ca.crt`) for what the runbook asks etcd:
 a snapshot, the member list, removing a member.
 
-Strict as etcd 3.6's tools: `etcdctl snapshot save` needs exactly one endpoint and the client
-certificates (no certificate: the TLS handshake fails); `snapshot status|restore` are etcdutl's
-(etcdctl 3.6 no longer has them); a snapshot carries a sha256 trailer that `restore` checks; a
-restore refuses a data dir that exists, a `--name` missing from `--initial-cluster` and peer URLs
+Strict as etcd's tools: `etcdctl snapshot save` needs exactly one endpoint and the client
+certificates (no certificate: the TLS handshake fails); `snapshot status|restore` are etcdctl's in
+3.4 (Debian 12's etcd-client 3.4.23, which ships no etcdutl: the lab package's client), also in 3.5
+with a deprecation warning, and only etcdutl's in 3.6 (etcdctl 3.6 answers "unknown command");
+`etcdctl(argv, version=…)` models each; a snapshot carries a sha256 trailer that `restore` checks;
+a restore refuses a data dir that exists, a `--name` missing from `--initial-cluster` and peer URLs
 that disagree with it, and gives the restored members a new cluster ID (a member that was not
-restored is refused as a peer: "request cluster ID mismatch"). `member remove` refuses what
-etcd's strict reconfiguration check refuses: a removal after which the started members are no
-quorum of the remaining ones.
+restored is refused as a peer: "request cluster ID mismatch"). `member remove` refuses what etcd's
+strict reconfiguration check refuses: a removal after which the started members are no quorum of
+the remaining ones.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from typing import Any
 
 from .tlsserver import TlsThreadingServer
 
-ETCD_VERSION = "3.6.4"
+ETCD_VERSION = "3.6.4"  # the server (kubeadm's etcd image) and etcdutl
+CLIENT_VERSION = "3.4.23"  # Debian 12's etcd-client: etcdctl only
 MAGIC = b"RBETCD-SNAPSHOT-1\n"
 DB = Path("member") / "snap" / "db"
 CLIENT_PORT, PEER_PORT = 2379, 2380
@@ -224,20 +227,39 @@ def _post(args: argparse.Namespace, endpoint: str, path: str, body: Any = None) 
         ) from exc
 
 
-def etcdctl(argv: list[str]) -> int:
+def etcdctl(argv: list[str], version: str = CLIENT_VERSION) -> int:
+    """etcdctl of `version` (3.4, 3.5 or 3.6: where `snapshot status|restore` live)."""
     try:
-        return _etcdctl(argv)
+        return _etcdctl(argv, version)
     except (Fail, argparse.ArgumentError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
 
 
-def _etcdctl(argv: list[str]) -> int:
+def _etcdctl(argv: list[str], version: str) -> int:
+    api = version.rsplit(".", 1)[0]
     if argv == ["version"]:
-        print(f"etcdctl version: {ETCD_VERSION} (rblab stand-in)\nAPI version: 3.6")
+        print(f"etcdctl version: {version} (rblab stand-in)\nAPI version: {api}")
         return 0
-    args = _ctl_parser().parse_args(argv)
+    if os.environ.get("ETCDCTL_API", "3") != "3":
+        raise Fail(f"Error: ETCDCTL_API={os.environ['ETCDCTL_API']}: only the v3 API is modelled")
+    args, extra = _ctl_parser().parse_known_args(argv)
     words = args.words
+    if words[:2] in (["snapshot", "status"], ["snapshot", "restore"]) and api in ("3.4", "3.5"):
+        if api == "3.5":
+            sys.stderr.write(f"Deprecated: Use `etcdutl snapshot {words[1]}` instead.\n\n")
+        offline = [*words, *extra]
+        if words[1] == "status":
+            offline += ["-w", args.write_out]
+        return _etcdutl(offline, version)
+    if words[:1] == ["snapshot"] and words[1:2] != ["save"]:
+        sub = words[1] if len(words) > 1 else ""
+        raise Fail(  # cobra resolves the command before its flags
+            f'Error: unknown command "{sub}" for "etcdctl snapshot" '
+            f"(etcdctl {api}: snapshot status and restore are `etcdutl` commands)"
+        )
+    if extra:
+        raise Fail(f"Error: unknown flag: {extra[0]}")
     endpoints = [e for e in args.endpoints.split(",") if e]
     if words[:2] == ["snapshot", "save"]:
         if len(words) != 3:
@@ -253,12 +275,6 @@ def _etcdctl(argv: list[str]) -> int:
         os.replace(part, path)
         print(f"Snapshot saved at {path}")
         return 0
-    if words[:1] == ["snapshot"]:
-        sub = words[1] if len(words) > 1 else ""
-        raise Fail(
-            f'Error: unknown command "{sub}" for "etcdctl snapshot" '
-            "(etcdctl 3.6: snapshot status and restore are `etcdutl` commands)"
-        )
     if words[:2] == ["member", "list"]:
         out = json.loads(_post(args, endpoints[0], "/v3/cluster/member/list"))
         if args.write_out == "json":
@@ -285,22 +301,23 @@ def _etcdctl(argv: list[str]) -> int:
 # ----- etcdutl -----------------------------------------------------------------------------------
 def etcdutl(argv: list[str]) -> int:
     try:
-        return _etcdutl(argv)
+        return _etcdutl(argv, ETCD_VERSION)
     except (Fail, argparse.ArgumentError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
 
 
-def _status(path: Path, write_out: str) -> None:
+def _status(path: Path, write_out: str, version: str) -> None:
     raw = path.read_bytes() if path.exists() else b""
     state = read_snapshot(path)
-    info = {
+    info: dict[str, int | str] = {
         "hash": zlib.crc32(raw),
         "revision": int(state.get("version", 0)),
         "totalKey": sum(len(v) for v in state.values() if isinstance(v, dict)),
         "totalSize": len(raw),
-        "version": ETCD_VERSION.rsplit(".", 1)[0] + ".0",
     }
+    if not version.startswith("3.4."):  # etcdctl 3.4 does not report the storage version
+        info["version"] = version.rsplit(".", 1)[0] + ".0"
     if write_out == "json":
         print(json.dumps(info))
     else:
@@ -355,9 +372,10 @@ def _restore(argv: list[str]) -> None:
     )
 
 
-def _etcdutl(argv: list[str]) -> int:
+def _etcdutl(argv: list[str], version: str) -> int:
+    """`snapshot status|restore` (etcdutl's, and etcdctl's before 3.6)."""
     if argv == ["version"]:
-        print(f"etcdutl version: {ETCD_VERSION} (rblab stand-in)\nAPI version: 3.6")
+        print(f"etcdutl version: {version} (rblab stand-in)\nAPI version: 3.6")
         return 0
     if argv[:2] == ["snapshot", "status"]:
         rest = argv[2:]
@@ -369,7 +387,7 @@ def _etcdutl(argv: list[str]) -> int:
                 del rest[i : i + 2]
         if write_out not in ("simple", "table", "json") or len(rest) != 1:
             raise Fail("Error: snapshot status expects one file ([-w simple|table|json])")
-        _status(Path(rest[0]), write_out)
+        _status(Path(rest[0]), write_out, version)
         return 0
     if argv[:2] == ["snapshot", "restore"]:
         _restore(argv[2:])
