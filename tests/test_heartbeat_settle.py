@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from runbook.core import waiting
 from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, StepFailed
 from runbook.core.remote import Host, Result
@@ -28,6 +29,7 @@ class Pair:
     def __init__(self, owners: set[str], vips: set[str], routed: str) -> None:
         self.owners, self.vips, self.routed = owners, vips, routed
         self.commands: list[tuple[str, str]] = []
+        self.started_at = -1e6  # both Heartbeats long up (fake clock time of their start)
 
 
 class FakeLb(Host):
@@ -43,6 +45,8 @@ class FakeLb(Host):
             out = "all" if self.name in p.owners else "none"
         elif cmd.startswith("cl_status nodestatus"):
             out = "active"
+        elif cmd.startswith("ps -o etimes= -p ") and "/var/run/heartbeat.pid" in cmd:
+            out = str(int(waiting.CLOCK.monotonic() - p.started_at))
         elif cmd.startswith("ip -o -4 addr show"):
             out = (
                 f"2: ens10    inet {self.vip}/32 scope global ens10\n"
@@ -133,3 +137,42 @@ def test_a_pair_that_stays_split_fails_with_both_owners_named(
     )
     with pytest.raises(StepFailed, match=r"resource owners: \['k8slb01', 'k8slb02'\]"):
         HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+
+
+def test_nobody_owning_while_heartbeat_starts_is_its_start_not_a_fault(
+    fake_clock: FakeClock,
+) -> None:
+    """Both Heartbeats were just started: nobody owns the group until `initdead`, and an
+    hb_takeover in that window collides with the initial acquisition (the lab saw the group
+    left in transition for good). The repair waits until both have run initdead + deadtime;
+    when Heartbeat acquires the group itself meanwhile, no takeover is sent at all."""
+    pair = Pair(set(), {"k8slb01"}, routed="k8slb01")
+    pair.started_at = waiting.CLOCK.monotonic()
+    ctx, _ = make(pair)
+    hb = ctx.inventory.load_balancer.heartbeat
+    acquire_at = pair.started_at + hb.effective_initdead + 1
+    real_sleep = fake_clock.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds)
+        if waiting.CLOCK.monotonic() >= acquire_at:
+            pair.owners = pair.owners or {"k8slb01"}
+
+    fake_clock.sleep = sleep  # type: ignore[method-assign]
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert [c for c in pair.commands if c[1] == "takeover"] == []
+    assert pair.owners == {"k8slb01"}
+
+
+def test_nobody_owning_after_the_start_window_is_repaired(fake_clock: FakeClock) -> None:
+    """Started long enough ago and still nobody: the primary is asked to take over, once the
+    start window (initdead + deadtime) and deadtime + 2 s of nobody have passed."""
+    pair = Pair(set(), {"k8slb01"}, routed="k8slb01")
+    pair.started_at = waiting.CLOCK.monotonic()
+    ctx, _ = make(pair)
+    hb = ctx.inventory.load_balancer.heartbeat
+    t0 = waiting.CLOCK.monotonic()
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert [c for c in pair.commands if c[1] == "takeover"] == [("k8slb01", "takeover")]
+    took = waiting.CLOCK.monotonic() - t0
+    assert took >= hb.effective_initdead + hb.deadtime + hb.deadtime + 2

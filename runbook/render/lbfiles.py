@@ -29,6 +29,7 @@ HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 # for resources.File(validate=...): checked on the new content before it replaces the old one
 HAPROXY_VALIDATE = "haproxy -c -q -f %s"
 LOG_FACILITY = "local0"
+HEARTBEAT_PID_PATH = "/var/run/heartbeat.pid"  # Debian's heartbeat writes its PID here
 WATCHDOG_GRACE_S = 3  # haproxy down this long after one restart attempt → hb_standby
 WATCHDOG_INTERVAL_S = 1
 

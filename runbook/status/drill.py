@@ -18,12 +18,13 @@ from ..core.console import Ui
 from ..core.remote import Host
 from ..core.waiting import now, pause, wait_until
 from ..inventory import Inventory
+from ..render.lbfiles import HEARTBEAT_PID_PATH
 from .lbstatus import LbNode, collect, node_status
 
 FILES = Path(__file__).resolve().parents[2] / "files"
 PROBE_PATH = "/usr/local/lib/runbook/tcp-probe"
 PROBE_OUT = "/run/runbook-drill.json"
-HB_PID = "/var/run/heartbeat.pid"
+HB_PID = HEARTBEAT_PID_PATH
 MODES = ("stop", "kill", "linkdown")
 
 

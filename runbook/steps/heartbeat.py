@@ -44,6 +44,7 @@ from ..render.lbfiles import (
     FAILOVER_SCRIPT_PATH,
     HA_CF_PATH,
     HARESOURCES_PATH,
+    HEARTBEAT_PID_PATH,
     REASSERT_SERVICE_PATH,
     REASSERT_TIMER_PATH,
     WATCHDOG_SERVICE_PATH,
@@ -295,7 +296,12 @@ class HeartbeatStep(Step):
         release while the cloud still routed there) → taken off once the route has moved."""
         hb = ctx.inventory.load_balancer.heartbeat
         lbs = [h.name for h in ctx.inventory.hosts_with_role("lb")]
-        wait = hb.effective_initdead + hb.deadtime + 15
+        # Heartbeat acquires the group only `initdead` after it starts: until both have run
+        # past that (and a deadtime for the negotiation), nobody owning it is its start, not a
+        # fault, and an hb_takeover then collides with the initial acquisition ("Other side is
+        # in flux") and leaves the group in transition for good
+        started_after = hb.effective_initdead + hb.deadtime
+        wait = started_after + 2 * hb.deadtime + 30
         # nobody (or both) may own the group for a moment (a hand-over, a start, Heartbeat's
         # restart after "Both machines own our resources!"): act only when it lasts
         nobody = _Lasting(hb.deadtime + 2)
@@ -306,6 +312,7 @@ class HeartbeatStep(Step):
             nonlocal problem
             owners = [n for n in lbs if self._owns(ctx, n)]
             peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
+
             if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
                 self._reassert(ctx, owners[0])
                 for other in lbs:
@@ -317,9 +324,12 @@ class HeartbeatStep(Step):
                     return True
             problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
             at = now()
-            if nobody.first_time_lasted(peers_ok and not owners, at):
+            started = peers_ok and all(
+                self._running_for(ctx, n) >= started_after for n in lbs if n in ctx.targets
+            )
+            if nobody.first_time_lasted(started and not owners, at):
                 self._take_over(ctx, lbs)
-            if both.first_time_lasted(peers_ok and len(owners) > 1, at):
+            if both.first_time_lasted(started and len(owners) > 1, at):
                 self._stand_down(ctx, owners)
             return False
 
@@ -404,6 +414,14 @@ class HeartbeatStep(Step):
                 f"{holder}: `hcloud-failover reassert` could not make the cloud's routing and the "
                 f"local addresses agree: {res.stderr.strip()[-300:]}"
             )
+
+    @staticmethod
+    def _running_for(ctx: StepContext, name: str) -> float:
+        """Seconds since this node's Heartbeat started (its PID file's process); infinite when
+        that cannot be read (an unusual layout: judge by the other signs alone)."""
+        cmd = f'ps -o etimes= -p "$(cat {HEARTBEAT_PID_PATH} 2>/dev/null)" 2>/dev/null'
+        out = ctx.targets[name].query(cmd, ok_codes=None).stdout.strip()
+        return float(out) if out.isdigit() else float("inf")
 
     @staticmethod
     def _sees_peers(ctx: StepContext, name: str, lbs: Sequence[str]) -> bool:
