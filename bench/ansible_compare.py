@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,10 @@ def runbook_authkey(lb: str) -> str:
 
 
 # -- Ansible -----------------------------------------------------------------------------------
-def ansible_pass(lab: Lab, out: Path, token: str, home: Path) -> dict[str, Any]:
+def ansible_pass(lab: Lab, out: Path, secret: tuple[str, str], home: Path) -> dict[str, Any]:
     """One `ansible-playbook` run; a fresh SSH ControlPath dir, so each run connects cold like
     the runbook's (ControlPersist would otherwise reuse the previous run's connections)."""
+    token, authkey = secret
     cp = Path(tempfile.mkdtemp(prefix="cp-", dir=home))
     env = lab.env | {
         "ANSIBLE_CONFIG": str(ansible_files.ANSIBLE_CFG),
@@ -111,8 +113,8 @@ def ansible_pass(lab: Lab, out: Path, token: str, home: Path) -> dict[str, Any]:
     seconds = time.monotonic() - t0
     shutil.rmtree(cp, ignore_errors=True)
     text = r.stdout + r.stderr
-    if token in text:
-        raise SystemExit("the API token appeared in ansible-playbook's output")
+    if token in text or authkey in text:
+        raise SystemExit("a secret (API token or Heartbeat key) appeared in Ansible's output")
     hosts = {
         m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])}
         for m in _ANSIBLE_RECAP.findall(text)
@@ -185,92 +187,95 @@ def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 # -- the benchmark -----------------------------------------------------------------------------
-def compare(lab: Lab) -> dict[str, Any]:
+def compare(lab: Lab, tools: set[str]) -> dict[str, Any]:
     os.environ.update(RBLAB_STATE=str(lab.state), RBLAB_TOPOLOGY=str(lab.topology))
-    version = ensure_ansible()
+    version = ensure_ansible() if "ansible" in tools else ""
     lab_inv = load_inventory(lab.topology)
     lbs = [h.name for h in lab_inv.hosts_with_role("lb")]
     paths = ansible_files.compared_paths(lab_inv)
+    res: dict[str, Any] = {"ansible": version, "lab_up_s": []}
+    authkey = ""
 
-    console.rule("runbook: fresh LB pair")
-    up1 = lab.fresh()
-    inv = load_inventory(lab.inventory)  # the state dir's copy (its key and known_hosts paths)
-    rb_first = runbook_pass(lab, lbs)
-    console.print(f"runbook first run {rb_first['seconds']:.1f} s; no-op run …")
-    rb_noop = runbook_pass(lab, lbs)
-    rb_state = end_state(lbs, paths)
-    rb_status = lb_status_exit(lab)
-    authkey = runbook_authkey(lbs[0])
+    if "runbook" in tools:
+        console.rule("runbook: fresh LB pair")
+        res["lab_up_s"].append(round(lab.fresh(), 2))
+        first = runbook_pass(lab, lbs)
+        console.print(f"runbook first run {first['seconds']:.1f} s; no-op run …")
+        noop = runbook_pass(lab, lbs)
+        res["runbook"] = {"first": first, "noop": noop, "end_state": end_state(lbs, paths)}
+        res["runbook"]["lb_status_exit"] = lb_status_exit(lab)
+        authkey = runbook_authkey(lbs[0])
 
-    console.rule("ansible: fresh LB pair")
-    up2 = lab.fresh()
-    token = (lab.state / "hcloud-token").read_text().strip()
-    home = lab.state / "ansible"
-    home.mkdir(mode=0o700, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rendered-", dir=home) as tmp:
-        out = Path(tmp)
-        ansible_files.render(
-            inv,
-            out,
-            authkey=authkey,
-            token=token,
-            boot_time_command=ansible_files.LAB_BOOT_TIME_COMMAND,
+    if "ansible" in tools:
+        console.rule("ansible: fresh LB pair")
+        res["lab_up_s"].append(round(lab.fresh(), 2))
+        inv = load_inventory(lab.inventory)  # the state dir's copy (its key, known_hosts)
+        token = (lab.state / "hcloud-token").read_text().strip()
+        home = lab.state / "ansible"
+        home.mkdir(mode=0o700, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="rendered-", dir=home) as tmp:
+            out = Path(tmp)
+            authkey = authkey or secrets.token_hex(32)
+            ansible_files.render(
+                inv,
+                out,
+                authkey=authkey,
+                token=token,
+                boot_time_command=ansible_files.LAB_BOOT_TIME_COMMAND,
+            )
+            first = ansible_pass(lab, out, (token, authkey), home)
+            console.print(f"ansible first run {first['seconds']:.1f} s; no-op run …")
+            noop = ansible_pass(lab, out, (token, authkey), home)
+        res["ansible_playbook"] = {"first": first, "noop": noop, "end_state": end_state(lbs, paths)}
+        res["ansible_playbook"]["lb_status_exit"] = lb_status_exit(lab)
+
+    if "runbook" in res and "ansible_playbook" in res:
+        res["differences"] = differences(
+            res["runbook"]["end_state"], res["ansible_playbook"]["end_state"]
         )
-        an_first = ansible_pass(lab, out, token, home)
-        console.print(f"ansible first run {an_first['seconds']:.1f} s; no-op run …")
-        an_noop = ansible_pass(lab, out, token, home)
-    an_state = end_state(lbs, paths)
-    an_status = lb_status_exit(lab)
-    return {
-        "ansible": version,
-        "lab_up_s": [round(up1, 2), round(up2, 2)],
-        "runbook": {"first": rb_first, "noop": rb_noop, "lb_status_exit": rb_status},
-        "ansible_playbook": {"first": an_first, "noop": an_noop, "lb_status_exit": an_status},
-        "end_state": {"runbook": rb_state, "ansible": an_state},
-        "differences": differences(rb_state, an_state),
-    }
+    return res
 
 
 def report(res: dict[str, Any]) -> bool:
-    rb, an = res["runbook"], res["ansible_playbook"]
+    labels = {
+        "runbook": "runbook: inv prepare + network (--host LBs), lb.setup",
+        "ansible_playbook": f"ansible-playbook bench/ansible/lb-tier.yml ({res['ansible']})",
+    }
+    done = {k: res[k] for k in labels if k in res}
     table(
         "LB tier on a fresh pair (2 LBs): wall seconds and changed counts",
         ["tool", "first run (s)", "changed", "no-op run (s)", "no-op changed", "lb.status exit"],
         [
             (
-                "runbook (prepare+network --host LBs, lb.setup)",
-                rb["first"]["seconds"],
-                rb["first"]["changed"],
-                rb["noop"]["seconds"],
-                rb["noop"]["changed"],
-                rb["lb_status_exit"],
-            ),
-            (
-                f"ansible-playbook lb-tier.yml ({res['ansible']})",
-                an["first"]["seconds"],
-                an["first"]["changed"],
-                an["noop"]["seconds"],
-                an["noop"]["changed"],
-                an["lb_status_exit"],
-            ),
+                labels[k],
+                r["first"]["seconds"],
+                r["first"]["changed"],
+                r["noop"]["seconds"],
+                r["noop"]["changed"],
+                r["lb_status_exit"],
+            )
+            for k, r in done.items()
         ],
     )
     console.print(
         "changed counts: the runbook's are changed targets (step x host, cloud included); "
         "Ansible's are changed tasks summed over hosts (localhost = cloud)"
     )
-    if an["noop"]["changed"]:
-        console.print(f"ansible no-op changed tasks on: {an['noop']['changed_tasks']}")
-    diffs = res["differences"]
+    an = done.get("ansible_playbook")
+    if an and an["noop"]["changed"]:
+        console.print(f"ansible no-op: changed on {an['noop']['changed_tasks']}")
+    diffs = res.get("differences", [])
     for d in diffs:
         console.print(f"[yellow]end state differs:[/yellow] {d}")
-    ok_noop = rb["noop"]["changed"] == 0 and an["noop"]["changed"] == 0
-    ok_status = rb["lb_status_exit"] == 0 and an["lb_status_exit"] == 0
+    ok_noop = all(r["noop"]["changed"] == 0 for r in done.values())
+    ok_status = all(r["lb_status_exit"] == 0 for r in done.values())
+    same = "differences" in res and not diffs
     console.print(
         f"no-op runs change nothing: {verdict(ok_noop)}; pair healthy after each "
-        f"(lb.status exit 0): {verdict(ok_status)}; same end state: {verdict(not diffs)}"
+        f"(lb.status exit 0): {verdict(ok_status)}; same end state: "
+        + (verdict(same) if "differences" in res else "not compared (one tool only)")
     )
-    return ok_noop and ok_status and not diffs
+    return ok_noop and ok_status and (same or "differences" not in res)
 
 
 def main() -> int:
@@ -282,12 +287,18 @@ def main() -> int:
         help="lab state dir (default: $RBLAB_STATE, as /work/labrun sets it, else "
         "/var/lib/rblab-bench)",
     )
+    ap.add_argument(
+        "--only",
+        choices=("runbook", "ansible"),
+        help="run one tool only (a quick check; the results file gets a suffix)",
+    )
     args = ap.parse_args()
     lab = Lab(args.state, REPO / "lab" / "hosts.yaml")
+    tools = {args.only} if args.only else {"runbook", "ansible"}
     with lab_session(lab):
-        res = compare(lab)
+        res = compare(lab, tools)
     ok = report(res)
-    save("ansible-compare", res)
+    save("ansible-compare" + (f"-{args.only}-only" if args.only else ""), res)
     return 0 if ok else 1
 
 
