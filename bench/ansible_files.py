@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from runbook.inventory import Inventory
+from runbook.inventory import API_PORT, Inventory
 from runbook.render import lbfiles
 from runbook.render.lbfiles import RenderedFile
 from runbook.steps.lb import SYSCTL_FILE
@@ -85,6 +85,7 @@ def playbook_vars(inv: Inventory, out: Path) -> dict[str, Any]:
         "lb_primary": lb.primary,
         "lb_interface": lb.interface,
         "vip": str(lb.vip),
+        "api_port": API_PORT,
         "floating_ip": {
             "name": lb.floating_ip.name,
             "address": str(lb.floating_ip.address),
