@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from bench import ansible_files
 from bench.common import REPO, Lab, Run, console, lab_session, run_inv, save, table, verdict
 from lab import netns, scenarios
@@ -135,9 +137,9 @@ def ansible_pass(lab: Lab, out: Path, secret: tuple[str, str], home: Path) -> di
 
 # -- the end state -----------------------------------------------------------------------------
 def end_state(lbs: list[str], paths: list[str]) -> dict[str, Any]:
-    """Per LB: sha256/mode/owner of each file, services, ip_nonlocal_bind (contents never read
-    into the result)."""
-    files = " ".join([*paths, "/etc/hosts"])
+    """Per LB: sha256/mode/owner of each rendered file, of the sysctl.d file and /etc/hosts
+    by their fields; services; ip_nonlocal_bind (contents never read into the result)."""
+    files = " ".join(paths)
     script = (
         f"for f in {files}; do "
         'printf "%s %s %s\\n" "$f" "$(sha256sum < "$f" | cut -d" " -f1)" '
@@ -146,10 +148,13 @@ def end_state(lbs: list[str], paths: list[str]) -> dict[str, Any]:
         'echo "service $s $(systemctl is-enabled $s 2>/dev/null) '
         '$(systemctl is-active $s 2>/dev/null)"; done; '
         'echo "sysctl $(sysctl -n net.ipv4.ip_nonlocal_bind)"; '
-        # the two tools format the sysctl.d line differently ("k = v" / "k=v"): its content
-        # compared with the blanks removed
-        f'echo "{SYSCTL_FILE}(no-blanks) $(tr -d " " < {SYSCTL_FILE} | sha256sum | cut -d" " -f1) '
-        f'$(stat -c "%a %U:%G" {SYSCTL_FILE})"'
+        # compared by their fields (blanks squeezed): the tools write the sysctl.d line as
+        # "k = v" / "k=v"; the runbook keeps a matching /etc/hosts line whose fields are right
+        # (its spacing means nothing), Ansible's lineinfile rewrites it with its own spacing
+        f"for f in {SYSCTL_FILE} /etc/hosts; do "
+        'printf "%s(fields) %s %s\\n" "$f" '
+        '"$(sed -e "s/=/ = /" "$f" | tr -s " \\t" " " | sha256sum | cut -d" " -f1)" '
+        '"$(stat -c "%a %U:%G" "$f")"; done'
     )
     state: dict[str, Any] = {}
     for lb in lbs:
@@ -239,7 +244,8 @@ def compare(lab: Lab, tools: set[str]) -> dict[str, Any]:
 def report(res: dict[str, Any]) -> bool:
     labels = {
         "runbook": "runbook: inv prepare + network (--host LBs), lb.setup",
-        "ansible_playbook": f"ansible-playbook bench/ansible/lb-tier.yml ({res['ansible']})",
+        "ansible_playbook": "ansible-playbook bench/ansible/lb-tier.yml "
+        + escape(f"({res['ansible']})"),
     }
     done = {k: res[k] for k in labels if k in res}
     table(
