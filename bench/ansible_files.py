@@ -86,6 +86,9 @@ def playbook_vars(inv: Inventory, out: Path) -> dict[str, Any]:
         "lb_interface": lb.interface,
         "vip": str(lb.vip),
         "api_port": API_PORT,
+        # Heartbeat acquires the group `initdead` after it starts: a check before then sees
+        # "nobody owns it" on both nodes
+        "heartbeat_settle_s": lb.heartbeat.effective_initdead + lb.heartbeat.deadtime,
         "floating_ip": {
             "name": lb.floating_ip.name,
             "address": str(lb.floating_ip.address),
