@@ -17,7 +17,7 @@ from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, StepFailed
 from runbook.core.remote import Host, Result
 from runbook.inventory import load_inventory
-from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep
+from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep, age_command
 from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ class FakeLb(Host):
             out = "all" if self.name in p.owners else "none"
         elif cmd.startswith("cl_status nodestatus"):
             out = "active"
-        elif cmd.startswith("ps -o etimes= -p ") and "/var/run/heartbeat.pid" in cmd:
+        elif cmd == age_command():
             out = str(int(waiting.CLOCK.monotonic() - p.started_at))
         elif cmd.startswith("ip -o -4 addr show"):
             out = (
@@ -176,3 +176,21 @@ def test_nobody_owning_after_the_start_window_is_repaired(fake_clock: FakeClock)
     assert [c for c in pair.commands if c[1] == "takeover"] == [("k8slb01", "takeover")]
     took = waiting.CLOCK.monotonic() - t0
     assert took >= hb.effective_initdead + hb.deadtime + hb.deadtime + 2
+
+
+def test_the_age_command_reads_heartbeats_right_aligned_pid_file(tmp_path: Path) -> None:
+    """Heartbeat writes its PID file as "%10d\\n" (seen in the lab: "       189"); the command
+    must still name that process's age (a quoted `cat` gave ps an "improper list")."""
+    import os
+    import subprocess
+
+    pid_file = tmp_path / "heartbeat.pid"
+    pid_file.write_text(f"{os.getpid():>10}\n")
+    out = subprocess.run(
+        ["sh", "-c", age_command(str(pid_file))], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    assert out.isdigit(), out
+    missing = subprocess.run(
+        ["sh", "-c", age_command(str(tmp_path / "none"))], capture_output=True, text=True
+    )
+    assert missing.stdout.strip() == ""

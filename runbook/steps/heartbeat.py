@@ -216,6 +216,12 @@ class _Lasting:
         return True
 
 
+def age_command(pid_path: str = HEARTBEAT_PID_PATH) -> str:
+    """Seconds the process in `pid_path` has run (nothing when there is none). Heartbeat writes
+    its PID right-aligned ("       189"): `ps -p` refuses that as an "improper list"."""
+    return f'ps -o etimes= -p "$(tr -dc 0-9 < {pid_path} 2>/dev/null)" 2>/dev/null'
+
+
 class HeartbeatStep(Step):
     name = "heartbeat"
     title = "Heartbeat pair: ha.cf, authkeys, haresources, hcloud-failover, re-assert, watchdog"
@@ -419,8 +425,7 @@ class HeartbeatStep(Step):
     def _running_for(ctx: StepContext, name: str) -> float:
         """Seconds since this node's Heartbeat started (its PID file's process); infinite when
         that cannot be read (an unusual layout: judge by the other signs alone)."""
-        cmd = f'ps -o etimes= -p "$(cat {HEARTBEAT_PID_PATH} 2>/dev/null)" 2>/dev/null'
-        out = ctx.targets[name].query(cmd, ok_codes=None).stdout.strip()
+        out = ctx.targets[name].query(age_command(), ok_codes=None).stdout.strip()
         return float(out) if out.isdigit() else float("inf")
 
     @staticmethod
