@@ -20,20 +20,8 @@ from lab.fakecloud.server import FakeCloud, Listener, start
 from lab.fakecloud.state import seed
 from runbook.cloud.api import CloudTarget, CloudUnavailable, Retrier
 from runbook.core.console import Masker, Ui, make_console
+from tests.conftest import FakeClock
 from tests.test_cli import REPO, inv
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def failing(errors: list[BaseException]) -> tuple[Callable[[], str], list[int]]:
@@ -55,7 +43,7 @@ def api_error(code: str | int) -> APIException:
 
 def make(deadline: float = 60) -> tuple[Retrier, FakeClock, list[str]]:
     clock, said = FakeClock(), []
-    return Retrier(deadline, clock=clock, sleep=clock.sleep, say=said.append), clock, said
+    return Retrier(deadline, clock=clock.monotonic, sleep=clock.sleep, say=said.append), clock, said
 
 
 @pytest.mark.parametrize(
@@ -146,7 +134,7 @@ def test_a_steady_429_is_retried_by_hcloud_only(
     clock = FakeClock()
     target = CloudTarget(
         Client(token="tok-0123456789abcdef", api_endpoint=url, timeout=5),
-        clock=clock,
+        clock=clock.monotonic,
         sleep=clock.sleep,
     )
     with pytest.raises(APIException):
@@ -170,7 +158,7 @@ def test_api_down_shows_progress_and_gives_up_at_the_deadline() -> None:
         Client(token="t", api_endpoint=f"http://127.0.0.1:{closed_port()}/v1", timeout=5),
         ui=ui,
         retry_seconds=45,
-        clock=clock,
+        clock=clock.monotonic,
         sleep=clock.sleep,
     )
     with pytest.raises(CloudUnavailable, match="connection failed"):
@@ -221,7 +209,7 @@ def test_no_retry_starts_after_an_interrupt() -> None:
         clock.sleep(seconds)
         stop.request(signal.SIGINT)
 
-    r = Retrier(60, clock=clock, sleep=sleep, stop=stop)
+    r = Retrier(60, clock=clock.monotonic, sleep=sleep, stop=stop)
     fn, calls = failing([requests.ConnectionError()] * 100)
     with pytest.raises(Interrupted):
         r.call(fn)

@@ -19,7 +19,7 @@ import paramiko
 import pytest
 
 from runbook.core.remote import HostKeyPolicy, HostUnreachable, SSHHost, UnknownHostKey
-from runbook.inventory import load_inventory
+from runbook.inventory import Inventory, load_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -262,6 +262,17 @@ def test_sshhost_changed_key_says_so_and_runs_nothing(server: SshServer, tmp_pat
     assert server.commands == []
 
 
+def alias_inventory(server: SshServer, tmp_path: Path) -> Inventory:
+    """The repo's inventory with k8slb01 at the ssh_config alias `lb-alias` (tmp_path/ssh_config),
+    on this server's port, password login (no identity file)."""
+    text = (REPO / "hosts.yaml").read_text()
+    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
+    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
+    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
+    (tmp_path / "hosts.yaml").write_text(text)
+    return load_inventory(tmp_path / "hosts.yaml")
+
+
 def test_ssh_config_reaches_an_alias_but_cannot_loosen_the_host_key_check(
     server: SshServer, tmp_path: Path
 ) -> None:
@@ -272,12 +283,7 @@ def test_ssh_config_reaches_an_alias_but_cannot_loosen_the_host_key_check(
         "Host lb-alias\n    HostName 127.0.0.1\n"
         "    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
     )
-    text = (REPO / "hosts.yaml").read_text()
-    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
-    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
-    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
-    (tmp_path / "hosts.yaml").write_text(text)
-    inv = load_inventory(tmp_path / "hosts.yaml")
+    inv = alias_inventory(server, tmp_path)
     known = inv.known_hosts_path
     for accept_new in (False, True):
         host = SSHHost(inv.hosts["k8slb01"], inv, keys=HostKeyPolicy(known, accept_new=accept_new))
@@ -302,12 +308,7 @@ def test_proxyjump_from_ssh_config_tunnels_and_checks_the_jump_hosts_key(
         f"Host jump-alias\n    HostName 127.0.0.1\n    Port {server.port}\n    User ops\n"
         "Host lb-alias\n    HostName 127.0.0.1\n    ProxyJump jump-alias\n"
     )
-    text = (REPO / "hosts.yaml").read_text()
-    text = text.replace("  port: 22\n", f"  port: {server.port}\n  config_file: ssh_config\n")
-    text = text.replace("identity: ~/.ssh/id_ed25519", "identity: null")
-    text = text.replace("address: k8slb01.skgm.de", "address: lb-alias")
-    (tmp_path / "hosts.yaml").write_text(text)
-    inv = load_inventory(tmp_path / "hosts.yaml")
+    inv = alias_inventory(server, tmp_path)
     known = inv.known_hosts_path
     for accept_new in (False, True):
         host = SSHHost(inv.hosts["k8slb01"], inv, keys=HostKeyPolicy(known, accept_new=accept_new))
