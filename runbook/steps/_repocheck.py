@@ -30,6 +30,7 @@ from ..tools.k8sversions import Version, exact_package, newest_package
 PACKAGES = ("kubeadm", "kubelet", "kubectl")
 # the script's own exit codes: which phase failed (apt-get exits 100, curl 1..99)
 KEY_FAILED, UPDATE_FAILED = 111, 112
+CURL_EXIT = "curl-exit="  # the check script prints curl's own exit code after this, on stderr
 _WHAT = {KEY_FAILED: "downloading its signing key", UPDATE_FAILED: "apt-get update"}
 
 
@@ -43,6 +44,32 @@ class RepoTarget:
 
 class RepositoryUnusable(Exception):
     """The repository is missing or lacks the minor's packages (nothing changed anywhere)."""
+
+
+class RepositoryUnreachable(Exception):
+    """The host could not reach the repository (name resolution, connection, timeout, a 5xx):
+    a fault, not proof that the minor is missing (nothing changed anywhere)."""
+
+
+# curl's exit codes for "could not get there": resolve (5, 6), connect (7), timeout (28), TLS
+# handshake (35), nothing or a broken answer (52, 56)
+_CURL_UNREACHABLE = frozenset({5, 6, 7, 28, 35, 52, 56})
+# what apt says when it could not fetch for a network reason (apt 2.6 reports these as W: lines
+# and `apt-get update` still exits 0; a 404 is an E: line and exit 100)
+_NETWORK_WORDS = (
+    "Could not resolve",
+    "Temporary failure resolving",
+    "Could not connect",
+    "Unable to connect",
+    "Connection failed",
+    "Connection timed out",
+    "Connection refused",
+    "No route to host",
+    "Network is unreachable",
+    "503  Service Unavailable",
+    "502  Bad Gateway",
+    "504  Gateway Time",
+)
 
 
 def isolated_apt_options(tmp: str) -> str:
@@ -76,7 +103,8 @@ def check_script(src: AptSource) -> str:
     if src.keyring and src.key_url:
         # no pipe: a failed download fails here (as AptRepo.apply does it)
         key = (
-            f"k=$(curl -fsSL {shlex.quote(src.key_url)}) || exit {KEY_FAILED}; "
+            f"k=$(curl -fsSL {shlex.quote(src.key_url)}) "
+            f'|| {{ echo "{CURL_EXIT}$?" >&2; exit {KEY_FAILED}; }}; '
             'printf \'%s\\n\' "$k" | gpg --dearmor --yes -o "$t/key.gpg" '
             f'|| exit {KEY_FAILED}; chmod 0644 "$t/key.gpg"; '
         )
@@ -102,11 +130,37 @@ def _said(stderr: str) -> str:
     return " | ".join(errors or lines[-1:] or ["(no output)"])[-600:]
 
 
+def _unreachable(exited: int, stderr: str) -> str | None:
+    """What says the host could not reach the repository (None: it did, or it answered)."""
+    lines = [ln.strip() for ln in stderr.splitlines()]
+    if exited == KEY_FAILED:
+        codes = [ln.removeprefix(CURL_EXIT) for ln in lines if ln.startswith(CURL_EXIT)]
+        curl = [ln for ln in lines if ln.startswith("curl:")]
+        if codes and codes[-1].isdigit() and int(codes[-1]) in _CURL_UNREACHABLE:
+            return " | ".join(curl) or f"curl exited {codes[-1]}"
+        if any(w in ln for ln in curl for w in ("returned error: 50", "error: 429")):
+            return " | ".join(curl)
+        return None
+    if exited in (0, UPDATE_FAILED):
+        fetch = [ln for ln in lines if ln.startswith(("W:", "E:")) and "Failed to fetch" in ln]
+        if fetch and all(any(w in ln for w in _NETWORK_WORDS) for ln in fetch):
+            return " | ".join(fetch)[-600:]
+    return None
+
+
 def check_repository(host: Host, src: AptSource, minor: int) -> RepoTarget:
     """Test `src` on `host` in isolation: the newest 1.`minor`.x kubeadm it offers, with kubelet
-    and kubectl at that exact version; RepositoryUnusable (what apt said) otherwise."""
+    and kubectl at that exact version; RepositoryUnusable (what apt said) otherwise, and
+    RepositoryUnreachable when the host could not reach it (DNS, connection, timeout, 5xx):
+    apt's `update` then exits 0 with warnings and would read as "no such minor"."""
     res = host.query(check_script(src), timeout=600, ok_codes=None)
     where = f"the package repository {_where(src)} (tested on {host.name})"
+    network = _unreachable(res.exited, res.stderr)
+    if network is not None:
+        raise RepositoryUnreachable(
+            f"{where} could not be reached: {network} (a network problem, not proof that the "
+            "minor is missing; re-run once the host reaches it)"
+        )
     if res.exited != 0:
         step = _WHAT.get(res.exited, "the test")
         raise RepositoryUnusable(f"{where}: {step} failed: {_said(res.stderr)}")

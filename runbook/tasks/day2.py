@@ -135,11 +135,12 @@ def upgrade_preflight(
     """Read-only, on the first control plane, before any host is touched (also in --dry-run):
     the cluster's versions, the skew rule (one minor at a time, never down) and the new minor's
     package repository tested in isolation (`_repocheck`). A skip, a downgrade or a repository
-    that is missing or lacks the packages is bad input (exit 2); an unreadable cluster exit 1."""
+    that is missing or lacks the packages is bad input (exit 2); an unreadable cluster or a
+    repository the host cannot reach (network) exit 1."""
     from ..core.engine import StepFailed
     from ..core.remote import HostUnreachable, connect_all
     from ..render.k8sfiles import apt_source
-    from ..steps._repocheck import RepositoryUnusable, check_repository
+    from ..steps._repocheck import RepositoryUnreachable, RepositoryUnusable, check_repository
     from ..steps.upgrade import read_versions
     from ..tools.k8sversions import SkewError, check_step
 
@@ -165,6 +166,9 @@ def upgrade_preflight(
             ) from None
         except HostUnreachable as exc:
             ui.error(f"cannot test the package repository on {first}: {exc}")
+            raise Exit(code=common.EXIT_FAILED) from None
+        except RepositoryUnreachable as exc:  # a fault (exit 1), not bad input
+            ui.error(f"{exc}; nothing was changed on any host")
             raise Exit(code=common.EXIT_FAILED) from None
     finally:
         host.close()

@@ -27,7 +27,11 @@ from runbook.core.engine import RunOptions, RunState, StepContext
 from runbook.core.remote import Fact, Host, Result
 from runbook.inventory import load_inventory
 from runbook.render.k8sfiles import KEYRING, AptSource
-from runbook.steps._repocheck import RepositoryUnusable, check_repository
+from runbook.steps._repocheck import (
+    RepositoryUnreachable,
+    RepositoryUnusable,
+    check_repository,
+)
 from runbook.steps.upgrade import ControlPlaneUpgraded, UpgradeRun
 from runbook.tasks import _common as common
 from runbook.tasks import day2
@@ -138,6 +142,40 @@ def test_mirror_without_the_minor_is_refused_with_apts_answer(
     assert list(tmpdir_env.iterdir()) == []
 
 
+def test_a_host_that_cannot_resolve_the_key_url_is_a_fault_not_a_missing_minor(
+    host: ClusterHost, tmpdir_env: Path
+) -> None:
+    """curl exits 6 (no DNS): that says nothing about the minor. It used to read as "the
+    repository is missing" (bad input, exit 2)."""
+    serve(host, PKGS_K8S.format(minor=37), ALL_137)  # the repository exists
+    (host.state / "offline").touch()
+    with pytest.raises(RepositoryUnreachable) as exc:
+        check_repository(host, pkgs_source(37), 37)
+    msg = str(exc.value)
+    assert "could not be reached: curl: (6) Could not resolve host: pkgs.k8s.io" in msg
+    assert "not proof that the minor is missing" in msg and "k8scontrol01" in msg
+    assert host.mutating() == [] and list(tmpdir_env.iterdir()) == []
+
+
+def test_apt_warnings_for_an_unreachable_mirror_are_a_fault_not_an_empty_repository(
+    host: ClusterHost, tmpdir_env: Path
+) -> None:
+    """apt 2.6's `update` exits 0 when it cannot resolve the mirror (W: Failed to fetch ...), so
+    madison finds nothing: before, "it has no kubeadm 1.37.x" (exit 2) for a network fault."""
+    serve(host, "http://mirror.example/k8s/v1.37", ALL_137, key=False)
+    (host.state / "offline").touch()
+    src = AptSource("kubernetes", "deb [trusted=yes] http://mirror.example/k8s/v1.37 /", None, None)
+    with pytest.raises(RepositoryUnreachable, match=r"Could not resolve 'mirror\.example'"):
+        check_repository(host, src, 37)
+    assert list(tmpdir_env.iterdir()) == []
+
+
+def test_a_404_stays_a_missing_repository_when_the_network_works(host: ClusterHost) -> None:
+    """The split is by what curl and apt say: a 404 is an answer, so bad input as before."""
+    with pytest.raises(RepositoryUnusable, match=r"curl: \(22\)"):
+        check_repository(host, pkgs_source(37), 37)
+
+
 def test_a_repository_without_kubelet_at_that_version_is_refused(host: ClusterHost) -> None:
     serve(host, PKGS_K8S.format(minor=37), {**ALL_137, "kubelet": ["1.37.0-1.1"]})
     with pytest.raises(RepositoryUnusable, match=r"kubeadm v1\.37\.2 but no kubelet v1\.37\.2"):
@@ -214,6 +252,25 @@ def test_task_refuses_a_missing_minor_before_any_step(
     assert "does not have a Release file" in out and "nothing was changed on any host" in out
     assert task_env["execute"] is None  # no step ran: no host's sources were written
     assert task_env["connect"] == [(["k8scontrol01"], True)]  # read-only connection
+    assert host.mutating() == [] and list(tmpdir_env.iterdir()) == []
+
+
+def test_task_exits_1_when_the_repository_cannot_be_reached(
+    task_env: dict[str, Any],
+    host: ClusterHost,
+    tmp_path: Path,
+    tmpdir_env: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve(host, "http://mirror.example/k8s/v1.37", ALL_137, key=False)
+    (host.state / "offline").touch()
+    inventory = inventory_file(tmp_path, "1.37", mirror="http://mirror.example/k8s/v1.37")
+    with pytest.raises(Exit) as exc:
+        run_upgrade(inventory)
+    assert exc.value.code == common.EXIT_FAILED
+    out = " ".join(capsys.readouterr().out.split())
+    assert "could not be reached" in out and "nothing was changed on any host" in out
+    assert task_env["execute"] is None
     assert host.mutating() == [] and list(tmpdir_env.iterdir()) == []
 
 
