@@ -133,21 +133,26 @@ def owners() -> list[str]:
 REST_HOLD_S = 12.0
 
 
+def at_rest() -> bool:
+    """Heartbeat at rest on both nodes and I1: each sees its peer active, none is in
+    transition, exactly one owns the group, and that one holds both addresses and the API routes
+    them to it."""
+    views = [heartbeat_view(h) for h in LBS]
+    owning = [h for h, v in zip(LBS, views, strict=True) if owns(h, v[0])]
+    return (
+        all(v[1] == "active" for v in views)
+        and all(v[0] != "transition" for v in views)
+        and owning == [pair_state().holder]
+    )
+
+
 def quiet(timeout: float = 90.0, hold: float = REST_HOLD_S) -> bool:
-    """Wait until Heartbeat is at rest on both nodes for `hold` s on end: each sees its peer
-    active, exactly one owns the group, none is in transition, and I1 holds. False when it did
-    not within `timeout` (the next fault then starts from whatever state there is)."""
+    """Wait until the pair is at rest (`at_rest`) for `hold` s on end. False when it did not
+    within `timeout` (the next fault then starts from whatever state there is)."""
     t0 = time.monotonic()
     since: float | None = None
     while time.monotonic() - t0 < timeout:
-        views = [heartbeat_view(h) for h in LBS]
-        owning = [h for h, v in zip(LBS, views, strict=True) if owns(h, v[0])]
-        if (
-            all(v[1] == "active" for v in views)
-            and len(owning) == 1
-            and all(v[0] != "transition" for v in views)
-            and pair_state().holder is not None
-        ):
+        if at_rest():
             since = time.monotonic() if since is None else since
             if time.monotonic() - since >= hold:
                 return True
@@ -157,16 +162,32 @@ def quiet(timeout: float = 90.0, hold: float = REST_HOLD_S) -> bool:
     return False
 
 
-def settle(bound: float, *, give_up: float = 120.0) -> tuple[float | None, PairState]:
-    """Seconds until I1 holds (None when it did not within `give_up`), and the state then."""
+def settle(*, hold: float = REST_HOLD_S, give_up: float = 120.0) -> tuple[float | None, PairState]:
+    """Seconds until I1 holds FOR GOOD (None when it did not within `give_up`), and the state
+    then: the start of the last stretch in which I1 held without a break until the pair had
+    been at rest for `hold` s. The first instant I1 holds is not enough: after a pause or a
+    partition Heartbeat restarts both nodes, and the group it hands out `initdead` later may
+    move the routing once more (20+ s after the fault: a settle that stopped at the first
+    instant, as this did before, never saw that move)."""
     t0 = time.monotonic()
-    while True:
+    ok_since: float | None = None
+    rest_since: float | None = None
+    st = pair_state()
+    while time.monotonic() - t0 <= give_up:
         st = pair_state()
-        if st.holder is not None:
-            return time.monotonic() - t0, st
-        if time.monotonic() - t0 > give_up:
-            return None, st
+        now = time.monotonic()
+        if st.holder is None:
+            ok_since = rest_since = None
+        else:
+            ok_since = now if ok_since is None else ok_since
+            if at_rest():
+                rest_since = now if rest_since is None else rest_since
+                if now - rest_since >= hold:
+                    return ok_since - t0, st
+            else:
+                rest_since = None
         time.sleep(0.2)
+    return None, st
 
 
 @dataclass
