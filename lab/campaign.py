@@ -393,13 +393,12 @@ CATALOGUE: dict[str, Fault] = {
                 Fault(
                     f"holder-hung-{s}s",
                     hung(holder, s),
-                    # the failover during the hang; on resume Heartbeat's partition recovery:
-                    # the resumed node, which still owns the group, takes the route back (its
-                    # status sees the route elsewhere), and after both nodes restart the home
-                    # node may take it once more: up to three moves of ~0.2 s each. The outage
-                    # after the resume meets the 2 s (0-0.5 s measured, was 30-55 s);
-                    # I1 settles within 2.4-5.5 s, not the 2 s (README, open problems).
-                    Bounds(AFTER_END, 2.0, settle=8.0, moves=3),
+                    # the failover during the hang is the one move: on the resume the resumed
+                    # node takes its stale addresses off (the watchdog saw the pause) and every
+                    # group Heartbeat's partition recovery hands it is deferred to the peer that
+                    # serves. Measured: I1 0.61-1.21 s, 1 move, 0.0 s after the resume (was 22.9
+                    # s and 4 moves once I1 was measured for good, 30-55 s outage at first)
+                    Bounds(AFTER_END, 2.0, moves=1),
                     f"every process of the VIP holder SIGSTOPped for {s} s, then SIGCONT",
                 ),
             )
@@ -410,10 +409,11 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "standby-hung-20s",
                 hung(lambda: scenarios.other(holder()), 20),
-                # on resume Heartbeat restarts both nodes ("returning after partition") and the
-                # home node takes the group: when the standby is the home node, one move (~0.2 s,
-                # a few failed requests); the holder serves on through the restart
-                Bounds(FAILED, 5, moves=1),
+                # the holder serves on; the resumed standby's acquisitions defer to it (0 moves,
+                # I1 0.07-0.09 s measured). Allowed: one hand-over when the holder's Heartbeat
+                # restart makes the standby take the group by its "shutdown" notice (3.4 s seen
+                # before the deferral covered every path)
+                Bounds(FAILED, 5, settle=4.0, moves=1),
                 "every process of the standby SIGSTOPped for 20 s, then SIGCONT",
             ),
         ),
@@ -481,10 +481,11 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "one-way-partition-20s",
                 one_way(20),
-                # the standby takes over during the partition; at its end Heartbeat's partition
-                # recovery restarts both nodes and the home node may take the group back: I1
-                # within 8 s, not 2 s (README, open problems)
-                Bounds(DURING, FAILOVER_BOUND, settle=8.0, moves=2),
+                # the standby takes over during the partition (the one move); the old holder,
+                # which still hears its peer, sees nothing wrong and keeps its addresses until
+                # the heal, when its re-assert or Heartbeat's restart takes them off: I1 3.5-4.1 s
+                # after the heal, not the 2 s (README, open problems)
+                Bounds(DURING, FAILOVER_BOUND, settle=5.0, moves=1),
                 "the standby hears nothing from the holder (both paths) for 20 s",
             ),
         ),
@@ -493,10 +494,10 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "holder-links-down-10s",
                 links_down(("ens10", "eth0"), 10),
-                # the failover window (the first outage); after the heal Heartbeat restarts both
-                # nodes and the home node may take the group back: up to two moves, I1 within
-                # 8 s as for the other partitions (2.5 s measured; the 2 s is missed)
-                Bounds(DURING, FAILOVER_BOUND, settle=8.0, moves=2),
+                # the failover window (the first outage) is the one move; after the heal the old
+                # holder's pending re-assert yields to the peer that serves (it used to pull the
+                # routing back), its stale addresses come off with its next round: I1 2.5-3.2 s
+                Bounds(DURING, FAILOVER_BOUND, settle=5.0, moves=1),
                 "both links of the holder down for 10 s (a dead holder, then its return)",
             ),
         ),
@@ -639,7 +640,9 @@ def run_fault(
         error = f"{type(e).__name__}: {e}"
     ctx.marks.setdefault("begin", 0.0)
     ctx.marks.setdefault("end", round(ctx.clock(), 2))
-    settle_s, state = invariants.settle(fault.bounds.settle, give_up=max(30.0, fault.bounds.settle))
+    # I1 for good: the probes and the routing watch run until the pair has been at rest for
+    # REST_HOLD_S (a move Heartbeat makes after its restart, 20+ s after a pause, counts)
+    settle_s, state = invariants.settle(give_up=max(90.0, fault.bounds.settle + 60.0))
     time.sleep(tail)
     res = {k: p.stop() for k, p in probes.items()}
     watch.stop()

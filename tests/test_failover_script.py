@@ -13,6 +13,7 @@ syslog lines; HCLOUD_FAILOVER_PENDING and HCLOUD_FAILOVER_KICK point the pending
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import subprocess
@@ -59,6 +60,11 @@ class Rig:
     def pending(self) -> Path:
         """The marker `start` leaves when it keeps the resources without the routing."""
         return self.tmp / "pending"
+
+    @property
+    def deferred(self) -> Path:
+        """The marker `start` leaves when it leaves the routing with a serving peer."""
+        return self.tmp / "deferred"
 
     @property
     def kicks(self) -> list[str]:
@@ -139,6 +145,9 @@ class Rig:
             "HCLOUD_FAILOVER_IP": str(self.tmp / "ip"),
             "HCLOUD_FAILOVER_PENDING": str(self.pending),
             "HCLOUD_FAILOVER_KICK": str(self.tmp / "kick"),
+            "HCLOUD_FAILOVER_DEFERRED": str(self.deferred),
+            # never a real connect to the lab's VIP from here: tests say what answers there
+            "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
@@ -978,13 +987,26 @@ def test_reassert_moves_the_routing_when_only_one_address_is_on_the_peer(rig: Ri
 
 def test_pending_routing_is_finished_even_with_an_active_peer(rig: Rig) -> None:
     """A start that could not reach the API keeps the group pending: its re-assert routes the
-    cloud here (the cold start with the API down), it does not hand over."""
+    cloud here (the cold start with the API down: the peer the cloud still routes to serves
+    nothing, it has just booted too), it does not hand over."""
     rig.pending.write_text("1\n")
     extra, record = _standby_recorder(rig)
-    res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "active"})
+    res = rig.run("reassert", holds=True, extra={**extra, **_hb_acquires(rig, "", answers="0")})
     assert res.returncode == 0, res.stderr
     assert not record.exists()
     _assert_moved(rig)
+
+
+def test_pending_routing_yields_to_a_peer_that_took_over_and_serves(rig: Rig) -> None:
+    """Lab (holder's links down 10 s): the isolated holder's start could not reach the API and
+    kept the routing pending; the peer took over and served; when the links came back the
+    pending re-assert pulled the routing back (a second move). It yields now."""
+    rig.pending.write_text("1\n")
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=True, extra={**extra, **_hb_acquires(rig, "")})
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n" and not rig.pending.exists()
+    assert _writes(rig.calls()) == []
 
 
 def test_reassert_on_the_holder_looks_everything_up_once(rig: Rig) -> None:
@@ -996,3 +1018,314 @@ def test_reassert_on_the_holder_looks_everything_up_once(rig: Rig) -> None:
     assert res.returncode == 0, res.stderr
     lookups = [c["path"] for c in rig.calls()[before:] if "?name=" in c["path"]]
     assert len(lookups) == 4, lookups
+
+
+# ----- a pause or partition ended: the group Heartbeat hands out stays with the serving peer ----
+def _hb_acquires(
+    rig: Rig, trigger: str, peer: str = "active", answers: str = "1"
+) -> dict[str, str]:
+    return {
+        "HCLOUD_FAILOVER_TRIGGER": trigger,
+        "HCLOUD_FAILOVER_PEER_STATUS": peer,
+        "HCLOUD_FAILOVER_VIP_ANSWERS": answers,
+    }
+
+
+def test_start_by_heartbeat_itself_leaves_the_routing_with_the_serving_peer(rig: Rig) -> None:
+    """Lab (hung holder 5 s, then resumed): the failover moved the routing to the peer; on the
+    resume Heartbeat handed the group back here (its stale timers declared the peer dead), then
+    gave it up on both nodes, restarted them and gave it to the home node: 4 routing moves, I1
+    only 22.9 s after the resume. A start that Heartbeat ran by itself (mach_down or its own
+    request) while the peer is active, routed both addresses and serving the VIP moves nothing:
+    this node takes its own addresses off and the group goes to the peer (hb_standby)."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):  # what the resumed node still had
+        (rig.tmp / "addrs" / str(a)).touch()
+    for trigger in ("mach_down", "ip-request-resp"):
+        before = len(rig.calls())
+        res = rig.run("start", holds=None, extra=_hb_acquires(rig, trigger))
+        assert res.returncode == 0, res.stderr
+        assert _writes(rig.calls()[before:]) == [], res.stderr
+        assert _local(rig) == [] and rig.deferred.exists()
+        assert f"start (via {trigger})" in res.stderr and "not moving the routing" in res.stderr
+    assert rig.kicks == ["", ""]  # the re-assert service hands the group over
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "peer", "answers", "why"),
+    [
+        ("", "active", "1", "a planned hand-over (hb_standby on the peer) always moves"),
+        ("mach_down", "dead", "1", "a peer Heartbeat sees dead is a failover"),
+        ("ip-request-resp", "active", "0", "nothing serves the VIP there (HAProxy down)"),
+    ],
+)
+def test_start_moves_unless_the_peer_really_serves(
+    rig: Rig, trigger: str, peer: str, answers: str, why: str
+) -> None:
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    res = rig.run("start", holds=None, extra=_hb_acquires(rig, trigger, peer, answers))
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)]), why
+    assert not rig.deferred.exists(), why
+
+
+def test_start_without_a_service_port_never_defers(rig: Rig) -> None:
+    """Env files written before SERVICE_PORT existed keep the old behaviour."""
+    text = rig.env_file.read_text()
+    rig.env_file.write_text("\n".join(ln for ln in text.splitlines() if "SERVICE_PORT" not in ln))
+    res = rig.run("start", holds=None, extra=_hb_acquires(rig, "mach_down"))
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+
+
+def test_reassert_hands_a_deferred_group_to_the_peer_once(rig: Rig) -> None:
+    extra, record = _standby_recorder(rig)  # Heartbeat gives this node the group ("all")
+    rig.deferred.write_text("0\n")
+    for _ in range(2):
+        res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+        assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n"  # asked once, not on every timer run
+    assert _writes(rig.calls()) == [] and rig.deferred.exists()
+
+
+def test_reassert_takes_a_deferred_group_when_the_peer_stopped_serving(rig: Rig) -> None:
+    """The peer died (or its HAProxy) after the deferral: Heartbeat still gives this node the
+    group and will not call start again, so the re-assert takes it here after all."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    extra, record = _standby_recorder(rig)
+    rig.deferred.write_text("0\n")
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "", answers="0")})
+    assert res.returncode == 0, res.stderr
+    assert not record.exists() and not rig.deferred.exists() and not rig.pending.exists()
+    _assert_moved(rig)
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+
+
+def test_a_deferral_ends_with_the_group(rig: Rig) -> None:
+    """Heartbeat handed the group on (or gave it up): the marker goes, nothing else happens;
+    stop removes it too."""
+    rig.deferred.write_text("0\n")
+    res = rig.run("reassert", holds=None, extra={"HCLOUD_FAILOVER_RSC": "none"})
+    assert res.returncode == 0 and not rig.deferred.exists(), res.stderr
+    rig.deferred.write_text("0\n")
+    assert rig.run("stop", holds=None).returncode == 0
+    assert not rig.deferred.exists() and _writes(rig.calls()) == []
+
+
+@pytest.mark.parametrize("caller", ["mach_down", "ip-request-resp", "hb_standby"])
+def test_the_trigger_is_read_from_the_real_callers(rig: Rig, caller: str) -> None:
+    """Heartbeat runs mach_down and ip-request-resp as shell scripts that run ResourceManager,
+    which runs the resource: the script finds them up its parent chain in /proc."""
+    bindir = rig.tmp / "heartbeat-scripts"
+    bindir.mkdir()
+    loader = (
+        "import importlib.machinery as m, sys; "
+        f"mod = m.SourceFileLoader('hf', {str(rig.script)!r}).load_module(); "
+        "print(mod.acquisition_trigger() or '-')"
+    )
+    rm = bindir / "ResourceManager"
+    rm.write_text(f'#!/bin/sh\n{PYTHON} -c "$1"\n')
+    (bindir / caller).write_text(f'#!/bin/sh\n"{rm}" "$1"\n')
+    for f in (rm, bindir / caller):
+        f.chmod(0o755)
+    out = subprocess.run(
+        ["sh", str(bindir / caller), loader], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == (caller if caller != "hb_standby" else "-")
+
+
+def test_reassert_on_a_resumed_holder_takes_its_stale_addresses_off_at_once(rig: Rig) -> None:
+    """Lab (hung holder 20 s): the resumed node still had the addresses and the group while the
+    cloud routed both to the peer that took over; I1 came back only 3.2 s after the resume,
+    with Heartbeat's restart. The re-assert (the watchdog starts it after a pause) takes them
+    off at once, and hands the group over without moving the routing."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+    assert res.returncode == 0, res.stderr
+    assert _local(rig) == [] and record.read_text() == "standby\n"
+    assert rig.deferred.exists() and _writes(rig.calls()) == []
+    assert "took this node's addresses off" in res.stderr
+
+
+def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig) -> None:
+    """Routed to an active peer whose VIP is silent (its HAProxy down): this node keeps its
+    addresses and routes the cloud here instead of handing over."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+    extra, record = _standby_recorder(rig)
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "", answers="0")})
+    assert res.returncode == 0, res.stderr
+    assert not record.exists() and not rig.deferred.exists()
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _assert_moved(rig)
+
+
+def _flip_later(path: Path, value: str, after: float) -> threading.Timer:
+    timer = threading.Timer(after, path.write_text, args=(value,))
+    timer.start()
+    return timer
+
+
+def test_a_deferred_node_waits_for_its_restarting_peer_instead_of_moving(rig: Rig) -> None:
+    """Lab (hung holder 20 s): the resumed node deferred to the peer; then the peer's own
+    partition recovery restarted its Heartbeat (notice: "shutdown"), Heartbeat gave the group
+    to the deferred node, and its start moved the routing, a second move, 2.4 s of outage.
+    The peer still serves while it restarts: the deferred node waits for it to be back."""
+    (rig.tmp / "ha.cf").write_text("keepalive 1\ndeadtime 2\n")
+    (rig.tmp / "peer-status").write_text("dead")
+    (rig.tmp / "answers").write_text("1")
+    rig.deferred.write_text("0\n")
+    extra = {
+        "HCLOUD_FAILOVER_TRIGGER": "mach_down",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{rig.tmp / 'answers'}",
+        "HCLOUD_FAILOVER_HA_CF": str(rig.tmp / "ha.cf"),
+    }
+    timer = _flip_later(rig.tmp / "peer-status", "active", 1.5)
+    t0 = time.monotonic()
+    try:
+        res = rig.run("start", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert 1.5 <= time.monotonic() - t0 < 4.0
+    assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
+    assert "waiting for its return" in res.stderr
+
+
+def test_a_deferred_node_moves_at_once_when_the_gone_peer_stops_serving(rig: Rig) -> None:
+    (rig.tmp / "ha.cf").write_text("deadtime 2\n")
+    (rig.tmp / "answers").write_text("1")
+    rig.deferred.write_text("0\n")
+    extra = {
+        "HCLOUD_FAILOVER_TRIGGER": "mach_down",
+        "HCLOUD_FAILOVER_PEER_STATUS": "dead",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{rig.tmp / 'answers'}",
+        "HCLOUD_FAILOVER_HA_CF": str(rig.tmp / "ha.cf"),
+    }
+    timer = _flip_later(rig.tmp / "answers", "0", 1.0)  # the peer died meanwhile
+    t0 = time.monotonic()
+    try:
+        res = rig.run("start", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 1.0 + 0.5 + 3.0  # within a poll after the VIP went silent
+    _assert_moved(rig)
+    assert not rig.deferred.exists()
+
+
+def test_a_node_that_had_not_deferred_never_waits_for_a_dead_peer(rig: Rig) -> None:
+    """A failover (the peer declared dead, nothing deferred) moves at once: no wait, no probe."""
+    extra = {**_hb_acquires(rig, "mach_down", peer="dead"), "HCLOUD_FAILOVER_HA_CF": "/dev/null"}
+    t0 = time.monotonic()
+    res = rig.run("start", holds=None, extra=extra)
+    assert res.returncode == 0 and time.monotonic() - t0 < 3.0, res.stderr
+    assert "waiting" not in res.stderr
+    _assert_moved(rig)
+
+
+def test_deadtime_is_read_from_ha_cf(rig: Rig, tmp_path: Path) -> None:
+    loader = (
+        "import importlib.machinery as m, sys; "
+        f"mod = m.SourceFileLoader('hf', {str(rig.script)!r}).load_module(); "
+        "print([mod.heartbeat_deadtime(p) for p in sys.argv[1:]])"
+    )
+    files = []
+    for i, text in enumerate(["deadtime 3\n", "keepalive 500ms\ndeadtime 2500ms # x\n", ""]):
+        f = tmp_path / f"ha{i}.cf"
+        f.write_text(text)
+        files.append(str(f))
+    out = subprocess.run(
+        [PYTHON, "-c", loader, *files, str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == "[3.0, 2.5, 30.0, 30.0]"
+
+
+def test_a_resumed_holder_does_not_take_back_from_a_peer_its_stale_timers_call_dead(
+    rig: Rig,
+) -> None:
+    """Lab (hung holder 20 s): on the resume the node's own timers fired before the peer's
+    queued packets were read, Heartbeat declared the live peer dead, gave this node the group,
+    and start moved the routing back (cl_status said "dead" for a moment). A node that still
+    has the addresses waits for the peer to be back while the VIP answers there."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+    (rig.tmp / "peer-status").write_text("dead")
+    extra = {
+        "HCLOUD_FAILOVER_TRIGGER": "ip-request-resp",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    timer = _flip_later(rig.tmp / "peer-status", "active", 0.7)
+    try:
+        res = rig.run("start", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
+    assert _local(rig) == []
+
+
+def test_a_reassert_waiting_for_a_deferring_start_looks_again(rig: Rig) -> None:
+    """Lab (hung holder 20 s): the watchdog started the re-assert right after the pause; it
+    saw the addresses, waited for the lock a deferring start held, then, with its stale view,
+    moved the routing back. After waiting for the lock it now looks again."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+    extra, record = _standby_recorder(rig)
+    with open(rig.tmp / "failover.lock", "a") as held:  # the start runs
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = rig.spawn("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+        time.sleep(1.0)
+        assert run.poll() is None  # waiting for the lock
+        for a in (lb.vip, lb.floating_ip.address):  # what the deferring start does
+            (rig.tmp / "addrs" / str(a)).unlink()
+        rig.deferred.write_text("0\n")
+        fcntl.flock(held, fcntl.LOCK_UN)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err
+    assert _writes(rig.calls()) == [], err  # the routing stays with the serving peer
+    assert record.read_text() == "standby\n" and _local(rig) == []
+
+
+def test_a_round_begun_while_cut_off_yields_once_the_api_answers(rig: Rig) -> None:
+    """Lab (holder's links down 10 s): the cut-off holder's re-assert round began with the API
+    out of reach, kept retrying, and moved the routing back from the peer that had taken over
+    as soon as the links returned. It decides on the first answer now: it yields."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # this node held both
+    rig.cloud.faults.configure(outage=3, outage_mode="close")  # its links go down
+    extra, record = _standby_recorder(rig)
+    run = rig.spawn("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+    try:
+        time.sleep(1.0)
+        _route_to_peer(rig)  # meanwhile the peer took over (the API itself is up)
+        _out, err = run.communicate(timeout=DEADLINE + 15)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"], err
+    assert record.read_text() == "standby\n" and _local(rig) == []
+    assert str(lb.vip) not in _local(rig)

@@ -30,6 +30,7 @@ class Pair:
         self.owners, self.vips, self.routed = owners, vips, routed
         self.commands: list[tuple[str, str]] = []
         self.started_at = -1e6  # both Heartbeats long up (fake clock time of their start)
+        self.deferred: set[str] = set()  # owners whose start left the routing with the peer
 
 
 class FakeLb(Host):
@@ -57,7 +58,10 @@ class FakeLb(Host):
             out = "running" if self.name in p.vips and p.routed == self.name else "stopped"
         elif cmd.endswith("hcloud-failover reassert"):
             p.commands.append((self.name, "reassert"))
-            if self.name in p.owners and len(p.owners) == 1:
+            if self.name in p.deferred:  # the peer still serves: hand the group to it
+                p.deferred.discard(self.name)
+                p.owners = {peer}
+            elif self.name in p.owners and len(p.owners) == 1:
                 p.routed = self.name
             elif p.routed != self.name:
                 p.vips.discard(self.name)  # a follower: the route moved, the addresses go
@@ -98,6 +102,18 @@ def test_both_owning_the_group_is_repaired_keeping_the_routed_node(
     assert ("k8slb02", "standby") not in pair.commands
     assert pair.owners == {"k8slb02"} and pair.vips == {"k8slb02"} and pair.routed == "k8slb02"
     assert "both load balancers own the resource group: k8slb01 gives it up" in out.getvalue()
+
+
+def test_a_deferred_owner_is_asked_to_hand_the_group_over(fake_clock: FakeClock) -> None:
+    """After a pause or partition Heartbeat gave the group to k8slb01, whose start left the
+    routing with k8slb02 (still serving: VIP local there, routed there): the settle check runs
+    k8slb01's reassert, which hands the group over; no routing move."""
+    pair = Pair({"k8slb01"}, {"k8slb02"}, routed="k8slb02")
+    pair.deferred = {"k8slb01"}
+    ctx, _ = make(pair)
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert ("k8slb01", "reassert") in pair.commands
+    assert pair.owners == {"k8slb02"} and pair.vips == {"k8slb02"} and pair.routed == "k8slb02"
 
 
 def test_both_owning_without_a_route_keeps_the_primary(fake_clock: FakeClock) -> None:

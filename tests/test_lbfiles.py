@@ -206,6 +206,7 @@ def test_failover_env_and_units(inv: Inventory) -> None:
         "VIP_INTERFACE": inv.load_balancer.interface,
         "FLOATING_IP_ADDRESS": str(inv.load_balancer.floating_ip.address),
         "FLOATING_IP_INTERFACE": inv.load_balancer.public_interface,
+        "SERVICE_PORT": str(lbfiles.API_PORT),  # HAProxy's frontend on the VIP
         "DEADLINE": f"{inv.hcloud.failover_deadline:g}",
         "TIMEOUT": f"{inv.hcloud.timeout:g}",
     }
@@ -629,6 +630,42 @@ def test_watchdog_one_odd_answer_does_not_restart_haproxy(watchdog: Watchdog) ->
     time.sleep(2.0)
     assert not (watchdog.w / "odd-once").exists()  # it was asked
     assert not any("restart" in c for c in watchdog.lines("systemctl.log"))
+
+
+def test_watchdog_asks_for_a_reassert_when_the_holder_was_paused(watchdog: Watchdog) -> None:
+    """Lab (hung holder 20 s, then resumed): the peer had taken over; the resumed node kept its
+    stale addresses for 3.2 s (I1) because nothing ran the resource script before Heartbeat's
+    own restart. A loop that overslept tells the watchdog this node was paused: it starts
+    hcloud-reassert at once (only on the VIP holder, once per pause)."""
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    assert watchdog.proc is not None
+    time.sleep(1.0)
+    assert "--no-block start hcloud-reassert.service" not in watchdog.lines("systemctl.log")
+    os.killpg(watchdog.proc.pid, 19)  # SIGSTOP: the whole watchdog, as a paused VM
+    time.sleep(3.5)  # > interval 0.2 + pause 2
+    os.killpg(watchdog.proc.pid, 18)  # SIGCONT
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:
+        if "--no-block start hcloud-reassert.service" in watchdog.lines("systemctl.log"):
+            break
+        time.sleep(0.05)
+    assert watchdog.lines("systemctl.log").count("--no-block start hcloud-reassert.service") == 1
+    assert time.monotonic() - t0 < 1.0
+    assert "(paused)" in (watchdog.w / "stderr.log").read_text()
+
+
+def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    assert watchdog.proc is not None
+    time.sleep(0.5)
+    os.killpg(watchdog.proc.pid, 19)
+    time.sleep(3.0)
+    os.killpg(watchdog.proc.pid, 18)
+    time.sleep(1.0)
+    assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
 
 
 def test_watchdog_hands_over_when_the_public_link_stays_down(watchdog: Watchdog) -> None:

@@ -155,6 +155,7 @@ def failover_env(inv: Inventory, host_name: str, *, token: str) -> str:
         vip_interface=inv.load_balancer.interface,
         floating_ip_address=str(inv.load_balancer.floating_ip.address),
         floating_ip_interface=inv.load_balancer.public_interface,
+        service_port=API_PORT,
         deadline=f"{hc.failover_deadline:g}",
         timeout=f"{hc.timeout:g}",
     )

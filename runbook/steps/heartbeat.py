@@ -328,6 +328,10 @@ class HeartbeatStep(Step):
                 if holders == owners:
                     ctx.ui.print(f"heartbeat pair up: {owners[0]} holds the VIP", style="green")
                     return True
+            if len(owners) == 1 and peers_ok and not holds_vip(ctx, owners[0]):
+                # the owner left the routing with a peer that serves (a pause or partition
+                # ended, "deferred"): its reassert hands the group over, or takes it after all
+                self._reassert(ctx, owners[0])
             problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
             at = now()
             started = peers_ok and all(
