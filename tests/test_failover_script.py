@@ -146,6 +146,7 @@ class Rig:
             "HCLOUD_FAILOVER_PENDING": str(self.pending),
             "HCLOUD_FAILOVER_KICK": str(self.tmp / "kick"),
             "HCLOUD_FAILOVER_DEFERRED": str(self.deferred),
+            "HCLOUD_FAILOVER_HANDED_OVER": str(self.tmp / "handed-over"),
             # never a real connect to the lab's VIP from here: tests say what answers there
             "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
         }
@@ -1329,3 +1330,87 @@ def test_a_round_begun_while_cut_off_yields_once_the_api_answers(rig: Rig) -> No
     assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"], err
     assert record.read_text() == "standby\n" and _local(rig) == []
     assert str(lb.vip) not in _local(rig)
+
+
+def test_a_peer_that_hands_back_by_restarting_right_after_a_deferral_is_waited_for(
+    rig: Rig,
+) -> None:
+    """Lab (one-way partition 20 s): at the heal this node deferred and handed the group to the
+    peer that served; 1 s later that peer's own partition restart gave it back ("shutdown"
+    notice, a hand-over path, the peer not active), and start moved the routing: a second move.
+    Right after a hand-over of its own, this node waits for such a peer while it serves."""
+    (rig.tmp / "handed-over").write_text(f"{time.time()}\n")
+    (rig.tmp / "peer-status").write_text("dead")
+    extra = {
+        "HCLOUD_FAILOVER_TRIGGER": "",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
+    try:
+        res = rig.run("start", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
+
+
+@pytest.mark.parametrize("handed_over_ago", [None, 120.0])
+def test_a_planned_hand_over_or_a_stop_long_after_moves_at_once(
+    rig: Rig, handed_over_ago: float | None
+) -> None:
+    """`systemctl stop heartbeat` on the holder (its notice, the peer not active): without a
+    recent hand-over of this node's own, that is a stop; the routing moves at once."""
+    if handed_over_ago is not None:
+        (rig.tmp / "handed-over").write_text(f"{time.time() - handed_over_ago}\n")
+    extra = {**_hb_acquires(rig, "", peer="dead"), "HCLOUD_FAILOVER_HA_CF": "/dev/null"}
+    t0 = time.monotonic()
+    res = rig.run("start", holds=None, extra=extra)
+    assert res.returncode == 0 and time.monotonic() - t0 < 3.0, res.stderr
+    _assert_moved(rig)
+
+
+def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_partition(
+    rig: Rig,
+) -> None:
+    """Lab (one-way partition 20 s): the old holder, which still heard its peer, kept its
+    addresses; at the heal the peer's partition restart gave the group back by its "shutdown"
+    notice and start moved the routing: a second move. With stale addresses this node waits
+    for the peer while it serves, as after a hand-over of its own."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+    (rig.tmp / "peer-status").write_text("dead")
+    extra = {
+        "HCLOUD_FAILOVER_TRIGGER": "",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
+    try:
+        res = rig.run("start", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert _writes(rig.calls()) == [] and rig.deferred.exists() and _local(rig) == []
+
+
+def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: Rig) -> None:
+    """Lab (one-way partition 20 s): the deferral's hand-over met the peer in its partition
+    restart (not active for ~6 s); the re-assert took the group here ("no longer serves"), a
+    second move. A peer whose VIP still answers is waited for, then given the group."""
+    extra, record = _standby_recorder(rig)
+    rig.deferred.write_text("0\n")
+    (rig.tmp / "peer-status").write_text("dead")
+    extra |= {
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n" and _writes(rig.calls()) == [], res.stderr
