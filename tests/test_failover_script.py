@@ -148,7 +148,7 @@ class Rig:
             "HCLOUD_FAILOVER_DEFERRED": str(self.deferred),
             "HCLOUD_FAILOVER_HANDED_OVER": str(self.tmp / "handed-over"),
             # never a real connect to the lab's VIP from here: tests say what answers there
-            "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
+            "HCLOUD_FAILOVER_VIP_ANSWERS": "0",
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
@@ -954,6 +954,7 @@ def test_reassert_hands_the_group_to_an_active_peer_the_cloud_routes_to(rig: Rig
     Heartbeat sees active (both nodes own the group after a split brain): this node hands the
     group over (hb_standby) instead of moving the routing; the peer keeps serving."""
     extra, record = _standby_recorder(rig)
+    extra["HCLOUD_FAILOVER_VIP_ANSWERS"] = "1"  # the peer serves the VIP
     res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "active"})
     assert res.returncode == 0, res.stderr
     assert record.read_text() == "standby\n"
@@ -1273,6 +1274,7 @@ def test_a_resumed_holder_does_not_take_back_from_a_peer_its_stale_timers_call_d
         "HCLOUD_FAILOVER_TRIGGER": "ip-request-resp",
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
     timer = _flip_later(rig.tmp / "peer-status", "active", 0.7)
     try:
@@ -1345,6 +1347,7 @@ def test_a_peer_that_hands_back_by_restarting_right_after_a_deferral_is_waited_f
         "HCLOUD_FAILOVER_TRIGGER": "",
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
     timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
     try:
@@ -1386,6 +1389,7 @@ def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_pa
         "HCLOUD_FAILOVER_TRIGGER": "",
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
     timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
     try:
@@ -1406,6 +1410,7 @@ def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: R
     extra |= {
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
     timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
     try:
