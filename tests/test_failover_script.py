@@ -942,11 +942,14 @@ def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
 
 # ----- both nodes own the group (split brain): the owner the cloud does not route to yields ----
 def _standby_recorder(rig: Rig) -> tuple[dict[str, str], Path]:
+    """hb_standby as Heartbeat answers it: the group goes (this node's rscstatus: none)."""
     record = rig.tmp / "standby.txt"
+    rsc = rig.tmp / "rsc-standby"
+    rsc.write_text("all")
     cmd = rig.tmp / "standby"
-    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\n")
+    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho none > {rsc}\n")
     cmd.chmod(0o755)
-    return {"HCLOUD_FAILOVER_STANDBY": str(cmd), "HCLOUD_FAILOVER_RSC": "all"}, record
+    return {"HCLOUD_FAILOVER_STANDBY": str(cmd), "HCLOUD_FAILOVER_RSC": f"@{rsc}"}, record
 
 
 def test_reassert_hands_the_group_to_an_active_peer_the_cloud_routes_to(rig: Rig) -> None:
@@ -1090,8 +1093,28 @@ def test_reassert_hands_a_deferred_group_to_the_peer_once(rig: Rig) -> None:
     for _ in range(2):
         res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
         assert res.returncode == 0, res.stderr
-    assert record.read_text() == "standby\n"  # asked once, not on every timer run
-    assert _writes(rig.calls()) == [] and rig.deferred.exists()
+    assert record.read_text() == "standby\n"  # asked once: Heartbeat gave the group away
+    assert _writes(rig.calls()) == [] and not rig.deferred.exists()
+
+
+def test_an_ignored_standby_request_is_asked_again(rig: Rig) -> None:
+    """Lab CI (hung holder, full cluster): Heartbeat ignored the one standby request (a
+    transition in progress) and the group stayed deferred past the 90 s the campaign waits.
+    The re-assert asks again every 3 s until Heartbeat gives the group away."""
+    extra, record = _standby_recorder(rig)
+    cmd = rig.tmp / "standby"
+    rsc = rig.tmp / "rsc-standby"
+    cmd.write_text(  # the first two requests are ignored
+        f"#!/bin/sh\necho standby >> {record}\n"
+        f'[ "$(wc -l < {record})" -ge 3 ] && echo none > {rsc}\ntrue\n'
+    )
+    rig.deferred.write_text("0\n")
+    t0 = time.monotonic()
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n" * 3
+    assert 6.0 <= time.monotonic() - t0 < 15.0
+    assert _writes(rig.calls()) == []
 
 
 def test_reassert_takes_a_deferred_group_when_the_peer_stopped_serving(rig: Rig) -> None:
