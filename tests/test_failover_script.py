@@ -1381,7 +1381,7 @@ def test_a_peer_that_hands_back_by_restarting_right_after_a_deferral_is_waited_f
     assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
 
 
-@pytest.mark.parametrize("handed_over_ago", [None, 120.0])
+@pytest.mark.parametrize("handed_over_ago", [None, 120.0, 10.0])
 def test_a_planned_hand_over_or_a_stop_long_after_moves_at_once(
     rig: Rig, handed_over_ago: float | None
 ) -> None:
