@@ -1025,6 +1025,14 @@ def test_reassert_on_the_holder_looks_everything_up_once(rig: Rig) -> None:
     assert len(lookups) == 4, lookups
 
 
+def _stale_addresses(rig: Rig) -> None:
+    """Both addresses local on this node (a stateful `ip`): what a paused or cut-off holder has."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    for a in (lb.vip, lb.floating_ip.address):
+        (rig.tmp / "addrs" / str(a)).touch()
+
+
 # ----- a pause or partition ended: the group Heartbeat hands out stays with the serving peer ----
 def _hb_acquires(
     rig: Rig, trigger: str, peer: str = "active", answers: str = "1"
@@ -1169,10 +1177,7 @@ def test_reassert_on_a_resumed_holder_takes_its_stale_addresses_off_at_once(rig:
     cloud routed both to the peer that took over; I1 came back only 3.2 s after the resume,
     with Heartbeat's restart. The re-assert (the watchdog starts it after a pause) takes them
     off at once, and hands the group over without moving the routing."""
-    lb = rig.inv.load_balancer
-    _stateful_ip(rig)
-    for a in (lb.vip, lb.floating_ip.address):
-        (rig.tmp / "addrs" / str(a)).touch()
+    _stale_addresses(rig)
     extra, record = _standby_recorder(rig)
     res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
     assert res.returncode == 0, res.stderr
@@ -1184,14 +1189,12 @@ def test_reassert_on_a_resumed_holder_takes_its_stale_addresses_off_at_once(rig:
 def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig) -> None:
     """Routed to an active peer whose VIP is silent (its HAProxy down): this node keeps its
     addresses and routes the cloud here instead of handing over."""
-    lb = rig.inv.load_balancer
-    _stateful_ip(rig)
-    for a in (lb.vip, lb.floating_ip.address):
-        (rig.tmp / "addrs" / str(a)).touch()
+    _stale_addresses(rig)
     extra, record = _standby_recorder(rig)
     res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "", answers="0")})
     assert res.returncode == 0, res.stderr
     assert not record.exists() and not rig.deferred.exists()
+    lb = rig.inv.load_balancer
     assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
     _assert_moved(rig)
 
@@ -1288,10 +1291,7 @@ def test_a_resumed_holder_does_not_take_back_from_a_peer_its_stale_timers_call_d
     queued packets were read, Heartbeat declared the live peer dead, gave this node the group,
     and start moved the routing back (cl_status said "dead" for a moment). A node that still
     has the addresses waits for the peer to be back while the VIP answers there."""
-    lb = rig.inv.load_balancer
-    _stateful_ip(rig)
-    for a in (lb.vip, lb.floating_ip.address):
-        (rig.tmp / "addrs" / str(a)).touch()
+    _stale_addresses(rig)
     (rig.tmp / "peer-status").write_text("dead")
     extra = {
         "HCLOUD_FAILOVER_TRIGGER": "ip-request-resp",
@@ -1313,16 +1313,14 @@ def test_a_reassert_waiting_for_a_deferring_start_looks_again(rig: Rig) -> None:
     """Lab (hung holder 20 s): the watchdog started the re-assert right after the pause; it
     saw the addresses, waited for the lock a deferring start held, then, with its stale view,
     moved the routing back. After waiting for the lock it now looks again."""
-    lb = rig.inv.load_balancer
-    _stateful_ip(rig)
-    for a in (lb.vip, lb.floating_ip.address):
-        (rig.tmp / "addrs" / str(a)).touch()
+    _stale_addresses(rig)
     extra, record = _standby_recorder(rig)
     with open(rig.tmp / "failover.lock", "a") as held:  # the start runs
         fcntl.flock(held, fcntl.LOCK_EX)
         run = rig.spawn("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
         time.sleep(1.0)
         assert run.poll() is None  # waiting for the lock
+        lb = rig.inv.load_balancer
         for a in (lb.vip, lb.floating_ip.address):  # what the deferring start does
             (rig.tmp / "addrs" / str(a)).unlink()
         rig.deferred.write_text("0\n")
@@ -1403,10 +1401,7 @@ def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_pa
     addresses; at the heal the peer's partition restart gave the group back by its "shutdown"
     notice and start moved the routing: a second move. With stale addresses this node waits
     for the peer while it serves, as after a hand-over of its own."""
-    lb = rig.inv.load_balancer
-    _stateful_ip(rig)
-    for a in (lb.vip, lb.floating_ip.address):
-        (rig.tmp / "addrs" / str(a)).touch()
+    _stale_addresses(rig)
     (rig.tmp / "peer-status").write_text("dead")
     extra = {
         "HCLOUD_FAILOVER_TRIGGER": "",
