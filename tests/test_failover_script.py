@@ -1437,3 +1437,102 @@ def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: R
         timer.join()
     assert res.returncode == 0, res.stderr
     assert record.read_text() == "standby\n" and _writes(rig.calls()) == [], res.stderr
+
+
+@pytest.mark.parametrize(
+    ("stale", "reason"),
+    [(False, "notice"), (True, "paused")],
+    ids=["shutdown-notice", "stale-addresses"],
+)
+def test_start_records_why_it_deferred(rig: Rig, stale: bool, reason: str) -> None:
+    """mach_down while the peer still looks active and nothing here is stale is a shutdown
+    notice (or a resumed standby's stale timers): the deferral says so, and its re-assert takes
+    the group as soon as that peer's Heartbeat is gone. Stale addresses here are evidence of a
+    pause: the re-assert waits for the peer's restart."""
+    if stale:
+        _stale_addresses(rig)
+    res = rig.run("start", holds=None, extra=_hb_acquires(rig, "mach_down"))
+    assert res.returncode == 0, res.stderr
+    assert _writes(rig.calls()) == [], res.stderr
+    assert rig.deferred.read_text().split()[1:] == [reason]
+
+
+def test_a_standby_request_pending_at_a_stopping_peer_is_not_a_hand_over(rig: Rig) -> None:
+    """Lab (drill: `systemctl stop heartbeat` on the holder while the API answered 429): the
+    peer's start, through mach_down after the holder's shutdown notice, found the holder still
+    active and serving and deferred; the re-assert asked the stopping holder to take the group
+    back; Heartbeat kept that request pending ("transition") until it declared the holder dead,
+    then cancelled it. The re-assert took "transition" for a hand-over and ended: nobody moved
+    the routing, and the stopped node got the group back when its Heartbeat returned, no
+    failover at all. A pending request is not a hand-over: once the peer is dead, the deferred
+    node takes the group and the routing."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    record = rig.tmp / "standby.txt"
+    rsc = rig.tmp / "rsc"
+    rsc.write_text("all")
+    cmd = rig.tmp / "standby"
+    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho transition > {rsc}\n")
+    cmd.chmod(0o755)
+    (rig.tmp / "peer-status").write_text("active")
+    rig.deferred.write_text("0 notice\n")
+    extra = {
+        "HCLOUD_FAILOVER_STANDBY": str(cmd),
+        "HCLOUD_FAILOVER_RSC": f"@{rsc}",
+        "HCLOUD_FAILOVER_TRIGGER": "",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the stopping holder serves until the move
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",  # a wait for its return would take 39 s
+    }
+
+    def declared_dead() -> None:  # Heartbeat cancels the request and keeps the group here
+        (rig.tmp / "peer-status").write_text("dead")
+        rsc.write_text("all")
+
+    timer = threading.Timer(1.5, declared_dead)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        timer.join()
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n"
+    assert time.monotonic() - t0 < 10.0, "no wait for a peer that left for good"
+    _assert_moved(rig)
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    assert not rig.deferred.exists() and not rig.pending.exists()
+
+
+def test_a_deferred_node_takes_the_group_when_the_vip_goes_silent_during_the_hand_over(
+    rig: Rig,
+) -> None:
+    """The holder deferred to stops serving while the hand-over is asked for (its host shuts
+    down: HAProxy stops before Heartbeat declares it dead): the group is taken here at once,
+    not after the peer's deadtime."""
+    _stateful_ip(rig)
+    extra, record = _standby_recorder(rig)
+    cmd = Path(extra["HCLOUD_FAILOVER_STANDBY"])
+    rsc = rig.tmp / "rsc-standby"
+    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho transition > {rsc}\n")
+    (rig.tmp / "answers").write_text("1")
+    rig.deferred.write_text("0 notice\n")
+    extra |= {
+        "HCLOUD_FAILOVER_TRIGGER": "",
+        "HCLOUD_FAILOVER_PEER_STATUS": "active",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{rig.tmp / 'answers'}",
+    }
+    # the VIP goes silent at 1 s; Heartbeat declares the peer dead (and cancels the pending
+    # request: the group stays here) only at 3 s
+    timers = [_flip_later(rig.tmp / "answers", "0", 1.0), _flip_later(rsc, "all", 3.0)]
+    t0 = time.monotonic()
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        for timer in timers:
+            timer.join()
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 8.0
+    assert "no longer serves" in res.stderr
+    _assert_moved(rig)
+    assert not rig.deferred.exists()
