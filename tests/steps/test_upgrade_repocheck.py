@@ -235,6 +235,17 @@ def run_upgrade(inventory: Path) -> None:
                  dry_run=True)  # fmt: skip
 
 
+def upgrade_to_137_exits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Any, str, Path]:
+    """`cluster.upgrade` to 1.37 from the mirror the fakes serve: its exit code, its output
+    (whitespace folded) and the inventory file."""
+    inventory = inventory_file(tmp_path, "1.37", mirror="http://mirror.example/k8s/v1.37")
+    with pytest.raises(Exit) as exc:
+        run_upgrade(inventory)
+    return exc.value.code, " ".join(capsys.readouterr().out.split()), inventory
+
+
 def test_task_refuses_a_missing_minor_before_any_step(
     task_env: dict[str, Any],
     host: ClusterHost,
@@ -242,11 +253,8 @@ def test_task_refuses_a_missing_minor_before_any_step(
     tmpdir_env: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    inventory = inventory_file(tmp_path, "1.37", mirror="http://mirror.example/k8s/v1.37")
-    with pytest.raises(Exit) as exc:
-        run_upgrade(inventory)
-    assert exc.value.code == common.EXIT_INPUT
-    out = " ".join(capsys.readouterr().out.split())
+    code, out, inventory = upgrade_to_137_exits(tmp_path, capsys)
+    assert code == common.EXIT_INPUT
     assert f"{inventory}: kubernetes.version 1.37: the package repository" in out
     assert "http://mirror.example/k8s/v1.37/ / (tested on k8scontrol01)" in out
     assert "does not have a Release file" in out and "nothing was changed on any host" in out
@@ -264,11 +272,8 @@ def test_task_exits_1_when_the_repository_cannot_be_reached(
 ) -> None:
     serve(host, "http://mirror.example/k8s/v1.37", ALL_137, key=False)
     (host.state / "offline").touch()
-    inventory = inventory_file(tmp_path, "1.37", mirror="http://mirror.example/k8s/v1.37")
-    with pytest.raises(Exit) as exc:
-        run_upgrade(inventory)
-    assert exc.value.code == common.EXIT_FAILED
-    out = " ".join(capsys.readouterr().out.split())
+    code, out, _ = upgrade_to_137_exits(tmp_path, capsys)
+    assert code == common.EXIT_FAILED
     assert "could not be reached" in out and "nothing was changed on any host" in out
     assert task_env["execute"] is None
     assert host.mutating() == [] and list(tmpdir_env.iterdir()) == []
