@@ -941,13 +941,14 @@ def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
 
 
 # ----- both nodes own the group (split brain): the owner the cloud does not route to yields ----
-def _standby_recorder(rig: Rig) -> tuple[dict[str, str], Path]:
-    """hb_standby as Heartbeat answers it: the group goes (this node's rscstatus: none)."""
+def _standby_recorder(rig: Rig, answer: str = "none") -> tuple[dict[str, str], Path]:
+    """hb_standby as Heartbeat answers it: the group goes (this node's rscstatus: `answer`;
+    "transition" for a request Heartbeat keeps pending)."""
     record = rig.tmp / "standby.txt"
     rsc = rig.tmp / "rsc-standby"
     rsc.write_text("all")
     cmd = rig.tmp / "standby"
-    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho none > {rsc}\n")
+    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho {answer} > {rsc}\n")
     cmd.chmod(0o755)
     return {"HCLOUD_FAILOVER_STANDBY": str(cmd), "HCLOUD_FAILOVER_RSC": f"@{rsc}"}, record
 
@@ -1454,17 +1455,11 @@ def test_a_standby_request_pending_at_a_stopping_peer_is_not_a_hand_over(rig: Ri
     node takes the group and the routing."""
     lb = rig.inv.load_balancer
     _stateful_ip(rig)
-    record = rig.tmp / "standby.txt"
-    rsc = rig.tmp / "rsc"
-    rsc.write_text("all")
-    cmd = rig.tmp / "standby"
-    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho transition > {rsc}\n")
-    cmd.chmod(0o755)
+    extra, record = _standby_recorder(rig, answer="transition")
+    rsc = rig.tmp / "rsc-standby"
     (rig.tmp / "peer-status").write_text("active")
     rig.deferred.write_text("0 notice\n")
-    extra = {
-        "HCLOUD_FAILOVER_STANDBY": str(cmd),
-        "HCLOUD_FAILOVER_RSC": f"@{rsc}",
+    extra |= {
         "HCLOUD_FAILOVER_TRIGGER": "",
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
         "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the stopping holder serves until the move
@@ -1497,10 +1492,8 @@ def test_a_deferred_node_takes_the_group_when_the_vip_goes_silent_during_the_han
     down: HAProxy stops before Heartbeat declares it dead): the group is taken here at once,
     not after the peer's deadtime."""
     _stateful_ip(rig)
-    extra, record = _standby_recorder(rig)
-    cmd = Path(extra["HCLOUD_FAILOVER_STANDBY"])
+    extra, _ = _standby_recorder(rig, answer="transition")
     rsc = rig.tmp / "rsc-standby"
-    cmd.write_text(f"#!/bin/sh\necho standby >> {record}\necho transition > {rsc}\n")
     (rig.tmp / "answers").write_text("1")
     rig.deferred.write_text("0 notice\n")
     extra |= {
