@@ -1126,6 +1126,69 @@ def test_an_ignored_standby_request_is_asked_again(rig: Rig) -> None:
     assert _writes(rig.calls()) == []
 
 
+def _standby_protocol(rig: Rig, record: Path, steps: str, stop_removes_marker: bool) -> None:
+    """hb_standby as Heartbeat's standby protocol answers it: this node's rscstatus turns to
+    "transition" at once; `steps` (shell, run in the background with the fds closed) moves it on
+    from there. `stop_removes_marker`: the hand-over runs this node's `stop`, which removes the
+    deferred marker (as the real one does)."""
+    rsc = rig.tmp / "rsc-standby"
+    stop = f"rm -f {rig.deferred}\n" if stop_removes_marker else ""
+    cmd = rig.tmp / "standby"
+    cmd.write_text(
+        f"#!/bin/sh\necho standby >> {record}\necho transition > {rsc}\n{stop}"
+        f"( {steps} ) </dev/null >/dev/null 2>&1 &\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "stop_removes_marker", [False, True], ids=["marker-kept", "stop-removes-it"]
+)
+def test_a_hand_over_in_progress_is_not_asked_for_again(
+    rig: Rig, stop_removes_marker: bool
+) -> None:
+    """Lab CI (the pair never came to rest before the next fault, the seeded campaign and 8
+    tests after it failed): the re-assert asked Heartbeat again every 3 s while a hand-over was
+    in progress ("transition"), and at once when the hand-over's own `stop` removed the
+    deferred marker that held the time of the last ask. A request that reaches the taker after
+    it finished starts a hand-over the giver never answers; the taker then stays in
+    "transition" for Heartbeat's hour-long standby timeout. One hand-over, one request."""
+    extra, record = _standby_recorder(rig)
+    _standby_protocol(
+        rig, record, f"sleep 4.5; echo none > {rig.tmp / 'rsc-standby'}", stop_removes_marker
+    )
+    rig.deferred.write_text("0\n")
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n"
+    assert _writes(rig.calls()) == [] and not rig.deferred.exists()
+
+
+def test_a_request_the_peer_never_answered_is_asked_again_after_heartbeats_reply_timeout(
+    rig: Rig,
+) -> None:
+    """The peer ignored the request (its side was in flux): this node stays in "transition"
+    (Heartbeat waits for an answer that never comes and ignores its own repeats), but a repeat
+    still reaches the peer, which may take it now. Asked again once Heartbeat's 10 s reply
+    timeout is over, not before (every 3 s risked a repeat reaching a finished taker)."""
+    extra, record = _standby_recorder(rig)
+    rsc = rig.tmp / "rsc-standby"
+    stamps = rig.tmp / "stamps"
+    # the first request goes unanswered; the second one is taken (the group goes 1 s later)
+    _standby_protocol(
+        rig,
+        record,
+        f'date +%s.%N >> {stamps}; [ "$(wc -l < {record})" -ge 2 ] && sleep 1 && echo none > {rsc}',
+        stop_removes_marker=False,
+    )
+    rig.deferred.write_text("0\n")
+    res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n" * 2
+    first, second = (float(x) for x in stamps.read_text().split())
+    assert 11.5 <= second - first < 14.0
+    assert _writes(rig.calls()) == [] and not rig.deferred.exists()
+
+
 def test_reassert_takes_a_deferred_group_when_the_peer_stopped_serving(rig: Rig) -> None:
     """The peer died (or its HAProxy) after the deferral: Heartbeat still gives this node the
     group and will not call start again, so the re-assert takes it here after all."""
