@@ -1456,6 +1456,31 @@ def test_a_planned_hand_over_or_a_stop_long_after_moves_at_once(
     _assert_moved(rig)
 
 
+@pytest.mark.parametrize("then", ["handed-over", "still-deferred"])
+def test_a_peer_that_was_leaving_when_this_node_deferred_is_not_waited_for_once_dead(
+    rig: Rig, then: str
+) -> None:
+    """Lab (seeded campaign: a graceful failover while the API answered 503): k8slb02 got the
+    holder's shutdown notice, deferred (NOTICE) and asked for the hand-over, and the stopping
+    holder's Heartbeat still took the group before it exited. When Heartbeat declared it dead,
+    start waited for its "return" (this node had handed the group over moments before) while its
+    VIP answered; the drill restarted it 12 s later and it got the group back: no failover.
+    A peer that was leaving when this node deferred is gone for good once declared dead, the
+    same when the deferral was still in place."""
+    rig.deferred.write_text("0 notice\n")
+    if then == "handed-over":  # the re-assert hands the group over; Heartbeat gives it away
+        standby, record = _standby_recorder(rig)
+        res = rig.run("reassert", holds=None, extra={**standby, **_hb_acquires(rig, "")})
+        assert res.returncode == 0 and record.read_text() == "standby\n", res.stderr
+        assert not rig.deferred.exists()
+    extra = {**_hb_acquires(rig, "mach_down", peer="dead"), "HCLOUD_FAILOVER_HA_CF": "/dev/null"}
+    t0 = time.monotonic()
+    res = rig.run("start", holds=None, extra=extra)
+    assert res.returncode == 0 and time.monotonic() - t0 < 3.0, res.stderr
+    assert "waiting" not in res.stderr
+    _assert_moved(rig)
+
+
 def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_partition(
     rig: Rig,
 ) -> None:
