@@ -147,6 +147,7 @@ class Rig:
             "HCLOUD_FAILOVER_KICK": str(self.tmp / "kick"),
             "HCLOUD_FAILOVER_DEFERRED": str(self.deferred),
             "HCLOUD_FAILOVER_HANDED_OVER": str(self.tmp / "handed-over"),
+            "HCLOUD_FAILOVER_TAKEN": str(self.tmp / "taken"),
             # never a real connect to the lab's VIP from here: tests say what answers there
             "HCLOUD_FAILOVER_VIP_ANSWERS": "0",
         }
@@ -1479,6 +1480,66 @@ def test_a_peer_that_was_leaving_when_this_node_deferred_is_not_waited_for_once_
     assert res.returncode == 0 and time.monotonic() - t0 < 3.0, res.stderr
     assert "waiting" not in res.stderr
     _assert_moved(rig)
+
+
+def test_a_start_right_after_the_reassert_took_the_group_does_not_call_its_addresses_stale(
+    rig: Rig,
+) -> None:
+    """Lab (seeded campaign, a graceful failover while the API answered 503): when Heartbeat
+    declared the stopped holder dead, the deferred node's re-assert took the group and put the
+    addresses on; Heartbeat's start, run by the same death, read them as what a paused node
+    kept, took them off and waited for the dead peer's return while the re-assert routed the
+    cloud here: 19.9 s without a VIP. The addresses of this node's own take-over are not stale."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    rig.deferred.write_text("0 notice\n")
+    dead = {**_hb_acquires(rig, "mach_down", peer="dead"), "HCLOUD_FAILOVER_HA_CF": "/dev/null"}
+    res = rig.run("reassert", holds=None, extra={**dead, "HCLOUD_FAILOVER_RSC": "all"})
+    assert res.returncode == 0 and "taking it here" in res.stderr, res.stderr
+    t0 = time.monotonic()
+    res = rig.run("start", holds=None, extra=dead)
+    assert res.returncode == 0 and time.monotonic() - t0 < 3.0, res.stderr
+    assert "waiting" not in res.stderr
+    _assert_moved(rig)
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+
+
+def test_a_reassert_that_waited_while_a_start_deferred_does_not_route_the_cloud_here(
+    rig: Rig,
+) -> None:
+    """Lab (the same run): the re-assert of a node with the addresses and a pending routing
+    waited for Heartbeat's transition; meanwhile a start deferred to the returning peer and
+    took the addresses off. The re-assert then routed the cloud here anyway, with what it had
+    read before (no addresses here: no VIP until the next timer run). It looks again."""
+    _stale_addresses(rig)
+    rig.pending.write_text("1\n")
+    extra, record = _standby_recorder(rig)
+    rsc = rig.tmp / "rsc-standby"
+    rsc.write_text("transition")  # Heartbeat runs the start
+    peer = rig.tmp / "peer-status"
+    peer.write_text("dead")
+    extra |= {
+        **_hb_acquires(rig, ""),
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{peer}",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    run = rig.spawn("reassert", holds=None, extra=extra)
+    try:
+        time.sleep(1.5)
+        assert run.poll() is None  # waiting for Heartbeat's transition
+        for a in _local(rig):  # what the deferring start does
+            (rig.tmp / "addrs" / a).unlink()
+        rig.deferred.write_text("0 paused\n")
+        peer.write_text("active")
+        rsc.write_text("all")
+        _out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    assert _writes(rig.calls()) == [], err  # the routing stays with the serving peer
+    assert record.read_text() == "standby\n" and _local(rig) == []
 
 
 def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_partition(
