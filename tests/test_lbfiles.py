@@ -668,6 +668,42 @@ def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
     assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
 
 
+def test_watchdog_asks_for_a_reassert_when_the_peer_comes_back(watchdog: Watchdog) -> None:
+    """Lab (holder's links down 10 s): the peer took over; at the heal this node kept its stale
+    addresses until Heartbeat's partition restart 2 s later (I1 2.5 s after the heal). When
+    Heartbeat here sees the peer active again, the watchdog on the VIP holder starts the
+    re-assert at once (once per return), which takes the stale addresses off."""
+    kick = "--no-block start hcloud-reassert.service"
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    time.sleep(1.0)
+    assert kick not in watchdog.lines("systemctl.log")
+    (watchdog.w / "peer").write_text("active\n")
+    t0 = time.monotonic()
+    while kick not in watchdog.lines("systemctl.log") and time.monotonic() - t0 < 3:
+        time.sleep(0.05)
+    assert time.monotonic() - t0 < 1.0
+    time.sleep(1.0)  # still active: no second kick
+    assert watchdog.lines("systemctl.log").count(kick) == 1
+    assert "the peer is active again" in (watchdog.w / "stderr.log").read_text()
+
+
+def test_watchdog_on_the_standby_or_at_start_ignores_an_active_peer(watchdog: Watchdog) -> None:
+    """*guard*: a standby whose peer returns, and a holder that finds its peer active when it
+    starts, start no re-assert."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    time.sleep(0.8)
+    (watchdog.w / "peer").write_text("active\n")
+    time.sleep(0.8)
+    watchdog.flag("holds")
+    time.sleep(1.0)
+    assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
+
+
 def test_watchdog_hands_over_when_the_public_link_stays_down(watchdog: Watchdog) -> None:
     """Found by the issue-11 campaign: with only the holder's public link down the private
     heartbeat path keeps the pair together, and the floating IP stayed on a node that cannot
