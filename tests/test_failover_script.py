@@ -750,13 +750,15 @@ def test_stop_takes_the_addresses_off_when_the_cloud_routes_elsewhere(rig: Rig) 
 
 
 def test_stop_with_the_api_down_keeps_the_addresses(rig: Rig) -> None:
+    """And asks it for about a second only (chaos run, the holder's public link down: the
+    watchdog's hand-over waited 2.1 s for this stop, the outage 7.8 s against a 7 s bound)."""
     lb = rig.inv.load_balancer
     _stateful_ip(rig)
     assert rig.run("start", holds=None).returncode == 0
     rig.cloud.faults.configure(outage=60, outage_mode="close")
     t0 = time.monotonic()
     assert rig.run("stop", holds=None).returncode == 0
-    assert time.monotonic() - t0 < 2.0 + 1.5
+    assert time.monotonic() - t0 < 1.9  # the old budget alone was 2 s
     assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
 
 
@@ -1188,6 +1190,44 @@ def test_a_request_the_peer_never_answered_is_asked_again_after_heartbeats_reply
     first, second = (float(x) for x in stamps.read_text().split())
     assert 11.5 <= second - first < 14.0
     assert _writes(rig.calls()) == [] and not rig.deferred.exists()
+
+
+def test_a_deferred_node_whose_heartbeat_cannot_be_asked_for_a_moment_takes_nothing(
+    rig: Rig,
+) -> None:
+    """Lab (standby hung 20 s): on the resume Heartbeat restarted both nodes after "Both
+    machines own our resources!"; the deferred node's re-assert, waiting for its hand-over,
+    got no answer from `cl_status nodestatus` (its own Heartbeat restarting), read that as "the
+    peer is not active", took the group and put the addresses on: both nodes had them for a
+    moment (I1 5.1 s after the fault). Only a peer Heartbeat declares dead has left."""
+    _stateful_ip(rig)
+    extra, record = _standby_recorder(rig, answer="transition")
+    rsc = rig.tmp / "rsc-standby"
+    peer = rig.tmp / "peer-status"
+    peer.write_text("active")
+    rig.deferred.write_text("0 notice\n")
+    extra |= {
+        "HCLOUD_FAILOVER_TRIGGER": "",
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{peer}",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves all along
+    }
+    # Heartbeat here restarts at 1 s (no answer), the peer's comes up at 2 s ("up"), both are
+    # back at 3 s with the group on the peer
+    timers = [
+        _flip_later(peer, "", 1.0),
+        _flip_later(peer, "up", 2.0),
+        _flip_later(peer, "active", 3.0),
+        _flip_later(rsc, "none", 3.0),
+    ]
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        for timer in timers:
+            timer.join()
+    assert res.returncode == 0, res.stderr
+    assert "taking it here" not in res.stderr
+    assert record.read_text() == "standby\n"
+    assert _writes(rig.calls()) == [] and _local(rig) == [] and not rig.deferred.exists()
 
 
 def test_reassert_takes_a_deferred_group_when_the_peer_stopped_serving(rig: Rig) -> None:
