@@ -1213,17 +1213,15 @@ def test_a_deferred_node_whose_heartbeat_cannot_be_asked_for_a_moment_takes_noth
     }
     # Heartbeat here restarts at 1 s (no answer), the peer's comes up at 2 s ("up"), both are
     # back at 3 s with the group on the peer
-    timers = [
-        _flip_later(peer, "", 1.0),
-        _flip_later(peer, "up", 2.0),
-        _flip_later(peer, "active", 3.0),
-        _flip_later(rsc, "none", 3.0),
-    ]
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        for timer in timers:
-            timer.join()
+    res = _run_while(
+        rig,
+        "reassert",
+        extra,
+        (peer, "", 1.0),
+        (peer, "up", 2.0),
+        (peer, "active", 3.0),
+        (rsc, "none", 3.0),
+    )
     assert res.returncode == 0, res.stderr
     assert "taking it here" not in res.stderr
     assert record.read_text() == "standby\n"
@@ -1305,10 +1303,21 @@ def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig
     _assert_moved(rig)
 
 
-def _flip_later(path: Path, value: str, after: float) -> threading.Timer:
-    timer = threading.Timer(after, path.write_text, args=(value,))
-    timer.start()
-    return timer
+def _run_while(
+    rig: Rig, action: str, extra: dict[str, str], *flips: tuple[Path, str, float]
+) -> subprocess.CompletedProcess[str]:
+    """`action` (holds=None) while each (PATH, VALUE, AFTER) writes VALUE to PATH AFTER s
+    from now: Heartbeat's view, the VIP's answer, ... changing while the script runs."""
+    timers = [
+        threading.Timer(after, path.write_text, args=(value,)) for path, value, after in flips
+    ]
+    for timer in timers:
+        timer.start()
+    try:
+        return rig.run(action, holds=None, extra=extra)
+    finally:
+        for timer in timers:
+            timer.join()
 
 
 def _start_while_the_peer_returns(
@@ -1323,11 +1332,7 @@ def _start_while_the_peer_returns(
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
         "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
-    timer = _flip_later(rig.tmp / "peer-status", "active", after)
-    try:
-        res = rig.run("start", holds=None, extra=extra)
-    finally:
-        timer.join()
+    res = _run_while(rig, "start", extra, (rig.tmp / "peer-status", "active", after))
     assert res.returncode == 0, res.stderr
     return res
 
@@ -1347,12 +1352,8 @@ def test_a_deferred_node_waits_for_its_restarting_peer_instead_of_moving(rig: Ri
         "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{rig.tmp / 'answers'}",
         "HCLOUD_FAILOVER_HA_CF": str(rig.tmp / "ha.cf"),
     }
-    timer = _flip_later(rig.tmp / "peer-status", "active", 1.5)
     t0 = time.monotonic()
-    try:
-        res = rig.run("start", holds=None, extra=extra)
-    finally:
-        timer.join()
+    res = _run_while(rig, "start", extra, (rig.tmp / "peer-status", "active", 1.5))
     assert res.returncode == 0, res.stderr
     assert 1.5 <= time.monotonic() - t0 < 4.0
     assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
@@ -1369,12 +1370,9 @@ def test_a_deferred_node_moves_at_once_when_the_gone_peer_stops_serving(rig: Rig
         "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{rig.tmp / 'answers'}",
         "HCLOUD_FAILOVER_HA_CF": str(rig.tmp / "ha.cf"),
     }
-    timer = _flip_later(rig.tmp / "answers", "0", 1.0)  # the peer died meanwhile
     t0 = time.monotonic()
-    try:
-        res = rig.run("start", holds=None, extra=extra)
-    finally:
-        timer.join()
+    # the peer died meanwhile
+    res = _run_while(rig, "start", extra, (rig.tmp / "answers", "0", 1.0))
     assert res.returncode == 0, res.stderr
     assert time.monotonic() - t0 < 1.0 + 0.5 + 3.0  # within a poll after the VIP went silent
     _assert_moved(rig)
@@ -1606,11 +1604,7 @@ def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: R
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
         "HCLOUD_FAILOVER_VIP_ANSWERS": "1",  # the peer serves the VIP
     }
-    timer = _flip_later(rig.tmp / "peer-status", "active", 1.0)
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        timer.join()
+    res = _run_while(rig, "reassert", extra, (rig.tmp / "peer-status", "active", 1.0))
     assert res.returncode == 0, res.stderr
     assert record.read_text() == "standby\n" and _writes(rig.calls()) == [], res.stderr
 
@@ -1655,17 +1649,11 @@ def test_a_standby_request_pending_at_a_stopping_peer_is_not_a_hand_over(rig: Ri
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",  # a wait for its return would take 39 s
     }
 
-    def declared_dead() -> None:  # Heartbeat cancels the request and keeps the group here
-        (rig.tmp / "peer-status").write_text("dead")
-        rsc.write_text("all")
-
-    timer = threading.Timer(1.5, declared_dead)
-    timer.start()
     t0 = time.monotonic()
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        timer.join()
+    # declared dead at 1.5 s: Heartbeat cancels the request and keeps the group here
+    res = _run_while(
+        rig, "reassert", extra, (rig.tmp / "peer-status", "dead", 1.5), (rsc, "all", 1.5)
+    )
     assert res.returncode == 0, res.stderr
     assert record.read_text() == "standby\n"
     assert time.monotonic() - t0 < 10.0, "no wait for a peer that left for good"
@@ -1692,13 +1680,8 @@ def test_a_deferred_node_takes_the_group_when_the_vip_goes_silent_during_the_han
     }
     # the VIP goes silent at 1 s; Heartbeat declares the peer dead (and cancels the pending
     # request: the group stays here) only at 3 s
-    timers = [_flip_later(rig.tmp / "answers", "0", 1.0), _flip_later(rsc, "all", 3.0)]
     t0 = time.monotonic()
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        for timer in timers:
-            timer.join()
+    res = _run_while(rig, "reassert", extra, (rig.tmp / "answers", "0", 1.0), (rsc, "all", 3.0))
     assert res.returncode == 0, res.stderr
     assert time.monotonic() - t0 < 8.0
     assert "no longer serves" in res.stderr
