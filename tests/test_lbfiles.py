@@ -484,8 +484,10 @@ def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
 FAKES = {
     "ip": (
         'case "$*" in\n'
-        '  *link*) [ -e "$W/public-down" ] && echo "3: eth0: <BROADCAST> state DOWN" '
+        '  *link*dev\\ eth0*) [ -e "$W/public-down" ] && echo "3: eth0: <BROADCAST> state DOWN" '
         '|| echo "3: eth0: <BROADCAST,UP> state UP" ;;\n'
+        '  *link*dev\\ ens10*) [ -e "$W/private-down" ] && echo "2: ens10: <BROADCAST> state DOWN" '
+        '|| echo "2: ens10: <BROADCAST,UP> state UP" ;;\n'
         '  *) [ -e "$W/holds" ] && echo "2: ens10    inet $WATCHDOG_VIP/32 scope global ens10";'
         " true ;;\n"
         "esac"
@@ -499,7 +501,10 @@ FAKES = {
         "esac"
     ),
     "hb_standby": 'date +%s.%N >> "$W/standby.log"; rm -f "$W/holds"',
-    "cl_status": 'echo "$*" >> "$W/cl_status.log"; cat "$W/peer"',
+    "cl_status": (
+        'echo "$*" >> "$W/cl_status.log"; [ -e "$W/slow" ] && sleep "$(cat "$W/slow")"; '
+        'cat "$W/peer"'
+    ),
 }
 
 
@@ -532,6 +537,7 @@ class Watchdog:
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
             "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
             "WATCHDOG_PUBLIC_IF": "eth0",
+            "WATCHDOG_PRIVATE_IF": "ens10",
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -718,6 +724,52 @@ def test_watchdog_hands_over_when_the_public_link_stays_down(watchdog: Watchdog)
     assert watchdog.wait_for("standby.log", 5) is not None
     assert 1 <= time.monotonic() - t0 <= 1 + 0.2 + 0.5
     assert not any("restart" in c for c in watchdog.lines("systemctl.log"))  # haproxy is fine
+
+
+def test_watchdog_grace_is_not_stretched_by_slow_looks(tmp_path: Path) -> None:
+    """Chaos run, the holder's public link down: the 3 s grace became 4.4 s because every look
+    (cl_status, systemctl, ip) came on top of the 1 s sleep; the outage was 7.05 s against a
+    7 s bound. The loop runs at a fixed rate: with looks of 0.6 s, the hand-over follows the
+    first sight of the link down after the grace plus one look (2.6 s), not 3.8 s."""
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=2, interval=1)
+    (dog.w / "slow").write_text("0.6\n")
+    dog.flag("holds")
+    dog.flag("haproxy-up")
+    dog.start()
+    try:
+        time.sleep(1.5)
+        dog.flag("public-down")
+        seen = None
+        end = time.monotonic() + 5
+        while time.monotonic() < end and seen is None:
+            if "public link eth0 is down" in (dog.w / "stderr.log").read_text():
+                seen = time.monotonic()
+            time.sleep(0.02)
+        assert seen is not None
+        handed = dog.wait_for("standby.log", 8)
+        assert handed is not None
+        assert handed - seen < 3.2, handed - seen
+    finally:
+        dog.stop()
+
+
+def test_watchdog_with_both_links_down_leaves_the_failover_to_heartbeat(
+    watchdog: Watchdog,
+) -> None:
+    """The holder cut off on both paths: its peer hears no standby request (Heartbeat still
+    calls the peer active until deadtime runs out, so the grace alone did not stop it); the
+    peer's deadtime failover moves the group, and a request nobody answers must not be left
+    behind in this node's Heartbeat."""
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.flag("public-down")
+    watchdog.flag("private-down")
+    watchdog.start()
+    time.sleep(2.5)
+    assert watchdog.lines("standby.log") == []
+    assert "Heartbeat's deadtime decides" in (watchdog.w / "stderr.log").read_text()
+    watchdog.flag("private-down", on=False)  # the private link is back, the public one not
+    assert watchdog.wait_for("standby.log", 5) is not None
 
 
 def test_watchdog_public_link_down_without_live_peer_keeps_the_vip(watchdog: Watchdog) -> None:

@@ -188,6 +188,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         vip=str(inv.load_balancer.vip),
         peers=_peers(inv, host_name),
         public_interface=inv.load_balancer.public_interface,
+        private_interface=inv.load_balancer.interface,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,
