@@ -97,7 +97,7 @@ class Rig:
         machine and asked its systemd for the re-assert service) (needs root)."""
         kept = ("PATH", "HCLOUD_FAILOVER_ENV", "HCLOUD_FAILOVER_LOCK", "HCLOUD_FAILOVER_KICK")
         kept += ("HCLOUD_FAILOVER_PENDING", "HCLOUD_FAILOVER_DEFERRED", "HCLOUD_FAILOVER_TAKEN")
-        kept += ("HCLOUD_FAILOVER_HANDED_OVER",)
+        kept += ("HCLOUD_FAILOVER_HANDED_OVER", "HCLOUD_FAILOVER_CUT_OFF")
         env = {k: v for k, v in self.env(None, None).items() if k in kept}
         return subprocess.run(
             ["unshare", "--net", "sh", "-c", shell, PYTHON, str(self.script)],
@@ -149,8 +149,10 @@ class Rig:
             "HCLOUD_FAILOVER_DEFERRED": str(self.deferred),
             "HCLOUD_FAILOVER_HANDED_OVER": str(self.tmp / "handed-over"),
             "HCLOUD_FAILOVER_TAKEN": str(self.tmp / "taken"),
+            "HCLOUD_FAILOVER_CUT_OFF": str(self.tmp / "cut-off"),
             # never a real connect to the lab's VIP from here: tests say what answers there
             "HCLOUD_FAILOVER_VIP_ANSWERS": "0",
+            "HCLOUD_FAILOVER_PEER_REACHABLE": "1",
         }
         if holds is not None:
             env["HCLOUD_FAILOVER_HOLDS"] = "1" if holds else "0"
@@ -1042,6 +1044,30 @@ def test_pending_routing_yields_to_a_peer_that_took_over_and_serves(rig: Rig) ->
     assert _writes(rig.calls()) == []
 
 
+def test_reassert_cut_off_from_an_active_peer_leaves_it_the_routing(rig: Rig) -> None:
+    """A one-way partition: Heartbeat here hears the peer, the peer hears nothing from here,
+    took the group and the routing, and drops what comes from here, so the VIP "does not
+    answer" there. The re-assert (the timer's, during a partition longer than its interval)
+    put the addresses back and moved the routing here; the peer's re-assert, which sees this
+    node dead, moves it back: a move per timer run on each side. Now the addresses come off,
+    the routing stays with the peer, and no hand-over is asked (the peer could not hear it);
+    a second run changes nothing."""
+    _stale_addresses(rig)
+    extra, record = _standby_recorder(rig)
+    extra = {**extra, **_hb_acquires(rig, "", answers="0")}
+    extra["HCLOUD_FAILOVER_PEER_REACHABLE"] = "0"
+    for run in range(2):
+        res = rig.run("reassert", holds=None, extra=extra)
+        assert res.returncode == 0, res.stderr
+        assert _local(rig) == [], res.stderr
+        assert not record.exists()  # no hand-over request
+        assert _writes(rig.calls()) == []
+        assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+        assert not rig.deferred.exists() and not rig.pending.exists()
+        if run == 0:
+            assert "cannot be reached from here (a one-way partition)" in res.stderr
+
+
 def test_reassert_on_the_holder_looks_everything_up_once(rig: Rig) -> None:
     """The hand-over check and the re-assert share one lookup by name (self, peer, network,
     floating IP), not one each."""
@@ -1614,6 +1640,53 @@ def test_a_holder_with_stale_addresses_waits_for_a_peer_that_restarts_after_a_pa
     _stale_addresses(rig)
     _start_while_the_peer_returns(rig, "", after=1.0)
     assert _writes(rig.calls()) == [] and rig.deferred.exists() and _local(rig) == []
+
+
+def test_a_holder_that_stepped_back_from_an_unreachable_peer_waits_for_its_restart(
+    rig: Rig,
+) -> None:
+    """Lab (one-way partition 20 s, with the watchdog's cut-off re-assert): the old holder had
+    already taken its addresses off, so at the heal nothing here was "stale"; the peer's
+    partition restart handed the group here through the standby path, and start took that for
+    a planned hand-over and moved the routing from the serving peer: a second move, I1 4.9 s.
+    The cut-off mark counts as stale addresses, and the start consumes it."""
+    _stateful_ip(rig)  # nothing local: the re-assert took the addresses off
+    (rig.tmp / "cut-off").write_text(f"{time.time()}\n")
+    _start_while_the_peer_returns(rig, "", after=1.0)
+    assert _writes(rig.calls()) == [] and rig.deferred.exists() and _local(rig) == []
+    assert not (rig.tmp / "cut-off").exists()
+    # consumed: the next planned hand-over here moves the routing as ever
+    rig.deferred.unlink()
+    res = rig.run("start", holds=None, extra=_hb_acquires(rig, ""))
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+
+
+def test_a_start_where_the_cloud_already_routes_is_not_read_as_stale(rig: Rig) -> None:
+    """The node kept its addresses and the routing through a release (its Heartbeat gave the
+    group up: a partition restart, or the peer's wedged Heartbeat restarted by its watchdog);
+    then Heartbeat gives it the group with the peer dead. Its addresses are not stale ones of a
+    paused node: they stay on (no "waiting for the peer" with them off: a blip), nothing moves."""
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # routed here, addresses on
+    _assert_moved(rig)
+    before = len(rig.calls())
+    rig.ip_log.write_text("")
+    extra = {**_hb_acquires(rig, "mach_down", peer="dead", answers="0")}
+    res = rig.run("start", holds=None, extra=extra)
+    assert res.returncode == 0, res.stderr
+    assert " del " not in rig.ip_log.read_text(), rig.ip_log.read_text()
+    assert _writes(rig.calls()[before:]) == [] and len(_local(rig)) == 2
+    assert "waiting for its return" not in res.stderr
+
+
+def test_the_cut_off_reassert_leaves_the_mark_a_start_reads(rig: Rig) -> None:
+    """The one-way partition's re-assert records that it stepped back (under the lock)."""
+    _stale_addresses(rig)
+    extra, _ = _standby_recorder(rig)
+    extra = {**extra, **_hb_acquires(rig, "", answers="0"), "HCLOUD_FAILOVER_PEER_REACHABLE": "0"}
+    assert rig.run("reassert", holds=None, extra=extra).returncode == 0
+    assert (rig.tmp / "cut-off").exists() and _local(rig) == []
 
 
 def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: Rig) -> None:
