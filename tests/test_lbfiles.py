@@ -229,6 +229,13 @@ def test_watchdog_files(inv: Inventory) -> None:
     assert "Restart=always" in unit
     assert f'Environment="WATCHDOG_VIP={inv.load_balancer.vip}"' in unit
     assert f'"WATCHDOG_PEERS={" ".join(n for n in _lbs(inv) if n != me)}"' in unit
+    peers = [str(inv.hosts[n].private_ip) for n in _lbs(inv) if n != me]
+    assert f'"WATCHDOG_PEER_ADDRESSES={" ".join(peers)}"' in unit
+    assert f'"WATCHDOG_PRIVATE_IF={inv.load_balancer.interface}"' in unit
+    cut = inv.load_balancer.heartbeat.deadtime + lbfiles.WATCHDOG_CUT_MARGIN_S
+    assert f'"WATCHDOG_CUT_AFTER={cut}"' in unit and '"WATCHDOG_PORT=6443"' in unit
+    wedge = 2 * inv.hcloud.failover_deadline + lbfiles.WATCHDOG_WEDGE_MARGIN_S
+    assert f'"WATCHDOG_WEDGE_AFTER={wedge:g}"' in unit
 
 
 # ----- haproxy.cfg content --------------------------------------------------------------------
@@ -501,9 +508,11 @@ FAKES = {
         "esac"
     ),
     "hb_standby": 'date +%s.%N >> "$W/standby.log"; rm -f "$W/holds"',
+    # a connect to the peer's private address: silence while $W/cut-off exists
+    "reach": 'echo "$*" >> "$W/reach.log"; [ ! -e "$W/cut-off" ]',
     "cl_status": (
         'echo "$*" >> "$W/cl_status.log"; [ -e "$W/slow" ] && sleep "$(cat "$W/slow")"; '
-        'cat "$W/peer"'
+        'case "$1" in rscstatus) cat "$W/rsc" 2>/dev/null || echo all ;; *) cat "$W/peer" ;; esac'
     ),
 }
 
@@ -538,6 +547,13 @@ class Watchdog:
             "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
             "WATCHDOG_PUBLIC_IF": "eth0",
             "WATCHDOG_PRIVATE_IF": "ens10",
+            "WATCHDOG_PEER_ADDRESSES": "10.143.0.6",
+            "WATCHDOG_PORT": "6443",
+            "WATCHDOG_CUT_AFTER": "1",
+            "WATCHDOG_CUT_REPEAT": "1.5",
+            "WATCHDOG_REACH_CMD": str(bindir / "reach"),
+            "WATCHDOG_WEDGE_AFTER": "1.5",
+            "WATCHDOG_WEDGE_HOLDER_EXTRA": "1.5",
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -565,6 +581,14 @@ class Watchdog:
     def lines(self, name: str) -> list[str]:
         path = self.w / name
         return path.read_text().splitlines() if path.exists() else []
+
+    def wait_for_line(self, name: str, line: str, timeout: float) -> float | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if line in self.lines(name):
+                return time.monotonic()
+            time.sleep(0.05)
+        return None
 
     def wait_for(self, name: str, timeout: float) -> float | None:
         end = time.monotonic() + timeout
@@ -694,6 +718,96 @@ def test_watchdog_asks_for_a_reassert_when_the_peer_comes_back(watchdog: Watchdo
     time.sleep(1.0)  # still active: no second kick
     assert watchdog.lines("systemctl.log").count(kick) == 1
     assert "the peer is active again" in (watchdog.w / "stderr.log").read_text()
+
+
+def test_watchdog_asks_for_a_reassert_while_an_active_peer_cannot_be_reached(
+    watchdog: Watchdog,
+) -> None:
+    """Chaos run, one-way partition 20 s: the old holder heard its peer, which heard nothing
+    from it and took the group and the routing; nothing told the old holder, which kept its
+    stale addresses until Heartbeat's restart at the heal (I1 3.7-4.6 s after it). While an
+    active peer answers no connect from here, the watchdog on the VIP holder starts the
+    re-assert after CUT_AFTER s, then every CUT_REPEAT s; once the peer answers, no more."""
+    kick = "--no-block start hcloud-reassert.service"
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    time.sleep(1.5)
+    assert kick not in watchdog.lines("systemctl.log")  # the peer answers
+    assert "10.143.0.6 6443" in watchdog.lines("reach.log")
+    watchdog.flag("cut-off")
+    t0 = time.monotonic()
+    assert watchdog.wait_for_line("systemctl.log", kick, 4) is not None
+    assert 1.0 <= time.monotonic() - t0 <= 1.0 + 0.2 + 0.5
+    time.sleep(2.2)  # CUT_REPEAT 1.5 s: a second kick
+    assert watchdog.lines("systemctl.log").count(kick) == 2
+    assert "does not answer at 10.143.0.6" in (watchdog.w / "stderr.log").read_text()
+    watchdog.flag("cut-off", on=False)
+    time.sleep(0.5)
+    kicks = watchdog.lines("systemctl.log").count(kick)
+    time.sleep(2.0)
+    assert watchdog.lines("systemctl.log").count(kick) == kicks
+
+
+def test_watchdog_on_the_standby_ignores_a_peer_it_cannot_reach(watchdog: Watchdog) -> None:
+    """*guard*: only the VIP holder has stale addresses to take off; a dead peer is not
+    "cut off" (Heartbeat's failover is for that)."""
+    watchdog.flag("haproxy-up")
+    watchdog.flag("cut-off")
+    watchdog.start()
+    time.sleep(2.0)
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.flag("holds")
+    time.sleep(2.0)
+    assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
+
+
+RESTART_HB = "--no-block restart heartbeat"
+
+
+@pytest.mark.parametrize("holder", [False, True], ids=["without-vip", "vip-holder"])
+def test_watchdog_restarts_a_wedged_heartbeat(watchdog: Watchdog, holder: bool) -> None:
+    """Chaos runs: at a partition heal Heartbeat lost a takeover message of its own ("msg2string:
+    Message with zero fields"), and after a hung standby resumed the holder's partition restart
+    was "delayed until current resource activity finishes" for good: the node's Heartbeat stayed
+    in "transition" (for an hour: it could not have failed over) and the pair never came to rest
+    until `inv lb.setup` handed the group over. A node whose Heartbeat stays in transition for
+    WEDGE_AFTER s while the peer is active restarts it, once per period; the VIP holder only
+    WEDGE_HOLDER_EXTRA s later (when both are wedged, the other one goes first)."""
+    watchdog.flag("haproxy-up")
+    if holder:
+        watchdog.flag("holds")
+    (watchdog.w / "rsc").write_text("transition\n")
+    watchdog.start()
+    t0 = time.monotonic()
+    assert watchdog.wait_for_line("systemctl.log", RESTART_HB, 6) is not None
+    after = 1.5 + (1.5 if holder else 0.0)
+    assert after <= time.monotonic() - t0 <= after + 1.0
+    assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
+    assert "restarting Heartbeat here" in (watchdog.w / "stderr.log").read_text()
+    (watchdog.w / "rsc").write_text("none\n")  # the restart cleared it
+    time.sleep(3.5)
+    assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
+
+
+@pytest.mark.parametrize("case", ["peer-dead", "short-transition"])
+def test_watchdog_leaves_heartbeat_alone_unless_wedged(watchdog: Watchdog, case: str) -> None:
+    """*guard*: with no active peer nobody else would serve through the restart; a transition
+    shorter than WEDGE_AFTER is a hand-over at work."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "rsc").write_text("transition\n")
+    if case == "peer-dead":
+        (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    if case == "short-transition":
+        for _ in range(3):
+            time.sleep(1.0)
+            (watchdog.w / "rsc").write_text("all\n")
+            time.sleep(0.3)
+            (watchdog.w / "rsc").write_text("transition\n")
+    else:
+        time.sleep(3.5)
+    assert RESTART_HB not in watchdog.lines("systemctl.log")
 
 
 def test_watchdog_on_the_standby_or_at_start_ignores_an_active_peer(watchdog: Watchdog) -> None:

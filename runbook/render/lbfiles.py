@@ -32,6 +32,8 @@ LOG_FACILITY = "local0"
 HEARTBEAT_PID_PATH = "/var/run/heartbeat.pid"  # Debian's heartbeat writes its PID here
 WATCHDOG_GRACE_S = 3  # haproxy down this long after one restart attempt → hb_standby
 WATCHDOG_INTERVAL_S = 1
+WATCHDOG_CUT_MARGIN_S = 3  # an active peer silent from here this long past deadtime → re-assert
+WATCHDOG_WEDGE_MARGIN_S = 60  # "transition" this long past two failover deadlines → wedged
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,13 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         peers=_peers(inv, host_name),
         public_interface=inv.load_balancer.public_interface,
         private_interface=inv.load_balancer.interface,
+        peer_addresses=[str(h.private_ip) for h in lb_hosts(inv) if h.name != host_name],
+        port=API_PORT,
+        # a peer that cannot hear this node declares it dead after deadtime, then moves the
+        # routing (about a second): only then does the re-assert find something to take off
+        cut_after=inv.load_balancer.heartbeat.deadtime + WATCHDOG_CUT_MARGIN_S,
+        # longer than any start or stop may take (Heartbeat is in transition meanwhile)
+        wedge_after=f"{2 * inv.hcloud.failover_deadline + WATCHDOG_WEDGE_MARGIN_S:g}",
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,
