@@ -490,6 +490,20 @@ CATALOGUE: dict[str, Fault] = {
             ),
         ),
         (
+            "one-way-partition-90s",
+            Fault(
+                "one-way-partition-90s",
+                one_way(90),
+                # longer than the re-assert timer (60 s): the old holder's timer run finds the
+                # cloud routing to a peer it hears but cannot reach. It once put its addresses
+                # back and moved the routing here; the peer, which sees it dead, moved it back
+                # at its own timer run (a move per run on each side). Now it takes its stale
+                # addresses off and leaves the routing: one move, I1 at the heal
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "the standby hears nothing from the holder (both paths) for 90 s",
+            ),
+        ),
+        (
             "holder-links-down-10s",
             Fault(
                 "holder-links-down-10s",
