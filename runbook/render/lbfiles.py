@@ -191,7 +191,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         peers=_peers(inv, host_name),
         public_interface=inv.load_balancer.public_interface,
         private_interface=inv.load_balancer.interface,
-        peer_addresses=[str(h.private_ip) for h in lb_hosts(inv) if h.name != host_name],
+        peer_addresses=[str(inv.hosts[n].private_ip) for n in _peers(inv, host_name)],
         port=API_PORT,
         # a peer that cannot hear this node declares it dead after deadtime, then moves the
         # routing (about a second): only then does the re-assert find something to take off
