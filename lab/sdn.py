@@ -120,6 +120,12 @@ def _batch(ns: str, cmds: list[str]) -> None:
         raise RuntimeError(f"sdn: ip -n {ns}: {r.stderr.strip()}")
 
 
+def _link_up(ns: str) -> bool:
+    links = _ip_json(ns, "link", "show", "dev", "ens10")
+    flags = links[0].get("flags", []) if links else []
+    return "UP" in flags and "NO-CARRIER" not in flags
+
+
 def _mac(ns: str) -> str:
     links = _ip_json(ns, "link", "show", "dev", "ens10")
     return str(links[0].get("address", "")).lower() if links else ""
@@ -221,10 +227,19 @@ def apply_state(state: dict[str, Any], *, only_host: str | None = None) -> None:
                     f"address replace {want.ip}/32 dev ens10",
                     f"route replace {want.ip_range} via {want.gateway} dev ens10 onlink",
                 ]
+            try:
+                _batch(ns, cmds)
+            except RuntimeError:
+                if _link_up(ns):
+                    raise
+                # the server's NIC is down (a fault, a reboot): the cloud's change stands all the
+                # same, as on Hetzner; the host gets its part when the link is back
+                moves.append(f"{ns} ens10: down, {old_net} -> {want} when it is up")
+                continue
+            if want:
                 applied[name] = want.__dict__
             else:
                 applied.pop(name, None)
-            _batch(ns, cmds)
             if new_mac:  # the router must not keep sending to the old MAC
                 subprocess.run(
                     ["ip", "-n", ROUTER_NS, "neigh", "flush", "dev", router_link(name)],

@@ -2,8 +2,9 @@
 
 An action answers `running` at once and becomes `success` after `action_seconds` (a timer
 thread), like Hetzner's. Its effect lands at that moment: the state changes, `on_change` is called
-with a copy (the lab re-routes there), and only then does the action report success, so a client
-that waited for the action can rely on the network having moved. While an action runs, its
+with a copy (the lab re-routes there; another action's effect does not wait for it), and only
+then does the action report success, so a client that waited for the action can rely on the
+network having moved. While an action runs, its
 resource is locked and further actions on it answer 423 `locked`.
 """
 
@@ -168,40 +169,45 @@ class FakeCloud:
         raise ApiError("not_found", f"action with ID '{aid}' not found")
 
     def _complete(self, aid: int) -> None:
-        """Timer callback: apply the effect, tell the lab, then report success."""
-        with self._notify_lock:
-            with self._lock:
-                self._timers.pop(aid, None)
-                pending = next((p for p in self._state["pending"] if p["action"] == aid), None)
-                if self._closed or pending is None:
-                    return
-                error: JSON | None = None
-                if pending["fail"]:
-                    error = {"code": "action_failed", "message": "Action failed (injected fault)"}
-                else:
-                    ops.apply(self._state, pending["op"], pending["args"])
-                    self._persist()
-                snap = copy.deepcopy(self._state)
-            if error is None and self.on_change is not None:
+        """Timer callback: apply the effect, tell the lab, then report success.
+
+        The effect lands at once, under the state lock only: like Hetzner's, an action on one
+        resource does not wait for the lab to finish re-routing another's (the lab's `ip` calls
+        take a while; waiting for them delayed, e.g., a freed alias IP by a floating IP's move).
+        The lab is then told under the notify lock, with the state as it is by then, so the
+        routing follows the newest state in order; only after that does the action report."""
+        with self._lock:
+            self._timers.pop(aid, None)
+            pending = next((p for p in self._state["pending"] if p["action"] == aid), None)
+            if self._closed or pending is None:
+                return
+            error: JSON | None = None
+            if pending["fail"]:
+                error = {"code": "action_failed", "message": "Action failed (injected fault)"}
+            else:
+                ops.apply(self._state, pending["op"], pending["args"])
+                self._persist()
+        if error is None and self.on_change is not None:
+            with self._notify_lock:
                 try:
-                    self.on_change(snap)
+                    self.on_change(self.snapshot())
                 except Exception as exc:
                     log.exception("on_change failed for action %s", aid)
                     error = {"code": "action_failed", "message": f"lab on_change failed: {exc}"}
-            with self._lock:
-                if self._closed:
-                    return
-                action = self._action(aid)
-                action.update(
-                    status="error" if error else "success",
-                    progress=100,
-                    finished=shapes.now_iso(),
-                    error=error,
-                )
-                self._state["pending"].remove(pending)
-                self._set_locked(pending["lock"], False)
-                self._persist()
-                self._idle.notify_all()
+        with self._lock:
+            if self._closed:
+                return
+            action = self._action(aid)
+            action.update(
+                status="error" if error else "success",
+                progress=100,
+                finished=shapes.now_iso(),
+                error=error,
+            )
+            self._state["pending"].remove(pending)
+            self._set_locked(pending["lock"], False)
+            self._persist()
+            self._idle.notify_all()
 
     # ----- API operations -------------------------------------------------------------------
     def list_resources(self, collection: str, query: dict[str, list[str]]) -> Response:

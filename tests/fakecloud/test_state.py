@@ -97,6 +97,57 @@ def test_on_change_sees_alias_move(make_env: MakeEnv) -> None:
     assert [holders(s) for _, s in rec.calls[-3:]] == [["k8slb01"], [], ["k8slb02"]]
 
 
+def _network(env: Env) -> int:
+    body = {
+        "name": "k8s",
+        "ip_range": "10.143.0.0/16",
+        "subnets": [{"type": "cloud", "network_zone": "eu-central", "ip_range": "10.143.0.0/24"}],
+    }
+    return int(env.call("POST", "/networks", body).body["network"]["id"])
+
+
+def test_an_effect_does_not_wait_for_another_actions_hook(make_env: MakeEnv) -> None:
+    """Hetzner applies an action on one resource whatever the lab does for another: the alias
+    freed on the old holder must not wait until the lab has re-routed the floating IP (it did:
+    the effect waited for the other action's slow `ip` calls, which stretched every failover)."""
+    gate, blocked = threading.Event(), threading.Event()
+    fip_id = 0
+
+    def slow_router(state: dict[str, Any]) -> None:
+        fip = next(f for f in state["floating_ips"] if f["id"] == fip_id)
+        if fip["server"] is not None and not gate.is_set():
+            blocked.set()
+            gate.wait(5)  # the lab's `ip` calls for the floating IP, made very slow
+
+    env = make_env(action_seconds=0.05, on_change=slow_router)
+    fip_id, lb1, lb2 = ids(env)
+    net = _network(env)
+    env.call("POST", f"/servers/{lb2}/actions/attach_to_network", {"network": net})
+    assert env.cloud.wait_idle(2)
+    env.call("POST", f"/floating_ips/{fip_id}/actions/assign", {"server": lb1})
+    assert blocked.wait(2)
+    try:
+        aid = env.call(
+            "POST",
+            f"/servers/{lb2}/actions/change_alias_ips",
+            {"network": net, "alias_ips": ["10.143.0.50"]},
+        ).body["action"]["id"]
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            srv = env.call("GET", f"/servers/{lb2}").body["server"]
+            if srv["private_net"][0]["alias_ips"] == ["10.143.0.50"]:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the alias change waited for the floating IP's re-routing")
+        # reported only once the lab re-routed for it, which waits its turn
+        assert env.call("GET", f"/actions/{aid}").body["action"]["status"] == "running"
+    finally:
+        gate.set()
+    assert env.cloud.wait_idle(2)
+    assert env.call("GET", f"/actions/{aid}").body["action"]["status"] == "success"
+
+
 def test_failing_hook_marks_the_action_failed(make_env: MakeEnv) -> None:
     def broken(state: dict[str, Any]) -> None:
         raise RuntimeError("router gone")

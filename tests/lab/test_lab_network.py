@@ -205,6 +205,27 @@ def test_private_route_returns_after_link_down_up(cloud: Client) -> None:
     assert probe.probe("10.143.0.6", 22, host="k8scontrol01", count=1, timeout=1).ok == 1
 
 
+def test_an_action_succeeds_while_a_servers_link_is_down(cloud: Client, responders: None) -> None:
+    """Hetzner moves an alias IP off a server whose NIC is down (a dead holder) and reports
+    success; the lab's re-routing failed on that host's `ip` calls and reported the failover's
+    own actions as failed ("Nexthop device is not up")."""
+    vip, ns = topology.load().vip, topology.host_ns("k8slb02")
+    set_alias(cloud, "k8slb02")
+    netns.run("ip", "-n", ns, "link", "set", "ens10", "down")
+    try:
+        set_alias(cloud, "k8slb01")  # wait_until_finished raises on an action that failed
+        assert router_dev(vip) == "r-k8slb01"
+        res = probe.probe(vip, PORT, host="k8scontrol01", count=3)
+        assert res.answers == ("k8slb01",) * 3, res.summary()
+    finally:
+        netns.run("ip", "-n", ns, "link", "set", "ens10", "up")
+    wait_for(
+        "k8slb02's route back",
+        lambda: "10.143.0.0/16 via 10.143.0.1" in netns.run("ip", "-n", ns, "route").stdout,
+        timeout=10,
+    )
+
+
 def test_sdn_logs_route_moves(cloud: Client) -> None:
     log = labstate.paths().sdn_log.read_text()
     assert "rbl-router 10.143.0.50/32" in log and "-> r-k8slb02" in log
