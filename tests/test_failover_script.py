@@ -343,6 +343,28 @@ def test_status_without_the_vip_never_asks_the_api(rig: Rig) -> None:
     assert rig.calls() == []
 
 
+def test_status_and_stop_without_the_vip_load_no_http_stack(rig: Rig) -> None:
+    """Heartbeat runs `status` before every takeover and `stop` on the node giving up: their
+    start-up adds to the failover. Without the VIP neither needs the API, so neither imports the
+    HTTP stack or the thread pool (about half of the script's start-up before), and the script
+    runs isolated from site-packages (-IS: no .pth file of the host runs as root in it)."""
+    assert rig.script.read_text().splitlines()[0] == "#!/usr/bin/python3 -IS"
+    heavy = ("http.client", "urllib.request", "concurrent.futures", "ssl")
+    for action in ("status", "stop"):
+        run = subprocess.run(
+            [PYTHON, "-IS", "-X", "importtime", str(rig.script), action],
+            env=rig.env(False, None),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert run.returncode in (0, 3), run.stderr[-2000:]
+        imported = {line.split("|")[-1].strip() for line in run.stderr.splitlines()}
+        assert not imported & set(heavy), (action, sorted(imported & set(heavy)))
+    assert rig.calls() == []
+
+
 def test_status_local_vip_but_cloud_routes_elsewhere_is_stopped(rig: Rig) -> None:
     """Issue 11, hung holder resumed: the node that keeps the resources after "Both machines own
     our resources!" has the VIP locally while the cloud routes it to the peer; its status must

@@ -175,7 +175,7 @@ def test_haresources_fields(inv: Inventory) -> None:
 def test_resource_script_installed_executable(inv: Inventory) -> None:
     files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[1], authkey=AUTHKEY)}
     script = files[lbfiles.FAILOVER_SCRIPT_PATH]
-    assert script.mode == 0o755 and script.content.startswith("#!/usr/bin/python3\n")
+    assert script.mode == 0o755 and script.content.startswith("#!/usr/bin/python3 -IS\n")
     assert script.content == (REPO / "files" / "hcloud-failover").read_text()
     compile(script.content, "hcloud-failover", "exec")
 
