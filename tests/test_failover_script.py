@@ -1540,6 +1540,47 @@ def test_a_round_begun_while_cut_off_yields_once_the_api_answers(rig: Rig) -> No
     assert str(lb.vip) not in _local(rig)
 
 
+@pytest.mark.parametrize("peer_lives", [True, False], ids=["peer-heard-later", "peer-dead"])
+def test_a_round_begun_while_cut_off_waits_to_hear_the_peer(rig: Rig, peer_lives: bool) -> None:
+    """The watchdog now starts this round when both of the holder's links go down. The API can
+    answer a moment before Heartbeat here hears the peer again (both come with the links): the
+    round read the routing at a peer Heartbeat still called dead and moved it back, a second
+    move. It waits for that peer while its VIP answers, and yields once it is heard
+    (peer-heard-later). *guard*: a peer that stays dead with its VIP silent gets the routing
+    moved back here, addresses and all (peer-dead)."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # this node held both
+    rig.cloud.faults.configure(outage=3, outage_mode="close")  # its links go down
+    t0 = time.monotonic()
+    extra, record = _standby_recorder(rig)
+    peer_status = rig.tmp / "peer-status"
+    peer_status.write_text("dead\n")
+    extra |= {
+        **_hb_acquires(rig, "", answers="1" if peer_lives else "0"),
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{peer_status}",
+    }
+    run = rig.spawn("reassert", holds=None, extra=extra)
+    try:
+        time.sleep(1.0)
+        _route_to_peer(rig)  # meanwhile the peer took over (the API itself is up)
+        if peer_lives:
+            time.sleep(max(0.0, t0 + 3.0 + 1.0 - time.monotonic()))  # heard 1 s after the API
+            peer_status.write_text("active\n")
+        _out, err = run.communicate(timeout=DEADLINE + 30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, err
+    if peer_lives:
+        assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"], err
+        assert record.read_text() == "standby\n" and _local(rig) == []
+    else:
+        assert VIP in rig.aliases(SELF) and rig.fip_server() == rig.server(SELF)["id"], err
+        assert str(lb.vip) in _local(rig) and str(lb.floating_ip.address) in _local(rig)
+
+
 def test_a_peer_that_hands_back_by_restarting_right_after_a_deferral_is_waited_for(
     rig: Rig,
 ) -> None:
