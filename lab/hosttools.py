@@ -96,7 +96,6 @@ if "--no-block" in sys.argv[1:] and len(words) > 1 and words[0] in (
         close_fds=True, start_new_session=True,
     )
     sys.exit(0)
-quick = []  # options for the replacement that make it act as fast as systemd (below)
 if words[:1] == ["start"] and len(words) > 1:
     # systemd runs a finished oneshot (without RemainAfterExit=yes) again on start; the replacement
     # keeps it "active" and does nothing: restart it instead
@@ -111,10 +110,6 @@ if words[:1] == ["start"] and len(words) > 1:
     if all(rerun(w) for w in words[1:]):
         sys.argv[1:] = ["restart" if a == "start" else a for a in sys.argv[1:]]
         words = [a for a in sys.argv[1:] if not a.startswith("-")]
-        # the replacement's restart sleeps MinimumYield (0.5 s) to see a daemon survive its
-        # start; a oneshot has run to its end by then, and systemd starts one at once (the
-        # watchdog's kick of the re-assert took 0.65 s idle, 1-2 s on a busy lab, for this)
-        quick = ["-c", "MinimumYield=0.05"]
 JOBS = ("start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart")
 if len(words) > 1 and words[0] in JOBS:
     # systemd runs one job per unit at a time; the replacement does not, and two concurrent starts
@@ -142,7 +137,7 @@ if len(words) > 1 and words[0] in JOBS:
         lines = states.stdout.split()
         if len(lines) == len(words) - 1 and all(x == "active" for x in lines):
             sys.exit(0)
-    sys.exit(subprocess.run([*cmd, *quick, *sys.argv[1:]], check=False).returncode)
+    sys.exit(subprocess.run([*cmd, *sys.argv[1:]], check=False).returncode)
 os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]])
 '''
 
