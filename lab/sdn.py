@@ -120,15 +120,19 @@ def _batch(ns: str, cmds: list[str]) -> None:
         raise RuntimeError(f"sdn: ip -n {ns}: {r.stderr.strip()}")
 
 
-def _link_up(ns: str) -> bool:
+def _ens10(ns: str) -> dict[str, Any]:
+    """`ip -j link show dev ens10` in `ns` ({} when there is none)."""
     links = _ip_json(ns, "link", "show", "dev", "ens10")
-    flags = links[0].get("flags", []) if links else []
+    return links[0] if links else {}
+
+
+def _link_up(ns: str) -> bool:
+    flags = _ens10(ns).get("flags", [])
     return "UP" in flags and "NO-CARRIER" not in flags
 
 
 def _mac(ns: str) -> str:
-    links = _ip_json(ns, "link", "show", "dev", "ens10")
-    return str(links[0].get("address", "")).lower() if links else ""
+    return str(_ens10(ns).get("address", "")).lower()
 
 
 def _host_routes(ns: str, prefix: str) -> dict[str, str]:

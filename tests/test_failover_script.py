@@ -160,6 +160,17 @@ class Rig:
         return env
 
 
+@contextlib.contextmanager
+def _reaped(run: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """A spawned script run, killed and reaped if it still runs when the block ends."""
+    try:
+        yield run
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
 def _inventory_for(url: str) -> Inventory:
     inv = load_inventory(REPO / "hosts.yaml")
     hcloud = inv.hcloud.model_copy(
@@ -978,15 +989,10 @@ def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
     _route_to_peer(rig)
     rig.cloud.faults.configure(outage=120, outage_mode="close")
     hb = _heartbeat(rig, "foreign", "dead")  # the holder, partitioned
-    run = rig.spawn("reassert", holds=None, extra=hb)
-    try:
+    with _reaped(rig.spawn("reassert", holds=None, extra=hb)) as run:
         _stays(rig, sorted([str(lb.vip), str(lb.floating_ip.address)]), 1.0)
         _heartbeat(rig, "none", "active")  # healed, released, settled on the peer
         _out, err = run.communicate(timeout=DEADLINE + 10)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
     assert _local(rig) == [], err
 
@@ -1525,15 +1531,11 @@ def test_a_round_begun_while_cut_off_yields_once_the_api_answers(rig: Rig) -> No
     assert rig.run("start", holds=None).returncode == 0  # this node held both
     rig.cloud.faults.configure(outage=3, outage_mode="close")  # its links go down
     extra, record = _standby_recorder(rig)
-    run = rig.spawn("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "")})
-    try:
+    extra |= _hb_acquires(rig, "")
+    with _reaped(rig.spawn("reassert", holds=None, extra=extra)) as run:
         time.sleep(1.0)
         _route_to_peer(rig)  # meanwhile the peer took over (the API itself is up)
         _out, err = run.communicate(timeout=DEADLINE + 15)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
     assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"], err
     assert record.read_text() == "standby\n" and _local(rig) == []
@@ -1560,18 +1562,13 @@ def test_a_round_begun_while_cut_off_waits_to_hear_the_peer(rig: Rig, peer_lives
         **_hb_acquires(rig, "", answers="1" if peer_lives else "0"),
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{peer_status}",
     }
-    run = rig.spawn("reassert", holds=None, extra=extra)
-    try:
+    with _reaped(rig.spawn("reassert", holds=None, extra=extra)) as run:
         time.sleep(1.0)
         _route_to_peer(rig)  # meanwhile the peer took over (the API itself is up)
         if peer_lives:
             time.sleep(max(0.0, t0 + 3.0 + 1.0 - time.monotonic()))  # heard 1 s after the API
             peer_status.write_text("active\n")
         _out, err = run.communicate(timeout=DEADLINE + 30)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
     if peer_lives:
         assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"], err
@@ -1674,8 +1671,7 @@ def test_a_reassert_that_waited_while_a_start_deferred_does_not_route_the_cloud_
         "HCLOUD_FAILOVER_PEER_STATUS": f"@{peer}",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
     }
-    run = rig.spawn("reassert", holds=None, extra=extra)
-    try:
+    with _reaped(rig.spawn("reassert", holds=None, extra=extra)) as run:
         time.sleep(1.5)
         assert run.poll() is None  # waiting for Heartbeat's transition
         for a in _local(rig):  # what the deferring start does
@@ -1684,10 +1680,6 @@ def test_a_reassert_that_waited_while_a_start_deferred_does_not_route_the_cloud_
         peer.write_text("active")
         rsc.write_text("all")
         _out, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
     assert run.returncode == 0, err
     assert _writes(rig.calls()) == [], err  # the routing stays with the serving peer
     assert record.read_text() == "standby\n" and _local(rig) == []

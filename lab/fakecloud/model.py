@@ -4,8 +4,8 @@ An action answers `running` at once and becomes `success` after `action_seconds`
 thread), like Hetzner's. Its effect lands at that moment: the state changes, `on_change` is called
 with a copy (the lab re-routes there; another action's effect does not wait for it), and only
 then does the action report success, so a client that waited for the action can rely on the
-network having moved. While an action runs, its
-resource is locked and further actions on it answer 423 `locked`.
+network having moved. While an action runs, its resource is locked and further actions on it
+answer 423 `locked`.
 """
 
 from __future__ import annotations

@@ -53,21 +53,20 @@ def test_on_change_fires_when_the_assign_action_completes(make_env: MakeEnv) -> 
     assert env.call("GET", f"/actions/{action['id']}").body["action"]["status"] == "success"
 
 
+def _network(env: Env) -> int:
+    body = {
+        "name": "k8s",
+        "ip_range": "10.143.0.0/16",
+        "subnets": [{"type": "cloud", "network_zone": "eu-central", "ip_range": "10.143.0.0/24"}],
+    }
+    return int(env.call("POST", "/networks", body).body["network"]["id"])
+
+
 def test_on_change_sees_alias_move(make_env: MakeEnv) -> None:
     rec = Recorder()
     env = make_env(action_seconds=0.05, on_change=rec)
     _, lb1, lb2 = ids(env)
-    net = env.call(
-        "POST",
-        "/networks",
-        {
-            "name": "k8s",
-            "ip_range": "10.143.0.0/16",
-            "subnets": [
-                {"type": "cloud", "network_zone": "eu-central", "ip_range": "10.143.0.0/24"}
-            ],
-        },
-    ).body["network"]["id"]
+    net = _network(env)
     assert len(rec.calls) == 1  # network creation is a completed change too
     for sid, ip in ((lb1, "10.143.0.5"), (lb2, "10.143.0.6")):
         env.call("POST", f"/servers/{sid}/actions/attach_to_network", {"network": net, "ip": ip})
@@ -95,15 +94,6 @@ def test_on_change_sees_alias_move(make_env: MakeEnv) -> None:
         ]
 
     assert [holders(s) for _, s in rec.calls[-3:]] == [["k8slb01"], [], ["k8slb02"]]
-
-
-def _network(env: Env) -> int:
-    body = {
-        "name": "k8s",
-        "ip_range": "10.143.0.0/16",
-        "subnets": [{"type": "cloud", "network_zone": "eu-central", "ip_range": "10.143.0.0/24"}],
-    }
-    return int(env.call("POST", "/networks", body).body["network"]["id"])
 
 
 def test_an_effect_does_not_wait_for_another_actions_hook(make_env: MakeEnv) -> None:
