@@ -657,7 +657,12 @@ def run_fault(
     ctx.marks.setdefault("end", round(ctx.clock(), 2))
     # I1 for good: the probes and the routing watch run until the pair has been at rest for
     # REST_HOLD_S (a move Heartbeat makes after its restart, 20+ s after a pause, counts)
-    settle_s, state = invariants.settle(give_up=max(90.0, fault.bounds.settle + 60.0))
+    # measured from the fault's end mark (the probes' clock), not from this call
+    ended = time.monotonic() - (ctx.clock() - ctx.marks["end"])
+    sampler = invariants.StateSampler()
+    settle_s, state = invariants.settle(
+        since=ended, give_up=max(90.0, fault.bounds.settle + 60.0), sampler=sampler
+    )
     time.sleep(tail)
     res = {k: p.stop() for k, p in probes.items()}
     watch.stop()
@@ -678,6 +683,8 @@ def run_fault(
     if error:
         notes["error"] = error
     notes["routing_changes"] = watch.changes()
+    notes["pair_states"] = sampler.changes(ended)  # s since the fault's end
+    notes["pair_state_looks"] = sampler.look_times()
     notes["probes"] = {k: r.summary() for k, r in res.items()}
     notes["failed_at"] = {  # when each request failed and how (s since the probes began)
         k: [f"{a.at:.1f} {a.answer or '?'}" for a in invariants.failed(r, ctx.marks["begin"])][:300]

@@ -1,9 +1,19 @@
-"""The campaign's outage arithmetic (`lab/invariants.py`), on recorded probe results."""
+"""The campaign's outage arithmetic (`lab/invariants.py`), on recorded probe results, and how
+`settle` times I1 (on a scripted pair state)."""
 
 from __future__ import annotations
 
-from lab.invariants import down_after, longest
+import time
+from collections.abc import Callable
+
+import pytest
+
+from lab import invariants
+from lab.invariants import PairState, down_after, longest
 from lab.probe import Attempt, ProbeResult
+
+HELD = PairState(("k8slb02",), ("k8slb02",), "k8slb02", "k8slb02")
+STALE = PairState(("k8slb01", "k8slb02"), ("k8slb01", "k8slb02"), "k8slb02", "k8slb02")
 
 
 def result(fails: list[float], oks: list[float]) -> ProbeResult:
@@ -26,3 +36,55 @@ def test_windows_before_the_fault_or_after_until_do_not_count() -> None:
     assert longest(r, 1.0, until=4.5) == 0.0
     assert longest(r) == 0.3
     assert down_after(r, 5.05) == 0.25
+
+
+def scripted(
+    monkeypatch: pytest.MonkeyPatch, state_at: Callable[[float], PairState], rest_look_s: float
+) -> float:
+    """`pair_state` follows `state_at(seconds since now)`; `at_rest` (Heartbeat's view of both
+    nodes, slow in the lab) takes `rest_look_s` and agrees with the state."""
+    t0 = time.monotonic()
+    monkeypatch.setattr(invariants, "pair_state", lambda: state_at(time.monotonic() - t0))
+
+    def at_rest() -> bool:
+        time.sleep(rest_look_s)
+        return state_at(time.monotonic() - t0).holder is not None
+
+    monkeypatch.setattr(invariants, "at_rest", at_rest)
+    return t0
+
+
+def test_settle_times_i1_by_the_state_not_by_its_slow_rest_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI: a hung holder's stale addresses came off ~1.5 s after the resume, and `settle`
+    reported I1 after 3.1-3.5 s (bound 2): it looked at the state only once per lap of its slow
+    rest checks (1-1.7 s on a loaded machine), and threw its first look away."""
+    t0 = scripted(monkeypatch, lambda t: STALE if t < 0.3 else HELD, rest_look_s=0.5)
+    settle_s, state = invariants.settle(since=t0, hold=0.6, give_up=10)
+    assert state == HELD
+    assert settle_s is not None and 0.3 <= settle_s < 0.6
+
+
+def test_settle_counts_from_the_faults_end_not_from_its_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    t0 = scripted(monkeypatch, lambda t: STALE if t < 0.3 else HELD, rest_look_s=0.05)
+    settle_s, _ = invariants.settle(since=t0 - 1.0, hold=0.3, give_up=10)
+    assert settle_s is not None and 1.3 <= settle_s < 1.6
+
+
+def test_a_break_during_the_hold_restarts_it_and_moves_i1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """I1 held at 0.2 s, broke from 0.8 to 1.0 s (a second move), then held: I1 is from 1.0 s,
+    and the hold counts from there (a break between two slow rest checks counts too)."""
+    t0 = scripted(
+        monkeypatch, lambda t: HELD if 0.2 <= t < 0.8 or t >= 1.0 else STALE, rest_look_s=0.3
+    )
+    settle_s, _ = invariants.settle(since=t0, hold=0.9, give_up=10)
+    assert settle_s is not None and 1.0 <= settle_s < 1.3
+    assert time.monotonic() - t0 >= 1.9
+
+
+def test_settle_gives_up_when_i1_never_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    t0 = scripted(monkeypatch, lambda t: STALE, rest_look_s=0.05)
+    assert invariants.settle(since=t0, hold=0.2, give_up=0.6) == (None, STALE)
