@@ -686,6 +686,32 @@ def test_watchdog_asks_for_a_reassert_when_the_holder_was_paused(watchdog: Watch
     assert "(paused)" in (watchdog.w / "stderr.log").read_text()
 
 
+def test_watchdog_sees_a_pause_that_hits_a_look(watchdog: Watchdog) -> None:
+    """Lab (hung holder 5 s): the pause hit the watchdog in the middle of a look, not in its
+    sleep, and the sleep after the resume was on time, so no pause was seen: the resumed node's
+    stale addresses waited for another trigger. A look that begins INTERVAL + PAUSE s after the
+    last one is a pause, wherever it hit."""
+    (watchdog.w / "slow").write_text("0.4\n")  # cl_status: most of each look
+    watchdog.flag("holds")
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    assert watchdog.proc is not None
+    time.sleep(1.5)
+    calls = len(watchdog.lines("cl_status.log"))
+    end = time.monotonic() + 3
+    while len(watchdog.lines("cl_status.log")) == calls and time.monotonic() < end:
+        time.sleep(0.01)
+    os.killpg(watchdog.proc.pid, 19)  # SIGSTOP inside a cl_status call: inside a look
+    time.sleep(3.0)
+    os.killpg(watchdog.proc.pid, 18)
+    t0 = time.monotonic()
+    kick = "--no-block start hcloud-reassert.service"
+    while time.monotonic() - t0 < 4 and kick not in watchdog.lines("systemctl.log"):
+        time.sleep(0.05)
+    assert watchdog.lines("systemctl.log").count(kick) == 1
+    assert "(paused)" in (watchdog.w / "stderr.log").read_text()
+
+
 def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
     watchdog.flag("haproxy-up")
     watchdog.start()
@@ -863,6 +889,30 @@ def test_watchdog_grace_is_not_stretched_by_slow_looks(tmp_path: Path) -> None:
         handed = dog.wait_for("standby.log", 8)
         assert handed is not None
         assert handed - seen < 3.4, handed - seen  # 3.8 s before; 2.6 s + a busy machine
+    finally:
+        dog.stop()
+
+
+def test_watchdog_grace_ends_at_the_look_it_is_due_not_one_later(tmp_path: Path) -> None:
+    """CI: hb_standby 5.39 s after haproxy died (budget 5). The grace counted from the end of
+    the first look's checks to the middle of a later look's, so when the looks after the first
+    one were quicker (here: its cl_status calls slow, the later ones not), a grace of 4 s at a
+    2 s interval ended at the third look instead of the second: 5.4 s after the first sight
+    instead of 3.4 s."""
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=4, interval=2)
+    (dog.w / "slow").write_text("0.3\n")
+    dog.flag("holds")
+    dog.flag("haproxy-up")
+    dog.start()
+    try:
+        time.sleep(1.0)
+        dog.flag("haproxy-up", on=False)
+        seen = dog.wait_for_line("systemctl.log", "--no-block restart haproxy", 6)
+        assert seen is not None
+        (dog.w / "slow").unlink()
+        handed = dog.wait_for("standby.log", 9)
+        assert handed is not None
+        assert handed - seen < 4.4, handed - seen  # 5.4 s before
     finally:
         dog.stop()
 
