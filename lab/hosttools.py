@@ -14,7 +14,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-POWER = '''#!/usr/bin/python3
+POWER = '''#!/usr/bin/python3 -IS
 """rblab: reboot/halt/poweroff/shutdown of a lab host: ask the host's init (PID 1 of its PID
 namespace).
 hostinit stops services, ends every process of the host and the lab boots it again."""
@@ -40,7 +40,7 @@ os.kill(1, sig)
 sys.exit(0)
 '''
 
-SYSTEMCTL = '''#!/usr/bin/python3
+SYSTEMCTL = '''#!/usr/bin/python3 -IS
 """rblab: systemctl of a lab host = docker-systemctl-replacement (/usr/lib/rblab/systemctl3.py); the
 power
 verbs go to the host init (/usr/lib/rblab/rblab-power)."""
@@ -56,7 +56,7 @@ if len(words) == 2 and words[0] == "show" and words[1].endswith(".timer"):
     # `show` agrees with `is-active` below (the replacement says ActiveState=unknown for every
     # timer; systemd says active/waiting for a started one): Ansible's systemd module reads it
     import subprocess
-    r = subprocess.run(["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]],
+    r = subprocess.run(["/usr/bin/python3", "-IS", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]],
                        capture_output=True, text=True)
     on = enabled(words[1])
     fix = {"ActiveState": "active" if on else "inactive", "SubState": "waiting" if on else "dead"}
@@ -96,6 +96,7 @@ if "--no-block" in sys.argv[1:] and len(words) > 1 and words[0] in (
         close_fds=True, start_new_session=True,
     )
     sys.exit(0)
+quick = []  # options for the replacement that make it act as fast as systemd (below)
 if words[:1] == ["start"] and len(words) > 1:
     # systemd runs a finished oneshot (without RemainAfterExit=yes) again on start; the replacement
     # keeps it "active" and does nothing: restart it instead
@@ -110,6 +111,10 @@ if words[:1] == ["start"] and len(words) > 1:
     if all(rerun(w) for w in words[1:]):
         sys.argv[1:] = ["restart" if a == "start" else a for a in sys.argv[1:]]
         words = [a for a in sys.argv[1:] if not a.startswith("-")]
+        # the replacement's restart sleeps MinimumYield (0.5 s) after the stop of the finished
+        # run, to see a daemon go; systemd starts a oneshot at once (the watchdog's kick of the
+        # re-assert took 0.65 s idle and 1-1.5 s on a busy lab until its script ran, for this)
+        quick = ["-c", "MinimumYield=0.05"]
 JOBS = ("start", "stop", "restart", "try-restart", "reload", "reload-or-restart", "condrestart")
 if len(words) > 1 and words[0] in JOBS:
     # systemd runs one job per unit at a time; the replacement does not, and two concurrent starts
@@ -131,21 +136,21 @@ if len(words) > 1 and words[0] in JOBS:
                     sys.exit(f"systemctl: another job for {unit} has run for 300 s; giving up")
                 time.sleep(0.05)
         locks.append(fh)
-    cmd = ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc"]
+    cmd = ["/usr/bin/python3", "-IS", "/usr/lib/rblab/systemctl3.pyc"]
     if words[0] == "start":  # systemd: starting an active unit is a no-op (no second daemon)
         states = subprocess.run([*cmd, "is-active", *words[1:]], capture_output=True, text=True)
         lines = states.stdout.split()
         if len(lines) == len(words) - 1 and all(x == "active" for x in lines):
             sys.exit(0)
-    sys.exit(subprocess.run([*cmd, *sys.argv[1:]], check=False).returncode)
-os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]])
+    sys.exit(subprocess.run([*cmd, *quick, *sys.argv[1:]], check=False).returncode)
+os.execv("/usr/bin/python3", ["python3", "-IS", "/usr/lib/rblab/systemctl3.pyc", *sys.argv[1:]])
 '''
 
-JOURNALCTL = '''#!/usr/bin/python3
+JOURNALCTL = '''#!/usr/bin/python3 -IS
 """rblab: journalctl of a lab host (docker-systemctl-replacement's journalctl3.py)."""
 import os, sys
 
-os.execv("/usr/bin/python3", ["/usr/bin/python3", "/usr/lib/rblab/journalctl3.pyc", *sys.argv[1:]])
+os.execv("/usr/bin/python3", ["python3", "-IS", "/usr/lib/rblab/journalctl3.pyc", *sys.argv[1:]])
 '''
 
 # Lab-only drop-ins (named lab-*.conf): the replacement polls Type=notify in 1 s steps (~3 s per
