@@ -660,7 +660,7 @@ def run_fault(
     # measured from the fault's end mark (the probes' clock), not from this call
     ended = time.monotonic() - (ctx.clock() - ctx.marks["end"])
     sampler = invariants.StateSampler()
-    settle_s, state = invariants.settle(
+    settle_s, state, rest = invariants.settle(
         since=ended, give_up=max(90.0, fault.bounds.settle + 60.0), sampler=sampler
     )
     time.sleep(tail)
@@ -685,6 +685,7 @@ def run_fault(
     notes["routing_changes"] = watch.changes()
     notes["pair_states"] = sampler.changes(ended)  # s since the fault's end
     notes["pair_state_looks"] = sampler.look_times()
+    notes["rest"] = rest  # Heartbeat's own settling, apart from I1
     notes["probes"] = {k: r.summary() for k, r in res.items()}
     notes["failed_at"] = {  # when each request failed and how (s since the probes began)
         k: [f"{a.at:.1f} {a.answer or '?'}" for a in invariants.failed(r, ctx.marks["begin"])][:300]

@@ -252,21 +252,30 @@ class StateSampler:
         return out
 
 
+def rest_view() -> str:
+    """Heartbeat's view on both nodes (resource status / the peer), for a pair not at rest."""
+    return "; ".join(f"{h}: {'/'.join(heartbeat_view(h)) or '?'}" for h in LBS)
+
+
 def settle(
     *,
     since: float | None = None,
     hold: float = REST_HOLD_S,
     give_up: float = 120.0,
     sampler: StateSampler | None = None,
-) -> tuple[float | None, PairState]:
+) -> tuple[float | None, PairState, str]:
     """Seconds from `since` (the fault's end, `time.monotonic()`; default: now) until I1 holds
-    FOR GOOD (None when it did not within `give_up`), and the state then: the start of the last
-    stretch in which I1 held without a break (`StateSampler`) until the pair had been at rest
-    for `hold` s. The first instant I1 holds is not enough: after a pause or a partition
-    Heartbeat restarts both nodes, and the group it hands out `initdead` later may move the
-    routing once more (20+ s after the fault: a settle that stopped at the first instant, as
-    this did before, never saw that move). The caller may pass its own `sampler` to read the
-    samples afterwards (it is started here and stopped on return)."""
+    FOR GOOD (None when it did not), the state then, and how the pair ended ("at rest after N
+    s", or Heartbeat's view of both nodes when it was not at rest by `give_up`). I1 counts from
+    the start of the last stretch in which it held without a break (`StateSampler`) until the
+    pair had been at rest for `hold` s: the first instant I1 holds is not enough, as after a
+    pause or a partition Heartbeat restarts both nodes, and the group it hands out `initdead`
+    later may move the routing once more (20+ s after the fault). A pair whose Heartbeat is not
+    at rest by `give_up` still has I1 when the stretch has lasted `hold` s by then and through
+    it: the addresses and the routing are what I1 is about; the unrest is reported apart (CI,
+    hung holder: I1 from 1.43 s on for the whole 90 s, and the test failed as "I1: None").
+    The caller may pass its own `sampler` to read the samples afterwards (it is started here
+    and stopped on return)."""
     t0 = time.monotonic() if since is None else since
     sampler = (sampler or StateSampler()).start()
     try:
@@ -281,9 +290,15 @@ def settle(
                 # a break the sampler saw during the hold restarts it
                 rest_since = max(rest_since or now, ok)
                 if now - rest_since >= hold:
-                    return max(0.0, ok - t0), sampler.last() or pair_state()
+                    at = f"at rest after {rest_since - t0:.1f} s"
+                    return max(0.0, ok - t0), sampler.last() or pair_state(), at
             time.sleep(0.2)
-        return None, sampler.last() or pair_state()
+        ok = sampler.good_since()
+        unrest = f"not at rest after {give_up:g} s ({rest_view()})"
+        last = sampler.last() or pair_state()
+        if ok is not None and time.monotonic() - ok >= hold:
+            return max(0.0, ok - t0), last, unrest
+        return None, last, unrest
     finally:
         sampler.stop()
 
