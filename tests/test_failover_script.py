@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -516,6 +518,26 @@ def test_api_down_past_deadline_keeps_the_resources_pending(rig: Rig, mode: str)
     assert rig.kicks == [""]
     assert VIP in rig.aliases(PEER)  # nothing changed
     _assert_no_token(rig, res.stdout, res.stderr)
+
+
+def test_a_long_outage_logs_each_calls_retries_sparsely(rig: Rig) -> None:
+    """Stop 25: with both links down, the re-assert's four lookups each logged every retry for
+    the whole outage. Now the 1st, 2nd, 4th, 8th ... failed attempt of a call is logged."""
+    rig.cloud.faults.configure(outage=60, outage_mode="503")
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    made: Counter[str] = Counter(
+        f"{c['method']} {c['path'].removeprefix('/v1')}" for c in rig.calls()
+    )
+    logged: dict[str, list[int]] = {}
+    for m in re.finditer(r"^.*?(\w+ /\S+) attempt (\d+): 503 .*retrying$", res.stderr, re.M):
+        logged.setdefault(m.group(1), []).append(int(m.group(2)))
+    assert logged and set(logged) == set(made)
+    assert max(made.values()) >= 5  # long enough to skip some
+    for call, attempts in logged.items():
+        # each round of lookups counts its attempts from 1: 1, 2, 4, 8 ... of each are logged
+        assert 1 in attempts and all(n & (n - 1) == 0 for n in attempts), (call, attempts)
+        assert len(attempts) < made[call], (call, attempts, made[call])
 
 
 def test_pending_reassert_keeps_trying_until_the_api_is_back(rig: Rig) -> None:
