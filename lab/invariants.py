@@ -23,6 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from lab import labstate, netlink, netns, probe, topology
 
@@ -176,46 +177,65 @@ OBSERVER_NICE = -10
 
 
 @dataclass
-class StateSampler:
-    """Samples `pair_state()` every `interval` s in the background (two `ip -n` and one API read,
-    a few ms each), each sample stamped when its reads were done: the instant I1 began is known
-    to ~0.1 s, not to one lap of `settle`'s slow checks (Heartbeat's view of both nodes: 1-1.7 s
-    on a loaded 2-core machine, which a hung holder's I1 of ~1.5 s was measured as 3.1-3.5 s)."""
+class _Poller:
+    """A background thread that runs `_look()` every `interval` s until `stop()`."""
 
-    interval: float = 0.05
-    samples: list[tuple[float, PairState]] = field(default_factory=list)
-    looks: list[float] = field(default_factory=list)  # how long each sample's reads took
+    interval: float = 0.2
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> StateSampler:
+    def _setup(self) -> None:
+        """Runs once in the thread, before the first look."""
+
+    def _look(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         def run() -> None:
-            # the observer is outside the pair in the real world, with CPU of its own: here it
-            # shares two cores with the lab, and a resumed host's burst of starts (Heartbeat's
-            # scripts, the re-assert) held its looks back 1-1.5 s each, longer than the I1 it
-            # measures. This thread and the `ip` it starts run before the lab's processes.
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OBSERVER_NICE)
+            self._setup()
             while not self._stop.is_set():
-                began = time.monotonic()
-                try:
-                    st = pair_state()
-                except (OSError, ValueError):  # no state file (yet): no sample
-                    pass
-                else:
-                    self.samples.append((time.monotonic(), st))
-                    self.looks.append(time.monotonic() - began)
+                self._look()
                 self._stop.wait(self.interval)
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
         return self
 
-    def stop(self) -> StateSampler:
+    def stop(self) -> Self:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         return self
+
+
+@dataclass
+class StateSampler(_Poller):
+    """Samples `pair_state()` every `interval` s in the background (both LBs' addresses over
+    netlink and the API's state file: ~2 ms a look), each sample stamped when its reads were
+    done: the instant I1 began is known to ~0.05 s, not to one lap of `settle`'s slow checks
+    (Heartbeat's view of both nodes: 1-1.7 s on a loaded 2-core machine, which a hung holder's
+    I1 of ~1.5 s was measured as 3.1-3.5 s)."""
+
+    interval: float = 0.05
+    samples: list[tuple[float, PairState]] = field(default_factory=list)
+    looks: list[float] = field(default_factory=list)  # how long each sample's reads took
+
+    def _setup(self) -> None:
+        # the observer is outside the pair in the real world, with CPU of its own: here it
+        # shares two cores with the lab, and a resumed host's burst of starts (Heartbeat's
+        # scripts, the re-assert) held its looks back 1-1.5 s each, longer than the I1 it
+        # measures. This thread runs before the lab's processes.
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), OBSERVER_NICE)
+
+    def _look(self) -> None:
+        began = time.monotonic()
+        try:
+            st = pair_state()
+        except (OSError, ValueError):  # no state file (yet): no sample
+            return
+        self.samples.append((time.monotonic(), st))
+        self.looks.append(time.monotonic() - began)
 
     def good_since(self) -> float | None:
         """When the last unbroken stretch of samples with I1 holding began (its first sample);
@@ -304,36 +324,23 @@ def settle(
 
 
 @dataclass
-class RoutingWatch:
+class RoutingWatch(_Poller):
     """Samples the API's routing every `interval` s; `moves()` counts changes of the VIP route
     (a floating IP that follows within the same fault counts as the same move)."""
 
-    interval: float = 0.2
     samples: list[tuple[float, str, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _t0: float = 0.0
 
-    def start(self) -> RoutingWatch:
-        t0 = time.monotonic()
+    def start(self) -> Self:
+        self._t0 = time.monotonic()  # the clock starts with the call, not with the thread
+        return super().start()
 
-        def run() -> None:
-            while not self._stop.is_set():
-                try:
-                    vip, fip = cloud_routing()
-                    self.samples.append((time.monotonic() - t0, vip, fip))
-                except OSError:
-                    pass
-                self._stop.wait(self.interval)
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> RoutingWatch:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        return self
+    def _look(self) -> None:
+        try:
+            vip, fip = cloud_routing()
+        except OSError:
+            return
+        self.samples.append((time.monotonic() - self._t0, vip, fip))
 
     def changes(self) -> list[tuple[float, str, str]]:
         out: list[tuple[float, str, str]] = []
