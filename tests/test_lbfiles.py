@@ -606,6 +606,18 @@ def watchdog(tmp_path: Path) -> Iterator[Watchdog]:
     dog.stop()
 
 
+def serving_holder(tmp_path: Path, grace: float, interval: float, slow: str = "") -> Watchdog:
+    """The watchdog started on the VIP holder with HAProxy up, at the given timings; with
+    `slow`, each fake cl_status call takes that many seconds."""
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=grace, interval=interval)
+    if slow:
+        (dog.w / "slow").write_text(f"{slow}\n")
+    dog.flag("holds")
+    dog.flag("haproxy-up")
+    dog.start()
+    return dog
+
+
 def test_watchdog_hands_over_when_haproxy_stays_down(watchdog: Watchdog) -> None:
     watchdog.flag("holds")
     watchdog.flag("haproxy-up")
@@ -845,11 +857,7 @@ def test_watchdog_grace_is_not_stretched_by_slow_looks(tmp_path: Path) -> None:
     (cl_status, systemctl, ip) came on top of the 1 s sleep; the outage was 7.05 s against a
     7 s bound. The loop runs at a fixed rate: with looks of 0.6 s, the hand-over follows the
     first sight of the link down after the grace plus one look (2.6 s), not 3.8 s."""
-    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=2, interval=1)
-    (dog.w / "slow").write_text("0.6\n")
-    dog.flag("holds")
-    dog.flag("haproxy-up")
-    dog.start()
+    dog = serving_holder(tmp_path, grace=2, interval=1, slow="0.6")
     try:
         time.sleep(1.5)
         dog.flag("public-down")
@@ -873,11 +881,7 @@ def test_watchdog_grace_ends_at_the_look_it_is_due_not_one_later(tmp_path: Path)
     one were quicker (here: its cl_status calls slow, the later ones not), a grace of 4 s at a
     2 s interval ended at the third look instead of the second: 5.4 s after the first sight
     instead of 3.4 s."""
-    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=4, interval=2)
-    (dog.w / "slow").write_text("0.3\n")
-    dog.flag("holds")
-    dog.flag("haproxy-up")
-    dog.start()
+    dog = serving_holder(tmp_path, grace=4, interval=2, slow="0.3")
     try:
         time.sleep(1.0)
         dog.flag("haproxy-up", on=False)
@@ -973,15 +977,9 @@ def test_watchdog_never_starts_haproxy_before_its_config_is_installed(
 def test_watchdog_with_installed_timings_hands_over_in_time(tmp_path: Path) -> None:
     """With the unit's grace/interval: hb_standby ≤ 5 s after haproxy died, leaving ≥ 5 s of
     the 10 s target for Heartbeat's graceful hand-over and the API moves."""
-    dog = Watchdog(
-        tmp_path,
-        load_inventory(INVENTORIES[0]),
-        grace=lbfiles.WATCHDOG_GRACE_S,
-        interval=lbfiles.WATCHDOG_INTERVAL_S,
+    dog = serving_holder(
+        tmp_path, grace=lbfiles.WATCHDOG_GRACE_S, interval=lbfiles.WATCHDOG_INTERVAL_S
     )
-    dog.flag("holds")
-    dog.flag("haproxy-up")
-    dog.start()
     try:
         time.sleep(1.2)
         dog.flag("haproxy-up", on=False)  # haproxy dies
