@@ -102,6 +102,7 @@ def _int_id(value: str, name: str) -> int:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    _started: tuple[float, str] | None = None  # the public call being answered: (t0, method)
     protocol_version = "HTTP/1.1"
     server: _Server
     server_version = "fakecloud"
@@ -143,7 +144,17 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
+        self._log_call(status)  # before the answer leaves: a client that has it finds it logged
         self.wfile.write(data)
+
+    def _log_call(self, status: int | None) -> None:
+        """Log the public call in progress once (no-op for admin calls or when already logged)."""
+        started, self._started = self._started, None
+        if started is not None:
+            t0, method = started
+            self.server.cloud.calls.add(
+                Call(time.time(), method, self.path, status, time.monotonic() - t0)
+            )
 
     def _authorized(self) -> bool:
         auth = self.headers.get("Authorization") or ""
@@ -157,7 +168,6 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/v1/") or path == "/v1":
             path = path[3:] or "/"
         query = parse_qs(url.query, keep_blank_values=True)
-        cloud = self.server.cloud
         try:
             raw = self._read_body()
         except (ValueError, ApiError):
@@ -167,11 +177,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_lab/") and self.server.admin:
             self._admin(method, path, raw)
             return
-        status: int | None = None
+        self._started = (t0, method)
         try:
-            status = self._public(method, path, query, raw)
+            self._public(method, path, query, raw)
         finally:
-            cloud.calls.add(Call(time.time(), method, self.path, status, time.monotonic() - t0))
+            self._log_call(None)  # closed without an answer (an outage); answered calls logged
 
     def _public(
         self, method: str, path: str, query: dict[str, list[str]], raw: bytes

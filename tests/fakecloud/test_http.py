@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -259,3 +260,21 @@ def test_token_rotation_revokes_the_old_token_at_once(env: Env) -> None:
     assert env.call("POST", "/_lab/token", {"token": "short"}).status == 422
     assert env.call("POST", "/_lab/token", {"token": "x" * 40, "extra": 1}).status == 422
     assert env.call("GET", "/servers").status == 200  # a refused rotation changes nothing
+
+
+def test_a_call_is_in_the_log_once_its_answer_has_arrived(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log was written after the answer went out: a client that counted its calls right after
+    the last answer could miss it (CI: 5 of 6 retries logged). A slow log makes that race sure."""
+    add = env.cloud.calls.add
+
+    def slow_add(call: Any) -> None:
+        time.sleep(0.3)
+        add(call)
+
+    monkeypatch.setattr(env.cloud.calls, "add", slow_add)
+    before = len(env.cloud.calls.dump())
+    assert env.call("GET", "/servers").status == 200
+    assert env.call("GET", "/servers", token="wrong").status == 401
+    assert [c["status"] for c in env.cloud.calls.dump()[before:]] == [200, 401]
