@@ -843,6 +843,26 @@ def test_stop_keeps_the_addresses_while_the_cloud_routes_here(rig: Rig) -> None:
     assert _writes(rig.calls()[-4:]) == []
 
 
+def test_both_addresses_come_off_at_once(rig: Rig) -> None:
+    """Lab (hung holder, resumed): the floating IP came off up to 0.2 s after the VIP, each
+    address being two `ip` runs on a node where every process runs at once. Now each address is
+    changed in its own thread: the two `ip addr del` overlap (here each takes 0.5 s)."""
+    _stale_addresses(rig)
+    ip = rig.tmp / "ip"
+    ip.write_text(
+        ip.read_text().replace(
+            "case ",
+            f'case "$*" in *" addr del "*) echo "begin $4" >> {rig.tmp}/del.log; sleep 0.5;'
+            f' echo "end $4" >> {rig.tmp}/del.log ;; esac\ncase ',
+            1,
+        )
+    )
+    res = rig.run("stop", holds=None)
+    assert res.returncode == 0 and _local(rig) == [], res.stderr
+    steps = [line.split()[0] for line in (rig.tmp / "del.log").read_text().splitlines()]
+    assert steps == ["begin", "begin", "end", "end"], steps
+
+
 def test_stop_takes_the_addresses_off_when_the_cloud_routes_elsewhere(rig: Rig) -> None:
     lb = rig.inv.load_balancer
     _stateful_ip(rig)

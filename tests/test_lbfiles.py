@@ -707,21 +707,23 @@ def test_watchdog_sees_a_pause_that_hits_a_look_not_only_its_sleep(tmp_path: Pat
     dog = serving_holder(tmp_path, grace=2, interval=0.2, slow="1.5")
     assert dog.proc is not None
     kick = "--no-block start hcloud-reassert.service"
-    assert dog.wait_for("cl_status.log", 5) is not None
-    asked = len(dog.lines("cl_status.log"))
-    end = time.monotonic() + 5
-    while len(dog.lines("cl_status.log")) <= asked and time.monotonic() < end:
-        time.sleep(0.02)
-    os.killpg(dog.proc.pid, 19)  # SIGSTOP while a look's cl_status runs (it takes 1.5 s)
-    time.sleep(3.5)
-    os.killpg(dog.proc.pid, 18)
-    resumed = time.monotonic()
-    assert dog.wait_for_line("systemctl.log", kick, 3) is not None
-    assert time.monotonic() - resumed < 1.0
-    time.sleep(1.0)
-    assert dog.lines("systemctl.log").count(kick) == 1
-    assert "(paused)" in (dog.w / "stderr.log").read_text()
-    dog.stop()
+    try:
+        assert dog.wait_for("cl_status.log", 5) is not None
+        asked = len(dog.lines("cl_status.log"))
+        end = time.monotonic() + 5
+        while len(dog.lines("cl_status.log")) <= asked and time.monotonic() < end:
+            time.sleep(0.02)
+        os.killpg(dog.proc.pid, 19)  # SIGSTOP while a look's cl_status runs (it takes 1.5 s)
+        time.sleep(3.5)
+        os.killpg(dog.proc.pid, 18)
+        resumed = time.monotonic()
+        assert dog.wait_for_line("systemctl.log", kick, 3) is not None
+        assert time.monotonic() - resumed < 1.0
+        time.sleep(1.0)
+        assert dog.lines("systemctl.log").count(kick) == 1
+        assert "(paused)" in (dog.w / "stderr.log").read_text()
+    finally:
+        dog.stop()
 
 
 def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
