@@ -183,21 +183,19 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self._log_call(None)  # closed without an answer (an outage); answered calls logged
 
-    def _public(
-        self, method: str, path: str, query: dict[str, list[str]], raw: bytes
-    ) -> int | None:
+    def _public(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
         cloud = self.server.cloud
         verdict = cloud.faults.judge()
         if verdict.outage == "503":
             err = ApiError("unavailable", "service is currently unavailable (outage)")
             self._send(err.status, err.body(), cloud.bucket.headers())
-            return err.status
+            return
         if verdict.outage is not None:
             if verdict.outage == "hang":
                 while cloud.faults.in_outage() and not self.server.stopping.wait(0.05):
                     pass
             self.close_connection = True  # closed without an answer, like a dead endpoint
-            return None
+            return
         if verdict.delay > 0:
             time.sleep(verdict.delay)
         try:
@@ -215,7 +213,6 @@ class _Handler(BaseHTTPRequestHandler):
             internal = ApiError("server_error")
             status, body = internal.status, internal.body()
         self._send(status, body, cloud.bucket.headers())
-        return status
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> Response:
         from lab.fakecloud.inputs import parse_body
