@@ -77,6 +77,12 @@ def _file_fact(fact: Fact | None) -> tuple[list[str], bytes] | None:
     return meta.split(), base64.b64decode(b64.strip() or b"")
 
 
+def file_text(fact: Fact | None) -> str | None:
+    """The content a `File` probe found (None: no such file)."""
+    found = _file_fact(fact)
+    return None if found is None else _text(found[1])
+
+
 def _text(raw: bytes) -> str:
     """File content as text; bytes that are not UTF-8 survive the round trip (`_raw`)."""
     return raw.decode("utf-8", "surrogateescape")

@@ -4,6 +4,9 @@ Both LBs must get the same configuration, so the step is all-or-nothing. A conve
 cause a failover by itself (issue 11, invariant I4), so Heartbeat is touched only as far as a
 change needs it:
 - a mode/owner fix (e.g. authkeys 0644 → 0600) changes nothing Heartbeat has loaded: no action;
+- neither does new content that Heartbeat reads the same (a comment, a blank line, spaces at a
+  line's end): the file is rewritten, Heartbeat is left alone (a reload re-executes it, a
+  stir the pair does not need);
 - new ha.cf or authkeys content is what Heartbeat re-reads on reload (`heartbeat -r`, it keeps
   its resources): reload;
 - the resource script and its env file are read on every call: no action;
@@ -35,6 +38,7 @@ from ..core.resources import (
     Resource,
     Service,
     SystemdReload,
+    file_text,
     secret_backups_absent,
 )
 from ..core.waiting import now, wait_until
@@ -75,14 +79,41 @@ def content_key(path: str) -> str:
     return f"content:{path}"
 
 
+def ha_cf_reads(text: str) -> list[str]:
+    """ha.cf as Heartbeat parses it: a `#` starts a comment anywhere on a line; blank lines and
+    the spaces around a line's words do not count."""
+    return [kept for line in text.splitlines() if (kept := line.split("#", 1)[0].strip())]
+
+
+def whole_line_reads(text: str) -> list[str]:
+    """haresources and authkeys as Heartbeat parses them: a line that starts with `#` (after
+    spaces) is a comment; blank lines and the spaces around a line do not count."""
+    return [kept for line in text.splitlines() if (kept := line.strip()) and kept[0] != "#"]
+
+
+READS = {
+    HA_CF_PATH: ha_cf_reads,
+    HARESOURCES_PATH: whole_line_reads,
+    AUTHKEYS_PATH: whole_line_reads,
+}
+
+
 class ContentFile(File):
     """A File that tells content changes apart from mode/owner fixes (`content:PATH` touched), so
-    a service can react to the first only."""
+    a service can react to the first only. For Heartbeat's files (`READS`: what it takes from
+    the text), new text that it reads the same (a comment) is no content change either."""
 
     def check(self, host: Host, fact: Fact | None) -> Change | None:
         change = super().check(host, fact)
-        if change is not None and change.action != "chmod/chown":
-            host.touched.add(content_key(self.path))
+        if change is None or change.action == "chmod/chown":
+            return change
+        reads = READS.get(self.path)
+        found = file_text(fact)
+        if reads and found is not None and reads(found) == reads(self.content):
+            note = "Heartbeat reads it the same (comments, blank lines): no reload"
+            summary = "; ".join(s for s in (change.summary, note) if s)
+            return Change(change.resource, change.action, summary, change.diff)
+        host.touched.add(content_key(self.path))
         return change
 
 

@@ -152,6 +152,54 @@ def test_heartbeat_ha_cf_change_reloads_never_restarts(inv: Inventory, monkeypat
     assert "-keepalive 2" in changes["file:/etc/ha.d/ha.cf"].diff
 
 
+def _wanted(inv: Inventory, path: str) -> str:
+    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01", files=KEYFILE)})
+    (wanted,) = (r for r in HeartbeatStep().resources(ctx, "k8slb01") if r.key == f"file:{path}")
+    assert isinstance(wanted, File)
+    return wanted.content
+
+
+@pytest.mark.parametrize(
+    ("path", "edit"),
+    [
+        ("/etc/ha.d/ha.cf", lambda text: text + "# local note\n"),  # the issue's drift
+        ("/etc/ha.d/ha.cf", lambda text: text.replace("\n", "   # why\n", 1) + "\n\n"),
+        ("/etc/ha.d/haresources", lambda text: "# which node starts with the group\n" + text),
+        ("/etc/ha.d/authkeys", lambda text: "  # rotated 2026\n" + text),
+    ],
+)
+def test_heartbeat_comment_drift_rewrites_the_file_and_leaves_heartbeat_alone(  # type: ignore[no-untyped-def]
+    inv: Inventory, monkeypatch, path: str, edit
+) -> None:
+    """Issue 11 item 3: a comment in ha.cf made the converge run reload Heartbeat on the holder
+    (a re-exec of the daemon while it serves). What Heartbeat reads is unchanged: the file is
+    put back, Heartbeat is not reloaded (ha.cf, authkeys) or restarted (haresources)."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    wanted = _wanted(inv, path)
+    drifted = edit(wanted)
+    assert drifted != wanted
+    mode = "600" if path.endswith("authkeys") else "644"
+    changes = _drifted(inv, {f"file:{path}": _file_fact(mode, drifted.encode())})
+    assert set(changes) == {f"file:{path}"}, changes
+    assert changes[f"file:{path}"].action == "update"
+    assert "no reload" in changes[f"file:{path}"].summary
+
+
+def test_heartbeat_reads_a_commented_out_directive_as_a_change(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The other side: a directive commented out (or a haresources line that only looks like a
+    comment further on) is content Heartbeat reads differently: reload / restart as before."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    ha_cf = _wanted(inv, "/etc/ha.d/ha.cf")
+    directive = next(ln for ln in ha_cf.splitlines() if ln and not ln.startswith("#"))
+    off = ha_cf.replace(directive, "#" + directive, 1)
+    changes = _drifted(inv, {"file:/etc/ha.d/ha.cf": _file_fact("644", off.encode())})
+    assert changes["service:heartbeat"].action == "reload"
+    haresources = _wanted(inv, "/etc/ha.d/haresources")
+    inline = haresources.rstrip("\n") + " # note\n"  # not a comment for Heartbeat there
+    changes = _drifted(inv, {"file:/etc/ha.d/haresources": _file_fact("644", inline.encode())})
+    assert changes["service:heartbeat"].action == "restart"
+
+
 def test_heartbeat_removes_old_backups_of_its_secrets_without_a_restart(  # type: ignore[no-untyped-def]
     inv: Inventory, monkeypatch
 ) -> None:
