@@ -1115,6 +1115,30 @@ def test_reassert_hands_the_group_to_an_active_peer_the_cloud_routes_to(rig: Rig
     assert "handing the group to it (hb_standby)" in rig.log_copy.read_text()
 
 
+def test_reassert_asks_heartbeat_about_the_peer_while_the_api_answers(rig: Rig) -> None:
+    """The hand-over check asks Heartbeat's view of the peer (`cl_status nodestatus`) while the
+    API reads run, not after them (a node resumed from a pause runs every process at once: each
+    step one after the other cost it). Here each API answer and each `cl_status` take 0.3 s: the
+    first `cl_status` begins before the check's last API read is answered."""
+    extra, record = _standby_recorder(rig)
+    extra["HCLOUD_FAILOVER_VIP_ANSWERS"] = "1"  # the peer serves the VIP
+    bin_dir = rig.tmp / "bin"
+    bin_dir.mkdir()
+    asked = rig.tmp / "cl_status.txt"
+    fake = bin_dir / "cl_status"  # the real command's place: no PEER_STATUS override
+    fake.write_text(f'#!/bin/sh\necho "$(date +%s.%N) $*" >> {asked}\nsleep 0.3\necho active\n')
+    fake.chmod(0o755)
+    extra["PATH"] = f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"
+    rig.cloud.faults.configure(latency=0.3)
+    res = rig.run("reassert", holds=True, extra=extra)
+    assert res.returncode == 0, res.stderr
+    assert record.read_text() == "standby\n"  # Heartbeat said active: handed over
+    begun = [float(ln.split()[0]) for ln in asked.read_text().splitlines() if "nodestatus" in ln]
+    reads = sorted(c["time"] for c in rig.calls() if c["method"] == "GET")
+    assert begun and len(reads) >= 4, (begun, reads)
+    assert min(begun) < reads[3], (begun, reads)  # the check's four lookups: servers x2, ...
+
+
 def test_reassert_moves_the_routing_when_the_peer_is_not_active(rig: Rig) -> None:
     extra, record = _standby_recorder(rig)
     res = rig.run("reassert", holds=True, extra={**extra, "HCLOUD_FAILOVER_PEER_STATUS": "dead"})
