@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -40,6 +41,10 @@ def run(fault: Fault) -> campaign.FaultResult:
     measure(f"{fault.name}: {res.metric} (s or count)", res.measured)
     if res.settle_s is not None:
         measure(f"{fault.name}: I1 settled after (s)", res.settle_s)
+    # Heartbeat's own settling, apart from I1 ("not at rest after N s" is in the notes only)
+    rest = re.fullmatch(r"at rest after ([0-9.]+) s", str(res.notes.get("rest", "")))
+    if rest:
+        measure(f"{fault.name}: Heartbeat at rest after (s)", float(rest.group(1)))
     return res
 
 
