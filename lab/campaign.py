@@ -27,6 +27,7 @@ LBS = scenarios.LBS
 CONTROL_PLANES = ("k8scontrol01", "k8scontrol02", "k8scontrol03")
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
 HB_PID = "/var/run/heartbeat.pid"
+HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
 
 
 @dataclass
@@ -356,6 +357,18 @@ def drift_rerun(ctx: Ctx) -> None:
         raise AssertionError(f"lb.setup after drift exited {r.returncode}:\n{r.stdout[-2000:]}")
 
 
+def heartbeat_reload_holder(ctx: Ctx) -> None:
+    """What the heartbeat step does on the holder for a real `ha.cf` change (an operator changed
+    a timing in the inventory): `heartbeat -r` with ha.cf newer than what Heartbeat loaded. On
+    3.0.6 that re-executes the daemon in place, resources kept; it must fail no request."""
+    h = holder()
+    ctx.notes["host"] = h
+    ctx.mark("begin")
+    netns.host_exec(h, ["sh", "-c", f"touch /etc/ha.d/ha.cf && {HEARTBEAT_BIN} -r"], timeout=60)
+    time.sleep(DEADTIME + 2)  # the re-executed daemon back with its peer
+    ctx.mark("end")
+
+
 def token_rotated(ctx: Ctx) -> None:
     """The API token rotated (a new one, the old one revoked at once), then the operator's
     re-run with the new token (`inv lb.setup --yes`): it must exit 0 without a failed request
@@ -601,6 +614,15 @@ CATALOGUE: dict[str, Fault] = {
             ),
         ),
         (
+            "heartbeat-reload-holder",
+            Fault(
+                "heartbeat-reload-holder",
+                heartbeat_reload_holder,
+                Bounds(FAILED, 0, moves=0),
+                "`heartbeat -r` on the holder with a newer ha.cf (a real config change's reload)",
+            ),
+        ),
+        (
             "token-rotated",
             Fault(
                 "token-rotated",
@@ -675,7 +697,12 @@ def run_fault(
         "I3": moves <= fault.bounds.moves,
         "ran": not error,
     }
-    if fault.name in ("drift-rerun", "lb-setup-during-failover", "token-rotated"):
+    if fault.name in (
+        "drift-rerun",
+        "heartbeat-reload-holder",
+        "lb-setup-during-failover",
+        "token-rotated",
+    ):
         checks["I4"] = not error
     notes = dict(ctx.notes)
     if repaired:
