@@ -81,7 +81,7 @@ def content_key(path: str) -> str:
 
 def ha_cf_reads(text: str) -> list[str]:
     """ha.cf as Heartbeat parses it: a `#` starts a comment anywhere on a line; blank lines and
-    the spaces around a line's words do not count."""
+    the spaces at a line's ends do not count."""
     return [kept for line in text.splitlines() if (kept := line.split("#", 1)[0].strip())]
 
 
@@ -110,7 +110,7 @@ class ContentFile(File):
         reads = READS.get(self.path)
         found = file_text(fact)
         if reads and found is not None and reads(found) == reads(self.content):
-            note = "Heartbeat reads it the same (comments, blank lines): no reload"
+            note = "Heartbeat reads it the same (comments, blank lines): no reload or restart"
             summary = "; ".join(s for s in (change.summary, note) if s)
             return Change(change.resource, change.action, summary, change.diff)
         host.touched.add(content_key(self.path))
