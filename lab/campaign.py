@@ -62,6 +62,7 @@ class Fault:
     run: Callable[[Ctx], None]
     bounds: Bounds
     what: str
+    runbook_run: bool = False  # the fault is a run of the runbook's own: I4 is checked
 
 
 @dataclass
@@ -566,6 +567,7 @@ CATALOGUE: dict[str, Fault] = {
                 setup_during_failover,
                 Bounds(DURING, FAILOVER_BOUND, moves=1),
                 "`inv lb.setup --yes` while the holder hands over (hb_standby)",
+                runbook_run=True,
             ),
         ),
         (
@@ -611,6 +613,7 @@ CATALOGUE: dict[str, Fault] = {
                 drift_rerun,
                 Bounds(FAILED, 0, moves=0),
                 "authkeys 0644 and a comment in ha.cf on the holder, then `inv lb.setup --yes`",
+                runbook_run=True,
             ),
         ),
         (
@@ -620,6 +623,7 @@ CATALOGUE: dict[str, Fault] = {
                 heartbeat_reload_holder,
                 Bounds(FAILED, 0, moves=0),
                 "`heartbeat -r` on the holder with a newer ha.cf (a real config change's reload)",
+                runbook_run=True,
             ),
         ),
         (
@@ -631,6 +635,7 @@ CATALOGUE: dict[str, Fault] = {
                 Bounds(DURING, FAILOVER_BOUND, moves=1),
                 "API token rotated (old one revoked), `inv lb.setup --yes` with the new one, "
                 "then a graceful failover",
+                runbook_run=True,
             ),
         ),
     )
@@ -697,12 +702,7 @@ def run_fault(
         "I3": moves <= fault.bounds.moves,
         "ran": not error,
     }
-    if fault.name in (
-        "drift-rerun",
-        "heartbeat-reload-holder",
-        "lb-setup-during-failover",
-        "token-rotated",
-    ):
+    if fault.runbook_run:
         checks["I4"] = not error
     notes = dict(ctx.notes)
     if repaired:
