@@ -222,14 +222,8 @@ def test_heartbeat_mode_drift_is_fixed_without_touching_heartbeat(
 ) -> None:  # type: ignore[no-untyped-def]
     """authkeys 0644 (the issue's drift): chmod only; Heartbeat needs nothing."""
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
-    ctx, _ = ctx_for(inv, {"k8slb01": FactsHost("k8slb01", files=KEYFILE)})
-    authkeys = next(
-        r for r in HeartbeatStep().resources(ctx, "k8slb01") if r.key == "file:/etc/ha.d/authkeys"
-    )
-    assert isinstance(authkeys, File)
-    changes = _drifted(
-        inv, {"file:/etc/ha.d/authkeys": _file_fact("644", authkeys.content.encode())}
-    )
+    authkeys = _wanted(inv, "/etc/ha.d/authkeys")
+    changes = _drifted(inv, {"file:/etc/ha.d/authkeys": _file_fact("644", authkeys.encode())})
     assert set(changes) == {"file:/etc/ha.d/authkeys"}
     assert changes["file:/etc/ha.d/authkeys"].action == "chmod/chown"
 
