@@ -87,6 +87,49 @@ class FaultResult:
     def row(self) -> dict[str, Any]:
         return asdict(self)
 
+    def report(self, most: int = 40) -> str:
+        """A failed fault as a CI log shows it, the telling part first: the checks that failed
+        and by how much, when requests failed, how the routing and the pair changed, and the
+        pair's state with the end of Heartbeat's log on both LBs (`notes["pair_at_end"]`)."""
+        n = self.notes
+        bad = [k for k, ok in self.checks.items() if not ok]
+        out = [
+            f"{self.name}: {', '.join(bad) or 'nothing'} failed ({self.what})",
+            f"  marks {self.marks}; {self.metric} {self.measured} (bound {self.bound}); "
+            f"I1 after {self.settle_s} s; moves {self.moves}; state after: {self.state_after}",
+        ]
+        out += [f"  {k}: {n[k]}" for k in ("error", "repaired_before", "rest") if k in n]
+        out += [
+            f"  failed {k} ({self.failed.get(k, 0)}): {failure_runs(at)}"
+            for k, at in (n.get("failed_at") or {}).items()
+            if at
+        ]
+        out.append(f"  routing changes: {n.get('routing_changes')}")
+        states = n.get("pair_states") or []
+        out += [f"  pair at {at:+.2f} s: {st}" for at, st in states[:most]]
+        if len(states) > most:
+            out.append(f"  ... {len(states) - most} more pair states")
+        out.append(f"  state looks: {n.get('pair_state_looks')}")
+        for key in ("before_repair", "pair_at_end"):
+            if n.get(key):
+                out += [f"  {key}:", *(f"    {line}" for line in n[key])]
+        return "\n".join(out)
+
+
+def failure_runs(failed_at: list[str], gap: float = 0.35) -> str:
+    """ "1.1 TimeoutError", "1.2 TimeoutError", ... as runs: "1.1-1.2 TimeoutError x2"."""
+    runs: list[list[Any]] = []  # [first, last, answer, count]
+    for item in failed_at:
+        at_text, _, answer = item.partition(" ")
+        at = float(at_text)
+        if runs and runs[-1][2] == answer and at - runs[-1][1] <= gap:
+            runs[-1][1], runs[-1][3] = at, runs[-1][3] + 1
+        else:
+            runs.append([at, at, answer, 1])
+    return ", ".join(
+        f"{a:.1f} {w}" if c == 1 else f"{a:.1f}-{b:.1f} {w} x{c}" for a, b, w, c in runs
+    )
+
 
 # ----- helpers ------------------------------------------------------------------------------------
 def holder() -> str:
@@ -665,9 +708,11 @@ def run_fault(
     """Settle the pair, start the probes and the routing watch, apply the fault, wait for I1,
     probe `tail` s more, then check I1–I4."""
     repaired = ""
+    before_repair: list[str] = []
     if not invariants.quiet():
         # a fault before this one left the pair broken (its own I1 check failed): repair it the
         # way an operator would, so this fault is measured from a healthy pair
+        before_repair = invariants.describe()
         r = inv("lb.setup", "--yes", check=False, timeout=600)
         repaired = f"the pair was not at rest before the fault: inv lb.setup exited {r.returncode}"
         invariants.quiet()
@@ -707,6 +752,7 @@ def run_fault(
     notes = dict(ctx.notes)
     if repaired:
         notes["repaired_before"] = repaired
+        notes["before_repair"] = before_repair
     if error:
         notes["error"] = error
     notes["routing_changes"] = watch.changes()
@@ -722,6 +768,8 @@ def run_fault(
         k: dict(Counter(a.answer or "?" for a in invariants.failed(r, ctx.marks["begin"])))
         for k, r in res.items()
     }
+    if not all(checks.values()):  # what a CI log needs to tell why
+        notes["pair_at_end"] = invariants.describe()
     return FaultResult(
         fault.name,
         fault.what,

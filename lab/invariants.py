@@ -277,6 +277,30 @@ def rest_view() -> str:
     return "; ".join(f"{h}: {'/'.join(heartbeat_view(h)) or '?'}" for h in LBS)
 
 
+def heartbeat_log(host: str, lines: int = 30) -> list[str]:
+    """The last `lines` lines of Heartbeat's own log file on `host` (the inventory's
+    `heartbeat.logfile`); [] when none is set or it cannot be read (a host that is down)."""
+    path = _topo().heartbeat_log
+    if not path:
+        return []
+    try:
+        r = netns.host_exec(host, ["tail", "-n", str(lines), path], check=False, timeout=10)
+    except Exception:
+        return []
+    return r.stdout.splitlines()
+
+
+def describe(lines: int = 30) -> list[str]:
+    """The pair as a failure message shows it: the addresses and the routing, Heartbeat's view
+    on both LBs, and the end of Heartbeat's log on each (a CI log is all there is to go by)."""
+    out = [str(pair_state()), rest_view()]
+    for h in LBS:
+        tail = heartbeat_log(h, lines)
+        if tail:
+            out += [f"--- {h}: the last {len(tail)} lines of Heartbeat's log", *tail]
+    return out
+
+
 def settle(
     *,
     since: float | None = None,

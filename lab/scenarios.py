@@ -224,7 +224,10 @@ def at_rest() -> None:
     """Start a fault from a pair at rest: a previous one's recovery (Heartbeat restarting both
     nodes after a partition, the home node taking the group back) must not land in this one."""
     if not invariants.quiet():
-        raise AssertionError("the LB pair did not come to rest within 90 s before the fault")
+        raise AssertionError(
+            "the LB pair did not come to rest within 90 s before the fault\n"
+            + "\n".join(invariants.describe())
+        )
 
 
 def partition_heal(hold: float = 8.0) -> Outcome:

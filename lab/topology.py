@@ -69,6 +69,8 @@ class Topology:
     zone: str
     inventory: Path
     k8s_version: str | None = None
+    #: Heartbeat's own log file on the LBs (`load_balancer.heartbeat.logfile`), None when unset
+    heartbeat_log: str | None = None
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -117,4 +119,5 @@ def load(path: Path | None = None) -> Topology:
         zone=str(net["zone"]),
         inventory=path,
         k8s_version=str(data.get("kubernetes", {}).get("version", "")) or None,
+        heartbeat_log=(lb.get("heartbeat") or {}).get("logfile"),
     )

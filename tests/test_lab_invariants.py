@@ -121,3 +121,86 @@ def test_i1_that_broke_late_is_not_for_good(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(invariants, "at_rest", lambda: False)
     monkeypatch.setattr(invariants, "rest_view", lambda: "?")
     assert invariants.settle(since=t0, hold=0.5, give_up=1.2)[0] is None
+
+
+# ----- what a failed fault tells a CI log ---------------------------------------------------------
+def test_failure_runs_compress_a_window_of_like_failures() -> None:
+    from lab.campaign import failure_runs
+
+    at = [f"{t / 10:.1f} TimeoutError" for t in range(11, 60)] + ["6.0 OSError", "6.3 TimeoutError"]
+    assert failure_runs(at) == "1.1-5.9 TimeoutError x49, 6.0 OSError, 6.3 TimeoutError"
+    # a gap longer than a few probe intervals starts a new run
+    assert failure_runs(["1.0 x", "1.1 x", "3.0 x"]) == "1.0-1.1 x x2, 3.0 x"
+    assert failure_runs([]) == ""
+
+
+def test_a_failed_faults_report_leads_with_what_failed_and_ends_with_heartbeats_log() -> None:
+    """CI shows the head and the tail of a failure: a JSON dump of the row put 300 probe lines
+    first and cut the checks and Heartbeat's view off (the hung-holder failure of 0e98735)."""
+    from lab.campaign import FaultResult
+
+    res = FaultResult(
+        "holder-hung-5s",
+        "every process of the VIP holder SIGSTOPped for 5 s, then SIGCONT",
+        {"begin": 1.09, "end": 6.18},
+        "outage after the fault ended",
+        0.41,
+        2.0,
+        2.11,
+        1,
+        {"vip": 3, "fip": 0},
+        {"I1": False, "I2": True, "I3": True, "ran": True},
+        {
+            "rest": "at rest after 3.1 s",
+            "failed_at": {
+                "vip": ["1.1 TimeoutError", "1.2 TimeoutError", "1.3 OSError"],
+                "fip": [],
+            },
+            "routing_changes": [[4.9, "k8slb02", "k8slb02"]],
+            "pair_states": [[-0.1, "VIP local [] routed k8slb01"], [2.11, "VIP local ['k8slb02']"]],
+            "pair_state_looks": "9 samples",
+            "pair_at_end": ["VIP local ['k8slb02'] routed k8slb02", "--- k8slb01: log", "hb: x"],
+        },
+        "state",
+    )
+    text = res.report().splitlines()
+    assert text[0].startswith("holder-hung-5s: I1 failed")
+    assert "I1 after 2.11 s" in text[1] and "(bound 2.0)" in text[1]
+    assert "  failed vip (3): 1.1-1.2 TimeoutError x2, 1.3 OSError" in text
+    assert not any(line.startswith("  failed fip") for line in text)
+    assert "  pair at +2.11 s: VIP local ['k8slb02']" in text
+    assert text[-3:] == [
+        "    VIP local ['k8slb02'] routed k8slb02",
+        "    --- k8slb01: log",
+        "    hb: x",
+    ]
+
+
+def test_describe_ends_with_the_tail_of_heartbeats_log_on_both_lbs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+
+    class Done:
+        stdout = "line 1\nline 2\n"
+
+    def host_exec(host: str, argv: list[str], **_kw: object) -> Done:
+        calls.append((host, argv))
+        return Done()
+
+    monkeypatch.setattr(invariants.netns, "host_exec", host_exec)
+    monkeypatch.setattr(invariants, "pair_state", lambda: PairState((), (), "-", "-"))
+    monkeypatch.setattr(invariants, "heartbeat_view", lambda h: ("all", "active"))
+    out = invariants.describe(lines=2)
+    assert out[0] == "VIP local [] routed -; floating IP local [] routed -"
+    assert out[1] == "k8slb01: all/active; k8slb02: all/active"
+    assert out[2:] == [
+        "--- k8slb01: the last 2 lines of Heartbeat's log",
+        "line 1",
+        "line 2",
+        "--- k8slb02: the last 2 lines of Heartbeat's log",
+        "line 1",
+        "line 2",
+    ]
+    # the lab inventory's logfile, read from lab/hosts.yaml
+    assert calls == [(h, ["tail", "-n", "2", "/var/log/ha-log"]) for h in invariants.LBS]

@@ -11,7 +11,6 @@ Measurements are appended to <lab state>/measurements.json.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ def run(fault: Fault) -> campaign.FaultResult:
 
 
 def check(res: campaign.FaultResult) -> None:
-    assert res.ok, json.dumps(res.row(), indent=1, default=str)
+    assert res.ok, res.report()
 
 
 def test_hung_holder_resumes_and_the_keeper_owns_the_route(pair: None) -> None:
@@ -98,5 +97,5 @@ def test_short_seeded_campaign(pair: None) -> None:
     pool = ["standby-hung-20s", "heartbeat-kill-restart", "api-5xx-failover", "cp-killed"]
     names = random.Random(SEED).sample(pool, 3)  # three different ones
     results = [run(campaign.CATALOGUE[n]) for n in names]
-    bad = [r.row() for r in results if not r.ok]
-    assert not bad, json.dumps(bad, indent=1, default=str)
+    bad = [r.report() for r in results if not r.ok]
+    assert not bad, "\n\n".join(bad)
