@@ -98,7 +98,7 @@ class FaultResult:
             f"  marks {self.marks}; {self.metric} {self.measured} (bound {self.bound}); "
             f"I1 after {self.settle_s} s; moves {self.moves}; state after: {self.state_after}",
         ]
-        out += [f"  {k}: {n[k]}" for k in ("error", "repaired_before", "rest") if k in n]
+        out += [f"  {k}: {n[k]}" for k in ("error", "rest") if k in n]
         out += [
             f"  failed {k} ({self.failed.get(k, 0)}): {failure_runs(at)}"
             for k, at in (n.get("failed_at") or {}).items()
@@ -110,7 +110,7 @@ class FaultResult:
         if len(states) > most:
             out.append(f"  ... {len(states) - most} more pair states")
         out.append(f"  state looks: {n.get('pair_state_looks')}")
-        for key in ("before_repair", "pair_at_end"):
+        for key in ("repaired_before", "pair_at_end"):
             if n.get(key):
                 out += [f"  {key}:", *(f"    {line}" for line in n[key])]
         return "\n".join(out)
@@ -707,15 +707,9 @@ def run_fault(
 ) -> FaultResult:
     """Settle the pair, start the probes and the routing watch, apply the fault, wait for I1,
     probe `tail` s more, then check I1–I4."""
-    repaired = ""
-    before_repair: list[str] = []
-    if not invariants.quiet():
-        # a fault before this one left the pair broken (its own I1 check failed): repair it the
-        # way an operator would, so this fault is measured from a healthy pair
-        before_repair = invariants.describe()
-        r = inv("lb.setup", "--yes", check=False, timeout=600)
-        repaired = f"the pair was not at rest before the fault: inv lb.setup exited {r.returncode}"
-        invariants.quiet()
+    # a fault before this one may have left the pair broken (its own I1 check failed): it is
+    # repaired the way an operator would, so this fault is measured from a healthy pair
+    repair = scenarios.rest_or_repair(inv)
     probes = readyz.both()
     watch = invariants.RoutingWatch().start()
     ctx = Ctx(inv, probes["vip"].now, rng)
@@ -750,9 +744,8 @@ def run_fault(
     if fault.runbook_run:
         checks["I4"] = not error
     notes = dict(ctx.notes)
-    if repaired:
-        notes["repaired_before"] = repaired
-        notes["before_repair"] = before_repair
+    if repair is not None:
+        notes["repaired_before"] = str(repair).splitlines()
     if error:
         notes["error"] = error
     notes["routing_changes"] = watch.changes()

@@ -30,6 +30,7 @@ holders, holder, other = scenarios.holders, scenarios.holder, scenarios.other
 
 @pytest.fixture(scope="module")
 def lb_tier(lab_up: dict[str, float]) -> dict[str, float]:
+    scenarios.REPAIRS.clear()  # this module's own (`test_no_scenario_left_the_pair_broken`)
     t = scenarios.lb_tier(cli)
     for k, v in t.items():
         measure(f"first run {k} (s)", v)
@@ -247,3 +248,12 @@ def _sample_argv_during_tests() -> Iterator[None]:
     stop.set()
     t.join()
     assert not found, f"token in argv of {found}"
+
+
+def test_no_scenario_left_the_pair_broken(lb_tier: dict[str, float]) -> None:
+    """Each scenario starts from a pair at rest; one that did not come to rest within 90 s was
+    repaired (`inv lb.setup --yes`) so the scenarios after it are measured from a healthy pair.
+    Such a repair is a failure of the scenario before it, reported here once: before, a pair
+    left broken failed every later scenario (CI on 0e98735: 9 in a row, 90 s each)."""
+    scenarios.at_rest(cli)  # the last scenario's leftovers count too
+    assert not scenarios.REPAIRS, "\n\n".join(map(str, scenarios.REPAIRS))
