@@ -729,7 +729,7 @@ def run_fault(
     settle_s, state, rest = invariants.settle(
         since=ended, give_up=max(90.0, fault.bounds.settle + 60.0), sampler=sampler
     )
-    time.sleep(tail)
+    invariants.watch_rest(tail)  # the next fault's `quiet` counts a rest seen to the end
     res = {k: p.stop() for k, p in probes.items()}
     watch.stop()
     measured = measure(fault.bounds.metric, res, ctx.marks)

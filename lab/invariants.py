@@ -156,20 +156,55 @@ def at_rest() -> bool:
     )
 
 
-def quiet(timeout: float = 90.0, hold: float = REST_HOLD_S) -> bool:
-    """Wait until the pair is at rest (`at_rest`) for `hold` s on end. False when it did not
-    within `timeout` (the next fault then starts from whatever state there is)."""
-    t0 = time.monotonic()
+@dataclass
+class _RestSeen:
+    """The pair seen at rest without a break by `quiet`, `settle` and `watch_rest`: since when,
+    and when the last look saw it. A stretch one of them saw carries over to the next call when
+    no more than `LOOK_GAP_S` passed between the looks: a fault that `settle` saw end at rest
+    and `watch_rest` watched through the probes' tail starts the next fault without a second
+    `hold` (the campaign's faults waited REST_HOLD_S twice, ~12 s a fault)."""
+
     since: float | None = None
+    seen: float = float("-inf")
+
+    def look(self, rest: bool, now: float) -> float | None:
+        """Record one look; returns since when the pair has been at rest (None: it is not)."""
+        if not rest:
+            self.since = None
+        elif self.since is None or now - self.seen > LOOK_GAP_S:
+            self.since = now
+        if rest:
+            self.seen = now
+        return self.since
+
+
+#: the longest gap between two looks that still counts as watching without a break
+LOOK_GAP_S = 2.0
+REST_SEEN = _RestSeen()
+
+
+def quiet(timeout: float = 90.0, hold: float = REST_HOLD_S) -> bool:
+    """Wait until the pair is at rest (`at_rest`) for `hold` s on end, counting a stretch the
+    looks before this call saw (`REST_SEEN`). False when it did not within `timeout` (the next
+    fault then starts from whatever state there is)."""
+    t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if at_rest():
-            since = time.monotonic() if since is None else since
-            if time.monotonic() - since >= hold:
-                return True
-        else:
-            since = None
+        rest = at_rest()
+        now = time.monotonic()
+        since = REST_SEEN.look(rest, now)
+        if since is not None and now - since >= hold:
+            return True
         time.sleep(0.5)
     return False
+
+
+def watch_rest(seconds: float) -> None:
+    """Look at the pair every 0.5 s for `seconds` (the probes' tail after a fault), so the next
+    `quiet` knows whether it stayed at rest meanwhile."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        REST_SEEN.look(at_rest(), time.monotonic())
+        time.sleep(max(0.0, min(0.5, until - time.monotonic())))
 
 
 #: the scheduling priority of `StateSampler`'s thread (root may raise it; -10 of -20..19)
@@ -327,6 +362,7 @@ def settle(
         while time.monotonic() - t0 <= give_up:
             rest = at_rest()
             now = time.monotonic()
+            REST_SEEN.look(rest, now)
             ok = sampler.good_since()
             if not rest or ok is None:
                 rest_since = None

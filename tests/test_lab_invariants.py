@@ -261,3 +261,62 @@ def test_a_pair_the_repair_does_not_bring_to_rest_fails_the_scenario(
         scenarios.at_rest(_Inv(code=1))
     assert "After it:\nstate X\nlog Y" in str(e.value)
     assert len(scenarios.REPAIRS) == 1
+
+
+# ----- a rest seen to the end of one fault counts for the next ----------------------------------
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def _rest_looks(monkeypatch: pytest.MonkeyPatch, rest: Callable[[float], bool]) -> list[float]:
+    """A fake clock for `invariants`, a fresh REST_SEEN, and `at_rest` answering `rest(t)`;
+    returns the times of the looks."""
+    clock = _Clock()
+    looks: list[float] = []
+
+    def at_rest() -> bool:
+        looks.append(clock.t)
+        clock.t += 0.1  # a look takes time (two cl_status)
+        return rest(clock.t)
+
+    monkeypatch.setattr(invariants, "time", clock)
+    monkeypatch.setattr(invariants, "REST_SEEN", invariants._RestSeen())
+    monkeypatch.setattr(invariants, "at_rest", at_rest)
+    return looks
+
+
+def test_quiet_counts_the_rest_the_faults_tail_watched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The campaign waited REST_HOLD_S twice between two faults (`settle`'s hold, then the next
+    fault's `quiet`): a rest watched without a break carries over, one look confirms it."""
+    looks = _rest_looks(monkeypatch, lambda t: True)
+    invariants.watch_rest(12.5)
+    before = len(looks)
+    assert invariants.quiet(hold=12.0) is True
+    assert len(looks) == before + 1
+
+
+def test_a_gap_between_the_looks_makes_quiet_hold_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    looks = _rest_looks(monkeypatch, lambda t: True)
+    invariants.watch_rest(12.5)
+    invariants.time.sleep(invariants.LOOK_GAP_S + 0.5)  # nobody looked: anything may have happened
+    start = invariants.time.monotonic()
+    assert invariants.quiet(hold=12.0) is True
+    assert invariants.time.monotonic() - start >= 12.0
+    assert len([t for t in looks if t >= start]) > 20
+
+
+def test_unrest_seen_in_the_tail_makes_quiet_hold_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Heartbeat restart during the tail (the pair looks settled again during initdead)."""
+    t_break = 1010.0
+    looks = _rest_looks(monkeypatch, lambda t: not (t_break <= t < t_break + 0.6))
+    invariants.watch_rest(12.5)
+    assert invariants.quiet(hold=12.0) is True
+    assert invariants.time.monotonic() >= t_break + 0.6 + 12.0
+    assert looks  # looked all along
