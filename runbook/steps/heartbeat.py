@@ -338,19 +338,26 @@ class HeartbeatStep(Step):
         # fault, and an hb_takeover then collides with the initial acquisition ("Other side is
         # in flux") and leaves the group in transition for good
         started_after = hb.effective_initdead + hb.deadtime
-        wait = started_after + 2 * hb.deadtime + 30
+        # a node whose Heartbeat stays in "transition" (a lost hand-over or takeover message:
+        # Heartbeat keeps it there for its hour-long standby timeout) cannot fail over; a
+        # hand-over's own transition lasts seconds (one unanswered standby request: ~11 s)
+        wedged_after = max(30.0, 3 * hb.deadtime)
+        wait = started_after + 2 * hb.deadtime + 30 + wedged_after + started_after
         # nobody (or both) may own the group for a moment (a hand-over, a start, Heartbeat's
         # restart after "Both machines own our resources!"): act only when it lasts
         nobody = _Lasting(hb.deadtime + 2)
         both = _Lasting(hb.deadtime + 2)
+        wedge = _Lasting(wedged_after)
         problem = ""
 
         def settled() -> bool:
             nonlocal problem
-            owners = [n for n in lbs if self._owns(ctx, n)]
+            status = {n: self._rscstatus(ctx, n) for n in lbs}
+            owners = [n for n in lbs if owns_group(ctx.inventory, n, status[n])]
+            busy = [n for n in lbs if status[n] == "transition"]
             peers_ok = all(self._sees_peers(ctx, n, lbs) for n in lbs if n in ctx.targets)
 
-            if len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0]):
+            if len(owners) == 1 and peers_ok and not busy and holds_vip(ctx, owners[0]):
                 self._reassert(ctx, owners[0])
                 for other in lbs:
                     if other != owners[0] and holds_vip(ctx, other):
@@ -364,7 +371,16 @@ class HeartbeatStep(Step):
                 # ended, "deferred"): its reassert hands the group over, or takes it after all
                 self._reassert(ctx, owners[0])
             problem = f"resource owners: {owners or 'none'}; peers seen active: {peers_ok}"
+            if busy:
+                problem += f"; in transition: {busy}"
             at = now()
+            # a node in transition beside an owner that serves: restarting its Heartbeat is
+            # safe (it holds nothing; the owner keeps the group); the holder's own is left to
+            # the watchdog, which keeps the addresses while the cloud routes there
+            stuck = [n for n in busy if n not in owners and not holds_vip(ctx, n)]
+            lone = len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0])
+            if wedge.first_time_lasted(lone and bool(stuck), at):
+                self._restart_wedged(ctx, stuck, wedged_after)
             started = peers_ok and all(
                 self._running_for(ctx, n) >= started_after for n in lbs if n in ctx.targets
             )
@@ -384,16 +400,31 @@ class HeartbeatStep(Step):
         )
 
     @staticmethod
-    def _owns(ctx: StepContext, name: str) -> bool:
-        """Heartbeat gives this node the resource group (`cl_status rscstatus`)."""
+    def _rscstatus(ctx: StepContext, name: str) -> str:
+        """Heartbeat's resource status on this node (`cl_status rscstatus`: all, local,
+        foreign, none, transition); "" when it cannot be asked."""
         host = ctx.targets.get(name)
         if host is None:
-            return False
+            return ""
         try:
-            out = host.query(RSCSTATUS, ok_codes=None).stdout
+            return host.query(RSCSTATUS, ok_codes=None).stdout.strip()
         except HostUnreachable:
-            return False
-        return owns_group(ctx.inventory, name, out)
+            return ""
+
+    @staticmethod
+    def _restart_wedged(ctx: StepContext, names: Sequence[str], lasted: float) -> None:
+        """Restart Heartbeat on nodes whose resource status has stayed "transition" for
+        `lasted` s while the peer owns the group and holds the VIP: they hold nothing, so the
+        restart moves nothing; the restarted Heartbeat joins as the standby."""
+        for name in names:
+            ctx.ui.warn(
+                f"{name}: Heartbeat has been in transition for {lasted:g} s while the peer "
+                "serves (a lost hand-over message): restarting it there"
+            )
+            try:
+                ctx.targets[name].run("systemctl restart heartbeat", timeout=180)
+            except Exception as exc:  # the settle loop reports what is left
+                ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
 
     @staticmethod
     def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:
