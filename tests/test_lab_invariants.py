@@ -223,6 +223,7 @@ def _quiet(monkeypatch: pytest.MonkeyPatch, answers: list[bool]) -> None:
     monkeypatch.setattr(scenarios.invariants, "quiet", lambda *a, **k: answers.pop(0))
     monkeypatch.setattr(scenarios.invariants, "describe", lambda: ["state X", "log Y"])
     monkeypatch.setattr(scenarios, "REPAIRS", [])
+    monkeypatch.setattr(scenarios, "_LAST_REPAIR", None)
 
 
 def test_a_pair_at_rest_is_not_repaired(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -320,3 +321,18 @@ def test_unrest_seen_in_the_tail_makes_quiet_hold_again(monkeypatch: pytest.Monk
     assert invariants.quiet(hold=12.0) is True
     assert invariants.time.monotonic() >= t_break + 0.6 + 12.0
     assert looks  # looked all along
+
+
+def test_a_repair_that_did_not_help_is_not_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each repair costs up to ~3 min (90 s waiting, lb.setup, 90 s again): a pair the first
+    one did not bring to rest fails the later faults at once, within CI's 90 min."""
+    from lab import scenarios
+
+    monkeypatch.setattr(scenarios, "_LAST_REPAIR", None)
+    _quiet(monkeypatch, [False, False, False])
+    inv = _Inv(code=1)
+    with pytest.raises(AssertionError, match="still not at rest"):
+        scenarios.at_rest(inv)
+    with pytest.raises(AssertionError, match="not repaired again"):
+        scenarios.at_rest(inv)
+    assert inv.calls == [("lb.setup", "--yes")]
