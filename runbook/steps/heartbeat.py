@@ -378,8 +378,9 @@ class HeartbeatStep(Step):
             # safe (it holds nothing; the owner keeps the group); the holder's own is left to
             # the watchdog, which keeps the addresses while the cloud routes there
             stuck = [n for n in busy if n not in owners and not holds_vip(ctx, n)]
-            lone = len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0])
-            if wedge.first_time_lasted(lone and bool(stuck), at):
+            # the owner's VIP is asked only when a node is stuck (a remote query each second)
+            serving = bool(stuck) and len(owners) == 1 and peers_ok and holds_vip(ctx, owners[0])
+            if wedge.first_time_lasted(serving, at):
                 self._restart_wedged(ctx, stuck, wedged_after)
             started = peers_ok and all(
                 self._running_for(ctx, n) >= started_after for n in lbs if n in ctx.targets
