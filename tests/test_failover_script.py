@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from lab.fakecloud.errors import ApiError
 from lab.fakecloud.server import FakeCloud, Listener, Running, start
 from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
 from runbook.inventory import Inventory, load_inventory
@@ -69,6 +70,15 @@ class Rig:
         return self.tmp / "deferred"
 
     @property
+    def paused(self) -> Path:
+        """The mark haproxy-watchdog writes when it saw this node paused (the time)."""
+        return self.tmp / "paused"
+
+    def pause_seen(self, ago: float = 0.5) -> None:
+        """The watchdog's mark: this node was paused, seen `ago` s ago."""
+        self.paused.write_text(f"{time.time() - ago}\n")
+
+    @property
     def kicks(self) -> list[str]:
         """How often `start` asked systemd to run the re-assert service."""
         f = self.tmp / "kicks.txt"
@@ -99,7 +109,7 @@ class Rig:
         machine and asked its systemd for the re-assert service) (needs root)."""
         kept = ("PATH", "HCLOUD_FAILOVER_ENV", "HCLOUD_FAILOVER_LOCK", "HCLOUD_FAILOVER_KICK")
         kept += ("HCLOUD_FAILOVER_PENDING", "HCLOUD_FAILOVER_DEFERRED", "HCLOUD_FAILOVER_TAKEN")
-        kept += ("HCLOUD_FAILOVER_HANDED_OVER", "HCLOUD_FAILOVER_CUT_OFF")
+        kept += ("HCLOUD_FAILOVER_HANDED_OVER", "HCLOUD_FAILOVER_CUT_OFF", "HCLOUD_FAILOVER_PAUSED")
         env = {k: v for k, v in self.env(None, None).items() if k in kept}
         return subprocess.run(
             ["unshare", "--net", "sh", "-c", shell, PYTHON, str(self.script)],
@@ -152,6 +162,7 @@ class Rig:
             "HCLOUD_FAILOVER_HANDED_OVER": str(self.tmp / "handed-over"),
             "HCLOUD_FAILOVER_TAKEN": str(self.tmp / "taken"),
             "HCLOUD_FAILOVER_CUT_OFF": str(self.tmp / "cut-off"),
+            "HCLOUD_FAILOVER_PAUSED": str(self.paused),
             # never a real connect to the lab's VIP from here: tests say what answers there
             "HCLOUD_FAILOVER_VIP_ANSWERS": "0",
             "HCLOUD_FAILOVER_PEER_REACHABLE": "1",
@@ -1494,6 +1505,144 @@ def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig
     lb = rig.inv.load_balancer
     assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
     _assert_moved(rig)
+
+
+# ----- a resumed holder whose Heartbeat does not call the serving peer active yet ------------
+def _resumed_holder(rig: Rig, peer: str, answers: str = "1") -> dict[str, str]:
+    """A holder resumed from a pause: both addresses still local, Heartbeat gives it the group
+    (hb_standby recorded), the cloud routes both addresses to the peer, Heartbeat here calls
+    the peer `peer` (a file the test may rewrite), VIP:6443 answers `answers`."""
+    _stale_addresses(rig)
+    extra, _ = _standby_recorder(rig)
+    (rig.tmp / "peer-status").write_text(peer)
+    return {
+        **extra,
+        "HCLOUD_FAILOVER_PEER_STATUS": f"@{rig.tmp / 'peer-status'}",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": answers,
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+
+
+@pytest.mark.parametrize("peer", ["dead", "up"])
+def test_a_resumed_holder_steps_back_although_heartbeat_does_not_call_the_peer_active_yet(
+    rig: Rig, peer: str
+) -> None:
+    """CI (hung holder 5 s, 86007c0): I1 3.23 s against 2 s. The peer took over during the
+    pause and served; on the resume Heartbeat here called it dead (its timers fired before the
+    peer's packets were read), then "up" while the peer's partition restart ran. The watchdog's
+    re-assert therefore did not step back (a serving peer had to be active in Heartbeat's view),
+    and the stale addresses stayed until Heartbeat's start 3.2 s later. After a pause the
+    watchdog saw, the cloud's routing and the VIP's answer decide: the addresses come off at
+    once, nothing in the cloud moves, and the group is handed over once the peer is back."""
+    rig.pause_seen()
+    extra = _resumed_holder(rig, peer)
+    t0 = time.monotonic()
+    off: list[float] = []
+
+    def watch() -> None:
+        while time.monotonic() - t0 < 10 and _local(rig):
+            time.sleep(0.02)
+        off.append(time.monotonic() - t0)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    res = _run_while(rig, "reassert", extra, (rig.tmp / "peer-status", "active", 2.0))
+    watcher.join()
+    assert res.returncode == 0, res.stderr
+    assert off and off[0] < 2.0, (off, res.stderr)  # before Heartbeat here saw the peer again
+    assert _local(rig) == [] and _writes(rig.calls()) == [], res.stderr
+    assert (rig.tmp / "standby.txt").read_text() == "standby\n"
+    assert "took this node's addresses off" in res.stderr
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_a_resumed_holder_does_not_move_back_a_routing_the_peer_is_moving(
+    rig: Rig, paused: bool
+) -> None:
+    """CI (hung holder 5 s, 86007c0): the peer's failover ran into the resume; for 0.2 s the
+    VIP was on no server (the peer had removed it here, its add not done) while the floating IP
+    was already on the peer. A re-assert reading that moment took it for nobody serving and
+    would route both back here: a second move. After a pause, a routing half on a peer is
+    looked at again (up to PEER_MOVING_FOR s) before anything moves."""
+    if paused:
+        rig.pause_seen()
+    extra = _resumed_holder(rig, "active")
+    net = rig.server(PEER)["private_net"][0]["network"]
+    peer_id = rig.server(PEER)["id"]
+
+    def aliases(keep: list[str]) -> None:
+        _act(rig.cloud, "servers", peer_id, "change_alias_ips", {"network": net, "alias_ips": keep})
+
+    def peer_adds() -> None:  # refused when this node moved the VIP here first (no pause)
+        with contextlib.suppress(ApiError):
+            aliases([VIP, OTHER_ALIAS])
+
+    aliases([OTHER_ALIAS])  # the peer's move: the VIP off, not yet on the peer
+    done = threading.Timer(1.0, peer_adds)
+    done.start()
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        done.join()
+    assert res.returncode == 0, res.stderr
+    if paused:
+        assert _writes(rig.calls()) == [], res.stderr
+        assert _local(rig) == [] and VIP in rig.aliases(PEER)
+        assert "(its move runs)" in res.stderr
+    else:  # no pause seen: the old rule, nobody routed both: this node routes the cloud here
+        _assert_moved(rig)
+
+
+def test_without_a_pause_a_peer_heartbeat_calls_dead_is_not_stepped_back_from(rig: Rig) -> None:
+    """The same view without the watchdog's mark (or an old one): the holder keeps the
+    addresses and routes the cloud here (a peer Heartbeat calls dead is a failover)."""
+    rig.pause_seen(ago=60.0)
+    res = rig.run("reassert", holds=None, extra=_resumed_holder(rig, "dead"))
+    assert res.returncode == 0, res.stderr
+    lb = rig.inv.load_balancer
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    assert not (rig.tmp / "standby.txt").exists()
+    _assert_moved(rig)
+
+
+def test_after_a_pause_a_silent_unreachable_peer_heartbeat_calls_dead_is_not_a_partition(
+    rig: Rig,
+) -> None:
+    """After a pause, a routed peer that Heartbeat calls dead, whose VIP is silent and which
+    cannot be reached may simply be dead: this node serves on and routes the cloud here (the
+    one-way-partition step back, addresses off and routing left there, is for an active peer)."""
+    rig.pause_seen()
+    extra = {**_resumed_holder(rig, "dead", answers="0"), "HCLOUD_FAILOVER_PEER_REACHABLE": "0"}
+    res = rig.run("reassert", holds=None, extra=extra)
+    assert res.returncode == 0, res.stderr
+    lb = rig.inv.load_balancer
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    assert not (rig.tmp / "cut-off").exists()
+    _assert_moved(rig)
+
+
+def test_status_after_a_pause_steps_back_from_a_serving_peer_heartbeat_calls_dead(
+    rig: Rig,
+) -> None:
+    """Heartbeat's own `status` on the resumed node, with the watchdog's mark: the addresses
+    come off there (without the mark a peer Heartbeat calls dead is left to `start`)."""
+    rig.pause_seen()
+    extra = {**_hb_acquires(rig, "", "dead", "1"), "HCLOUD_FAILOVER_RSC": "transition"}
+    _stale_addresses(rig)
+    res = rig.run("status", holds=None, extra=extra)
+    assert res.stdout.strip() == "stopped", res.stderr
+    assert _local(rig) == [] and _writes(rig.calls()) == [], res.stderr
+
+
+def test_a_start_after_the_step_back_waits_for_the_peer_and_forgets_the_pause(rig: Rig) -> None:
+    """The start Heartbeat runs on the resumed node once it declared the peer dead, after the
+    re-assert had taken the addresses off (so none are local to call stale): the pause is the
+    evidence, the peer is waited for while the VIP answers, the group deferred, nothing moved;
+    and the mark is consumed (a later start decides without it)."""
+    rig.pause_seen()
+    res = _start_while_the_peer_returns(rig, "ip-request-resp", after=0.7)
+    assert _writes(rig.calls()) == [] and rig.deferred.exists(), res.stderr
+    assert not rig.paused.exists()
 
 
 def _run_while(

@@ -554,6 +554,7 @@ class Watchdog:
             "WATCHDOG_REACH_CMD": str(bindir / "reach"),
             "WATCHDOG_WEDGE_AFTER": "1.5",
             "WATCHDOG_WEDGE_HOLDER_EXTRA": "1.5",
+            "WATCHDOG_PAUSED_MARK": str(tmp / "paused"),
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -696,6 +697,9 @@ def test_watchdog_asks_for_a_reassert_when_the_holder_was_paused(watchdog: Watch
     assert watchdog.lines("systemctl.log").count("--no-block start hcloud-reassert.service") == 1
     assert time.monotonic() - t0 < 1.0
     assert "(paused)" in (watchdog.w / "stderr.log").read_text()
+    # the mark the resource script reads (Heartbeat's view of the peer is stale for a while):
+    # the time of the resume, written before the kick
+    assert abs(time.time() - float((watchdog.w / "paused").read_text())) < 2.0
 
 
 def test_watchdog_sees_a_pause_that_hits_a_look_not_only_its_sleep(tmp_path: Path) -> None:
@@ -736,6 +740,7 @@ def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
     os.killpg(watchdog.proc.pid, 18)
     time.sleep(1.0)
     assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
+    assert not (watchdog.w / "paused").exists()
 
 
 def test_watchdog_asks_for_a_reassert_when_the_peer_comes_back(watchdog: Watchdog) -> None:
@@ -1018,3 +1023,12 @@ def test_watchdog_with_installed_timings_hands_over_in_time(tmp_path: Path) -> N
         assert seen - t0 <= 5.0
     finally:
         dog.stop()
+
+
+def test_the_watchdogs_pause_mark_is_where_the_resource_script_reads_it() -> None:
+    """The watchdog writes the pause mark, hcloud-failover reads it: one path on a real host."""
+    dog = (REPO / "files" / "haproxy-watchdog").read_text()
+    script = (REPO / "files" / "hcloud-failover").read_text()
+    written = re.search(r"WATCHDOG_PAUSED_MARK:-([^}]+)}", dog)
+    read = re.search(r'^PAUSED_PATH = "([^"]+)"$', script, re.M)
+    assert written and read and written.group(1) == read.group(1) == "/run/hcloud-failover.paused"
