@@ -77,18 +77,24 @@ WantedBy=multi-user.target
 
 # ----- the probe --------------------------------------------------------------------------------
 def get_readyz(address: str, port: int, timeout: float) -> tuple[bool, str]:
-    """One new connection: TCP, TLS (no verification: any apiserver certificate), GET /readyz."""
+    """One new connection: TCP, TLS (no verification: any apiserver certificate), GET /readyz.
+    A failure names the error and the phase it hit ("TimeoutError in connect"): a lost SYN, a
+    slow handshake and a slow answer have different causes (CI's drift re-run: one request
+    timed out and the report could not say where)."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    phase = "connect"
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw:
             raw.settimeout(timeout)
+            phase = "tls"
             with context.wrap_socket(raw) as s:
+                phase = "reply"
                 s.sendall(b"GET /readyz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
                 data = s.recv(128)
     except (OSError, ssl.SSLError) as e:
-        return False, type(e).__name__
+        return False, f"{type(e).__name__} in {phase}"
     line = data.split(b"\r\n", 1)[0].decode(errors="replace")
     return line.split()[1:2] == ["200"], line
 
