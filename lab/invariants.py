@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -312,20 +313,29 @@ def rest_view() -> str:
     return "; ".join(f"{h}: {'/'.join(heartbeat_view(h)) or '?'}" for h in LBS)
 
 
-def heartbeat_log(host: str, lines: int = 30) -> list[str]:
-    """The last `lines` lines of Heartbeat's own log file on `host` (the inventory's
-    `heartbeat.logfile`); [] when none is set or it cannot be read (a host that is down)."""
+# lines of Heartbeat's log file that say nothing about a failure: its socket set-up at each
+# start (a dozen lines), the lab's memory-lock limit, and the resource script's reads that worked
+# (it logs beside Heartbeat, `heartbeat.logfile`; those only when retried)
+LOG_NOISE = re.compile(
+    r"glib: ucast: |Cannot lock ourselves into memory|: GET \S+ attempt \d+: 2\d\d in "
+)
+
+
+def heartbeat_log(host: str, lines: int = 40) -> list[str]:
+    """The last `lines` telling lines of Heartbeat's own log file on `host` (the inventory's
+    `heartbeat.logfile`, where the resource script and the watchdog log too), without
+    `LOG_NOISE`; [] when none is set or it cannot be read (a host that is down)."""
     path = _topo().heartbeat_log
     if not path:
         return []
     try:
-        r = netns.host_exec(host, ["tail", "-n", str(lines), path], check=False, timeout=10)
+        r = netns.host_exec(host, ["tail", "-n", str(lines * 10), path], check=False, timeout=10)
     except Exception:
         return []
-    return r.stdout.splitlines()
+    return [ln for ln in r.stdout.splitlines() if not LOG_NOISE.search(ln)][-lines:]
 
 
-def describe(lines: int = 30) -> list[str]:
+def describe(lines: int = 40) -> list[str]:
     """The pair as a failure message shows it: the addresses and the routing, Heartbeat's view
     on both LBs, and the end of Heartbeat's log on each (a CI log is all there is to go by)."""
     out = [str(pair_state()), rest_view()]

@@ -660,6 +660,35 @@ def test_env_file_readable_by_others_is_refused(rig: Rig, mode: int) -> None:
     _assert_no_token(rig, res.stdout, res.stderr)
 
 
+def test_every_line_goes_to_the_logfile_too_with_the_time(rig: Rig) -> None:
+    """LOGFILE (Heartbeat's own log file): each line once, stamped to the millisecond, with the
+    PID; never the token."""
+    logfile = rig.tmp / "ha-log"
+    with open(rig.env_file, "a", encoding="utf-8") as fh:
+        fh.write(f"LOGFILE={logfile}\n")
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    lines = logfile.read_text().splitlines()
+    stamp = r"\d{4}/\d\d/\d\d_\d\d:\d\d:\d\d\.\d{3}  hcloud-failover\[\d+\]: "
+    assert lines and all(re.match(stamp, ln) for ln in lines), lines
+    assert any("start: routing" in ln for ln in lines)
+    assert any("POST /servers/" in ln for ln in lines)  # the writes are there
+    # the reads that worked go to syslog only (the timer reads every minute; no rotation here)
+    copied = rig.log_copy.read_text().splitlines()
+    reads = [ln for ln in copied if re.search(r": GET \S+ attempt 1: 200 in ", ln)]
+    assert reads and not any(" GET " in ln for ln in lines)
+    assert len(lines) == len(copied) - len(reads)
+    _assert_no_token(rig, logfile.read_text())
+
+
+def test_a_relative_logfile_is_refused(rig: Rig) -> None:
+    with open(rig.env_file, "a", encoding="utf-8") as fh:
+        fh.write("LOGFILE=ha-log\n")
+    res = rig.run("start")
+    assert res.returncode == 6 and "LOGFILE must be an absolute path" in res.stderr
+    assert rig.calls() == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another owner")
 def test_env_file_not_owned_by_root_is_refused(rig: Rig) -> None:
     os.chown(rig.env_file, 65534, 65534)

@@ -182,7 +182,13 @@ def test_describe_ends_with_the_tail_of_heartbeats_log_on_both_lbs(
     calls: list[tuple[str, list[str]]] = []
 
     class Done:
-        stdout = "line 1\nline 2\n"
+        stdout = (
+            "line 0\nline 1\n"
+            "Dec 02 04:50:49 k8slb02 heartbeat: [4214]: info: glib: ucast: set SO_REUSEPORT\n"
+            "2026/12/02_05:32:00.120  hcloud-failover[77]: GET /servers?name=k8slb01 attempt 1: "
+            "200 in 0.01s\n"
+            "line 2\n"
+        )
 
     def host_exec(host: str, argv: list[str], **_kw: object) -> Done:
         calls.append((host, argv))
@@ -202,8 +208,8 @@ def test_describe_ends_with_the_tail_of_heartbeats_log_on_both_lbs(
         "line 1",
         "line 2",
     ]
-    # the lab inventory's logfile, read from lab/hosts.yaml
-    assert calls == [(h, ["tail", "-n", "2", "/var/log/ha-log"]) for h in invariants.LBS]
+    # the lab inventory's logfile, read from lab/hosts.yaml; the noise left out, the last 2 kept
+    assert calls == [(h, ["tail", "-n", "20", "/var/log/ha-log"]) for h in invariants.LBS]
 
 
 # ----- a pair a fault before left broken -------------------------------------------------------

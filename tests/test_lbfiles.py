@@ -126,6 +126,23 @@ def test_ha_cf_strict_heartbeat_rules(inv: Inventory) -> None:
     assert values["auto_failback"] in (["on"], ["off"])
 
 
+def test_the_failover_env_names_heartbeats_log_file_when_the_inventory_sets_one(
+    inv: Inventory,
+) -> None:
+    """The resource script logs beside Heartbeat (ha.cf `logfile`) with the time: the lab's
+    failure reports then show its decisions between Heartbeat's lines (hosts without syslog)."""
+    me = _lbs(inv)[0]
+
+    def logfile(i: Inventory) -> list[str]:
+        text = lbfiles.failover_env(i, me, token="tok-123")
+        return [ln for ln in text.splitlines() if ln.startswith("LOGFILE")]
+
+    hb = inv.load_balancer.heartbeat.model_copy(update={"logfile": "/var/log/ha-log"})
+    assert logfile(_changed(inv, heartbeat=hb)) == ["LOGFILE=/var/log/ha-log"]
+    hb = inv.load_balancer.heartbeat.model_copy(update={"logfile": None})
+    assert logfile(_changed(inv, heartbeat=hb)) == []
+
+
 def test_ha_cf_follows_the_inventory(inv: Inventory) -> None:
     hb = inv.load_balancer.heartbeat.model_copy(
         update={"keepalive": 2, "deadtime": 7, "udpport": 7694, "auto_failback": True}
@@ -209,6 +226,7 @@ def test_failover_env_and_units(inv: Inventory) -> None:
         "SERVICE_PORT": str(lbfiles.API_PORT),  # HAProxy's frontend on the VIP
         "DEADLINE": f"{inv.hcloud.failover_deadline:g}",
         "TIMEOUT": f"{inv.hcloud.timeout:g}",
+        **({"LOGFILE": hb_log} if (hb_log := inv.load_balancer.heartbeat.logfile) else {}),
     }
     assert peer in values["PEERS"]
     service = files[lbfiles.REASSERT_SERVICE_PATH].content
@@ -1032,3 +1050,28 @@ def test_the_watchdogs_pause_mark_is_where_the_resource_script_reads_it() -> Non
     written = re.search(r"WATCHDOG_PAUSED_MARK:-([^}]+)}", dog)
     read = re.search(r'^PAUSED_PATH = "([^"]+)"$', script, re.M)
     assert written and read and written.group(1) == read.group(1) == "/run/hcloud-failover.paused"
+
+
+def test_the_watchdog_logs_beside_heartbeat_with_the_time(watchdog: Watchdog) -> None:
+    """WATCHDOG_LOGFILE (the inventory's `heartbeat.logfile`): each line stamped to the ms."""
+    watchdog.env["WATCHDOG_LOGFILE"] = str(watchdog.w / "ha-log")
+    watchdog.flag("holds")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    end = time.monotonic() + 5
+    while time.monotonic() < end and not any("no peer" in ln for ln in watchdog.lines("ha-log")):
+        time.sleep(0.05)
+    lines = watchdog.lines("ha-log")
+    stamp = r"\d{4}/\d\d/\d\d_\d\d:\d\d:\d\d\.\d{3}  haproxy-watchdog\[\d+\]: "
+    assert lines and all(re.match(stamp, ln) for ln in lines), lines
+    assert any("no peer is active" in ln for ln in lines), lines
+
+
+def test_the_watchdog_unit_names_the_logfile_only_when_set(inv: Inventory) -> None:
+    me = _lbs(inv)[0]
+    for logfile in ("/var/log/ha-log", None):
+        hb = inv.load_balancer.heartbeat.model_copy(update={"logfile": logfile})
+        files = {f.path: f for f in lbfiles.watchdog_files(_changed(inv, heartbeat=hb), me)}
+        unit = files[lbfiles.WATCHDOG_SERVICE_PATH].content
+        assert ('Environment="WATCHDOG_LOGFILE=/var/log/ha-log"' in unit) == bool(logfile)
+        assert "{%" not in unit and "\n\n\n" not in unit

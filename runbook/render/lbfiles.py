@@ -160,6 +160,7 @@ def failover_env(inv: Inventory, host_name: str, *, token: str) -> str:
         service_port=API_PORT,
         deadline=f"{hc.failover_deadline:g}",
         timeout=f"{hc.timeout:g}",
+        logfile=inv.load_balancer.heartbeat.logfile,
     )
 
 
@@ -201,6 +202,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,
+        logfile=inv.load_balancer.heartbeat.logfile,
     )
     return [
         RenderedFile(WATCHDOG_PATH, source("haproxy-watchdog"), mode=0o755),
