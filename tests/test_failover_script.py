@@ -1582,6 +1582,7 @@ def test_a_resumed_holder_steps_back_although_heartbeat_does_not_call_the_peer_a
     assert _local(rig) == [] and _writes(rig.calls()) == [], res.stderr
     assert (rig.tmp / "standby.txt").read_text() == "standby\n"
     assert "took this node's addresses off" in res.stderr
+    assert "which Heartbeat does not see active yet after a pause" in res.stderr
 
 
 @pytest.mark.parametrize("paused", [True, False])
