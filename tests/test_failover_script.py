@@ -1523,6 +1523,13 @@ def test_reassert_on_a_resumed_holder_takes_its_stale_addresses_off_at_once(rig:
     assert "took this node's addresses off" in res.stderr
 
 
+def _assert_served_here(rig: Rig) -> None:
+    """This node serves: both addresses local, and the cloud routed here (`_assert_moved`)."""
+    lb = rig.inv.load_balancer
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _assert_moved(rig)
+
+
 def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig) -> None:
     """Routed to an active peer whose VIP is silent (its HAProxy down): this node keeps its
     addresses and routes the cloud here instead of handing over."""
@@ -1531,9 +1538,7 @@ def test_reassert_keeps_serving_when_nothing_answers_at_the_routed_peer(rig: Rig
     res = rig.run("reassert", holds=None, extra={**extra, **_hb_acquires(rig, "", answers="0")})
     assert res.returncode == 0, res.stderr
     assert not record.exists() and not rig.deferred.exists()
-    lb = rig.inv.load_balancer
-    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
-    _assert_moved(rig)
+    _assert_served_here(rig)
 
 
 # ----- a resumed holder whose Heartbeat does not call the serving peer active yet ------------
@@ -1629,10 +1634,8 @@ def test_without_a_pause_a_peer_heartbeat_calls_dead_is_not_stepped_back_from(ri
     rig.pause_seen(ago=60.0)
     res = rig.run("reassert", holds=None, extra=_resumed_holder(rig, "dead"))
     assert res.returncode == 0, res.stderr
-    lb = rig.inv.load_balancer
-    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
     assert not (rig.tmp / "standby.txt").exists()
-    _assert_moved(rig)
+    _assert_served_here(rig)
 
 
 def test_after_a_pause_a_silent_unreachable_peer_heartbeat_calls_dead_is_not_a_partition(
@@ -1645,10 +1648,8 @@ def test_after_a_pause_a_silent_unreachable_peer_heartbeat_calls_dead_is_not_a_p
     extra = {**_resumed_holder(rig, "dead", answers="0"), "HCLOUD_FAILOVER_PEER_REACHABLE": "0"}
     res = rig.run("reassert", holds=None, extra=extra)
     assert res.returncode == 0, res.stderr
-    lb = rig.inv.load_balancer
-    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
     assert not (rig.tmp / "cut-off").exists()
-    _assert_moved(rig)
+    _assert_served_here(rig)
 
 
 def test_status_after_a_pause_steps_back_from_a_serving_peer_heartbeat_calls_dead(
