@@ -709,7 +709,7 @@ def run_fault(
     probe `tail` s more, then check I1–I4."""
     # a fault before this one may have left the pair broken (its own I1 check failed): it is
     # repaired the way an operator would, so this fault is measured from a healthy pair
-    repair = scenarios.rest_or_repair(inv)
+    repair = scenarios.rest_or_repair(inv, fault.name)
     probes = readyz.both()
     watch = invariants.RoutingWatch().start()
     ctx = Ctx(inv, probes["vip"].now, rng)

@@ -228,6 +228,7 @@ class Repair:
     code: int | None  # None: not tried again (the repair before this one did not help)
     rested: bool
     before: list[str]
+    fault: str = "the fault"  # what was about to run (the campaign names it)
 
     def __str__(self) -> str:
         after = "at rest after it" if self.rested else "still not at rest after it"
@@ -238,22 +239,24 @@ class Repair:
         )
         return "\n".join(
             [
-                f"the LB pair did not come to rest within 90 s before the fault; {did}. "
+                f"the LB pair did not come to rest within 90 s before {self.fault}; {did}. "
                 "Before the repair:",
                 *self.before,
             ]
         )
 
 
-#: the repairs `at_rest` made in this process (a fault before left the pair broken); the tier's
-#: last test asserts there were none, so one broken pair is one failure, not one per later test
+#: the repairs `rest_or_repair` made in this process (a fault before left the pair broken); the
+#: last test of the tier and of the faults file assert there were none (`no_repairs`), so one
+#: broken pair is one failure, not one per later test
 REPAIRS: list[Repair] = []
 
 
-def rest_or_repair(inv: Inv | None = None) -> Repair | None:
+def rest_or_repair(inv: Inv | None = None, fault: str = "the fault") -> Repair | None:
     """Wait for the pair to be at rest (`invariants.quiet`). When it does not come to rest, a
     fault before left it broken: repair it the way an operator would (`inv lb.setup --yes`) and
-    wait again, so the next fault starts from a healthy pair. None when no repair was needed."""
+    wait again, so the next fault (`fault`) starts from a healthy pair. The repair is recorded
+    in `REPAIRS`. None when no repair was needed."""
     global _LAST_REPAIR
     if invariants.quiet():
         return None
@@ -261,10 +264,12 @@ def rest_or_repair(inv: Inv | None = None) -> Repair | None:
     if _LAST_REPAIR is not None and not _LAST_REPAIR.rested:
         # one repair that did not help is enough: each one costs up to ~3 min, and a CI run
         # has 90 (the faults after it fail at once, each with the state it found)
-        return Repair(None, False, before)
-    r = (inv or inv_runner())("lb.setup", "--yes", check=False, timeout=600)
-    _LAST_REPAIR = Repair(r.returncode, invariants.quiet(), before)
-    return _LAST_REPAIR
+        repair = Repair(None, False, before, fault)
+    else:
+        r = (inv or inv_runner())("lb.setup", "--yes", check=False, timeout=600)
+        repair = _LAST_REPAIR = Repair(r.returncode, invariants.quiet(), before, fault)
+    REPAIRS.append(repair)
+    return repair
 
 
 _LAST_REPAIR: Repair | None = None
@@ -273,14 +278,19 @@ _LAST_REPAIR: Repair | None = None
 def at_rest(inv: Inv | None = None) -> None:
     """Start a fault from a pair at rest: a previous one's recovery (Heartbeat restarting both
     nodes after a partition, the home node taking the group back) must not land in this one. A
-    pair that does not come to rest is repaired (`rest_or_repair`) and the repair recorded in
-    `REPAIRS`; one the repair does not bring to rest fails the fault."""
+    pair that does not come to rest is repaired (`rest_or_repair`, which records it); one the
+    repair does not bring to rest fails the fault."""
     repair = rest_or_repair(inv)
-    if repair is None:
-        return
-    REPAIRS.append(repair)
-    if not repair.rested:
+    if repair is not None and not repair.rested:
         raise AssertionError(f"{repair}\nAfter it:\n" + "\n".join(invariants.describe()))
+
+
+def no_repairs(inv: Inv | None = None) -> None:
+    """A module's last test: no fault or scenario in it needed a repair before it started (each
+    such repair is a failure of the one before it, reported here once). The last one's
+    leftovers count too."""
+    at_rest(inv)
+    assert not REPAIRS, "\n\n".join(map(str, REPAIRS))
 
 
 def partition_heal(hold: float = 8.0) -> Outcome:

@@ -258,6 +258,23 @@ def test_a_pair_not_at_rest_is_repaired_and_the_repair_recorded(
     assert "exited 0, at rest after it" in text[0] and text[1:] == ["state X", "log Y"]
 
 
+def test_a_repair_before_a_campaign_fault_is_recorded_with_the_faults_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The campaign (`run_fault`) repairs through `rest_or_repair` too: the repair is recorded
+    where the faults file's last test finds it, naming the fault that was about to run."""
+    from lab import scenarios
+
+    _quiet(monkeypatch, [False, True])
+    repair = scenarios.rest_or_repair(_Inv(code=0), "holder-hung-5s")
+    (recorded,) = scenarios.REPAIRS
+    assert recorded is repair
+    assert "within 90 s before holder-hung-5s; inv lb.setup --yes exited 0" in str(repair)
+    with pytest.raises(AssertionError, match="before holder-hung-5s"):
+        monkeypatch.setattr(scenarios.invariants, "quiet", lambda *a, **k: True)
+        scenarios.no_repairs()
+
+
 def test_a_pair_the_repair_does_not_bring_to_rest_fails_the_scenario(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

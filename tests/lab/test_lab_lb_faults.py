@@ -29,21 +29,15 @@ SEED = 11
 
 @pytest.fixture(scope="module")
 def pair(lab_up: dict[str, float]) -> Iterator[None]:
+    scenarios.REPAIRS.clear()  # this module's own (`test_no_fault_left_the_pair_broken`)
     scenarios.lb_tier(cli)
     installed = campaign.prepare()
     yield
     campaign.cleanup(installed)
 
 
-#: the repairs a fault in this file needed before it could start (a fault before it left the pair
-#: broken): reported by the file's last test, as the tier does for its scenarios
-REPAIRED: list[str] = []
-
-
 def run(fault: Fault) -> campaign.FaultResult:
     res = campaign.run_fault(fault, cli, random.Random(SEED))
-    if "repaired_before" in res.notes:
-        REPAIRED.append("\n".join([f"before {fault.name}:", *res.notes["repaired_before"]]))
     measure(f"{fault.name}: {res.metric} (s or count)", res.measured)
     if res.settle_s is not None:
         measure(f"{fault.name}: I1 settled after (s)", res.settle_s)
@@ -112,7 +106,4 @@ def test_no_fault_left_the_pair_broken(pair: None) -> None:
     """Each fault starts from a pair at rest, and one that finds it not at rest repairs it
     (`inv lb.setup --yes`) and goes on; its own checks may still pass. The repair is a failure
     of the fault before it: reported here (before, a repair in this file was silent)."""
-    repair = scenarios.rest_or_repair(cli)  # the last fault's leftovers count too
-    if repair is not None:
-        REPAIRED.append(f"after the last fault:\n{repair}")
-    assert not REPAIRED, "\n\n".join(REPAIRED)
+    scenarios.no_repairs(cli)

@@ -255,5 +255,4 @@ def test_no_scenario_left_the_pair_broken(lb_tier: dict[str, float]) -> None:
     repaired (`inv lb.setup --yes`) so the scenarios after it are measured from a healthy pair.
     Such a repair is a failure of the scenario before it, reported here once: before, a pair
     left broken failed every later scenario (CI on 0e98735: 9 in a row, 90 s each)."""
-    scenarios.at_rest(cli)  # the last scenario's leftovers count too
-    assert not scenarios.REPAIRS, "\n\n".join(map(str, scenarios.REPAIRS))
+    scenarios.no_repairs(cli)
