@@ -28,6 +28,9 @@ CONTROL_PLANES = ("k8scontrol01", "k8scontrol02", "k8scontrol03")
 HB_STANDBY = "/usr/share/heartbeat/hb_standby"
 HB_PID = "/var/run/heartbeat.pid"
 HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
+# a failed fault's report: up to this many lines of Heartbeat's log on each LB, from the fault's
+# begin on (Heartbeat, the resource script and the watchdog; the last 40 lines were not enough)
+LOG_LINES = 150
 
 
 @dataclass
@@ -725,6 +728,7 @@ def run_fault(
     # REST_HOLD_S (a move Heartbeat makes after its restart, 20+ s after a pause, counts)
     # measured from the fault's end mark (the probes' clock), not from this call
     ended = time.monotonic() - (ctx.clock() - ctx.marks["end"])
+    began_at = time.time() - (ctx.clock() - ctx.marks["begin"])  # the epoch, for the logs
     sampler = invariants.StateSampler()
     settle_s, state, rest = invariants.settle(
         since=ended, give_up=max(90.0, fault.bounds.settle + 60.0), sampler=sampler
@@ -752,6 +756,7 @@ def run_fault(
     notes["pair_states"] = sampler.changes(ended)  # s since the fault's end
     notes["pair_state_looks"] = sampler.look_times()
     notes["rest"] = rest  # Heartbeat's own settling, apart from I1
+    notes["began_at"] = time.strftime("%H:%M:%S", time.localtime(began_at))  # to find the logs
     notes["probes"] = {k: r.summary() for k, r in res.items()}
     notes["failed_at"] = {  # when each request failed and how (s since the probes began)
         k: [f"{a.at:.1f} {a.answer or '?'}" for a in invariants.failed(r, ctx.marks["begin"])][:300]
@@ -762,7 +767,7 @@ def run_fault(
         for k, r in res.items()
     }
     if not all(checks.values()):  # what a CI log needs to tell why
-        notes["pair_at_end"] = invariants.describe()
+        notes["pair_at_end"] = invariants.describe(lines=LOG_LINES, since=began_at)
     return FaultResult(
         fault.name,
         fault.what,

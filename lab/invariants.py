@@ -321,28 +321,85 @@ LOG_NOISE = re.compile(
 )
 
 
-def heartbeat_log(host: str, lines: int = 40) -> list[str]:
+_STAMPS = (  # the two ways lines in Heartbeat's log file begin, and how to read them
+    (re.compile(r"^(\d{4}/\d\d/\d\d_\d\d:\d\d:\d\d(?:\.\d+)?)"), "%Y/%m/%d_%H:%M:%S"),
+    (re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d)"), "%b %d %H:%M:%S"),
+)
+
+
+def log_time(line: str, year: int) -> float | None:
+    """When a line of Heartbeat's log file was written (the epoch, local time; `year` for
+    syslog's stamps, which have none), None for a line without a stamp (a continuation)."""
+    for pattern, fmt in _STAMPS:
+        m = pattern.match(line)
+        if not m:
+            continue
+        whole, _, frac = m.group(1).partition(".")
+        try:
+            t = time.strptime(
+                whole if "%Y" in fmt else f"{year} {whole}", fmt if "%Y" in fmt else f"%Y {fmt}"
+            )
+        except ValueError:
+            return None
+        return time.mktime(t) + (float(f"0.{frac}") if frac else 0.0)
+    return None
+
+
+def since_window(log: list[str], since: float, lines: int) -> list[str]:
+    """The lines of `log` written from one second before `since` (the epoch) on (the stamps of
+    Heartbeat's own lines have whole seconds), without `LOG_NOISE`. Over `lines` of them: the
+    first two thirds and the last third, with how many were left out between (the lines right
+    after a fault began tell why a pair did not settle; a CI log shortens long reports)."""
+    year = time.localtime(since).tm_year
+    kept: list[str] = []
+    for ln in log:
+        if not kept:
+            at = log_time(ln, year)
+            if at is None or at < since - 1.0:
+                continue
+        if not LOG_NOISE.search(ln):
+            kept.append(ln)
+    if len(kept) <= lines:
+        return kept
+    head = lines * 2 // 3
+    tail = lines - head
+    return [*kept[:head], f"... {len(kept) - lines} lines left out ...", *kept[-tail:]]
+
+
+def heartbeat_log(host: str, lines: int = 40, since: float | None = None) -> list[str]:
     """The last `lines` telling lines of Heartbeat's own log file on `host` (the inventory's
     `heartbeat.logfile`, where the resource script and the watchdog log too), without
-    `LOG_NOISE`; [] when none is set or it cannot be read (a host that is down)."""
+    `LOG_NOISE`; with `since` (the epoch), the lines from then on instead (`since_window`);
+    [] when no log file is set or it cannot be read (a host that is down)."""
     path = _topo().heartbeat_log
     if not path:
         return []
+    many = str(lines * 10 if since is None else 20000)
     try:
-        r = netns.host_exec(host, ["tail", "-n", str(lines * 10), path], check=False, timeout=10)
+        r = netns.host_exec(host, ["tail", "-n", many, path], check=False, timeout=10)
     except Exception:
         return []
+    if since is not None:
+        return since_window(r.stdout.splitlines(), since, lines)
     return [ln for ln in r.stdout.splitlines() if not LOG_NOISE.search(ln)][-lines:]
 
 
-def describe(lines: int = 40) -> list[str]:
+def describe(lines: int = 40, since: float | None = None) -> list[str]:
     """The pair as a failure message shows it: the addresses and the routing, Heartbeat's view
-    on both LBs, and the end of Heartbeat's log on each (a CI log is all there is to go by)."""
+    on both LBs, and Heartbeat's log on each: its end, or with `since` (the epoch a fault
+    began) every line from then on, up to `lines` (a CI log is all there is to go by: CI, hung
+    holder, stop 30: the last 40 lines began 2 s after the resume, the telling ones were cut)."""
     out = [str(pair_state()), rest_view()]
     for h in LBS:
-        tail = heartbeat_log(h, lines)
-        if tail:
-            out += [f"--- {h}: the last {len(tail)} lines of Heartbeat's log", *tail]
+        log = heartbeat_log(h, lines, since)
+        if not log:
+            continue
+        if since is None:
+            out.append(f"--- {h}: the last {len(log)} lines of Heartbeat's log")
+        else:
+            began = time.strftime("%H:%M:%S", time.localtime(since))
+            out.append(f"--- {h}: Heartbeat's log from 1 s before the fault began ({began}) on")
+        out += log
     return out
 
 

@@ -359,3 +359,46 @@ def test_a_repair_that_did_not_help_is_not_tried_again(monkeypatch: pytest.Monke
     with pytest.raises(AssertionError, match="not repaired again"):
         scenarios.at_rest(inv)
     assert inv.calls == [("lb.setup", "--yes")]
+
+
+def test_a_failed_faults_log_starts_a_second_before_the_fault_began() -> None:
+    since = time.mktime(time.strptime("2026/12/02_08:15:34", "%Y/%m/%d_%H:%M:%S")) + 0.5
+    log = [
+        "Dec 02 08:15:32 k8slb01 heartbeat: [921]: info: before",
+        "2026/12/02_08:15:33.400  haproxy-watchdog[975]: also before",
+        "2026/12/02_08:15:33.600  haproxy-watchdog[975]: the second before the begin",
+        "a continuation line",
+        "Dec 02 08:15:34 k8slb01 heartbeat: [921]: info: glib: ucast: noise",
+        "2026/12/02_08:15:35  harc(default)[4467]:    info: after",
+        "Dec 02 08:15:36 k8slb01 heartbeat: [921]: info: later",
+    ]
+    assert invariants.since_window(log, since, 10) == [
+        "2026/12/02_08:15:33.600  haproxy-watchdog[975]: the second before the begin",
+        "a continuation line",
+        "2026/12/02_08:15:35  harc(default)[4467]:    info: after",
+        "Dec 02 08:15:36 k8slb01 heartbeat: [921]: info: later",
+    ]
+    # over the limit: the first two thirds and the last third, and how many were left out
+    many = [f"2026/12/02_08:15:40.{i:03d}  x[1]: line {i}" for i in range(10)]
+    assert invariants.since_window(many, since, 6) == [
+        *many[:4],
+        "... 4 lines left out ...",
+        *many[-2:],
+    ]
+    assert invariants.log_time("no stamp here", 2026) is None
+
+
+def test_describe_with_a_begin_shows_the_log_from_then_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    since = time.mktime(time.strptime("2026/12/02_08:15:34", "%Y/%m/%d_%H:%M:%S"))
+
+    class Done:
+        stdout = "Dec 02 08:15:20 k8slb01 heartbeat: old\nDec 02 08:15:35 k8slb01 heartbeat: new\n"
+
+    monkeypatch.setattr(invariants.netns, "host_exec", lambda *a, **k: Done())
+    monkeypatch.setattr(invariants, "pair_state", lambda: PairState((), (), "-", "-"))
+    monkeypatch.setattr(invariants, "heartbeat_view", lambda h: ("all", "active"))
+    out = invariants.describe(lines=5, since=since)
+    assert out[2:4] == [
+        "--- k8slb01: Heartbeat's log from 1 s before the fault began (08:15:34) on",
+        "Dec 02 08:15:35 k8slb01 heartbeat: new",
+    ]
