@@ -526,6 +526,8 @@ FAKES = {
         "esac"
     ),
     "hb_standby": 'date +%s.%N >> "$W/standby.log"; rm -f "$W/holds"',
+    # the resource script: what it was asked, and whether the pause mark was there by then
+    "failover": 'echo "$* mark=$([ -e "$WATCHDOG_PAUSED_MARK" ] && echo yes)" >> "$W/failover.log"',
     # a connect to the peer's private address: silence while $W/cut-off exists
     "reach": 'echo "$*" >> "$W/reach.log"; [ ! -e "$W/cut-off" ]',
     "cl_status": (
@@ -562,6 +564,7 @@ class Watchdog:
             "WATCHDOG_SYSTEMCTL_CMD": str(bindir / "systemctl"),
             "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
+            "WATCHDOG_FAILOVER_CMD": str(bindir / "failover"),
             "WATCHDOG_HAPROXY_CFG": str(tmp / "haproxy.cfg"),
             "WATCHDOG_PUBLIC_IF": "eth0",
             "WATCHDOG_PRIVATE_IF": "ens10",
@@ -715,6 +718,11 @@ def test_watchdog_asks_for_a_reassert_when_the_holder_was_paused(watchdog: Watch
     assert watchdog.lines("systemctl.log").count("--no-block start hcloud-reassert.service") == 1
     assert time.monotonic() - t0 < 1.0
     assert "(paused)" in (watchdog.w / "stderr.log").read_text()
+    # and it runs the resource script's status itself, after the mark, once (CI: systemd's
+    # start of the re-assert came too late on a busy node): no unit start in between
+    assert watchdog.wait_for_line("failover.log", "status mark=yes", 2) is not None
+    time.sleep(0.5)
+    assert watchdog.lines("failover.log") == ["status mark=yes"]
     # the mark the resource script reads (Heartbeat's view of the peer is stale for a while):
     # the time of the resume, written before the kick
     assert abs(time.time() - float((watchdog.w / "paused").read_text())) < 2.0
@@ -759,6 +767,7 @@ def test_watchdog_on_the_standby_ignores_a_pause(watchdog: Watchdog) -> None:
     time.sleep(1.0)
     assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
     assert not (watchdog.w / "paused").exists()
+    assert watchdog.lines("failover.log") == []
 
 
 def test_watchdog_asks_for_a_reassert_when_the_peer_comes_back(watchdog: Watchdog) -> None:
