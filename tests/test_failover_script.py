@@ -2134,3 +2134,64 @@ def test_a_deferred_node_takes_the_group_when_the_vip_goes_silent_during_the_han
     assert "no longer serves" in res.stderr
     _assert_moved(rig)
     assert not rig.deferred.exists()
+
+
+def test_a_reassert_run_the_pause_hit_looks_again_after_it(rig: Rig) -> None:
+    """CI (hung holder 5 s, d9c8077): I1 2.24 s against 2 s. A re-assert run on the holder
+    (the timer's) had read the routing, still here, when the pause hit it; the peer took over
+    meanwhile. On the resume the run went on with what it had read ("unchanged"), and the
+    watchdog's kick of the re-assert merged into that run (one job per unit), so nothing took
+    the stale addresses off until Heartbeat's start. A run that a pause hit (the watchdog's
+    mark is newer than the run's start) looks again: the addresses come off, nothing in the
+    cloud moves, and the group is handed to the serving peer."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # the routing and the addresses here
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    extra, record = _standby_recorder(rig)
+    rsc = Path(extra["HCLOUD_FAILOVER_RSC"][1:])
+    rsc.unlink()
+    os.mkfifo(rsc)  # the run's first look at Heartbeat's view waits here: the pause
+    extra |= {
+        "HCLOUD_FAILOVER_PEER_STATUS": "active",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    net = rig.server(PEER)["private_net"][0]["network"]
+    fip = rig.cloud.snapshot()["floating_ips"][0]["id"]
+
+    def pause() -> None:
+        with open(rsc, "w") as fifo:  # the run has read the routing (here) and waits
+            # meanwhile the peer took over, and the watchdog wrote its mark on the resume
+            _act(
+                rig.cloud,
+                "servers",
+                rig.server(SELF)["id"],
+                "change_alias_ips",
+                {"network": net, "alias_ips": []},
+            )
+            _act(
+                rig.cloud,
+                "servers",
+                rig.server(PEER)["id"],
+                "change_alias_ips",
+                {"network": net, "alias_ips": [VIP, OTHER_ALIAS]},
+            )
+            _act(rig.cloud, "floating_ips", fip, "assign", {"server": rig.server(PEER)["id"]})
+            rig.pause_seen(ago=0.0)
+            plain = rsc.with_suffix(".plain")
+            plain.write_text("all")
+            os.replace(plain, rsc)  # the next looks read a file
+            fifo.write("all")
+
+    before = len(_writes(rig.calls()))
+    thread = threading.Thread(target=pause)
+    thread.start()
+    res = rig.run("reassert", holds=None, extra=extra)
+    thread.join()
+    assert res.returncode == 0, res.stderr
+    assert _local(rig) == [], res.stderr
+    assert "paused while this run went on: looking again" in res.stderr
+    assert record.read_text() == "standby\n"
+    assert len(_writes(rig.calls())) == before, res.stderr  # the run moved nothing
+    assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
