@@ -30,6 +30,7 @@ class LbNode:
     haproxy: str = "?"
     backends: tuple[tuple[str, str], ...] = ()
     error: str = ""
+    rscstatus: str = "?"  # Heartbeat's resource status here (`cl_status rscstatus`)
 
 
 def addr_probe(interface: str) -> str:
@@ -62,7 +63,8 @@ def has_fip(inv: Inventory, public_addrs: str) -> bool:
 def _probes(inv: Inventory) -> list[str]:
     lb = inv.load_balancer
     return [
-        "systemctl is-active heartbeat; cl_status hbstatus >/dev/null 2>&1 && echo hb-running",
+        "systemctl is-active heartbeat; cl_status hbstatus >/dev/null 2>&1 && echo hb-running"
+        f' && echo "rsc=$({RSCSTATUS} 2>/dev/null)"',
         addr_probe(lb.interface),
         addr_probe(lb.public_interface),
         "systemctl is-active haproxy",
@@ -79,6 +81,7 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
     hb, priv, pub, hap, stat = (f.stdout if f else "" for f in facts)
     backends = parse_stat(stat)
     hb_state = "running" if "hb-running" in hb else (hb.split() or ["?"])[0]
+    rsc = next((ln[4:].strip() for ln in hb.splitlines() if ln.startswith("rsc=")), "") or "?"
     return LbNode(
         host.name,
         True,
@@ -87,7 +90,42 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
         has_fip(inv, pub),
         (hap.split() or ["?"])[0],
         tuple(backends),
+        rscstatus=rsc,
     )
+
+
+def group_word(inv: Inventory, node: LbNode) -> str:
+    """What Heartbeat on `node` says of the resource group, for a table: held, not held,
+    transition (a hand-over or takeover under way; one that lasts is a wedged Heartbeat), or ?
+    (Heartbeat not running or not asked)."""
+    if node.rscstatus in ("?", "transition"):
+        return node.rscstatus
+    return "held" if owns_group(inv, node.name, node.rscstatus) else "not held"
+
+
+def heartbeat_warnings(inv: Inventory, nodes: list[LbNode]) -> list[str]:
+    """What an operator should look at in Heartbeat's view, beyond the addresses: a node in
+    transition (normal for a few seconds during a hand-over; the watchdog restarts a Heartbeat
+    that stays there for 120 s), and the group held by a node that does not hold the VIP, or by
+    both (a deferred hand-over to the node that serves, or a split brain)."""
+    out = [
+        f"{n.name}: Heartbeat's resource status is 'transition' (a hand-over under way; if it "
+        "stays, Heartbeat is wedged: the watchdog restarts it after 120 s)"
+        for n in nodes
+        if n.reachable and n.rscstatus == "transition"
+    ]
+    owners = [n for n in nodes if n.reachable and group_word(inv, n) == "held"]
+    if len(owners) > 1:
+        out.append(
+            f"Heartbeat gives the group to {len(owners)} LBs ({', '.join(n.name for n in owners)})"
+        )
+    out += [
+        f"Heartbeat gives {n.name} the group, but {n.name} does not hold the VIP (a hand-over to "
+        "the node that serves is due; run again in a few seconds)"
+        for n in owners
+        if not n.holds_vip
+    ]
+    return out
 
 
 def parse_stat(text: str) -> list[tuple[str, str]]:

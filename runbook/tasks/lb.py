@@ -36,7 +36,8 @@ haproxy = common.step_task(
     }
 )
 def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False) -> None:
-    """Heartbeat state per node, VIP holder locally and per API, HAProxy backend states.
+    """Heartbeat state per node (running, and whether it gives the node the resource group or
+    is in a transition), VIP holder locally and per API, HAProxy backend states.
 
     Exit 1 when the pair is not healthy: an LB unreachable, no or two local VIP holders, or the
     API routing the VIP/floating IP to another node than the one holding them.
@@ -45,7 +46,7 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
 
     from ..cloud.api import CloudTarget, CloudTokenMissing
     from ..core.remote import connect_all
-    from ..status.lbstatus import cloud_holders, collect
+    from ..status.lbstatus import cloud_holders, collect, group_word, heartbeat_warnings
 
     ui = common.new_ui(verbose=verbose)
     inv = common.load(c, ui)
@@ -72,13 +73,14 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
     rows = []
     for n in nodes:
         if not n.reachable:
-            rows.append((n.name, "UNREACHABLE", "", "", "", n.error))
+            rows.append((n.name, "UNREACHABLE", "", "", "", "", n.error))
             continue
         up = sum(1 for _, st in n.backends if st.startswith("UP"))
         rows.append(
             (
                 n.name,
                 n.heartbeat,
+                group_word(inv, n),
                 "yes" if n.holds_vip else "no",
                 "yes" if n.holds_fip else "no",
                 n.haproxy,
@@ -87,9 +89,11 @@ def status(c: Context, verbose: bool = False, accept_new_host_keys: bool = False
         )
     ui.table(
         "load balancers",
-        ["node", "heartbeat", "VIP here", "floating IP here", "haproxy", "backends"],
+        ["node", "heartbeat", "group", "VIP here", "floating IP here", "haproxy", "backends"],
         rows,
     )
+    for warning in heartbeat_warnings(inv, nodes):
+        ui.warn(warning)
     for n in nodes:
         if n.backends:
             ui.table(f"{n.name} backends", ["server", "status"], n.backends)

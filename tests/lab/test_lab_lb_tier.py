@@ -91,6 +91,14 @@ def test_old_copies_of_secrets_are_removed_without_a_restart(lb_tier: dict[str, 
 def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:
     r = cli("lb.status")
     assert "healthy" in r.stdout and holder() in r.stdout
+    # Heartbeat's view beside the addresses: the holder's row says its Heartbeat gives it the
+    # group (cl_status rscstatus), the other's that it does not, and nothing is in transition
+    cells = [[c.strip() for c in ln.strip("│ ").split("│")] for ln in r.stdout.splitlines()]
+    rows = {c[0]: c for c in cells if c[0] in ("k8slb01", "k8slb02") and len(c) > 2}
+    assert set(rows) == {"k8slb01", "k8slb02"}, r.stdout
+    for name, row in rows.items():
+        assert row[2] == ("held" if name == holder() else "not held"), r.stdout
+    assert "transition" not in r.stdout and "warning:" not in r.stdout, r.stdout
 
 
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
