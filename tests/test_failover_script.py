@@ -192,6 +192,17 @@ def _inventory_for(url: str) -> Inventory:
     return inv.model_copy(update={"hcloud": hcloud})
 
 
+def _with_deadline(rig: Rig, seconds: float) -> None:
+    """The env file's DEADLINE set to `seconds` (the rig's is DEADLINE)."""
+    lines = rig.env_file.read_text().splitlines()
+    assert any(ln.startswith("DEADLINE=") for ln in lines)
+    rig.env_file.write_text(
+        "".join(
+            f"DEADLINE={seconds:g}\n" if ln.startswith("DEADLINE=") else ln + "\n" for ln in lines
+        )
+    )
+
+
 def _act(cloud: FakeCloud, coll: str, rid: int, cmd: str, body: dict[str, Any]) -> None:
     status, _ = cloud.resource_action(coll, rid, cmd, body)
     assert status == 201
@@ -1848,6 +1859,9 @@ def test_a_round_begun_while_cut_off_waits_to_hear_the_peer(rig: Rig, peer_lives
     lb = rig.inv.load_balancer
     _stateful_ip(rig)
     assert rig.run("start", holds=None).returncode == 0  # this node held both
+    # the run's deadline counts its wait for the API: 4 s less a 3 s outage left the move back
+    # (peer-dead) ~0.2 s, too little on a busy CI machine (its last action unconfirmed: exit 1)
+    _with_deadline(rig, DEADLINE + 4)
     rig.cloud.faults.configure(outage=3, outage_mode="close")  # its links go down
     t0 = time.monotonic()
     extra, record = _standby_recorder(rig)
