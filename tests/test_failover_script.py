@@ -2171,28 +2171,11 @@ def test_a_reassert_run_the_pause_hit_looks_again_after_it(rig: Rig) -> None:
         "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
         "HCLOUD_FAILOVER_HA_CF": "/dev/null",
     }
-    net = rig.server(PEER)["private_net"][0]["network"]
-    fip = rig.cloud.snapshot()["floating_ips"][0]["id"]
 
     def pause() -> None:
         with open(rsc, "w") as fifo:  # the run has read the routing (here) and waits
-            # meanwhile the peer took over, and the watchdog wrote its mark on the resume
-            _act(
-                rig.cloud,
-                "servers",
-                rig.server(SELF)["id"],
-                "change_alias_ips",
-                {"network": net, "alias_ips": []},
-            )
-            _act(
-                rig.cloud,
-                "servers",
-                rig.server(PEER)["id"],
-                "change_alias_ips",
-                {"network": net, "alias_ips": [VIP, OTHER_ALIAS]},
-            )
-            _act(rig.cloud, "floating_ips", fip, "assign", {"server": rig.server(PEER)["id"]})
-            rig.pause_seen(ago=0.0)
+            _route_to_peer(rig)  # meanwhile the peer took over, and the watchdog wrote its
+            rig.pause_seen(ago=0.0)  # mark on the resume
             plain = rsc.with_suffix(".plain")
             plain.write_text("all")
             os.replace(plain, rsc)  # the next looks read a file
