@@ -2192,3 +2192,96 @@ def test_a_reassert_run_the_pause_hit_looks_again_after_it(rig: Rig) -> None:
     assert record.read_text() == "standby\n"
     assert len(_writes(rig.calls())) == before, res.stderr  # the run moved nothing
     assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+
+
+def test_a_paused_reassert_asks_the_api_again_instead_of_waiting_on_heartbeat(rig: Rig) -> None:
+    """CI (hung holder 5 s, a starved node, 131e915): right after the resume the resource
+    script's first look made 0 API attempts within its 2 s budget. A re-assert that then went on
+    to Heartbeat's view, in flux after a pause, waited for it to settle (up to 10 s) before it
+    looked at the routing again, while the peer had taken over and served: the stale addresses
+    stayed. After a pause the re-assert asks the API again instead, and takes them off as soon
+    as it answers. Here the API hangs for 3 s and Heartbeat is in transition for 6 s."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # the routing and the addresses here
+    assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _route_to_peer(rig)  # the peer took over during the pause
+    rsc = rig.tmp / "rsc"
+    rsc.write_text("transition")
+    extra = {
+        "HCLOUD_FAILOVER_RSC": f"@{rsc}",
+        "HCLOUD_FAILOVER_PEER_STATUS": "active",
+        "HCLOUD_FAILOVER_VIP_ANSWERS": "1",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    before = len(_writes(rig.calls()))
+    rig.pause_seen(ago=0.0)
+    rig.cloud.faults.configure(outage=3, outage_mode="hang")
+    began = time.time()
+    settled = threading.Timer(6.0, lambda: rsc.write_text("none"))
+    settled.start()
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        settled.cancel()
+    assert res.returncode == 0, res.stderr
+    assert _local(rig) == [], res.stderr
+    log = rig.ip_log.read_text().splitlines()
+    removed = [float(line.split()[0]) for line in log if " addr del " in line]
+    assert removed, res.stderr
+    assert max(removed) - began < 5.0, res.stderr  # the API's 3 s, not Heartbeat's 6 s
+    assert "after a pause the API did not answer within 2s; asking again" in res.stderr
+    assert len(_writes(rig.calls())) == before, res.stderr  # nothing moved back
+
+
+@pytest.mark.parametrize("peer_serves_after", [1.0, None], ids=["peer-starting", "peer-dead"])
+def test_after_a_pause_a_peer_still_starting_is_waited_for_not_moved_back_from(
+    rig: Rig, peer_serves_after: float | None
+) -> None:
+    """Lab, a starved peer (bench with CPU hogs): the resumed holder's re-assert found the
+    routing on the peer 0.15 s after the resume, but the peer's start had not put its addresses
+    on yet, so nothing answered on the VIP; the re-assert took that for a dead peer and moved
+    the routing back (two moves, I3). After a pause it waits PEER_MOVING_FOR s for the peer to
+    answer, moving nothing, then hands the group over; a peer that never answers is dead, and
+    the routing comes back here after the wait."""
+    lb = rig.inv.load_balancer
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0  # the routing and the addresses here
+    _route_to_peer(rig)  # the peer's takeover moved the routing during the pause
+    extra, record = _standby_recorder(rig)
+    answers = rig.tmp / "vip-answers"
+    answers.write_text("0")
+    extra |= {
+        "HCLOUD_FAILOVER_VIP_ANSWERS": f"@{answers}",
+        "HCLOUD_FAILOVER_PEER_STATUS": "active",
+        "HCLOUD_FAILOVER_HA_CF": "/dev/null",
+    }
+    before = len(_writes(rig.calls()))
+    rig.pause_seen(ago=0.0)
+    serves = (
+        threading.Timer(peer_serves_after, lambda: answers.write_text("1"))
+        if peer_serves_after is not None
+        else None
+    )
+    began = time.monotonic()
+    if serves is not None:
+        serves.start()
+    try:
+        res = rig.run("reassert", holds=None, extra=extra)
+    finally:
+        if serves is not None:
+            serves.cancel()
+    took = time.monotonic() - began
+    assert res.returncode == 0, res.stderr
+    assert "nothing answers there yet (its takeover runs)" in res.stderr
+    if peer_serves_after is not None:
+        assert _local(rig) == [], res.stderr
+        assert len(_writes(rig.calls())) == before, res.stderr  # nothing moved back
+        assert record.read_text() == "standby\n"  # the group goes to the peer that serves
+        assert VIP in rig.aliases(PEER) and rig.fip_server() == rig.server(PEER)["id"]
+    else:
+        # the peer never answered: after the wait this node serves on, the routing back here
+        assert took >= 4.5, res.stderr
+        assert _local(rig) == sorted([str(lb.vip), str(lb.floating_ip.address)])
+        assert VIP in rig.aliases(SELF) and rig.fip_server() == rig.server(SELF)["id"]
+        assert not record.exists()
