@@ -715,6 +715,11 @@ def run_fault(
     repair = scenarios.rest_or_repair(inv, fault.name)
     probes = readyz.both()
     watch = invariants.RoutingWatch().start()
+    # the pair's state is sampled from before the fault on, not from its end: a sampler started
+    # after the fault waited for the harness's turn on a starved machine (bench with CPU hogs:
+    # its first look came 3.06 s after the resume, which then counted as I1, while the resumed
+    # holder's addresses were off 0.44 s after it)
+    sampler = invariants.StateSampler().start()
     ctx = Ctx(inv, probes["vip"].now, rng)
     time.sleep(1.0)
     error = ""
@@ -729,7 +734,6 @@ def run_fault(
     # measured from the fault's end mark (the probes' clock), not from this call
     ended = time.monotonic() - (ctx.clock() - ctx.marks["end"])
     began_at = time.time() - (ctx.clock() - ctx.marks["begin"])  # the epoch, for the logs
-    sampler = invariants.StateSampler()
     settle_s, state, rest = invariants.settle(
         since=ended, give_up=max(90.0, fault.bounds.settle + 60.0), sampler=sampler
     )

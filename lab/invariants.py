@@ -227,6 +227,10 @@ class _Poller:
         raise NotImplementedError
 
     def start(self) -> Self:
+        """Start the thread (once: a poller already running goes on)."""
+        if self._thread is not None:
+            return self
+
         def run() -> None:
             self._setup()
             while not self._stop.is_set():
@@ -421,7 +425,7 @@ def settle(
     it: the addresses and the routing are what I1 is about; the unrest is reported apart (CI,
     hung holder: I1 from 1.43 s on for the whole 90 s, and the test failed as "I1: None").
     The caller may pass its own `sampler` to read the samples afterwards (it is started here
-    and stopped on return)."""
+    unless it runs already, as one started before the fault does, and stopped on return)."""
     t0 = time.monotonic() if since is None else since
     sampler = (sampler or StateSampler()).start()
     try:

@@ -84,6 +84,23 @@ def test_settle_counts_from_the_faults_end_not_from_its_call(
     assert settle_s is not None and 1.3 <= settle_s < 1.6
 
 
+def test_a_sampler_started_before_the_fault_times_i1_even_when_settle_comes_late(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bench with CPU hogs: a sampler started when `settle` was called (after the fault's end)
+    took its first look 3.06 s after the resume, and I1 was reported then, while the resumed
+    holder's addresses were off 0.44 s after it. The campaign starts the sampler before the
+    fault; `settle` goes on with it (no second thread) and times I1 by its looks."""
+    t0 = scripted(monkeypatch, lambda t: STALE if t < 0.3 else HELD, rest_look_s=0.05)
+    sampler = invariants.StateSampler().start()
+    thread = sampler._thread
+    time.sleep(1.2)  # the harness's turn comes late: the pair has held I1 since 0.3 s
+    settle_s, _, _ = invariants.settle(since=t0, hold=0.3, give_up=10, sampler=sampler)
+    assert sampler._thread is thread  # the same thread, not a second one
+    assert settle_s is not None and 0.3 <= settle_s < 0.45
+    assert sampler.changes(t0)[0][1] == str(STALE)  # it saw the stale state before
+
+
 def test_a_break_during_the_hold_restarts_it_and_moves_i1(monkeypatch: pytest.MonkeyPatch) -> None:
     """I1 held at 0.2 s, broke from 0.8 to 1.0 s (a second move), then held: I1 is from 1.0 s,
     and the hold counts from there (a break between two slow rest checks counts too)."""
