@@ -6,14 +6,24 @@ floating IP from outside) and is checked against the invariants I1–I4. `--rand
 sequence of N faults from the catalogue with the seed instead (the same seed, the same sequence).
 
     python -m bench.chaos [--seed 11] [--only holder-hung-5s ...] [--random 8] [--runs 1]
+                          [--cpu-hogs 6]
+
+`--cpu-hogs N` runs N busy loops beside the lab (each in its own session, so each gets a share of
+the CPU as a lab host's daemon does): a busy or slower machine, where everything a resumed node
+does right after a pause competes for the CPU (CI: I1 3.68 s on a starved minute).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1, help="repeat the sequence (default 1)")
     ap.add_argument("--state", type=Path, default=Path("/var/lib/rblab-bench"), help="lab state")
     ap.add_argument("--name", default="", help="results file name (default chaos[-random]-<seed>)")
+    ap.add_argument(
+        "--cpu-hogs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy loops beside the lab during the faults (a busy machine; default 0)",
+    )
     args = ap.parse_args()
     rng = random.Random(args.seed)
     pool = args.only or list(campaign.CATALOGUE)
@@ -49,17 +66,18 @@ def main() -> int:
         installed = campaign.prepare()
         console.print(f"LB tier ready: {setup}; /readyz stand-in on {installed}")
         try:
-            for run in range(args.runs):
-                for name in order:
-                    t0 = time.monotonic()
-                    res = campaign.run_fault(campaign.CATALOGUE[name], inv, rng)
-                    row = res.row() | {"run": run + 1, "seconds": round(time.monotonic() - t0)}
-                    results.append(row)
-                    console.print(
-                        f"run {run + 1} {name}: {res.metric} {res.measured:g} (bound "
-                        f"{res.bound:g}), I1 after {res.settle_s}, moves {res.moves}, "
-                        f"failed {res.failed}, checks {res.checks}"
-                    )
+            with cpu_hogs(args.cpu_hogs):
+                for run in range(args.runs):
+                    for name in order:
+                        t0 = time.monotonic()
+                        res = campaign.run_fault(campaign.CATALOGUE[name], inv, rng)
+                        row = res.row() | {"run": run + 1, "seconds": round(time.monotonic() - t0)}
+                        results.append(row)
+                        console.print(
+                            f"run {run + 1} {name}: {res.metric} {res.measured:g} (bound "
+                            f"{res.bound:g}), I1 after {res.settle_s}, moves {res.moves}, "
+                            f"failed {res.failed}, checks {res.checks}"
+                        )
         finally:
             campaign.cleanup(installed)
     rows = [
@@ -81,8 +99,40 @@ def main() -> int:
         rows,
     )
     name = args.name or (f"chaos-random-{args.seed}" if args.random else f"chaos-{args.seed}")
-    save(name, {"seed": args.seed, "order": order, "setup_s": setup, "results": results})
+    save(
+        name,
+        {
+            "seed": args.seed,
+            "order": order,
+            "cpu_hogs": args.cpu_hogs,
+            "setup_s": setup,
+            "results": results,
+        },
+    )
     return 0 if all(all(r["checks"].values()) for r in results) else 1
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterator[list[int]]:
+    """`count` busy loops (each in its own session: the scheduler's autogroups give each session
+    a share, as each lab host's daemons get), ended by their PIDs when the block ends."""
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+    if hogs:
+        console.print(f"{count} CPU hogs beside the lab (PIDs {[h.pid for h in hogs]})")
+    try:
+        yield [h.pid for h in hogs]
+    finally:
+        for hog in hogs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hog.pid, signal.SIGKILL)
+            hog.wait()
 
 
 if __name__ == "__main__":

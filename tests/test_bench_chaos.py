@@ -1,0 +1,38 @@
+"""bench.chaos's busy machine: the CPU hogs run while the block runs, each in its own session,
+and are gone (reaped, by their PIDs) when it ends, also when it ends with an error."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.chaos import cpu_hogs
+
+
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def test_the_hogs_run_in_their_own_sessions_and_end_with_the_block() -> None:
+    with cpu_hogs(2) as pids:
+        assert len(pids) == 2
+        for pid in pids:
+            assert _state(pid) in ("R", "S")
+            assert os.getsid(pid) == pid  # a session of its own: its own autogroup
+    assert [_state(pid) for pid in pids] == [None, None]  # killed and reaped
+
+
+def test_the_hogs_end_when_the_block_fails() -> None:
+    with pytest.raises(RuntimeError), cpu_hogs(1) as pids:
+        raise RuntimeError("a fault run failed")
+    assert _state(pids[0]) is None
+
+
+def test_no_hogs_by_default() -> None:
+    with cpu_hogs(0) as pids:
+        assert pids == []
