@@ -1634,7 +1634,7 @@ def test_a_resumed_holder_does_not_move_back_a_routing_the_peer_is_moving(
     if paused:
         assert _writes(rig.calls()) == [], res.stderr
         assert _local(rig) == [] and VIP in rig.aliases(PEER)
-        assert res.stderr.count("(its move runs)") == 1  # said once, looked at again
+        assert res.stderr.count("(its takeover runs)") == 1  # said once, looked at again
     else:  # no pause seen: the old rule, nobody routed both: this node routes the cloud here
         _assert_moved(rig)
 
