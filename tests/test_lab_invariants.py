@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -99,6 +100,36 @@ def test_a_sampler_started_before_the_fault_times_i1_even_when_settle_comes_late
     assert sampler._thread is thread  # the same thread, not a second one
     assert settle_s is not None and 0.3 <= settle_s < 0.45
     assert sampler.changes(t0)[0][1] == str(STALE)  # it saw the stale state before
+
+
+def test_the_sampler_raises_its_sessions_cpu_share_while_it_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Bench with CPU hogs: the sampler looked nothing for 2.3 s around a resume (its thread's
+    nice value counts only within its session; the kernel gives each session an equal share).
+    While it runs, its session's autogroup has OBSERVER_NICE; afterwards the value before."""
+    scripted(monkeypatch, lambda t: HELD, rest_look_s=0.0)
+    autogroup = tmp_path / "autogroup"
+    autogroup.write_text("/autogroup-7 nice 0\n")
+    monkeypatch.setattr(invariants, "AUTOGROUP", autogroup)
+    sampler = invariants.StateSampler().start()
+    try:
+        assert autogroup.read_text() == str(invariants.OBSERVER_NICE)
+    finally:
+        autogroup.write_text("/autogroup-7 nice -10\n")  # as the kernel shows it
+        sampler.stop()
+    assert autogroup.read_text() == "0"  # the value before
+
+
+def test_without_autogroups_the_sampler_samples_all_the_same(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    scripted(monkeypatch, lambda t: HELD, rest_look_s=0.0)
+    monkeypatch.setattr(invariants, "AUTOGROUP", tmp_path / "missing" / "autogroup")
+    sampler = invariants.StateSampler().start()
+    time.sleep(0.2)
+    sampler.stop()
+    assert sampler.last() == HELD
 
 
 def test_a_break_during_the_hold_restarts_it_and_moves_i1(monkeypatch: pytest.MonkeyPatch) -> None:
