@@ -11,7 +11,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from runbook.core.remote import Host, Result
+from runbook.core.remote import CommandTimeout, Host, HostKeyPolicy, Result, SSHHost
 from runbook.core.sshconn import SessionProxyCommand, why_unreachable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,3 +148,44 @@ def _my_group() -> str:
     import grp
 
     return grp.getgrgid(os.getgid()).gr_name
+
+
+class _HangingConnection:
+    """A Fabric connection whose command hangs past its timeout (invoke raises CommandTimedOut,
+    also with warn=True)."""
+
+    user = "root"
+
+    def run(self, cmd: str, **kw: object) -> object:
+        from invoke.exceptions import CommandTimedOut
+        from invoke.runners import Result as InvokeResult
+
+        raise CommandTimedOut(InvokeResult(command=cmd), timeout=kw["timeout"])
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_command_that_hangs_is_a_command_timeout_naming_the_host_and_command(
+    tmp_path: Path,
+) -> None:
+    """CI (reboot re-run): a look at a host that went down under it hung for its 20 s timeout;
+    invoke's CommandTimedOut went up as a step failure. The host layer names it CommandTimeout
+    (the reboot wait reads it as "not back yet")."""
+    from types import SimpleNamespace
+
+    conn = _HangingConnection()
+    connector = SimpleNamespace(host=lambda spec: conn)
+    inventory = SimpleNamespace(ssh=SimpleNamespace(connect_timeout=5))
+    spec = SimpleNamespace(name="k8scontrol03")
+    host = SSHHost(
+        spec,  # type: ignore[arg-type]
+        inventory,  # type: ignore[arg-type]
+        keys=HostKeyPolicy(tmp_path / "known_hosts"),
+        connector=connector,  # type: ignore[arg-type]
+    )
+    with pytest.raises(CommandTimeout) as info:
+        host.query("test -e /run/runbook-reboot-pending", timeout=20)
+    assert str(info.value) == (
+        "k8scontrol03: `test -e /run/runbook-reboot-pending` did not complete within 20 s"
+    )

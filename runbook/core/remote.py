@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 import paramiko
 from fabric import Config, Connection
 from fabric.connection import derive_shorthand
+from invoke.exceptions import CommandTimedOut
 
 from ..inventory.sshconfig import ssh_config_text
 from . import trace
@@ -42,6 +43,11 @@ class DryRunViolation(RuntimeError):
 
 class HostUnreachable(RuntimeError):
     """The host could not be reached (network, auth or host-key problem)."""
+
+
+class CommandTimeout(RuntimeError):
+    """A remote command did not complete within its timeout. The connection may be dead: a host
+    that went down under the command (a reboot) leaves it hanging when no FIN or RST arrives."""
 
 
 class SSHConfigError(ValueError):
@@ -448,6 +454,10 @@ class SSHHost(Host):
             raise HostUnreachable(str(exc)) from exc
         except paramiko.AuthenticationException as exc:
             raise HostUnreachable(f"{self.name}: SSH authentication failed: {exc}") from exc
+        except CommandTimedOut as exc:
+            raise CommandTimeout(
+                f"{self.name}: `{cmd}` did not complete within {timeout:g} s"
+            ) from exc
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
             why = why_unreachable(self._transport_error() or exc, timeout=self.connect_timeout)
             raise HostUnreachable(f"{self.name}: unreachable: {why}") from exc

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
-from ..core.remote import CommandFailed, Fact, Host, HostUnreachable
+from ..core.remote import CommandFailed, CommandTimeout, Fact, Host, HostUnreachable
 from ..core.resources import Resource
 from ..core.waiting import pause, wait_until
 from ..inventory import API_PORT
@@ -122,7 +122,11 @@ class Rebooted(Resource[Host]):
         def in_service() -> bool:
             nonlocal back, waiting
             back = back or self._back(host)
-            waiting = self.ready(host) if back and self.ready else None
+            try:
+                waiting = self.ready(host) if back and self.ready else None
+            except (HostUnreachable, CommandTimeout) as exc:
+                host.close()  # a host just back may drop or stall a connection: look again
+                waiting = str(exc)
             return back and not waiting
 
         def failure() -> Exception:
@@ -144,10 +148,13 @@ class Rebooted(Resource[Host]):
 
     @staticmethod
     def _back(host: Host) -> bool:
-        """SSH answers and /run is fresh (the marker is gone): the host rebooted."""
+        """SSH answers and /run is fresh (the marker is gone): the host rebooted. A look that
+        cannot connect, or whose command hangs, is "not back yet" (CI: the first look after
+        the reboot command connected while the host went down, and its command hung for the
+        20 s timeout, which failed the step)."""
         try:
             return host.query(f"test -e {REBOOT_MARKER}", ok_codes=None, timeout=20).exited != 0
-        except HostUnreachable:
+        except (HostUnreachable, CommandTimeout):
             host.close()
             return False
 

@@ -13,7 +13,7 @@ import pytest
 from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, plan_target
 from runbook.core.plan import Change
-from runbook.core.remote import Fact, Host, Result
+from runbook.core.remote import CommandTimeout, Fact, Host, Result
 from runbook.core.resources import File, Resource, Service
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import node_status
@@ -338,3 +338,19 @@ def test_heartbeat_step_and_lb_status_agree_on_who_holds_the_vip(inv: Inventory)
         assert node_status(inv, host).holds_vip is held, out
     ctx, _ = ctx_for(inv, {})
     assert holds_vip(ctx, "k8slb01") is False  # not connected
+
+
+class HangingHost(AddrHost):
+    """Every command hangs past its timeout (a host going down under the connection)."""
+
+    def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
+        raise CommandTimeout(f"{self.name}: `{cmd}` did not complete within {timeout} s")
+
+
+def test_a_host_whose_look_hangs_holds_no_vip_and_has_no_heartbeat_answer(inv: Inventory) -> None:
+    """A look that hangs (a host rebooting, a wedged Heartbeat that does not answer cl_status)
+    is "cannot be asked", as an unreachable host is, not a failed step."""
+    host = HangingHost("k8slb01", {})
+    ctx, _ = ctx_for(inv, {"k8slb01": host})
+    assert holds_vip(ctx, "k8slb01") is False
+    assert HeartbeatStep._rscstatus(ctx, "k8slb01") == ""

@@ -14,7 +14,14 @@ import pytest
 from runbook.core.console import CheckpointDeclined, Masker, NeedsPerson, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, run_step
 from runbook.core.plan import Status
-from runbook.core.remote import CommandFailed, Fact, Host, HostUnreachable, Result
+from runbook.core.remote import (
+    CommandFailed,
+    CommandTimeout,
+    Fact,
+    Host,
+    HostUnreachable,
+    Result,
+)
 from runbook.core.resources import Packages
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import addr_probe
@@ -107,10 +114,16 @@ class RebootHost(Host):
         boot_probes: int = 2,
         never_back: bool = False,
         not_ready: int = 0,
+        hangs: int = 0,
+        ready_hangs: int = 0,
     ) -> None:
         super().__init__(name)
         self.lab, self.required, self.configured = lab, required, configured
         self.boot_probes, self.never_back, self.not_ready = boot_probes, never_back, not_ready
+        # looks whose command hangs past its timeout (a connection the reboot cut): the first
+        # `hangs` looks for the marker, the first `ready_hangs` readiness checks
+        self.hangs, self.ready_hangs = hangs, ready_hangs
+        self.closed = 0
         self._booting = 0
         self.marker = False
 
@@ -132,6 +145,9 @@ class RebootHost(Host):
                 lab.holder = "k8slb02" if self.name == "k8slb01" else "k8slb01"
             return Result("", "", 0)
         if cmd == f"test -e {REBOOT_MARKER}":
+            if self.hangs:
+                self.hangs -= 1
+                raise CommandTimeout(f"{self.name}: `{cmd}` did not complete within 20 s")
             if self.never_back or self._booting:
                 self._booting -= 1
                 raise HostUnreachable(f"{self.name}: unreachable: connection refused")
@@ -155,7 +171,13 @@ class RebootHost(Host):
             return Result("", "", self._ready_rc())
         raise AssertionError(f"unexpected command on {self.name}: {cmd}")
 
+    def close(self) -> None:
+        self.closed += 1
+
     def _ready_rc(self) -> int:
+        if self.ready_hangs:
+            self.ready_hangs -= 1
+            raise CommandTimeout(f"{self.name}: a readiness check did not complete within 20 s")
         if self.not_ready:
             self.not_ready -= 1
             return 1
@@ -200,6 +222,27 @@ def test_reboots_one_host_at_a_time_vip_holder_last_each_ready_before_the_next(
     order = ["k8slb02", "k8slb01", "k8scontrol01", "k8scontrol02", "k8scontrol03"]
     order += ["k8node01", "k8node02"]
     assert lab.events == [f"{e} {n}" for n in order for e in ("reboot", "up", "ready")]
+
+
+def test_a_look_that_hangs_after_the_reboot_is_not_back_yet_not_a_failure(
+    inv: Inventory, fake_clock: FakeClock
+) -> None:
+    """CI (the reboot re-run): the first look after k8scontrol03's reboot command connected
+    while the host went down; its command hung for the 20 s timeout, and the step failed
+    ("Command did not complete within 20 seconds!"), skipping the workers. A look that hangs
+    is "not back yet", and so is a readiness check that hangs on a host just back: the
+    connection is closed and the wait goes on."""
+    lab = Lab(inv, holder="k8slb01")
+    hosts = _hosts(inv, lab, k8scontrol03={"hangs": 2, "ready_hangs": 1})
+    res = run_step(RebootStep(), _ctx(inv, hosts, yes=True))
+    assert {r.status for r in res.results} == {Status.CHANGED}, res.results
+    order = ["k8slb02", "k8slb01", "k8scontrol01", "k8scontrol02", "k8scontrol03"]
+    order += ["k8node01", "k8node02"]
+    assert lab.events == [f"{e} {n}" for n in order for e in ("reboot", "up", "ready")]
+    cp3 = hosts["k8scontrol03"]
+    assert isinstance(cp3, RebootHost)
+    assert cp3.hangs == 0 and cp3.ready_hangs == 0
+    assert cp3.closed >= 4  # after the reboot command, and after each look that hung
 
 
 def test_lb_waits_for_the_pair_to_settle_before_the_next_reboot(
