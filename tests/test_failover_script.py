@@ -21,7 +21,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1601,6 +1601,21 @@ def test_a_resumed_holder_steps_back_although_heartbeat_does_not_call_the_peer_a
     assert "which Heartbeat does not see active yet after a pause" in res.stderr
 
 
+def _reassert_while(
+    rig: Rig, extra: dict[str, str], after: float | None, change: Callable[[], None]
+) -> subprocess.CompletedProcess[str]:
+    """The re-assert, while `change` (the peer's move, Heartbeat settling, the peer answering)
+    happens `after` s into it (None: never). The change is made even when the run ends first."""
+    timer = None if after is None else threading.Timer(after, change)
+    if timer is not None:
+        timer.start()
+    try:
+        return rig.run("reassert", holds=None, extra=extra)
+    finally:
+        if timer is not None:
+            timer.join()
+
+
 @pytest.mark.parametrize("paused", [True, False])
 def test_a_resumed_holder_does_not_move_back_a_routing_the_peer_is_moving(
     rig: Rig, paused: bool
@@ -1624,12 +1639,7 @@ def test_a_resumed_holder_does_not_move_back_a_routing_the_peer_is_moving(
             aliases([VIP, OTHER_ALIAS])
 
     aliases([OTHER_ALIAS])  # the peer's move: the VIP off, not yet on the peer
-    done = threading.Timer(1.0, peer_adds)
-    done.start()
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        done.join()
+    res = _reassert_while(rig, extra, 1.0, peer_adds)
     assert res.returncode == 0, res.stderr
     if paused:
         assert _writes(rig.calls()) == [], res.stderr
@@ -2218,12 +2228,7 @@ def test_a_paused_reassert_asks_the_api_again_instead_of_waiting_on_heartbeat(ri
     rig.pause_seen(ago=0.0)
     rig.cloud.faults.configure(outage=3, outage_mode="hang")
     began = time.time()
-    settled = threading.Timer(6.0, lambda: rsc.write_text("none"))
-    settled.start()
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        settled.cancel()
+    res = _reassert_while(rig, extra, 6.0, lambda: rsc.write_text("none"))
     assert res.returncode == 0, res.stderr
     assert _local(rig) == [], res.stderr
     log = rig.ip_log.read_text().splitlines()
@@ -2258,19 +2263,8 @@ def test_after_a_pause_a_peer_still_starting_is_waited_for_not_moved_back_from(
     }
     before = len(_writes(rig.calls()))
     rig.pause_seen(ago=0.0)
-    serves = (
-        threading.Timer(peer_serves_after, lambda: answers.write_text("1"))
-        if peer_serves_after is not None
-        else None
-    )
     began = time.monotonic()
-    if serves is not None:
-        serves.start()
-    try:
-        res = rig.run("reassert", holds=None, extra=extra)
-    finally:
-        if serves is not None:
-            serves.cancel()
+    res = _reassert_while(rig, extra, peer_serves_after, lambda: answers.write_text("1"))
     took = time.monotonic() - began
     assert res.returncode == 0, res.stderr
     assert "nothing answers there yet (its takeover runs)" in res.stderr

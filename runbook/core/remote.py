@@ -50,6 +50,11 @@ class CommandTimeout(RuntimeError):
     that went down under the command (a reboot) leaves it hanging when no FIN or RST arrives."""
 
 
+#: what a look that may go unanswered catches: the host cannot be reached, or its command hangs
+#: (a host going down under it, a wedged daemon). The caller reads either as "cannot be asked".
+NO_ANSWER = (HostUnreachable, CommandTimeout)
+
+
 class SSHConfigError(ValueError):
     """The operator's ssh_config cannot be applied to a host (a ProxyJump loop, a bad Port)."""
 

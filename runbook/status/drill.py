@@ -195,13 +195,13 @@ def _read_probe(host: Host, *, timeout: float) -> dict[str, Any]:
 
 
 def _wait_back(host: Host, *, timeout: float) -> None:
-    from ..core.remote import CommandTimeout, HostUnreachable
+    from ..core.remote import NO_ANSWER
 
     def answers() -> bool:
         try:
             host.close()
             return host.query("true", ok_codes=None).exited == 0
-        except (HostUnreachable, CommandTimeout):  # a link that came back may stall a look
+        except NO_ANSWER:  # a link that came back may stall a look
             return False
 
     wait_until(

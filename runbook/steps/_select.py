@@ -4,7 +4,7 @@ load balancer holds the VIP now."""
 from __future__ import annotations
 
 from ..core.engine import StepContext
-from ..core.remote import CommandTimeout, HostUnreachable
+from ..core.remote import NO_ANSWER
 from ..status.lbstatus import addr_probe, has_vip
 
 
@@ -26,6 +26,6 @@ def holds_vip(ctx: StepContext, name: str) -> bool:
         return False
     try:
         out = host.query(addr_probe(ctx.inventory.load_balancer.interface), ok_codes=None)
-    except (HostUnreachable, CommandTimeout):
+    except NO_ANSWER:
         return False
     return has_vip(ctx.inventory, out.stdout)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
-from ..core.remote import CommandTimeout, Fact, Host, HostUnreachable
+from ..core.remote import NO_ANSWER, Fact, Host, HostUnreachable
 from ..core.resources import (
     SECRET_MARKER,
     File,
@@ -409,7 +409,7 @@ class HeartbeatStep(Step):
             return ""
         try:
             return host.query(RSCSTATUS, ok_codes=None).stdout.strip()
-        except (HostUnreachable, CommandTimeout):  # a wedged Heartbeat may not answer at all
+        except NO_ANSWER:  # a wedged Heartbeat may not answer at all
             return ""
 
     @staticmethod
@@ -455,7 +455,7 @@ class HeartbeatStep(Step):
         def routed_here(name: str) -> bool:
             try:
                 res = ctx.targets[name].query(f"{FAILOVER_SCRIPT_PATH} status", ok_codes=None)
-            except (HostUnreachable, CommandTimeout):
+            except NO_ANSWER:
                 return False
             return res.stdout.strip() == "running"
 

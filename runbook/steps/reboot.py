@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
-from ..core.remote import CommandFailed, CommandTimeout, Fact, Host, HostUnreachable
+from ..core.remote import NO_ANSWER, CommandFailed, Fact, Host, HostUnreachable
 from ..core.resources import Resource
 from ..core.waiting import pause, wait_until
 from ..inventory import API_PORT
@@ -124,7 +124,7 @@ class Rebooted(Resource[Host]):
             back = back or self._back(host)
             try:
                 waiting = self.ready(host) if back and self.ready else None
-            except (HostUnreachable, CommandTimeout) as exc:
+            except NO_ANSWER as exc:
                 host.close()  # a host just back may drop or stall a connection: look again
                 waiting = str(exc)
             return back and not waiting
@@ -154,7 +154,7 @@ class Rebooted(Resource[Host]):
         20 s timeout, which failed the step)."""
         try:
             return host.query(f"test -e {REBOOT_MARKER}", ok_codes=None, timeout=20).exited != 0
-        except (HostUnreachable, CommandTimeout):
+        except NO_ANSWER:
             host.close()
             return False
 
