@@ -79,6 +79,14 @@ def inv(
     )
 
 
+def squashed(text: str) -> str:
+    """`text` without any whitespace: rich wraps a message at the terminal's width, at a space
+    (the space becomes the line break) or inside a long word such as a temp path (a break is
+    added), so a message is compared without whitespace (a longer temp path under xdist once
+    failed a compare that only dropped the line breaks)."""
+    return "".join(text.split())
+
+
 def test_list_shows_the_whole_namespace() -> None:
     out = inv("--list").stdout
     listed = {
@@ -356,7 +364,7 @@ def test_inventory_in_a_config_file_is_relative_to_that_file(tmp_path: Path) -> 
     elsewhere.mkdir()
     r = inv("-f", str(cfg), "validate", cwd=elsewhere, env=home_with_key(tmp_path))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert str(tmp_path / "site" / "hosts.yaml") in r.stdout.replace("\n", "")
+    assert squashed(str(tmp_path / "site" / "hosts.yaml")) in squashed(r.stdout)
 
 
 # --- the operator's own files the inventory names ---
@@ -407,17 +415,18 @@ def test_validate_checks_ssh_files(tmp_path: Path, ssh: dict[str, object], fragm
     )
     p = ssh_files_inventory(tmp_path, **ssh)
     r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": ""})
-    text = (r.stdout + r.stderr).replace("\n", "")
+    text = squashed(r.stdout + r.stderr)
     assert r.returncode == 2, text
-    assert f"{p.name}: {fragment.format(tmp=tmp_path)}" in text.replace(str(p), p.name), text
+    want = squashed(f"{p.name}: {fragment.format(tmp=tmp_path)}")
+    assert want in text.replace(squashed(str(p)), p.name), text
 
 
 def test_missing_identity_is_a_warning_when_an_agent_runs(tmp_path: Path) -> None:
     p = ssh_files_inventory(tmp_path, identity="keys/missing")
     r = inv("validate", inventory=p, env={"SSH_AUTH_SOCK": str(tmp_path / "agent.sock")})
-    text = (r.stdout + r.stderr).replace("\n", "")
+    text = squashed(r.stdout + r.stderr)
     assert r.returncode == 0, text
-    assert "warning" in text and "an ssh agent may hold the key" in text
+    assert "warning" in text and squashed("an ssh agent may hold the key") in text
 
 
 @pytest.mark.bad_input
@@ -436,7 +445,8 @@ def test_a_connecting_task_stops_at_a_missing_identity_before_connecting(
     r = inv(*args, inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
-    assert "missing_key does not exist" in text and "unreachable" not in text
+    assert squashed("missing_key does not exist") in squashed(text), text
+    assert "unreachable" not in text
     assert not (tmp_path / "known_hosts").exists()
 
 
@@ -451,11 +461,8 @@ def test_a_connecting_task_stops_at_a_missing_ssh_config_before_connecting(
     r = inv("prepare", "--yes", inventory=p, env={"SSH_AUTH_SOCK": "", "HCLOUD_TOKEN": "tok"})
     text = r.stdout + r.stderr
     assert r.returncode == 2, text
-    # rich wraps the message at the terminal's width: at a space (the space becomes the line
-    # break) or inside the long path (a break is added), so compare without any whitespace
-    # (a unit run with a longer temp path failed on the old `replace("\n", "")`)
     want = f"ssh.config_file: {tmp_path}/no_such_ssh_config does not exist"
-    assert "".join(want.split()) in "".join(text.split()), text
+    assert squashed(want) in squashed(text), text
     assert "unreachable" not in text and "Traceback" not in text
     assert not (tmp_path / "known_hosts").exists()
 
