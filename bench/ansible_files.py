@@ -45,6 +45,7 @@ def lb_files(inv: Inventory, host: str, *, authkey: str, token: str) -> list[Ren
         *lbfiles.heartbeat_files(inv, host, authkey=authkey),
         *lbfiles.failover_files(inv, host, token=token),
         *lbfiles.watchdog_files(inv, host),
+        *lbfiles.logrotate_files(inv, host),
     ]
 
 
@@ -89,6 +90,8 @@ def playbook_vars(inv: Inventory, out: Path) -> dict[str, Any]:
         # Heartbeat acquires the group `initdead` after it starts: a check before then sees
         # "nobody owns it" on both nodes
         "heartbeat_settle_s": lb.heartbeat.effective_initdead + lb.heartbeat.deadtime,
+        # the rotation rule exists only with Heartbeat's own log file (lbfiles.logrotate_files)
+        "heartbeat_log_rotated": bool(lb.heartbeat.logfile),
         "floating_ip": {
             "name": lb.floating_ip.name,
             "address": str(lb.floating_ip.address),

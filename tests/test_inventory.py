@@ -182,6 +182,9 @@ BAD = [
     bad("auth-crc", f"{HB}.auth", "not authentication", set_(f"{HB}.auth", "crc")),
     bad("hb-logfile-etc", f"{HB}.logfile", "under /var/log/", set_(f"{HB}.logfile", "/etc/passwd")),
     bad("hb-logfile-up", f"{HB}.logfile", "no '..'", set_(f"{HB}.logfile", "/var/log/../etc/x")),
+    bad("hb-logfile-dir", f"{HB}.logfile", "must be a file", set_(f"{HB}.logfile", "/var/log/")),
+    bad("hb-logfile-glob", f"{HB}.logfile", "globs", set_(f"{HB}.logfile", "/var/log/ha*")),
+    bad("hb-logfile-hash", f"{HB}.logfile", "comments", set_(f"{HB}.logfile", "/var/log/a#b")),
     bad("cni", f"{K8S}.cni", "'cilium' is not allowed", set_(f"{K8S}.cni", "cilium")),
     bad("endpoint", "hcloud.endpoint", "not an http(s) URL", set_("hcloud.endpoint", "api")),
     bad(

@@ -505,6 +505,95 @@ def test_root_namespace_has_no_haproxy_or_heartbeat() -> None:
     assert not Path("/usr/libexec/heartbeat/heartbeat").exists()
 
 
+# ----- the rotation of Heartbeat's log file ------------------------------------------------
+def _with_logfile(inv: Inventory, logfile: str | None) -> Inventory:
+    hb = inv.load_balancer.heartbeat.model_copy(update={"logfile": logfile})
+    return _changed(inv, heartbeat=hb)
+
+
+def _rules(text: str) -> dict[str, str]:
+    """logrotate's reading of a rule file: `PATH {` ... `}` blocks, '#' comments."""
+    body = "\n".join(ln.split("#", 1)[0] for ln in text.splitlines())
+    return {m[0]: m[1] for m in re.findall(r"^(\S+) \{\n(.*?)^\}", body, re.M | re.S)}
+
+
+def test_without_a_log_file_the_packages_rotation_rule_is_left_alone(inv: Inventory) -> None:
+    assert lbfiles.logrotate_files(_with_logfile(inv, None), _lbs(inv)[0]) == []
+
+
+@pytest.mark.parametrize(
+    "logfile", ["/var/log/ha-log", "/var/log/heartbeat/ha.log", "/var/log/ha-debug"]
+)
+def test_the_log_file_is_rotated_by_copying_and_named_once(inv: Inventory, logfile: str) -> None:
+    """One rule file in place of the package's (a second rule for the same path is an error to
+    logrotate), the package's ha-debug kept, the log file copied and truncated."""
+    files = lbfiles.logrotate_files(_with_logfile(inv, logfile), _lbs(inv)[0])
+    assert [f.path for f in files] == [lbfiles.LOGROTATE_PATH]
+    rules = _rules(files[0].content)
+    assert sorted(rules) == sorted({logfile, "/var/log/ha-debug"})
+    assert "copytruncate" in rules[logfile].split()
+    assert "create" not in rules[logfile].split()
+
+
+@pytest.fixture(scope="session")
+def logrotate_root() -> Path:
+    """Debian's logrotate (its /etc/logrotate.conf, its popt library) and the heartbeat
+    package (its rule), extracted."""
+    return _fetch_debs(["logrotate", "libpopt0", "heartbeat"])
+
+
+def _rotate_while_held(root: Path, rule: str, tmp: Path) -> tuple[str, str]:
+    """Rotate a log file with the real logrotate while a writer holds it open the way Heartbeat
+    does (O_WRONLY|O_APPEND, opened once: `/proc/<heartbeat>/fdinfo` in the lab shows flags
+    0102001); the writer's lines before and after, and where they ended up: (file, file.1)."""
+    log, debug = tmp / "log" / "ha-log", tmp / "log" / "ha-debug"
+    log.parent.mkdir(mode=0o755, parents=True)
+    rules = tmp / "logrotate.d"
+    rules.mkdir()
+    (rules / "heartbeat").write_text(
+        rule.replace("/var/log/ha-log", str(log)).replace("/var/log/ha-debug", str(debug))
+    )
+    # Debian's /etc/logrotate.conf (weekly, rotate 4, create) including only this rule
+    conf = tmp / "logrotate.conf"
+    main = (root / "etc" / "logrotate.conf").read_text()
+    assert "include /etc/logrotate.d\n" in main
+    conf.write_text(main.replace("include /etc/logrotate.d\n", f"include {rules}\n"))
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, b"before the rotation\n")
+        lib = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
+        res = subprocess.run(
+            [f"{root}/usr/sbin/logrotate", "-f", "-s", str(tmp / "state"), str(conf)],
+            env={**os.environ, "LD_LIBRARY_PATH": lib},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        os.write(fd, b"after the rotation\n")
+    finally:
+        os.close(fd)
+    rotated = log.with_name("ha-log.1")
+    return log.read_text(), rotated.read_text() if rotated.exists() else ""
+
+
+def test_heartbeat_writes_into_the_named_log_file_after_a_rotation(
+    inv: Inventory, logrotate_root: Path, tmp_path: Path
+) -> None:
+    """Heartbeat keeps its log file open. The package's rule renames it, and Heartbeat wrote on
+    into the renamed copy until its next restart (the failover script and the watchdog, which
+    open it per line, into the new file: one story in two files). The runbook's rule copies and
+    truncates, so every line after the rotation is in the file the inventory names."""
+    package = (logrotate_root / "etc" / "logrotate.d" / "heartbeat").read_text()
+    current, rotated = _rotate_while_held(logrotate_root, package, tmp_path / "package")
+    assert "after the rotation" in rotated and current == ""  # why the rule exists
+    ours = lbfiles.logrotate_files(_with_logfile(inv, "/var/log/ha-log"), _lbs(inv)[0])
+    current, rotated = _rotate_while_held(logrotate_root, ours[0].content, tmp_path / "ours")
+    assert current == "after the rotation\n"
+    assert rotated == "before the rotation\n"
+
+
 # ----- the HAProxy watchdog, with fake ip/systemctl/hb_standby/cl_status ----------------------
 FAKES = {
     "ip": (

@@ -47,6 +47,9 @@ from runbook.inventory.fields import (
 Role = Literal["control-plane", "lb", "worker"]
 ROLES: tuple[str, ...] = get_args(Role)
 API_PORT = 6443
+# characters a heartbeat.logfile may not hold: `#` starts a comment in ha.cf; logrotate reads
+# `*?[]` as a glob and `{}` as a rule's braces, and `"'\` as quoting
+LOGFILE_SPECIAL = "#*?[]{}\"'\\"
 # what ssh reads without -F: the user's file, then the system's (missing ones are skipped)
 DEFAULT_SSH_CONFIGS: tuple[str, ...] = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
@@ -204,10 +207,14 @@ class HeartbeatSpec(_Model):
     def _logfile_under_var_log(cls, value: str | None) -> str | None:
         if value is not None and (
             not value.startswith("/var/log/")
+            or value.endswith("/")
             or ".." in value.split("/")
-            or any(c.isspace() or not c.isprintable() for c in value)
+            or any(c.isspace() or not c.isprintable() or c in LOGFILE_SPECIAL for c in value)
         ):
-            raise ValueError("must be a file under /var/log/ (no spaces, no '..')")
+            raise ValueError(
+                "must be a file under /var/log/ (no spaces, no '..', none of "
+                f"{' '.join(LOGFILE_SPECIAL)}: ha.cf comments and logrotate's globs and braces)"
+            )
         return value
 
     @field_validator("auth")

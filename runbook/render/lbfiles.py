@@ -26,6 +26,7 @@ REASSERT_TIMER_PATH = "/etc/systemd/system/hcloud-reassert.timer"
 WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
 WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
+LOGROTATE_PATH = "/etc/logrotate.d/heartbeat"  # the heartbeat package's rule, replaced
 # for resources.File(validate=...): checked on the new content before it replaces the old one
 HAPROXY_VALIDATE = "haproxy -c -q -f %s"
 LOG_FACILITY = "local0"
@@ -137,6 +138,18 @@ def heartbeat_files(inv: Inventory, host_name: str, *, authkey: str) -> list[Ren
         RenderedFile(HARESOURCES_PATH, haresources(inv)),
         RenderedFile(FAILOVER_SCRIPT_PATH, failover_script(), mode=0o755),
     ]
+
+
+def logrotate_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
+    """With ``heartbeat.logfile`` set: the rotation of that file, which Heartbeat holds open
+    (``copytruncate``; it replaces the package's rule). Without it: nothing (the package's rule
+    stays as it is)."""
+    _lb(inv, host_name)
+    logfile = inv.load_balancer.heartbeat.logfile
+    if not logfile:
+        return []
+    rule = render("logrotate-heartbeat.j2", **_common(inv), logfile=logfile)
+    return [RenderedFile(LOGROTATE_PATH, rule)]
 
 
 # ----- failover settings, re-assert timer, HAProxy watchdog ---------------------------------

@@ -55,6 +55,7 @@ from ..render.lbfiles import (
     RenderedFile,
     failover_files,
     heartbeat_files,
+    logrotate_files,
     watchdog_files,
 )
 from ..status.lbstatus import RSCSTATUS, owns_group
@@ -275,6 +276,7 @@ class HeartbeatStep(Step):
         hb = [as_content_file(f) for f in heartbeat_files(inv, target, authkey=shared_authkey(ctx))]
         fo = [as_file(f) for f in failover_files(inv, target, token=api_token(ctx))]
         wd = [as_file(f) for f in watchdog_files(inv, target)]
+        rotation = [as_file(f) for f in logrotate_files(inv, target)]  # no service reads it
         units = [f.key for f in (*fo, *wd) if f.path.startswith("/etc/systemd/")]
         env_key = next(f.key for f in fo if f.path == FAILOVER_ENV_PATH)
         peers = [n for n in (h.name for h in inv.hosts_with_role("lb")) if n != target]
@@ -282,6 +284,7 @@ class HeartbeatStep(Step):
             *hb,
             *fo,
             *wd,
+            *rotation,
             SystemdReload(units),
             HeartbeatService(peers, ctx),
             Service(
