@@ -103,6 +103,26 @@ def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:
     assert "transition" not in r.stdout and hb_warnings == [], r.stdout
 
 
+def test_heartbeat_and_the_watchdog_run_with_a_raised_cpu_share(lb_tier: dict[str, float]) -> None:
+    """On each LB, the watchdog's session and Heartbeat's (its resource runs: a takeover on a
+    starved node) at autogroup nice -10; the lab's services run in sessions of their own, as
+    under systemd."""
+    look = (
+        'hb=$(cat /var/run/heartbeat.pid); cat /proc/"$hb"/autogroup; '
+        'for p in /proc/[0-9]*; do tr "\\0" " " < "$p"/cmdline 2>/dev/null | '
+        'grep -q "^/bin/sh /usr/local/sbin/haproxy-watchdo[g]" && cat "$p"/autogroup; done; '
+        "cat /proc/self/autogroup"
+    )
+    for lb in ("k8slb01", "k8slb02"):
+        out = netns.host_exec(lb, ["sh", "-c", look]).stdout.split("\n")
+        lines = [ln for ln in out if ln.strip()]
+        heartbeat, *watchdog, ours = lines
+        assert heartbeat.split()[-1] == "-10", (lb, lines)
+        assert watchdog and {w.split()[-1] for w in watchdog} == {"-10"}, (lb, lines)
+        # another session (this look's) is not raised with them: autogroups are per session
+        assert ours.split()[0] != heartbeat.split()[0], (lb, lines)
+
+
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
     topo = topology.load()
     assert probe.probe(topo.vip, 6443, read=False, host="k8scontrol01", count=3).ok == 3
