@@ -8,6 +8,7 @@ fake clock: no test sleeps.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,13 @@ from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, StepFailed
 from runbook.core.remote import Host, Result
 from runbook.inventory import load_inventory
-from runbook.steps.heartbeat import HB_STANDBY, HB_TAKEOVER, HeartbeatStep, age_command
+from runbook.steps.heartbeat import (
+    END_WEDGED_HEARTBEAT,
+    HB_STANDBY,
+    HB_TAKEOVER,
+    HeartbeatStep,
+    age_command,
+)
 from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +75,9 @@ class FakeLb(Host):
                 p.routed = self.name
             elif p.routed != self.name:
                 p.vips.discard(self.name)  # a follower: the route moved, the addresses go
+        elif cmd == f"{END_WEDGED_HEARTBEAT}; systemctl restart heartbeat":
+            p.commands.append((self.name, "restart-wedged"))  # its processes ended first
+            p.busy.discard(self.name)  # it joins again as the standby
         elif cmd == "systemctl restart heartbeat":
             p.commands.append((self.name, "restart"))
             p.busy.discard(self.name)  # it joins again as the standby
@@ -213,7 +223,7 @@ def test_a_standby_wedged_in_transition_is_restarted_and_the_holder_left_alone(
     ctx, out = make(pair)
     t0 = waiting.CLOCK.monotonic()
     HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
-    assert pair.commands.count(("k8slb02", "restart")) == 1
+    assert pair.commands.count(("k8slb02", "restart-wedged")) == 1
     assert not [c for c in pair.commands if c[0] == "k8slb01" and c[1] != "reassert"]
     assert pair.owners == {"k8slb01"} and pair.vips == {"k8slb01"} and pair.routed == "k8slb01"
     assert waiting.CLOCK.monotonic() - t0 >= 30
@@ -235,7 +245,7 @@ def test_a_transition_that_ends_by_itself_is_waited_for_not_repaired(
 
     fake_clock.sleep = sleep  # type: ignore[method-assign]
     HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
-    assert not [c for c in pair.commands if c[1] == "restart"]
+    assert not [c for c in pair.commands if c[1].startswith("restart")]
     assert fake_clock.now >= 1011.0  # not "pair up" while it lasted
     assert "heartbeat pair up: k8slb01 holds the VIP" in out.getvalue()
 
@@ -247,7 +257,7 @@ def test_a_pair_that_stays_in_transition_fails_naming_the_node(fake_clock: FakeC
     ctx.targets["k8slb02"]._exec = (  # type: ignore[method-assign]
         lambda cmd, stdin, timeout, _orig=ctx.targets["k8slb02"]._exec: (
             Result("", "", 0)  # the restart does not help
-            if cmd == "systemctl restart heartbeat"
+            if cmd.endswith("systemctl restart heartbeat")
             else _orig(cmd, stdin=stdin, timeout=timeout)
         )
     )
@@ -271,3 +281,59 @@ def test_the_age_command_reads_heartbeats_right_aligned_pid_file(tmp_path: Path)
         ["sh", "-c", age_command(str(tmp_path / "none"))], capture_output=True, text=True
     )
     assert missing.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_a_wedged_heartbeats_processes_are_ended_before_its_restart(
+    tmp_path: Path, shell: str
+) -> None:
+    """Bench with CPU hogs (stop 33): a wedged Heartbeat delayed its shutdown for good, and the
+    step's (and the watchdog's) `systemctl restart heartbeat` hung in its stop. The command
+    ends the PID file's process group first: a leader named heartbeat that ignores SIGTERM and
+    its child; a PID file naming another process ends nothing."""
+    import shutil
+    import subprocess
+    import time
+
+    procs = []
+    try:
+        for name in ("heartbeat", "other"):
+            shutil.copy("/bin/sh", tmp_path / name)
+            child_file = tmp_path / f"{name}.child"
+            proc = subprocess.Popen(
+                [
+                    str(tmp_path / name),
+                    "-c",
+                    f"trap '' TERM; sleep 60 & echo $! > {child_file}; wait",
+                ],
+                start_new_session=True,
+            )
+            procs.append(proc)
+            end = time.monotonic() + 5
+            while not child_file.exists() or not child_file.read_text().strip():
+                assert time.monotonic() < end
+                time.sleep(0.05)
+            pid_file = tmp_path / f"{name}.pid"
+            pid_file.write_text(f"{proc.pid:>10}\n")  # as Heartbeat writes it: "%10d"
+            command = END_WEDGED_HEARTBEAT.replace("/var/run/heartbeat.pid", str(pid_file))
+            assert command != END_WEDGED_HEARTBEAT
+            subprocess.run([shell, "-c", command], check=True, timeout=10)
+            child = int(child_file.read_text())
+            if name == "heartbeat":
+                assert proc.wait(timeout=2) == -9
+                end = time.monotonic() + 2
+                while Path(f"/proc/{child}").exists() and time.monotonic() < end:
+                    state = Path(f"/proc/{child}/stat").read_text().split(") ")[1][0]
+                    if state == "Z":
+                        break
+                    time.sleep(0.05)
+                else:
+                    assert not Path(f"/proc/{child}").exists(), "the child lives on"
+            else:
+                time.sleep(0.3)
+                assert proc.poll() is None and Path(f"/proc/{child}").exists()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, 9)
+            proc.wait(timeout=5)

@@ -10,6 +10,7 @@ every process ends with the namespace. If apt cannot provide the packages, these
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -855,11 +856,11 @@ def test_watchdog_raises_heartbeats_cpu_share_once_per_heartbeat_process(
     first = second = third = None
     try:
         before = _autogroup_nice(other.pid) if autogroups else ""
-        pidfile.write_text(f"{other.pid}\n")  # stale: names another process
+        pidfile.write_text(f"{other.pid:>10}\n")  # stale: names another process
         watchdog.start()
         time.sleep(1.0)
         first = _sleeper(watchdog.w / "heartbeat")
-        pidfile.write_text(f"{first.pid}\n")
+        pidfile.write_text(f"{first.pid:>10}\n")  # as Heartbeat: "%10d"
         line = f"Heartbeat (pid {first.pid}) shares the watchdog's CPU share (autogroup nice -10)"
         seen = watchdog.wait_for_line("stderr.log", line, 3)
         if not autogroups:
@@ -869,12 +870,12 @@ def test_watchdog_raises_heartbeats_cpu_share_once_per_heartbeat_process(
         assert _autogroup_nice(first.pid) == "-10"
         assert _autogroup_nice(other.pid) == before  # the stale PID's process is left alone
         second = _sleeper(watchdog.w / "heartbeat2")  # comm "heartbeat2": not Heartbeat
-        pidfile.write_text(f"{second.pid}\n")
+        pidfile.write_text(f"{second.pid:>10}\n")  # as Heartbeat: "%10d"
         time.sleep(1.0)
         assert _autogroup_nice(second.pid) == before
         (watchdog.w / "restarted").mkdir()  # Heartbeat restarted: a new process, a new session
         third = _sleeper(watchdog.w / "restarted" / "heartbeat")
-        pidfile.write_text(f"{third.pid}\n")
+        pidfile.write_text(f"{third.pid:>10}\n")  # as Heartbeat: "%10d"
         line = f"Heartbeat (pid {third.pid}) shares the watchdog's CPU share (autogroup nice -10)"
         assert watchdog.wait_for_line("stderr.log", line, 3) is not None
         assert _autogroup_nice(third.pid) == "-10"
@@ -1044,6 +1045,66 @@ def test_watchdog_restarts_a_wedged_heartbeat(watchdog: Watchdog, holder: bool) 
     (watchdog.w / "rsc").write_text("none\n")  # the restart cleared it
     time.sleep(3.5)
     assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
+
+
+def _wedged_heartbeat(w: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A process group like a wedged Heartbeat's: a leader named `name` that ignores SIGTERM
+    (`heartbeat -k` only delays the shutdown) with a child in its group; (leader, child PID)."""
+    shutil.copy("/bin/sh", w / name)
+    child_pid = w / f"{name}.child"
+    proc = subprocess.Popen(
+        [str(w / name), "-c", f"trap '' TERM; sleep 60 & echo $! > {child_pid}; wait"],
+        start_new_session=True,
+    )
+    end = time.monotonic() + 5
+    while not child_pid.exists() or not child_pid.read_text().strip():
+        assert time.monotonic() < end, "the fake Heartbeat did not start"
+        time.sleep(0.05)
+    return proc, int(child_pid.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+@pytest.mark.parametrize("pidfile", ["heartbeat", "stale"])
+def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
+    watchdog: Watchdog, pidfile: str
+) -> None:
+    """Bench with CPU hogs (stop 33): a takeover message lost on a starved node wedged
+    Heartbeat ("Shutdown delayed until current resource activity finishes"); every restart the
+    watchdog asked for hung in its stop (`heartbeat -k`), four piled up over 8 minutes, and the
+    next fault found the node unable to take over (no move, an outage for the whole hang). The
+    watchdog now ends the wedged Heartbeat's process group with SIGKILL, then restarts it; a
+    PID file naming another process (stale) ends nothing."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "rsc").write_text("transition\n")
+    name = "heartbeat" if pidfile == "heartbeat" else "other"
+    proc, child = _wedged_heartbeat(watchdog.w, name)
+    try:
+        (watchdog.w / "heartbeat.pid").write_text(f"{proc.pid:>10}\n")  # Heartbeat's "%10d"
+        watchdog.start()
+        assert watchdog.wait_for_line("systemctl.log", RESTART_HB, 6) is not None
+        ended = f"ended the wedged Heartbeat's processes (process group {proc.pid}, SIGKILL)"
+        logged = ended in watchdog.lines("stderr.log")
+        if pidfile == "heartbeat":
+            assert logged, watchdog.lines("stderr.log")
+            assert proc.wait(timeout=2) == -9
+            end = time.monotonic() + 2
+            while not _gone(child) and time.monotonic() < end:
+                time.sleep(0.05)
+            assert _gone(child)  # the whole group, not only the leader
+        else:
+            assert not logged
+            time.sleep(0.5)
+            assert proc.poll() is None and not _gone(child)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait(timeout=5)
 
 
 @pytest.mark.parametrize("case", ["peer-dead", "short-transition"])

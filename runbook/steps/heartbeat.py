@@ -128,6 +128,18 @@ def _vip_holders(ctx: StepContext) -> list[str]:
     return [n for n in hosts_with(ctx, "lb") if holds_vip(ctx, n)]
 
 
+# A wedged Heartbeat (resource status "transition" for good) delays its shutdown "until current
+# resource activity finishes", which never comes: `systemctl restart` hung in its stop (lab,
+# bench with CPU hogs). SIGKILL to the process group of the PID file's process first (the
+# service's session; its reader/writer children share the group), only when that process is
+# named heartbeat; its PID file is written "%10d" (`read` drops the padding)
+END_WEDGED_HEARTBEAT = (
+    f"{{ read -r pid < {HEARTBEAT_PID_PATH}; }} 2>/dev/null; "
+    'if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = heartbeat ]; then '
+    'kill -9 "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; fi'
+)
+
+
 class HeartbeatService(Service):
     """Heartbeat enabled and running; on a config change: nothing, reload or (haresources only)
     restart, the holder's restart after a planned hand-over to its peer."""
@@ -419,14 +431,17 @@ class HeartbeatStep(Step):
     def _restart_wedged(ctx: StepContext, names: Sequence[str], lasted: float) -> None:
         """Restart Heartbeat on nodes whose resource status has stayed "transition" for
         `lasted` s while the peer owns the group and holds the VIP: they hold nothing, so the
-        restart moves nothing; the restarted Heartbeat joins as the standby."""
+        restart moves nothing; the restarted Heartbeat joins as the standby. A wedged Heartbeat
+        delays its own stop for good, so its processes are ended first (END_WEDGED_HEARTBEAT)."""
         for name in names:
             ctx.ui.warn(
                 f"{name}: Heartbeat has been in transition for {lasted:g} s while the peer "
                 "serves (a lost hand-over message): restarting it there"
             )
             try:
-                ctx.targets[name].run("systemctl restart heartbeat", timeout=180)
+                ctx.targets[name].run(
+                    END_WEDGED_HEARTBEAT + "; systemctl restart heartbeat", timeout=180
+                )
             except Exception as exc:  # the settle loop reports what is left
                 ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
 

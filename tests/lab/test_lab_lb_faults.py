@@ -93,6 +93,17 @@ def test_hung_control_plane_is_out_of_rotation_within_4s(pair: None) -> None:
     check(run(fault))
 
 
+def test_the_wedge_repair_on_the_holder_moves_nothing_and_fails_no_request(pair: None) -> None:
+    """Stop 33: a wedged Heartbeat delayed its stop for good, so the watchdog's restart hung
+    (four piled up) and the node could not take over in the next fault. The repair now ends
+    Heartbeat's processes (SIGKILL to its process group) before the restart. Done on the VIP
+    holder of a healthy pair (a wedge cannot be made on demand): its addresses stay while the
+    cloud routes there, the peer's takeover defers to it; nothing moves, nothing fails."""
+    res = run(campaign.CATALOGUE["wedge-repair-holder"])
+    check(res)
+    assert res.failed == {"vip": 0, "fip": 0} and res.moves == 0, res.notes
+
+
 def test_short_seeded_campaign(pair: None) -> None:
     """Three faults drawn with a fixed seed from the cheap ones: each meets I1-I3."""
     pool = ["standby-hung-20s", "heartbeat-kill-restart", "api-5xx-failover", "cp-killed"]

@@ -107,20 +107,24 @@ def test_heartbeat_and_the_watchdog_run_with_a_raised_cpu_share(lb_tier: dict[st
     """On each LB, the watchdog's session and Heartbeat's (its resource runs: a takeover on a
     starved node) at autogroup nice -10; the lab's services run in sessions of their own, as
     under systemd."""
-    look = (
-        'hb=$(cat /var/run/heartbeat.pid); cat /proc/"$hb"/autogroup; '
+    look = (  # Heartbeat writes its PID file "%10d": `read` drops the padding
+        'read -r hb < /var/run/heartbeat.pid; echo "heartbeat $(cat /proc/"$hb"/autogroup)"; '
         'for p in /proc/[0-9]*; do tr "\\0" " " < "$p"/cmdline 2>/dev/null | '
-        'grep -q "^/bin/sh /usr/local/sbin/haproxy-watchdo[g]" && cat "$p"/autogroup; done; '
-        "cat /proc/self/autogroup"
+        'grep -q "^/bin/sh /usr/local/sbin/haproxy-watchdo[g]" && '
+        'echo "watchdog $(cat "$p"/autogroup)"; done; '
+        'echo "look $(cat /proc/self/autogroup)"'
     )
     for lb in ("k8slb01", "k8slb02"):
-        out = netns.host_exec(lb, ["sh", "-c", look]).stdout.split("\n")
-        lines = [ln for ln in out if ln.strip()]
-        heartbeat, *watchdog, ours = lines
-        assert heartbeat.split()[-1] == "-10", (lb, lines)
-        assert watchdog and {w.split()[-1] for w in watchdog} == {"-10"}, (lb, lines)
+        out = netns.host_exec(lb, ["sh", "-c", look]).stdout
+        seen: dict[str, list[list[str]]] = {}
+        for ln in out.splitlines():
+            label, *rest = ln.split()
+            seen.setdefault(label, []).append(rest)
+        # "/autogroup-N nice V" per process
+        assert [g[-1] if g else "" for g in seen.get("heartbeat", [])] == ["-10"], (lb, out)
+        assert seen.get("watchdog") and {g[-1] for g in seen["watchdog"]} == {"-10"}, (lb, out)
         # another session (this look's) is not raised with them: autogroups are per session
-        assert ours.split()[0] != heartbeat.split()[0], (lb, lines)
+        assert seen["look"][0][0] != seen["heartbeat"][0][0], (lb, out)
 
 
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
