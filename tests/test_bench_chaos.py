@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos import cpu_hogs
+from bench.chaos import blame_repair, cpu_hogs
 
 
 def _state(pid: int) -> str | None:
@@ -36,3 +36,19 @@ def test_the_hogs_end_when_the_block_fails() -> None:
 def test_no_hogs_by_default() -> None:
     with cpu_hogs(0) as pids:
         assert pids == []
+
+
+def test_a_fault_that_left_the_pair_broken_fails_not_the_one_after_it() -> None:
+    """The next fault's repair is the previous fault's failure: it fails "left at rest"."""
+    first = {"name": "a", "run": 1, "checks": {"I1": True}, "notes": {}}
+    second = {"name": "b", "run": 1, "checks": {"I1": True}, "notes": {}}
+    results = [first]
+    blame_repair(results, second)  # b found the pair at rest
+    assert first["checks"] == {"I1": True}
+    results.append(second)
+    third = {"name": "c", "checks": {"I1": True}, "notes": {"repaired_before": ["lb.setup"]}}
+    blame_repair(results, third)
+    assert second["checks"] == {"I1": True, "left at rest": False}
+    assert second["notes"]["left_broken"] == ["lb.setup"]
+    assert third["checks"] == {"I1": True} and first["checks"] == {"I1": True}
+    blame_repair([], third)  # the first fault of a run has nobody to blame
