@@ -833,62 +833,6 @@ def test_watchdog_raises_its_sessions_cpu_share(watchdog: Watchdog) -> None:
         assert Path("/proc/self/autogroup").read_text() != autogroup.read_text()  # not ours
 
 
-def _sleeper(path: Path) -> subprocess.Popen[bytes]:
-    """A process named after `path` (its comm), in a session of its own as a systemd service."""
-    shutil.copy("/bin/sleep", path)
-    return subprocess.Popen([str(path), "60"], start_new_session=True)
-
-
-def _autogroup_nice(pid: int) -> str:
-    return Path(f"/proc/{pid}/autogroup").read_text().split()[-1]
-
-
-def test_watchdog_raises_heartbeats_cpu_share_once_per_heartbeat_process(
-    watchdog: Watchdog,
-) -> None:
-    """Stop 32: a takeover's `start` on a starved peer was the other half of the hung holder's
-    race; Heartbeat's session (its resource runs) gets the watchdog's share too. Only a live
-    process named heartbeat (a stale PID file may name any process), once per process: a
-    restarted Heartbeat, a new session, gets it within a look."""
-    autogroups = Path("/proc/self/autogroup").exists() and os.geteuid() == 0
-    pidfile = watchdog.w / "heartbeat.pid"
-    other = _sleeper(watchdog.w / "sleep")
-    first = second = third = None
-    try:
-        before = _autogroup_nice(other.pid) if autogroups else ""
-        pidfile.write_text(f"{other.pid:>10}\n")  # stale: names another process
-        watchdog.start()
-        time.sleep(1.0)
-        first = _sleeper(watchdog.w / "heartbeat")
-        pidfile.write_text(f"{first.pid:>10}\n")  # as Heartbeat: "%10d"
-        line = f"Heartbeat (pid {first.pid}) shares the watchdog's CPU share (autogroup nice -10)"
-        seen = watchdog.wait_for_line("stderr.log", line, 3)
-        if not autogroups:
-            assert seen is None  # nothing written, nothing claimed
-            return
-        assert seen is not None, watchdog.lines("stderr.log")
-        assert _autogroup_nice(first.pid) == "-10"
-        assert _autogroup_nice(other.pid) == before  # the stale PID's process is left alone
-        second = _sleeper(watchdog.w / "heartbeat2")  # comm "heartbeat2": not Heartbeat
-        pidfile.write_text(f"{second.pid:>10}\n")  # as Heartbeat: "%10d"
-        time.sleep(1.0)
-        assert _autogroup_nice(second.pid) == before
-        (watchdog.w / "restarted").mkdir()  # Heartbeat restarted: a new process, a new session
-        third = _sleeper(watchdog.w / "restarted" / "heartbeat")
-        pidfile.write_text(f"{third.pid:>10}\n")  # as Heartbeat: "%10d"
-        line = f"Heartbeat (pid {third.pid}) shares the watchdog's CPU share (autogroup nice -10)"
-        assert watchdog.wait_for_line("stderr.log", line, 3) is not None
-        assert _autogroup_nice(third.pid) == "-10"
-        time.sleep(1.0)  # more looks: once per process
-        shared = [ln for ln in watchdog.lines("stderr.log") if "the watchdog's CPU share" in ln]
-        assert len(shared) == 2, shared
-    finally:
-        for proc in (other, first, second, third):
-            if proc is not None:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
 def test_watchdog_does_not_count_its_own_answer_to_a_pause_as_another(tmp_path: Path) -> None:
     """CI (hung holder 5 s, a starved node): what the pause detector did after the pause (the
     mark, a log line, a unit start: forks on a node whose every process had just resumed) took
