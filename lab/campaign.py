@@ -549,23 +549,17 @@ CATALOGUE: dict[str, Fault] = {
                 "Heartbeat SIGKILLed on the holder, restarted after deadtime + 3 s",
             ),
         ),
-        (
-            "wedge-repair-standby",
-            Fault(
-                "wedge-repair-standby",
-                wedge_repair(on_holder=False),
-                Bounds(FAILED, 0, moves=0),
-                "the wedge repair on the standby: Heartbeat's processes SIGKILLed, restarted",
-            ),
-        ),
-        (
-            "wedge-repair-holder",
-            Fault(
-                "wedge-repair-holder",
-                wedge_repair(on_holder=True),
-                Bounds(FAILED, 0, moves=0),
-                "the wedge repair on the holder: Heartbeat's processes SIGKILLed, restarted",
-            ),
+        *(
+            (
+                f"wedge-repair-{role}",
+                Fault(
+                    f"wedge-repair-{role}",
+                    wedge_repair(on_holder=role == "holder"),
+                    Bounds(FAILED, 0, moves=0),
+                    f"the wedge repair on the {role}: Heartbeat's processes SIGKILLed, restarted",
+                ),
+            )
+            for role in ("standby", "holder")
         ),
         (
             "haproxy-dead",
@@ -815,10 +809,8 @@ def run_fault(
     notes["pair_states"] = sampler.changes(ended)  # s since the fault's end
     notes["pair_state_looks"] = sampler.look_times()
     notes["rest"] = rest  # Heartbeat's own settling, apart from I1
-    if during is not None:
-        notes["failover"] = (
-            f"longest outage during the fault {during} s (bound {fault.bounds.failover:g})"
-        )
+    if during is not None and bound_during is not None:
+        notes["failover"] = f"longest outage during the fault {during} s (bound {bound_during:g})"
     notes["began_at"] = time.strftime("%H:%M:%S", time.localtime(began_at))  # to find the logs
     notes["probes"] = {k: r.summary() for k, r in res.items()}
     notes["failed_at"] = {  # when each request failed and how (s since the probes began)
