@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
@@ -1028,6 +1029,9 @@ def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
     (watchdog.w / "rsc").write_text("transition\n")
     name = "heartbeat" if pidfile == "heartbeat" else "other"
     proc, child = _wedged_heartbeat(watchdog.w, name)
+    # reaped at once when it dies, as systemd reaps a service's main process (the watchdog waits
+    # until the old PID is gone before the restart)
+    threading.Thread(target=proc.wait, daemon=True).start()
     try:
         (watchdog.w / "heartbeat.pid").write_text(f"{proc.pid:>10}\n")  # Heartbeat's "%10d"
         watchdog.start()

@@ -136,7 +136,10 @@ def _vip_holders(ctx: StepContext) -> list[str]:
 END_WEDGED_HEARTBEAT = (
     f"{{ read -r pid < {HEARTBEAT_PID_PATH}; }} 2>/dev/null; "
     'if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = heartbeat ]; then '
-    'kill -9 "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; fi'
+    'kill -9 "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; '
+    # until the old master is gone: a Heartbeat started while its PID exists exits ("already
+    # running"; CI left the pair without Heartbeat on that node)
+    'n=50; while [ -e /proc/"$pid" ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done; fi'
 )
 
 
