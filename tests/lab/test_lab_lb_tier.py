@@ -123,7 +123,11 @@ def test_the_watchdog_runs_with_a_raised_cpu_share(lb_tier: dict[str, float]) ->
         # "/autogroup-N nice V" per process
         assert seen.get("watchdog") and {g[-1] for g in seen["watchdog"]} == {"-10"}, (lb, out)
         assert [g[-1] if g else "" for g in seen.get("heartbeat", [])] == ["0"], (lb, out)
-        assert seen["look"][0][0] != seen["watchdog"][0][0], (lb, out)  # per session
+        # per session. A process of the boot's default group reads an empty file (the kernel
+        # prints only real autogroups): so does this look when the test runner itself was started
+        # without a session of its own, as by a CI service (official CI of 6bac9b6)
+        look_group = seen["look"][0][0] if seen["look"][0] else "(the default group)"
+        assert look_group != seen["watchdog"][0][0], (lb, out)
 
 
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
