@@ -596,6 +596,20 @@ def test_heartbeat_writes_into_the_named_log_file_after_a_rotation(
     assert rotated == "before the rotation\n"
 
 
+def test_the_rule_goes_back_to_the_packages_own_once_the_log_file_is_unset(
+    inv: Inventory, logrotate_root: Path
+) -> None:
+    """What the step writes back over its own rule when `heartbeat.logfile` is unset: the
+    package's conffile byte for byte (dpkg then sees it unmodified); the runbook's rule is told
+    from an operator's by the mark in its first line."""
+    package = lbfiles.package_logrotate_rule()
+    assert package.path == lbfiles.LOGROTATE_PATH
+    assert package.content == (logrotate_root / "etc/logrotate.d/heartbeat").read_text()
+    assert lbfiles.MANAGED_MARK not in package.content
+    ours = lbfiles.logrotate_files(_with_logfile(inv, "/var/log/ha-log"), _lbs(inv)[0])[0]
+    assert lbfiles.MANAGED_MARK in ours.content.partition("\n")[0]
+
+
 # ----- the HAProxy watchdog, with fake ip/systemctl/hb_standby/cl_status ----------------------
 FAKES = {
     "ip": (

@@ -16,6 +16,7 @@ from runbook.core.resources import (
     LineInFile,
     Packages,
     Resource,
+    RestoredFile,
     Service,
     Sysctl,
     secret_backups_absent,
@@ -68,6 +69,33 @@ def test_file_update_shows_diff_and_keeps_backup_under_the_backup_root(
     assert stat.S_IMODE(backup.parent.stat().st_mode) == 0o700
     # nothing left beside the live file
     assert sorted(p.name for p in path.parent.iterdir()) == ["haproxy.cfg"]
+
+
+@pytest.mark.parametrize(
+    ("found", "restored"),
+    [
+        ("# /etc/x — managed by the runbook from hosts.yaml\n/var/log/x {\n}\n", True),
+        ("/var/log/x {\n    missingok\n}\n", False),  # the package's (or nobody's) file
+        ("# an operator's note\n# managed by the runbook? no: only the first line counts\n", False),
+        (None, False),  # no file: nothing to put back
+    ],
+    ids=["ours", "package", "mark-not-first", "none"],
+)
+def test_restored_file_replaces_only_a_file_the_runbook_wrote(
+    host: LocalHost, tmp_path: Path, found: str | None, restored: bool
+) -> None:
+    path = tmp_path / "logrotate.d" / "heartbeat"
+    path.parent.mkdir()
+    if found is not None:
+        path.write_text(found)
+    f = RestoredFile(str(path), "package rule\n", mark="managed by the runbook")
+    first, second = converge(host, f)
+    assert (first is not None) == restored and second is None
+    assert (path.read_text() if path.exists() else None) == (
+        "package rule\n" if restored else found
+    )
+    if restored:
+        assert first is not None and "-/var/log/x {" in first.diff and "+package rule" in first.diff
 
 
 def test_backup_root_defaults_to_the_runbook_directory(_backups_in_tmp: Path) -> None:

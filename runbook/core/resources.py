@@ -198,6 +198,21 @@ class File(Resource[Host]):
 
 
 @dataclass
+class RestoredFile(File):
+    """`content` written back only over a file the runbook wrote (its first line holds `mark`):
+    the way back to a package's own file once the runbook stops managing it. A missing file, or
+    one the operator or the package wrote, is left as it is."""
+
+    mark: str = ""
+
+    def check(self, host: Host, fact: Fact | None) -> Change | None:
+        current = file_text(fact)
+        if current is None or self.mark not in current.partition("\n")[0]:
+            return None
+        return super().check(host, fact)
+
+
+@dataclass
 class SecretBackupsAbsent(Resource[Host]):
     """No copy of a secret file left beside it by an earlier run (`<path>.rb-bak`).
 

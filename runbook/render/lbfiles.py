@@ -27,6 +27,7 @@ WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
 WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 LOGROTATE_PATH = "/etc/logrotate.d/heartbeat"  # the heartbeat package's rule, replaced
+MANAGED_MARK = "managed by the runbook"  # in the first line of each file the runbook writes
 # for resources.File(validate=...): checked on the new content before it replaces the old one
 HAPROXY_VALIDATE = "haproxy -c -q -f %s"
 LOG_FACILITY = "local0"
@@ -143,13 +144,21 @@ def heartbeat_files(inv: Inventory, host_name: str, *, authkey: str) -> list[Ren
 def logrotate_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
     """With ``heartbeat.logfile`` set: the rotation of that file, which Heartbeat holds open
     (``copytruncate``; it replaces the package's rule). Without it: nothing (the package's rule
-    stays as it is)."""
+    stays as it is; see :func:`package_logrotate_rule`)."""
     _lb(inv, host_name)
     logfile = inv.load_balancer.heartbeat.logfile
     if not logfile:
         return []
     rule = render("logrotate-heartbeat.j2", **_common(inv), logfile=logfile)
     return [RenderedFile(LOGROTATE_PATH, rule)]
+
+
+def package_logrotate_rule() -> RenderedFile:
+    """The heartbeat package's own ``/etc/logrotate.d/heartbeat`` (Debian 12, verbatim): what a
+    rule the runbook wrote goes back to once ``heartbeat.logfile`` is unset, so dpkg sees its
+    conffile unchanged again. A rule the runbook did not write (its first line lacks
+    :data:`MANAGED_MARK`) is left alone."""
+    return RenderedFile(LOGROTATE_PATH, source("logrotate-heartbeat-package"))
 
 
 # ----- failover settings, re-assert timer, HAProxy watchdog ---------------------------------

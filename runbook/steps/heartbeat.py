@@ -36,6 +36,7 @@ from ..core.resources import (
     SECRET_MARKER,
     File,
     Resource,
+    RestoredFile,
     Service,
     SystemdReload,
     file_text,
@@ -49,6 +50,7 @@ from ..render.lbfiles import (
     HA_CF_PATH,
     HARESOURCES_PATH,
     HEARTBEAT_PID_PATH,
+    MANAGED_MARK,
     REASSERT_SERVICE_PATH,
     REASSERT_TIMER_PATH,
     WATCHDOG_SERVICE_PATH,
@@ -56,6 +58,7 @@ from ..render.lbfiles import (
     failover_files,
     heartbeat_files,
     logrotate_files,
+    package_logrotate_rule,
     watchdog_files,
 )
 from ..status.lbstatus import RSCSTATUS, owns_group
@@ -73,6 +76,12 @@ _AUTHKEY = re.compile(r"^\s*1\s+(?:sha1|md5)\s+(\S+)\s*$", re.M)
 
 def as_file(rf: RenderedFile) -> File:
     return File(rf.path, rf.content, mode=rf.mode, owner=rf.owner, group=rf.group, secret=rf.secret)
+
+
+def _restored(rf: RenderedFile) -> RestoredFile:
+    return RestoredFile(
+        rf.path, rf.content, mode=rf.mode, owner=rf.owner, group=rf.group, mark=MANAGED_MARK
+    )
 
 
 def content_key(path: str) -> str:
@@ -291,7 +300,9 @@ class HeartbeatStep(Step):
         hb = [as_content_file(f) for f in heartbeat_files(inv, target, authkey=shared_authkey(ctx))]
         fo = [as_file(f) for f in failover_files(inv, target, token=api_token(ctx))]
         wd = [as_file(f) for f in watchdog_files(inv, target)]
-        rotation = [as_file(f) for f in logrotate_files(inv, target)]  # no service reads it
+        rotation: list[Resource] = [as_file(f) for f in logrotate_files(inv, target)] or [
+            _restored(package_logrotate_rule())  # logfile unset: the package's rule, if ours
+        ]  # no service reads it
         units = [f.key for f in (*fo, *wd) if f.path.startswith("/etc/systemd/")]
         env_key = next(f.key for f in fo if f.path == FAILOVER_ENV_PATH)
         peers = [n for n in (h.name for h in inv.hosts_with_role("lb")) if n != target]

@@ -228,6 +228,29 @@ def test_heartbeat_mode_drift_is_fixed_without_touching_heartbeat(
     assert changes["file:/etc/ha.d/authkeys"].action == "chmod/chown"
 
 
+@pytest.mark.parametrize("ours", [True, False])
+def test_heartbeat_puts_the_packages_rotation_rule_back_once_the_log_file_is_unset(
+    inv: Inventory, monkeypatch, ours: bool
+) -> None:  # type: ignore[no-untyped-def]
+    """The repo's inventory sets no `heartbeat.logfile`: a rule the runbook wrote (the log file
+    set before) goes back to the package's, with no Heartbeat action; an operator's stays."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    assert inv.load_balancer.heartbeat.logfile is None
+    path = "/etc/logrotate.d/heartbeat"
+    rule = (
+        "# /etc/logrotate.d/heartbeat — managed by the runbook from hosts.yaml (cluster x),\n"
+        if ours
+        else "# rotated by hand, our own way\n"
+    ) + "/var/log/ha-log {\n    copytruncate\n}\n"
+    changes = _drifted(inv, {f"file:{path}": _file_fact("644", rule.encode())})
+    if not ours:
+        assert changes == {}
+        return
+    assert set(changes) == {f"file:{path}"} and changes[f"file:{path}"].action == "update"
+    assert "-    copytruncate" in changes[f"file:{path}"].diff
+    assert "+/var/log/ha-debug {" in changes[f"file:{path}"].diff
+
+
 def test_heartbeat_script_change_needs_no_heartbeat_action(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
     script = "file:/etc/ha.d/resource.d/hcloud-failover"
