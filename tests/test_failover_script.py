@@ -2210,7 +2210,7 @@ def test_a_paused_reassert_asks_the_api_again_instead_of_waiting_on_heartbeat(ri
     to Heartbeat's view, in flux after a pause, waited for it to settle (up to 10 s) before it
     looked at the routing again, while the peer had taken over and served: the stale addresses
     stayed. After a pause the re-assert asks the API again instead, and takes them off as soon
-    as it answers. Here the API hangs for 3 s and Heartbeat is in transition for 6 s."""
+    as it answers. Here the API hangs for 3 s and Heartbeat is in transition for 9 s."""
     lb = rig.inv.load_balancer
     _stateful_ip(rig)
     assert rig.run("start", holds=None).returncode == 0  # the routing and the addresses here
@@ -2228,13 +2228,16 @@ def test_a_paused_reassert_asks_the_api_again_instead_of_waiting_on_heartbeat(ri
     rig.pause_seen(ago=0.0)
     rig.cloud.faults.configure(outage=3, outage_mode="hang")
     began = time.time()
-    res = _reassert_while(rig, extra, 6.0, lambda: rsc.write_text("none"))
+    res = _reassert_while(rig, extra, 9.0, lambda: rsc.write_text("none"))
     assert res.returncode == 0, res.stderr
     assert _local(rig) == [], res.stderr
     log = rig.ip_log.read_text().splitlines()
     removed = [float(line.split()[0]) for line in log if " addr del " in line]
     assert removed, res.stderr
-    assert max(removed) - began < 5.0, res.stderr  # the API's 3 s, not Heartbeat's 6 s
+    # the API's 3 s, not Heartbeat's 9 s. A call made during the hang is never answered (as
+    # behind a real hung endpoint): the second look's calls, made at ~2 s, wait for their own
+    # 2 s timeout, the third look's are answered (5.1 s measured)
+    assert max(removed) - began < 6.5, res.stderr
     assert "after a pause the API did not answer within 2s; asking again" in res.stderr
     assert len(_writes(rig.calls())) == before, res.stderr  # nothing moved back
 

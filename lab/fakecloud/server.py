@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import threading
 import time
@@ -81,6 +82,9 @@ class Running:
             t.join(timeout=5)
         if close_cloud:
             self.cloud.close()
+
+
+HANG_HOLD_MAX_S = 600.0  # a call held unanswered by a hung outage is closed after this at most
 
 
 class _Server(ThreadingHTTPServer):
@@ -183,6 +187,23 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self._log_call(None)  # closed without an answer (an outage); answered calls logged
 
+    def _hold_unanswered(self) -> None:
+        """A call that came during a hung outage gets no answer, ever: it waits for its client's
+        own timeout, as behind a real hung endpoint, even when the outage ends meanwhile (only
+        calls made after that are answered). Held until the client closes its end (or
+        HANG_HOLD_MAX_S, or the server stops)."""
+        conn = self.connection
+        end = time.monotonic() + HANG_HOLD_MAX_S
+        while time.monotonic() < end and not self.server.stopping.is_set():
+            ready, _, _ = select.select([conn], [], [], 0.05)
+            if ready:
+                try:
+                    if conn.recv(1, socket.MSG_PEEK) == b"":
+                        return  # the client gave up
+                except OSError:
+                    return
+                time.sleep(0.05)  # more bytes from the client (a pipelined call): still unanswered
+
     def _public(self, method: str, path: str, query: dict[str, list[str]], raw: bytes) -> None:
         cloud = self.server.cloud
         verdict = cloud.faults.judge()
@@ -192,8 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if verdict.outage is not None:
             if verdict.outage == "hang":
-                while cloud.faults.in_outage() and not self.server.stopping.wait(0.05):
-                    pass
+                self._hold_unanswered()
             self.close_connection = True  # closed without an answer, like a dead endpoint
             return
         if verdict.delay > 0:

@@ -152,6 +152,20 @@ def test_outage_hang_and_503_modes(env: Env) -> None:
     assert env.call("GET", "/servers").status == 200
 
 
+def test_a_call_made_during_a_hung_outage_is_never_answered_even_after_it_ends(env: Env) -> None:
+    """As behind a real hung endpoint: a call in flight waits for its own timeout, even when the
+    outage ends meanwhile (the lab used to close it then, which hid the failover script's
+    per-call timeout); a call made after the outage is answered at once."""
+    env.call("POST", "/_lab/faults", {"outage": 0.5, "outage_mode": "hang"})
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        env.call("GET", "/servers", timeout=2.0)
+    assert time.monotonic() - t0 >= 2.0  # not 0.5 s, when the outage ended
+    t1 = time.monotonic()
+    assert env.call("GET", "/servers", timeout=2.0).status == 200
+    assert time.monotonic() - t1 < 1.0
+
+
 def test_fail_actions_end_in_error(env: Env) -> None:
     env.call("POST", "/_lab/faults", {"fail_actions": 1})
     fip = env.call("GET", "/floating_ips?name=k8s-api").body["floating_ips"][0]["id"]
