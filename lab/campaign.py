@@ -334,6 +334,28 @@ def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
     return run
 
 
+def dead_holder_api_hung(hung_s: float, down_s: float) -> Callable[[Ctx], None]:
+    """Both links of the holder go down while every API call hangs (accepted, never answered,
+    the call waits for its own timeout) for `hung_s`: the standby's takeover waits for the API.
+    `api_back` marks its return; the links come back at `down_s`."""
+
+    def run(ctx: Ctx) -> None:
+        h = holder()
+        ctx.notes["host"] = h
+        scenarios.fault(outage=hung_s, outage_mode="hang")
+        ctx.mark("begin")
+        try:
+            with faults.links_down(h, ("ens10", "eth0")):
+                sleep_until(ctx, ctx.marks["begin"] + hung_s)
+                ctx.mark("api_back")
+                sleep_until(ctx, ctx.marks["begin"] + down_s)
+        finally:
+            scenarios.fault(clear=True)
+        ctx.mark("end")
+
+    return run
+
+
 def setup_during_failover(ctx: Ctx) -> None:
     """`inv lb.setup` while a failover happens: the run must succeed (I5) and change nothing."""
     result: dict[str, Any] = {}
@@ -469,11 +491,13 @@ DURING = "longest outage"
 LAST_FAIL = "last failed request after the fault began"
 FAILED = "failed requests"
 SERVING = "fault ended → serving"
+API_BACK = "API back → serving"
 FAILOVER_BOUND = DEADTIME + 1
 # a hung holder's failover, as the probes see it from the hang's start: deadtime, the takeover,
 # the probes' own connect timeouts; 2 s of room over the dead holder's bound so only a failover
 # that did not happen fails it (not the thin margin the README reports)
 HUNG_FAILOVER_BOUND = FAILOVER_BOUND + 2
+API_TIMEOUT = 10.0  # lab/hosts.yaml's hcloud.timeout: the failover script's time per API call
 
 CATALOGUE: dict[str, Fault] = {
     f: v
@@ -653,6 +677,18 @@ CATALOGUE: dict[str, Fault] = {
             ),
         ),
         (
+            "holder-dead-api-hung-20s",
+            Fault(
+                "holder-dead-api-hung-20s",
+                dead_holder_api_hung(20.0, 30.0),
+                # a call made during the hang waits for its own timeout (the script's TIMEOUT,
+                # 10 s) even when the API is back meanwhile; then the takeover's moves
+                Bounds(API_BACK, API_TIMEOUT + FAILOVER_BOUND, moves=1),
+                "both links of the holder down for 30 s while every API call hangs for the "
+                "first 20 s",
+            ),
+        ),
+        (
             "lb-setup-during-failover",
             Fault(
                 "lb-setup-during-failover",
@@ -748,6 +784,8 @@ def measure(metric: str, res: dict[str, Any], marks: dict[str, float]) -> float:
         return float(sum(len(invariants.failed(r, begin)) for r in res.values()))
     if metric == SERVING:
         return max(down_after(r, end) for r in res.values())
+    if metric == API_BACK:
+        return max(down_after(r, marks.get("api_back", end)) for r in res.values())
     raise ValueError(metric)
 
 
