@@ -194,12 +194,15 @@ def _inventory_for(url: str) -> Inventory:
 
 def _with_deadline(rig: Rig, seconds: float) -> None:
     """The env file's DEADLINE set to `seconds` (the rig's is DEADLINE)."""
+    _with_env(rig, "DEADLINE", f"{seconds:g}")
+
+
+def _with_env(rig: Rig, key: str, value: str) -> None:
+    """The env file's `key` set to `value`."""
     lines = rig.env_file.read_text().splitlines()
-    assert any(ln.startswith("DEADLINE=") for ln in lines)
+    assert any(ln.startswith(f"{key}=") for ln in lines)
     rig.env_file.write_text(
-        "".join(
-            f"DEADLINE={seconds:g}\n" if ln.startswith("DEADLINE=") else ln + "\n" for ln in lines
-        )
+        "".join(f"{key}={value}\n" if ln.startswith(f"{key}=") else ln + "\n" for ln in lines)
     )
 
 
@@ -568,6 +571,26 @@ def test_short_outage_within_deadline_recovers(rig: Rig) -> None:
     assert res.returncode == 0, res.stderr
     assert None in [c["status"] for c in rig.calls()]
     _assert_moved(rig)
+
+
+def test_a_takeover_goes_on_as_soon_as_a_hung_api_answers_not_after_each_calls_timeout(
+    rig: Rig,
+) -> None:
+    """Lab (campaign, a dead holder while the API hung 20 s): a call made during the hang is
+    never answered and waited for its whole TIMEOUT (10 s) even when the API was back a moment
+    later. A read without an answer gets a fresh request beside it every HEDGE_AFTER s, so the
+    takeover goes on right after the API's return; writes are sent once."""
+    _with_env(rig, "TIMEOUT", "10")
+    _with_deadline(rig, 30)
+    rig.cloud.faults.configure(outage=3, outage_mode="hang")
+    t0 = time.monotonic()
+    res = rig.run("start")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    assert took < 3 + 1.5 + 2.0, (took, res.stderr)  # the hang, one hedge interval, the moves
+    writes = _writes(rig.calls())
+    assert writes and all(c["status"] is not None for c in writes), writes  # none sent in vain
 
 
 @pytest.mark.parametrize("mode", ["close", "hang", "503"])
