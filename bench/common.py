@@ -45,7 +45,13 @@ class Lab:
     @property
     def env(self) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if k != "RUNBOOK_TRACE"}
-        return base | {"RBLAB_STATE": str(self.state), "RBLAB_TOPOLOGY": str(self.topology)}
+        # this checkout's runbook and lab, not the editable install's (see lab.scenarios.inv)
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        return base | {
+            "RBLAB_STATE": str(self.state),
+            "RBLAB_TOPOLOGY": str(self.topology),
+            "PYTHONPATH": path,
+        }
 
     @property
     def inventory(self) -> Path:

@@ -53,6 +53,11 @@ def inv_runner(
         root = state or labstate.paths().root
         env = dict(
             os.environ,
+            # the runbook of this checkout: `inv` is the virtualenv's console script, which
+            # imports `runbook` through the editable install (the main checkout) before invoke
+            # reads tasks.py, so a bench run from a `git archive` installed the main checkout's
+            # working tree on the hosts
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             INVOKE_RUNBOOK_INVENTORY=str(inventory or root / "hosts.yaml"),
             RBLAB_HCLOUD_TOKEN=(root / "hcloud-token").read_text().strip(),
             COLUMNS=str(columns),
