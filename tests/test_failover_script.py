@@ -1144,6 +1144,50 @@ def test_follower_keeps_the_addresses_while_the_cloud_routes_here(rig: Rig) -> N
             follower.communicate()
 
 
+@pytest.mark.parametrize("case", ["orphan", "api-down", "peer-moved"])
+def test_a_group_nobody_owns_is_taken_back_by_the_node_the_cloud_routes_to(
+    rig: Rig, case: str
+) -> None:
+    """Campaign (stop 34): the wedge repair on the holder that was not PRIMARY restarted its
+    Heartbeat; afterwards neither node owned the group ("No one owns our local resources!")
+    while that node kept the addresses and the routing, and the follow ended with "keeping the
+    addresses" every minute: the pair never came to rest until `lb.setup`. When the API said at
+    every read of the whole follow that both addresses are routed here, no peer holds the group
+    (it would have moved them): the node asks for it (hb_takeover), moving nothing. With the
+    API not answering, or the routing moved by the peer, it does not."""
+    lb = rig.inv.load_balancer
+    both = sorted([str(lb.vip), str(lb.floating_ip.address)])
+    _stateful_ip(rig)
+    assert rig.run("start", holds=None).returncode == 0
+    record = rig.tmp / "takeover.txt"
+    cmd = rig.tmp / "takeover"
+    cmd.write_text(f'#!/bin/sh\necho "$*" >> {record}\n')
+    cmd.chmod(0o755)
+    extra = {
+        **_heartbeat(rig, "none", "active"),  # released here, the peer active
+        "HCLOUD_FAILOVER_TAKEOVER": f"{cmd} all",
+        "HCLOUD_FAILOVER_FOLLOW_S": "2.5",
+    }
+    if case == "api-down":
+        rig.cloud.faults.configure(outage=60, outage_mode="503")
+    before = len(_writes(rig.calls()))
+    follower = rig.spawn("reassert", holds=None, extra=extra)
+    if case == "peer-moved":
+        time.sleep(1.0)
+        _route_to_peer(rig)
+    _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    rig.cloud.faults.clear()
+    taken = record.read_text() if record.exists() else ""
+    if case == "orphan":
+        assert taken == "all\n", err
+        assert "nobody owns the group" in err and _local(rig) == both, err
+        assert len(_writes(rig.calls())) == before, err  # no routing move
+    else:
+        assert taken == "", err
+        assert "nobody owns the group" not in err, err
+
+
 def test_reassert_released_while_it_tried_follows(rig: Rig) -> None:
     """The holder's timer run is still trying an unreachable API when Heartbeat releases the
     group (the heal): the stop's kick of hcloud-reassert.service is a no-op while that run is
