@@ -850,6 +850,7 @@ def run_fault(
     if during is not None and bound_during is not None:
         notes["failover"] = f"longest outage during the fault {during} s (bound {bound_during:g})"
     notes["began_at"] = time.strftime("%H:%M:%S", time.localtime(began_at))  # to find the logs
+    notes["takeovers"] = invariants.takeover_timeline(began_at)  # s after the fault began
     notes["probes"] = {k: r.summary() for k, r in res.items()}
     notes["failed_at"] = {  # when each request failed and how (s since the probes began)
         k: [f"{a.at:.1f} {a.answer or '?'}" for a in invariants.failed(r, ctx.marks["begin"])][:300]

@@ -417,6 +417,41 @@ def heartbeat_log(host: str, lines: int = 40, since: float | None = None) -> lis
     return [ln for ln in r.stdout.splitlines() if not LOG_NOISE.search(ln)][-lines:]
 
 
+# the resource script's lines that time a takeover (its own stamps have milliseconds)
+_TIMELINE = (
+    ("start", re.compile(r"hcloud-failover\[\d+\]: start: routing ")),
+    ("routed", re.compile(r"hcloud-failover\[\d+\]: \S+ and \S+ routed to \S+ \(")),
+)
+
+
+def timeline(log: list[str], since: float) -> dict[str, float]:
+    """When, in seconds after `since` (the epoch a fault began), the first takeover in `log`
+    (one LB's Heartbeat log file) began and when its moves were verified: {"start": s,
+    "routed": s}, each present when its line is (rounded to 10 ms). Where a dead holder's
+    failover spends its time: up to "start" Heartbeat's detection and its scripts, from there
+    the resource script's lookups and the API's moves."""
+    year = time.localtime(since).tm_year
+    out: dict[str, float] = {}
+    for ln in log:
+        for key, pattern in _TIMELINE:
+            if key in out or not pattern.search(ln):
+                continue
+            at = log_time(ln, year)
+            if at is not None and at >= since and (key == "start" or "start" in out):
+                out[key] = round(at - since, 2)
+    return out
+
+
+def takeover_timeline(since: float) -> dict[str, dict[str, float]]:
+    """`timeline` of each LB whose log shows a takeover after `since` (the epoch)."""
+    found = {}
+    for h in LBS:
+        t = timeline(heartbeat_log(h, 400, since), since)
+        if t:
+            found[h] = t
+    return found
+
+
 def describe(lines: int = 40, since: float | None = None) -> list[str]:
     """The pair as a failure message shows it: the addresses and the routing, Heartbeat's view
     on both LBs, and Heartbeat's log on each: its end, or with `since` (the epoch a fault

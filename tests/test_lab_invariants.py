@@ -450,3 +450,21 @@ def test_describe_with_a_begin_shows_the_log_from_then_on(monkeypatch: pytest.Mo
         "--- k8slb01: Heartbeat's log from 1 s before the fault began (08:15:34) on",
         "Dec 02 08:15:35 k8slb01 heartbeat: new",
     ]
+
+
+def test_timeline_times_the_first_takeover_after_the_fault_began() -> None:
+    since = time.mktime(time.strptime("2026/12/02_08:15:34", "%Y/%m/%d_%H:%M:%S"))
+    log = [
+        # an earlier takeover's lines (before the fault) do not count
+        "2026/12/02_08:15:33.900  hcloud-failover[10]: start: routing 10.0.0.5 and 1.2.3.4 to a",
+        "2026/12/02_08:15:33.950  hcloud-failover[10]: 10.0.0.5 and 1.2.3.4 routed to a (0.05s)",
+        "Dec 02 08:15:37 k8slb02 heartbeat: [921]: WARN: node k8slb01: is dead",
+        "2026/12/02_08:15:37.412  hcloud-failover[11]: start: routing 10.0.0.5 and 1.2.3.4 to b",
+        "2026/12/02_08:15:37.980  hcloud-failover[11]: 10.0.0.5 and 1.2.3.4 routed to b (0.52s)",
+        # a second takeover later on does not overwrite the first
+        "2026/12/02_08:15:50.000  hcloud-failover[12]: start: routing 10.0.0.5 and 1.2.3.4 to b",
+    ]
+    assert invariants.timeline(log, since) == {"start": 3.41, "routed": 3.98}
+    # a takeover that never got routed: only its start
+    assert invariants.timeline(log[:4], since) == {"start": 3.41}
+    assert invariants.timeline(log[:3], since) == {}
