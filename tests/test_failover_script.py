@@ -810,6 +810,40 @@ def test_start_puts_the_addresses_locally_before_any_api_write(rig: Rig) -> None
     _assert_moved(rig)
 
 
+@pytest.mark.parametrize(("checks_s", "reused"), [(0.6, True), (1.6, False)])
+def test_start_looks_up_the_routing_beside_its_checks(
+    rig: Rig, checks_s: float, reused: bool
+) -> None:
+    """Lab, dead holder: on the home node Heartbeat is busy with the takeover while `start`
+    asks it about the peer; the checks took up to 0.52 s before the first lookup. The lookups
+    now run beside the checks (a slow `cl_status` here), and the moves use them unless they
+    are older than AHEAD_FRESH_S (1 s) by then: a stale read could drop an alias."""
+    bin_dir = rig.tmp / "bin"
+    bin_dir.mkdir()
+    done = rig.tmp / "cl_status-done"
+    (bin_dir / "cl_status").write_text(
+        f"#!/bin/sh\nsleep {checks_s}\ndate +%s.%N > {done}\necho dead\n"
+    )
+    (bin_dir / "cl_status").chmod(0o755)
+    extra = {
+        "PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HCLOUD_FAILOVER_TRIGGER": "mach_down",
+    }
+    res = rig.run("start", extra=extra, holds=False)
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    checked = float(done.read_text())
+    lookups = [c["time"] for c in rig.calls() if "?name=" in c["path"]]
+    first_write = min(c["time"] for c in _writes(rig.calls()))
+    assert first_write > checked  # nothing was written before the checks said: move
+    assert min(lookups) < checked  # the lookups began beside the checks
+    if reused:
+        assert max(lookups) < checked, "the moves looked everything up again"
+        assert "checks 0." in res.stderr and "lookups 0.0" in res.stderr
+    else:
+        assert max(lookups) > checked, "a read older than AHEAD_FRESH_S was used"
+
+
 def test_addresses_already_local_are_not_added_again(rig: Rig) -> None:
     lb = rig.inv.load_balancer
     (rig.tmp / "ip").write_text(  # `ip addr show to X/32` answers as if X were configured
