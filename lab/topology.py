@@ -71,6 +71,8 @@ class Topology:
     k8s_version: str | None = None
     #: Heartbeat's own log file on the LBs (`load_balancer.heartbeat.logfile`), None when unset
     heartbeat_log: str | None = None
+    #: the haresources home node of the resource group (`load_balancer.primary`)
+    primary: str | None = None
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -120,4 +122,5 @@ def load(path: Path | None = None) -> Topology:
         inventory=path,
         k8s_version=str(data.get("kubernetes", {}).get("version", "")) or None,
         heartbeat_log=(lb.get("heartbeat") or {}).get("logfile"),
+        primary=str(lb["primary"]) if lb.get("primary") else None,
     )

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab import campaign, scenarios
+from lab import campaign, scenarios, topology
 from lab.campaign import Bounds, Fault
 
 from .helpers import measure
@@ -102,6 +102,24 @@ def test_the_wedge_repair_on_the_holder_moves_nothing_and_fails_no_request(pair:
     res = run(campaign.CATALOGUE["wedge-repair-holder"])
     check(res)
     assert res.failed == {"vip": 0, "fip": 0} and res.moves == 0, res.notes
+
+
+def test_the_wedge_repair_on_a_holder_that_is_not_the_home_node_leaves_the_group_owned(
+    pair: None,
+) -> None:
+    """Campaign, stop 34: the same repair on a holder that is not the haresources home node
+    (it got the VIP by a failover, auto_failback off) left Heartbeat with "No one owns" the
+    group: the pair served, but was not at rest within 90 s and the next fault began with an
+    `lb.setup` repair. The node the cloud routes to now takes the orphaned group back at the
+    end of its follow (`hb_takeover`, no routing move)."""
+    home = topology.load().primary
+    if scenarios.holder() == home:  # a graceful hand-over puts the VIP on the other node
+        scenarios.drill(cli, "stop", 8)
+    assert scenarios.holder() != home
+    res = run(campaign.CATALOGUE["wedge-repair-holder"])
+    check(res)
+    assert res.failed == {"vip": 0, "fip": 0} and res.moves == 0, res.notes
+    assert str(res.notes.get("rest", "")).startswith("at rest after"), res.report()
 
 
 def test_short_seeded_campaign(pair: None) -> None:
