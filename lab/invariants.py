@@ -128,9 +128,11 @@ def heartbeat_view(host: str) -> tuple[str, str]:
 
 
 def owns(host: str, rscstatus: str) -> bool:
-    """What `cl_status rscstatus` means: the group is "local" on its home node (the primary,
-    k8slb01) and "foreign" on the other, where "local" (its zero own resources) means nothing."""
-    return rscstatus in ("all", "local" if host == LBS[0] else "foreign")
+    """What `cl_status rscstatus` means: the group is "local" on its home node (the
+    inventory's `load_balancer.primary`, else the first LB, as the runbook does) and "foreign"
+    on the other, where "local" (its zero own resources) means nothing."""
+    home = _topo().primary or LBS[0]
+    return rscstatus in ("all", "local" if host == home else "foreign")
 
 
 def owners() -> list[str]:

@@ -468,3 +468,28 @@ def test_timeline_times_the_first_takeover_after_the_fault_began() -> None:
     # a takeover that never got routed: only its start
     assert invariants.timeline(log[:4], since) == {"start": 3.41}
     assert invariants.timeline(log[:3], since) == {}
+
+
+@pytest.mark.parametrize(
+    ("primary", "k8slb01_owns", "k8slb02_owns"),
+    [("k8slb01", True, False), ("k8slb02", False, True)],
+)
+def test_owns_reads_the_home_node_from_the_inventory(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    primary: str,
+    k8slb01_owns: bool,
+    k8slb02_owns: bool,
+) -> None:
+    """`cl_status rscstatus` says "local" on the group's home node: which node that is comes
+    from `load_balancer.primary`, not from the order of the LBs (it was the first LB, always)."""
+    hosts = Path(__file__).resolve().parents[1] / "lab" / "hosts.yaml"
+    text = hosts.read_text(encoding="utf-8")
+    assert "primary: k8slb01" in text
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(text.replace("primary: k8slb01", f"primary: {primary}"))
+    monkeypatch.setenv("RBLAB_TOPOLOGY", str(inventory))
+    assert invariants.owns("k8slb01", "local") is k8slb01_owns
+    assert invariants.owns("k8slb02", "local") is k8slb02_owns
+    assert invariants.owns("k8slb01", "foreign") is not k8slb01_owns
+    assert invariants.owns("k8slb02", "all") is True
