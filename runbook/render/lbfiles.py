@@ -21,7 +21,6 @@ AUTHKEYS_PATH = "/etc/ha.d/authkeys"
 HARESOURCES_PATH = "/etc/ha.d/haresources"
 FAILOVER_SCRIPT_PATH = "/etc/ha.d/resource.d/hcloud-failover"
 FAILOVER_ENV_PATH = "/etc/hcloud-failover.env"
-HB_ASK_PATH = "/usr/local/sbin/hb-ask"  # cl_status, with Heartbeat woken to answer at once
 REASSERT_SERVICE_PATH = "/etc/systemd/system/hcloud-reassert.service"
 REASSERT_TIMER_PATH = "/etc/systemd/system/hcloud-reassert.timer"
 WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
@@ -132,16 +131,13 @@ def failover_script() -> str:
 
 
 def heartbeat_files(inv: Inventory, host_name: str, *, authkey: str) -> list[RenderedFile]:
-    """Everything Heartbeat reads on ``host_name``: ha.cf, authkeys, haresources, the script,
-    and hb-ask, through which the script and the watchdog ask Heartbeat (no restart or reload
-    for it: it is run afresh each time)."""
+    """Everything Heartbeat reads on ``host_name``: ha.cf, authkeys, haresources, the script."""
     _lb(inv, host_name)
     return [
         RenderedFile(HA_CF_PATH, ha_cf(inv)),
         RenderedFile(AUTHKEYS_PATH, authkeys(inv, authkey=authkey), mode=0o600, secret=True),
         RenderedFile(HARESOURCES_PATH, haresources(inv)),
         RenderedFile(FAILOVER_SCRIPT_PATH, failover_script(), mode=0o755),
-        RenderedFile(HB_ASK_PATH, source("hb-ask"), mode=0o755),
     ]
 
 

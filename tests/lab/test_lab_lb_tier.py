@@ -130,28 +130,6 @@ def test_the_watchdog_runs_with_a_raised_cpu_share(lb_tier: dict[str, float]) ->
         assert look_group != seen["watchdog"][0][0], (lb, out)
 
 
-def test_hb_ask_answers_as_cl_status_does_and_heartbeat_logs_nothing(
-    lb_tier: dict[str, float],
-) -> None:
-    """hb-ask (installed by the heartbeat step) against the real Heartbeat: the same answers as
-    cl_status, and the connections with which it wakes Heartbeat leave no line about API
-    clients in its log (a connection that signed on with a made-up PID did: "api_add_client:
-    bad pid", "api_process_registration_msg: cannot add client()")."""
-    for lb in ("k8slb01", "k8slb02"):
-        peer = other(lb)
-        before = netns.host_exec(lb, ["wc", "-l", "/var/log/ha-log"]).stdout.split()[0]
-        ask = "/usr/local/sbin/hb-ask"
-        asks = "; ".join([f"{ask} nodestatus {peer}"] * 10 + [f"{ask} rscstatus"])
-        out = netns.host_exec(lb, ["sh", "-c", f"{asks}; cl_status rscstatus"]).stdout.split()
-        assert out[:10] == ["active"] * 10, (lb, out)
-        assert out[10] == out[11] and out[10] in ("all", "local", "foreign", "none"), (lb, out)
-        since = f"tail -n +{int(before) + 1} /var/log/ha-log"
-        api_lines = netns.host_exec(
-            lb, ["sh", "-c", f"{since} | grep -iE 'heartbeat: .*(api|client|regist)' || true"]
-        ).stdout
-        assert api_lines == "", (lb, api_lines)
-
-
 def test_vip_and_floating_ip_serve(lb_tier: dict[str, float]) -> None:
     topo = topology.load()
     assert probe.probe(topo.vip, 6443, read=False, host="k8scontrol01", count=3).ok == 3
