@@ -129,8 +129,9 @@ def heartbeat_view(host: str) -> tuple[str, str]:
 
 def owns(host: str, rscstatus: str) -> bool:
     """What `cl_status rscstatus` means: the group is "local" on its home node (the
-    inventory's `load_balancer.primary`, else the first LB, as the runbook does) and "foreign"
-    on the other, where "local" (its zero own resources) means nothing."""
+    inventory's `load_balancer.primary`, which the runbook requires; the first LB for a lab
+    topology without it) and "foreign" on the other, where "local" (its zero own resources)
+    means nothing."""
     home = _topo().primary or LBS[0]
     return rscstatus in ("all", "local" if host == home else "foreign")
 
