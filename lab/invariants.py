@@ -31,6 +31,11 @@ from lab import labstate, netlink, netns, probe, topology
 LBS = ("k8slb01", "k8slb02")
 
 
+def other(name: str) -> str:
+    """The other LB of the pair."""
+    return LBS[1] if name == LBS[0] else LBS[0]
+
+
 @functools.lru_cache(maxsize=4)
 def _topology(path: Path, mtime_ns: int) -> topology.Topology:
     return topology.load(path)
@@ -112,7 +117,7 @@ def pair_state() -> PairState:
 
 def heartbeat_view(host: str) -> tuple[str, str]:
     """(Heartbeat's resource status on `host`, how it sees its peer); ('', '') when unknown."""
-    peer = LBS[1] if host == LBS[0] else LBS[0]
+    peer = other(host)
     try:
         r = netns.host_exec(
             host,

@@ -23,7 +23,8 @@ from pathlib import Path
 from lab import invariants, labstate, netns, probe, topology
 
 REPO = Path(__file__).resolve().parents[1]
-LBS = ("k8slb01", "k8slb02")
+LBS = invariants.LBS
+other = invariants.other
 PROBE_HOST = "k8scontrol01"  # a host on the private network: probes the VIP from inside
 DEADTIME = 3.0  # lab/hosts.yaml's heartbeat deadtime
 
@@ -128,10 +129,6 @@ def holders() -> list[str]:
 def holder(timeout: float = 45) -> str:
     wait_for("exactly one VIP holder", lambda: len(holders()) == 1, timeout=timeout, step=0.5)
     return holders()[0]
-
-
-def other(name: str) -> str:
-    return LBS[1] if name == LBS[0] else LBS[0]
 
 
 @dataclass
