@@ -356,10 +356,30 @@ BAD = [
     bad(
         "warntime",
         f"{HB}.warntime",
-        "between keepalive 1 and deadtime 3",
+        "between keepalive 0.25 and deadtime 3",
         set_(f"{HB}.warntime", 3),
     ),
-    bad("keepalive-zero", f"{HB}.keepalive", "from 1 to 600 seconds", set_(f"{HB}.keepalive", 0)),
+    bad("keepalive-zero", f"{HB}.keepalive", "from 0.1 to 600 seconds", set_(f"{HB}.keepalive", 0)),
+    bad(
+        "keepalive-50ms",
+        f"{HB}.keepalive",
+        "from 0.1 to 600 seconds",
+        set_(f"{HB}.keepalive", 0.05),
+    ),
+    bad(
+        "deadtime-fraction",
+        f"{HB}.deadtime",
+        "more than 2 × keepalive (0.75), at least 2",
+        set_(f"{HB}.keepalive", 0.75),
+        set_(f"{HB}.deadtime", 1),
+    ),
+    bad(
+        "warntime-fraction",
+        f"{HB}.warntime",
+        "between keepalive 0.5 and deadtime 3",
+        set_(f"{HB}.keepalive", 0.5),
+        set_(f"{HB}.warntime", 3),
+    ),
     # --- roles ---
     bad(
         "primary-not-lb",
@@ -565,9 +585,9 @@ def test_good_hosts_yaml_carries_the_posts_cluster() -> None:
     assert inv.control_plane_endpoint == "10.143.0.50:6443"
     hb = lb.heartbeat
     assert (hb.keepalive, hb.deadtime, hb.effective_warntime, hb.effective_initdead) == (
-        1,
+        0.25,
         3,
-        2,
+        1,
         10,
     )
 
@@ -661,7 +681,7 @@ def test_duplicate_nested_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_text(
         REPO_HOSTS.read_text(encoding="utf-8").replace(
-            "    keepalive: 1", "    keepalive: 1\n    keepalive: 1"
+            "    keepalive: 0.25", "    keepalive: 0.25\n    keepalive: 0.25"
         ),
         encoding="utf-8",
     )

@@ -102,6 +102,13 @@ def test_ha_cf_identical_on_both_lbs_with_both_paths(inv: Inventory) -> None:
     assert [args for w, args in d if w == "node"] == [[n] for n in _lbs(inv)]
 
 
+def _hb_seconds(word: str) -> float:
+    """A time as Heartbeat's config parser reads it (`get_msec`): seconds, or `N` + `ms`."""
+    m = re.fullmatch(r"(\d+)(ms)?", word)
+    assert m, f"not a time Heartbeat reads: {word!r}"
+    return int(m[1]) / 1000 if m[2] else int(m[1])
+
+
 def test_ha_cf_strict_heartbeat_rules(inv: Inventory) -> None:
     """Heartbeat 3.0.6's documented rules (ha.cf(5), config.c) that its parser does not enforce
     at start-up (udpport after a media line is silently ignored for that medium)."""
@@ -112,7 +119,7 @@ def test_ha_cf_strict_heartbeat_rules(inv: Inventory) -> None:
         assert words.count(single) == 1, single
     values = {w: a for w, a in d if w != "ucast" and w != "node"}
     keepalive, warntime, deadtime, initdead = (
-        int(values[k][0]) for k in ("keepalive", "warntime", "deadtime", "initdead")
+        _hb_seconds(values[k][0]) for k in ("keepalive", "warntime", "deadtime", "initdead")
     )
     assert deadtime > 2 * keepalive  # Heartbeat refuses to start otherwise
     assert keepalive <= warntime < deadtime <= initdead
@@ -1303,3 +1310,26 @@ def test_the_watchdog_unit_names_the_logfile_only_when_set(inv: Inventory) -> No
         unit = files[lbfiles.WATCHDOG_SERVICE_PATH].content
         assert ('Environment="WATCHDOG_LOGFILE=/var/log/ha-log"' in unit) == bool(logfile)
         assert "{%" not in unit and "\n\n\n" not in unit
+
+
+@pytest.mark.parametrize(
+    ("keepalive", "deadtime", "written", "warntime"),
+    [(0.25, 3, "250ms", "1"), (0.75, 2, "750ms", "1"), (1.0, 3, "1", "2"), (2, 7, "2", "4")],
+)
+def test_a_sub_second_keepalive_is_written_in_milliseconds(
+    inv: Inventory, keepalive: float, deadtime: int, written: str, warntime: str
+) -> None:
+    """Heartbeat reads `250ms`, not `0.25` (its parser takes whole numbers with an optional `ms`);
+    whole seconds stay bare, and the default warntime stays whole seconds, above the keepalive
+    and below the deadtime."""
+    hb = inv.load_balancer.heartbeat.model_copy(
+        update={"keepalive": keepalive, "deadtime": deadtime}
+    )
+    d = dict(
+        (w, a)
+        for w, a in _directives(lbfiles.ha_cf(_changed(inv, heartbeat=hb)))
+        if w not in ("ucast", "node")
+    )
+    assert d["keepalive"] == [written]
+    assert d["warntime"] == [warntime]
+    assert keepalive < _hb_seconds(d["warntime"][0]) < deadtime

@@ -202,6 +202,9 @@ def _in_range(low: float, high: float, unit: str) -> Any:
 NetTimeout = Annotated[float, Field(strict=True), _in_range(0.1, 300, "seconds")]
 Deadline = Annotated[float, Field(strict=True), _in_range(1, 3600, "seconds")]
 HbSeconds = Annotated[int, Field(strict=True), _in_range(1, 600, "seconds")]
+# Heartbeat's keepalive may be shorter than a second (ha.cf then says e.g. `250ms`): its main
+# loop also wakes to send, so a short keepalive shortens how long its own takeover messages wait
+HbKeepalive = Annotated[float, Field(strict=True), _in_range(0.1, 600, "seconds")]
 Interval = Annotated[int, Field(strict=True), _in_range(1, 3600, "seconds")]
 EtcdMillis = Annotated[int, Field(strict=True), _in_range(10, 60000, "milliseconds")]
 MAX_HOSTS = 100  # a Hetzner network attaches at most 100 servers

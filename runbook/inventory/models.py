@@ -6,6 +6,7 @@ Cross-field rules live in ``rules``; here are only the checks a single field can
 
 from __future__ import annotations
 
+import math
 import shlex
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from runbook.inventory.fields import (
     EnvName,
     EtcdMillis,
     FetchUrl,
+    HbKeepalive,
     HbSeconds,
     Interval,
     IPv4,
@@ -190,9 +192,10 @@ class FloatingIPSpec(_Model):
 
 
 class HeartbeatSpec(_Model):
-    """``ha.cf`` timing (whole seconds) and the authkeys digest."""
+    """``ha.cf`` timing (whole seconds; the keepalive may be a fraction, down to 0.1 s) and the
+    authkeys digest."""
 
-    keepalive: HbSeconds
+    keepalive: HbKeepalive
     deadtime: HbSeconds
     udpport: Port = 694
     auth: Literal["sha1", "md5", "crc"] = "sha1"
@@ -229,10 +232,10 @@ class HeartbeatSpec(_Model):
 
     @property
     def effective_warntime(self) -> int:
-        """Default: twice the keepalive, kept below the deadtime."""
+        """Default: twice the keepalive (whole seconds, rounded up), kept below the deadtime."""
         if self.warntime is not None:
             return self.warntime
-        return max(1, min(2 * self.keepalive, self.deadtime - 1))
+        return max(1, min(math.ceil(2 * self.keepalive), self.deadtime - 1))
 
     @property
     def effective_initdead(self) -> int:

@@ -8,6 +8,7 @@ typo would also show up as "fewer than 2 lb hosts".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
@@ -303,14 +304,14 @@ def _heartbeat(p: Parts) -> Iterator[Finding]:
         yield Finding(
             f"{key}.deadtime",
             f"deadtime {hb.deadtime} must be more than 2 × keepalive "
-            f"({hb.keepalive}), at least {2 * hb.keepalive + 1}: Heartbeat refuses to "
-            "start otherwise",
+            f"({hb.keepalive:g}), at least {math.floor(2 * hb.keepalive) + 1}: Heartbeat "
+            "refuses to start otherwise",
         )
     if hb.warntime is not None and not hb.keepalive < hb.warntime < hb.deadtime:
         yield Finding(
             f"{key}.warntime",
             f"warntime {hb.warntime} must lie between keepalive "
-            f"{hb.keepalive} and deadtime {hb.deadtime}",
+            f"{hb.keepalive:g} and deadtime {hb.deadtime}",
         )
     if hb.initdead is not None:
         if hb.initdead < hb.deadtime:

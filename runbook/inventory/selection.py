@@ -95,7 +95,7 @@ def summary_facts(inv: Inventory) -> list[tuple[str, str]]:
         ("cert SANs", ", ".join(k8s.cert_sans) or "none"),
         (
             "heartbeat",
-            f"keepalive {hb.keepalive}s, warntime {hb.effective_warntime}s, "
+            f"keepalive {hb.keepalive:g}s, warntime {hb.effective_warntime}s, "
             f"deadtime {hb.deadtime}s, initdead {hb.effective_initdead}s, "
             f"udp {hb.udpport}, {hb.auth}, auto_failback {'on' if hb.auto_failback else 'off'}",
         ),

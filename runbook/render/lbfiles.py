@@ -85,6 +85,14 @@ def _common(inv: Inventory) -> dict[str, Any]:
 
 
 # ----- Heartbeat ----------------------------------------------------------------------------
+def heartbeat_time(seconds: float) -> str:
+    """A time as ha.cf takes it: whole seconds bare (`1`), a fraction in milliseconds (`250ms`,
+    Heartbeat's own suffix)."""
+    if float(seconds).is_integer():
+        return str(int(seconds))
+    return f"{round(seconds * 1000)}ms"
+
+
 def ha_cf(inv: Inventory) -> str:
     """``/etc/ha.d/ha.cf``: identical on every LB (both paths list every LB; Heartbeat skips
     its own address), ``auto_failback`` explicit, ``crm off``, syslog, no debug."""
@@ -96,7 +104,7 @@ def ha_cf(inv: Inventory) -> str:
         **_common(inv),
         logfacility=LOG_FACILITY,
         logfile=hb.logfile,
-        keepalive=hb.keepalive,
+        keepalive=heartbeat_time(hb.keepalive),
         warntime=hb.effective_warntime,
         deadtime=hb.deadtime,
         initdead=hb.effective_initdead,
