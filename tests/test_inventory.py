@@ -351,7 +351,13 @@ BAD = [
         set_(f"{K8S}.pod_subnet", "10.144.0.0/22"),
     ),
     # --- heartbeat ---
-    bad("deadtime", f"{HB}.deadtime", "Heartbeat refuses to start", set_(f"{HB}.deadtime", 2)),
+    bad(
+        "deadtime",
+        f"{HB}.deadtime",
+        "Heartbeat refuses to start",
+        set_(f"{HB}.keepalive", 1),
+        set_(f"{HB}.deadtime", 2),
+    ),
     bad("initdead", f"{HB}.initdead", "at least deadtime 3", set_(f"{HB}.initdead", 2)),
     bad(
         "warntime",
@@ -616,6 +622,7 @@ def test_all_problems_of_a_file_are_listed_at_once(tmp_path: Path) -> None:
         tmp_path,
         set_("ssh.port", "22"),  # type error in one section ...
         set_(f"{HB}.auth", "crc"),  # ... and in the load_balancer section ...
+        set_(f"{HB}.keepalive", 1),
         set_(f"{HB}.deadtime", 2),  # ... do not hide its semantic problems
         set_(f"{K8S}.version", "1.2"),
         set_(f"{NET}.ip_range", "10.0.0.0/8"),
@@ -663,7 +670,11 @@ def test_duplicate_host_is_refused_and_other_problems_still_listed(tmp_path: Pat
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if line.strip().startswith("k8slb01:"))
     lines.insert(first + 2, lines[first])  # k8slb01 listed twice
-    text = "\n".join(lines).replace("deadtime: 3", "deadtime: 2")
+    text = (
+        "\n".join(lines)
+        .replace("deadtime: 3", "deadtime: 2")
+        .replace("keepalive: 0.25", "keepalive: 1")
+    )
     path = tmp_path / "hosts.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(InventoryError) as info:

@@ -495,7 +495,8 @@ def test_heartbeat_check_is_real(
     if breakage == "deadtime":
         swap(
             lbfiles.HA_CF_PATH,
-            re.sub(r"^deadtime \d+", "deadtime 1", lbfiles.ha_cf(inv), flags=re.M),
+            # not more than 2 × keepalive (whatever keepalive the inventory has)
+            re.sub(r"^keepalive \S+", "keepalive 2", lbfiles.ha_cf(inv), flags=re.M),
         )
     elif breakage == "authkeys-mode":
         swap(lbfiles.AUTHKEYS_PATH, mode=0o644)
