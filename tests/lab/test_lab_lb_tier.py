@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab import labstate, netns, probe, scenarios, topology
+from runbook.inventory import load_inventory
+from runbook.render import lbfiles
 
 from .helpers import measure, recap
 
@@ -101,6 +103,24 @@ def test_lb_status_is_healthy(lb_tier: dict[str, float]) -> None:
     # (the lab's inventory draws a warning of its own: api_dns_name inside dns_domain)
     hb_warnings = [ln for ln in r.stdout.splitlines() if "warning:" in ln and "Heartbeat" in ln]
     assert "transition" not in r.stdout and hb_warnings == [], r.stdout
+
+
+def test_heartbeat_runs_with_the_inventorys_timings(lb_tier: dict[str, float]) -> None:
+    """What Heartbeat itself reports (`cl_status hbparameter`) is what the inventory says: a
+    sub-second keepalive written as milliseconds is read as such, not dropped or truncated to a
+    whole second (Heartbeat would then wait up to 4 × longer for its own takeover chain)."""
+    hb = load_inventory(labstate.paths().root / "hosts.yaml").load_balancer.heartbeat
+    want = {
+        "keepalive": lbfiles.heartbeat_time(hb.keepalive),
+        "deadtime": lbfiles.heartbeat_time(hb.deadtime),
+        "warntime": lbfiles.heartbeat_time(hb.effective_warntime),
+    }
+    for lb in scenarios.LBS:
+        got = {
+            p: netns.host_exec(lb, ["cl_status", "hbparameter", "-p", p]).stdout.strip()
+            for p in want
+        }
+        assert got == want, lb
 
 
 def test_the_watchdog_runs_with_a_raised_cpu_share(lb_tier: dict[str, float]) -> None:
