@@ -103,7 +103,7 @@ def test_ha_cf_identical_on_both_lbs_with_both_paths(inv: Inventory) -> None:
 
 
 def _hb_seconds(word: str) -> float:
-    """A time as Heartbeat's config parser reads it (`get_msec`): seconds, or `N` + `ms`."""
+    """A time in the forms this module writes: whole seconds, or whole milliseconds + `ms`."""
     m = re.fullmatch(r"(\d+)(ms)?", word)
     assert m, f"not a time Heartbeat reads: {word!r}"
     return int(m[1]) / 1000 if m[2] else int(m[1])
@@ -1320,8 +1320,8 @@ def test_the_watchdog_unit_names_the_logfile_only_when_set(inv: Inventory) -> No
 def test_a_sub_second_keepalive_is_written_in_milliseconds(
     inv: Inventory, keepalive: float, deadtime: int, written: str, warntime: str
 ) -> None:
-    """Heartbeat reads `250ms`, not `0.25` (its parser takes whole numbers with an optional `ms`);
-    whole seconds stay bare, and the default warntime stays whole seconds, above the keepalive
+    """A fraction is written in Heartbeat's documented millisecond form (`250ms`, not `0.25`;
+    the lab test reads it back from Heartbeat itself); whole seconds stay bare, and the default warntime stays whole seconds, above the keepalive
     and below the deadtime."""
     hb = inv.load_balancer.heartbeat.model_copy(
         update={"keepalive": keepalive, "deadtime": deadtime}
