@@ -1321,8 +1321,8 @@ def test_a_sub_second_keepalive_is_written_in_milliseconds(
     inv: Inventory, keepalive: float, deadtime: int, written: str, warntime: str
 ) -> None:
     """A fraction is written in Heartbeat's documented millisecond form (`250ms`, not `0.25`;
-    the lab test reads it back from Heartbeat itself); whole seconds stay bare, and the default warntime stays whole seconds, above the keepalive
-    and below the deadtime."""
+    the lab test reads it back from Heartbeat itself); whole seconds stay bare, and the default
+    warntime stays whole seconds, above the keepalive and below the deadtime."""
     hb = inv.load_balancer.heartbeat.model_copy(
         update={"keepalive": keepalive, "deadtime": deadtime}
     )
