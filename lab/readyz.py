@@ -76,14 +76,31 @@ WantedBy=multi-user.target
 
 
 # ----- the probe --------------------------------------------------------------------------------
+_CONTEXT: list[ssl.SSLContext] = []
+_CONTEXT_LOCK = threading.Lock()
+
+
+def _client_context() -> ssl.SSLContext:
+    """The one TLS client context of every request (no verification: any apiserver
+    certificate). Why one: `ssl.create_default_context()` loads the system's CA store, ~29 ms
+    of CPU under the GIL per call on the 2-core lab machine, and the probes made 20 requests a
+    second: over half a core of the harness, and a request thread waiting for the GIL sent its
+    SYN late, which can move a request across a failover's switch of the route."""
+    with _CONTEXT_LOCK:
+        if not _CONTEXT:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            _CONTEXT.append(context)
+        return _CONTEXT[0]
+
+
 def get_readyz(address: str, port: int, timeout: float) -> tuple[bool, str]:
     """One new connection: TCP, TLS (no verification: any apiserver certificate), GET /readyz.
     A failure names the error and the phase it hit ("TimeoutError in connect"): a lost SYN, a
     slow handshake and a slow answer have different causes (CI's drift re-run: one request
     timed out and the report could not say where)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = _client_context()
     phase = "connect"
     try:
         with socket.create_connection((address, port), timeout=timeout) as raw:
@@ -131,25 +148,30 @@ def start(
     interval: float = 0.1,
     timeout: float = 1.0,
 ) -> Probe:
-    """Start a request every `interval` s from lab host `host` (or namespace `netns_name`)."""
+    """Start a request every `interval` s from lab host `host` (or namespace `netns_name`; ""
+    for this process's own namespace)."""
     ns = topology.host_ns(host) if host else netns_name
     attempts: list[Attempt] = []
     stopping = threading.Event()
     lock = threading.Lock()
     t0 = time.monotonic()
 
-    def one(at: float) -> None:
+    def one() -> None:
+        # timed here, when the request is made: a thread the scheduler (or the GIL) started
+        # late makes its request late, and its result belongs to that moment, not to the tick
+        # that created it
+        at = time.monotonic() - t0
         ok, answer = get_readyz(address, port, timeout)
         with lock:
             attempts.append(Attempt(at, ok, answer))
 
     def run() -> None:
-        probe._enter_netns(ns)  # threads started from here inherit the namespace
+        if ns:
+            probe._enter_netns(ns)  # threads started from here inherit the namespace
         workers: list[threading.Thread] = []
         n = 0
         while not stopping.is_set():
-            at = time.monotonic() - t0
-            w = threading.Thread(target=one, args=(at,), daemon=True)
+            w = threading.Thread(target=one, daemon=True)
             w.start()
             workers.append(w)
             n += 1
