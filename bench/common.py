@@ -200,6 +200,27 @@ def median_max(values: Sequence[float]) -> tuple[float, float]:
     return statistics.median(values), max(values)
 
 
+def describe_commit(repo: Path) -> str:
+    """The commit `repo` is at, "+changes" when a tracked file differs from it (a result measured
+    with uncommitted code must not name a commit that lacks that code), or "not a git checkout"
+    (a `git archive`: the caller writes down what it was made from)."""
+    rev = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    if rev.returncode != 0 or not rev.stdout.strip():
+        return "not a git checkout"
+    changed = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return rev.stdout.strip() + ("+changes" if changed else "")
+
+
+#: the code a benchmark runs, read when it starts (a commit made while it runs is not its code)
+STARTED_AT_COMMIT = describe_commit(REPO)
+
+
 def machine() -> dict[str, Any]:
     cpu = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -210,9 +231,6 @@ def machine() -> dict[str, Any]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
-    rev = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "cpu": cpu,
@@ -220,7 +238,7 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "commit": rev,
+        "commit": STARTED_AT_COMMIT,
     }
 
 

@@ -4,6 +4,7 @@ and are gone (reaped, by their PIDs) when it ends, also when it ends with an err
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,23 @@ def test_a_fault_that_left_the_pair_broken_fails_not_the_one_after_it() -> None:
     assert second["notes"]["left_broken"] == ["lb.setup"]
     assert third["checks"] == {"I1": True} and first["checks"] == {"I1": True}
     blame_repair([], third)  # the first fault of a run has nobody to blame
+
+
+def test_a_result_names_the_code_it_ran(tmp_path: Path) -> None:
+    """Stop 38's diagnostic runs had the lab change uncommitted, and their files named the commit
+    before it; a `git archive` recorded an empty commit."""
+    from bench.common import describe_commit
+
+    assert describe_commit(tmp_path) == "not a git checkout"
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
+    rev = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked: not the code\n")
+    assert describe_commit(tmp_path) == rev
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert describe_commit(tmp_path) == rev + "+changes"
