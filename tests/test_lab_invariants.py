@@ -493,3 +493,19 @@ def test_owns_reads_the_home_node_from_the_inventory(
     assert invariants.owns("k8slb02", "local") is k8slb02_owns
     assert invariants.owns("k8slb01", "foreign") is not k8slb01_owns
     assert invariants.owns("k8slb02", "all") is True
+
+
+def test_a_single_answer_inside_a_failover_does_not_end_its_outage() -> None:
+    """Stop 38: one answer 3.4 s into a dead holder's failover, failures again until 3.9 s:
+    the outage is 3.9 s (+ the next answer), not the longest of its two parts (3.3 s)."""
+    fails = [round(1.0 + 0.1 * i, 1) for i in range(34)] + [4.5, 4.6, 4.7, 4.8, 4.9]
+    oks = [0.9, 4.4] + [round(5.0 + 0.1 * i, 1) for i in range(20)]
+    assert longest(result(fails, oks), since=1.0) == 4.0
+    # answers for SERVED_AGAIN_S or more end it: two outages, the longer one counts
+    oks2 = (
+        [0.9]
+        + [round(4.4 + 0.1 * i, 1) for i in range(6)]
+        + [round(5.5 + 0.1 * i, 1) for i in range(9)]
+    )
+    fails2 = [round(1.0 + 0.1 * i, 1) for i in range(34)] + [5.0, 5.1, 5.2, 5.3, 5.4]
+    assert longest(result(fails2, oks2), since=1.0) == 3.4
