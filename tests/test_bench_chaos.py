@@ -73,3 +73,20 @@ def test_a_result_names_the_code_it_ran(tmp_path: Path) -> None:
     assert describe_commit(tmp_path) == rev
     (tmp_path / "a.py").write_text("x = 2\n")
     assert describe_commit(tmp_path) == rev + "+changes"
+
+
+def test_stored_results_are_remeasured_with_split_outages_merged() -> None:
+    """`bench.remeasure`: a stored run whose failover outage was split by one answer (stop 38's
+    links-down-s38 run 1: reported 3.3 s) counts as one outage from the fault's begin."""
+    from bench.remeasure import remeasure, windows
+
+    vip = "https://10.143.0.50:6443/readyz from x: 433/474 ok; outages: 1.1s+3.30s, 4.5s+0.50s"
+    fip = "https://203.0.113.100:6443/readyz from y: 436/474 connects ok; outages: 1.1s+3.30s"
+    assert windows(vip) == [(1.1, 1.1 + 3.3), (4.5, 5.0)]
+    row = {
+        "metric": "longest outage",
+        "marks": {"begin": 1.04, "end": 11.07},
+        "notes": {"probes": {"vip": vip, "fip": fip}},
+    }
+    assert remeasure(row) == 3.9  # from the first failure (1.1) to the answer after the last (5.0)
+    assert remeasure({**row, "metric": "failed requests"}) is None
