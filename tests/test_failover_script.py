@@ -548,8 +548,10 @@ def test_failed_action_starts_over(rig: Rig) -> None:
 
 
 def test_real_lock_on_the_server_is_waited_for(rig: Rig) -> None:
-    """A running action on the peer makes the API answer 423 for a while."""
-    rig.cloud.action_seconds = 0.8
+    """A running action on the peer makes the API answer 423 for a while. The lock lasts 2.5 s:
+    with 0.8 s, a start slowed by a loaded machine (three test workers beside a lab) reached the
+    peer after the lock had gone, saw no 423, and the test failed (stop 38, once in 1135)."""
+    rig.cloud.action_seconds = 2.5
     peer_id = rig.server(PEER)["id"]
     status, _ = rig.cloud.resource_action(
         "servers",
