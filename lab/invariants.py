@@ -593,10 +593,10 @@ SERVED_AGAIN_S = 0.5
 def outage_windows(result: probe.ProbeResult) -> list[tuple[float, float]]:
     """The probe's outages (first failure, first answer after it), those less than
     SERVED_AGAIN_S apart merged into one. Why: stop 38 found single answers in the middle of a
-    dead holder's failover, in both probes at once, 0.5-0.6 s before the routing moved (a
-    request made at that moment, or one timed then and sent later: not settled); each split
-    the failover in two, and the longest part was reported (3.3 s for failures from the fault
-    until 3.9 s after it)."""
+    dead holder's failover (8 of 15 runs; in 5 of them in both probes at the same moment),
+    before the routing watch saw the move (a request made then, or one timed then and sent
+    later: not settled); each split the failover in two, and the longer part was reported
+    (3.3 s for failures from the fault until 3.9 s after it)."""
     return merge_windows((o.start, o.end) for o in result.outages)
 
 
