@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.common import console, table
 from lab.campaign import DURING
-from lab.invariants import merge_windows
+from lab.invariants import longest_window, merge_windows
 
 _WINDOW = re.compile(r"([0-9.]+)s\+([0-9.]+)s")
 
@@ -34,13 +34,13 @@ def remeasure(row: dict[str, Any]) -> float | None:
     if row.get("metric") != DURING:
         return None
     begin = float(row["marks"].get("begin", 0.0))
-    lengths = [
-        end - max(start, begin)
-        for summary in row["notes"]["probes"].values()
-        for start, end in merge_windows(windows(summary))
-        if end > begin
-    ]
-    return round(max(lengths, default=0.0), 2)
+    return max(
+        (
+            longest_window(merge_windows(windows(summary)), since=begin)
+            for summary in row["notes"]["probes"].values()
+        ),
+        default=0.0,
+    )
 
 
 def main() -> int:

@@ -617,9 +617,17 @@ def longest(result: probe.ProbeResult, since: float = 0.0, until: float | None =
     mark is taken after the fault was applied, so its first failed request may come first
     (seen: a 7.3 s floating-IP outage measured as 0.2 s because its first failure came 0.01 s
     early)."""
-    windows = [
+    return longest_window(outage_windows(result), since, until)
+
+
+def longest_window(
+    windows: Iterable[tuple[float, float]], since: float = 0.0, until: float | None = None
+) -> float:
+    """`longest` for windows (start, end) already merged: the longest that overlaps [since,
+    until], counted from `since` at the earliest."""
+    lengths = [
         end - max(start, since)
-        for start, end in outage_windows(result)
+        for start, end in windows
         if end > since and (until is None or start <= until)
     ]
-    return round(max(windows, default=0.0), 2)
+    return round(max(lengths, default=0.0), 2)
