@@ -9,6 +9,7 @@ A request counts as ok when the answer's status line says 200 within `timeout` s
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import threading
@@ -76,23 +77,17 @@ WantedBy=multi-user.target
 
 
 # ----- the probe --------------------------------------------------------------------------------
-_CONTEXT: list[ssl.SSLContext] = []
-_CONTEXT_LOCK = threading.Lock()
-
-
+@functools.cache
 def _client_context() -> ssl.SSLContext:
     """The one TLS client context of every request (no verification: any apiserver
     certificate). Why one: `ssl.create_default_context()` loads the system's CA store, ~29 ms
     of CPU under the GIL per call on the 2-core lab machine, and the probes made 20 requests a
     second: over half a core of the harness, and a request thread waiting for the GIL sent its
     SYN late, which can move a request across a failover's switch of the route."""
-    with _CONTEXT_LOCK:
-        if not _CONTEXT:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            _CONTEXT.append(context)
-        return _CONTEXT[0]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def get_readyz(address: str, port: int, timeout: float) -> tuple[bool, str]:
