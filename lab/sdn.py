@@ -18,11 +18,11 @@ and in `rbl-inet` (both at once); the hosts are synced only when their part chan
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import ipaddress
 import json
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -272,23 +272,15 @@ def _sync_traffic_routes(topo: topology.Topology, d: Desired, moves: list[str]) 
         static = {h.public_ip for h in topo.hosts} | set(topology.OUTSIDE.values())
         jobs.append((INET_NS, "i-", d.inet, static))
     logs: list[list[str]] = [[] for _ in jobs]
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            _sync_routes(*jobs[i], logs[i])
-        except BaseException as exc:  # re-raised below, in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    if jobs:
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            done = [
+                pool.submit(_sync_routes, *job, log) for job, log in zip(jobs, logs, strict=True)
+            ]
+            for future in done:
+                future.result()  # a failure is raised here, in the caller's thread
     for entries in logs:
         moves.extend(entries)
-    if errors:
-        raise errors[0]
 
 
 def _sync_hosts(
