@@ -461,7 +461,9 @@ def takeover_timeline(since: float) -> dict[str, dict[str, float]]:
     return found
 
 
-def describe(lines: int = 40, since: float | None = None) -> list[str]:
+def describe(
+    lines: int = 40, since: float | None = None, began: str = "the fault began"
+) -> list[str]:
     """The pair as a failure message shows it: the addresses and the routing, Heartbeat's view
     on both LBs, and Heartbeat's log on each: its end, or with `since` (the epoch a fault
     began) every line from then on, up to `lines` (a CI log is all there is to go by: CI, hung
@@ -474,8 +476,8 @@ def describe(lines: int = 40, since: float | None = None) -> list[str]:
         if since is None:
             out.append(f"--- {h}: the last {len(log)} lines of Heartbeat's log")
         else:
-            began = time.strftime("%H:%M:%S", time.localtime(since))
-            out.append(f"--- {h}: Heartbeat's log from 1 s before the fault began ({began}) on")
+            at = time.strftime("%H:%M:%S", time.localtime(since))
+            out.append(f"--- {h}: Heartbeat's log from 1 s before {began} ({at}) on")
         out += log
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,6 +77,38 @@ ORDER = {
     "test_lab_ux.py": 8,
 }
 LAST = {"test_lab_zz_down.py"}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed lab test's report carries the LB pair as it was then: the addresses, the
+    routing, Heartbeat's view and both LBs' Heartbeat logs from the test's start on. An
+    intermittent failure is read from the CI log alone: the next test rebuilds or changes the
+    lab (CI 54: a linkdown drill without a takeover, whose logs the later tests had replaced)."""
+    report = yield
+    if report.when == "call" and report.failed and _pair_is_up():
+        report.sections.append(("the LB pair when the test failed", _pair_report(call.start)))
+    return report
+
+
+def _pair_is_up() -> bool:
+    from lab import netns
+
+    try:
+        return bool(netns.lab_netns()) and os.environ.get("RBLAB_STATE") == str(TEST_STATE)
+    except Exception:
+        return False
+
+
+def _pair_report(since: float) -> str:
+    from lab import invariants
+
+    try:
+        return "\n".join(invariants.describe(lines=400, since=since, began="the test began"))
+    except Exception as exc:  # the report is a help: its own failure must not hide the test's
+        return f"(the pair could not be described: {exc!r})"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
