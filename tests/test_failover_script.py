@@ -877,6 +877,28 @@ def test_start_really_adds_the_addresses_even_with_the_api_down(rig: Rig) -> Non
     assert "deadline" in res.stderr
 
 
+def test_a_start_that_fails_unforeseen_keeps_the_group_and_leaves_the_routing_pending(
+    rig: Rig, tmp_path: Path
+) -> None:
+    """Any error `start` did not foresee (here its lock path is a directory: /run broken) must
+    not make it exit non-zero: Heartbeat would give the group up ("Giving up resources due to
+    failure") and, with the peer dead, nobody would hold the VIP. The error is logged (Heartbeat
+    drops a resource script's stderr), the addresses go on, the routing is PENDING, the
+    re-assert is asked. Before: a traceback and exit 1."""
+    lock = tmp_path / "lock-is-a-directory"
+    lock.mkdir()
+    res = rig.run("start", extra={"HCLOUD_FAILOVER_LOCK": str(lock)})
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    logged = rig.log_copy.read_text()
+    assert "start: unexpected IsADirectoryError" in logged and "PENDING" in logged, logged
+    calls = rig.ip_log.read_text()
+    lb = rig.inv.load_balancer
+    assert f"{lb.vip}/32" in calls and f"{lb.floating_ip.address}/32" in calls, calls
+    assert rig.pending.exists() and rig.kicks, rig.kicks
+    assert VIP in rig.aliases(PEER)  # nothing moved without the lock
+
+
 def test_vip_held_by_a_server_it_does_not_know_starts_over_until_the_deadline(rig: Rig) -> None:
     """The add answers 422 ip_not_available while no known peer holds the VIP (here: PEERS names
     a server that does not exist, the real holder is unknown to the script): read again and start
