@@ -883,8 +883,8 @@ def test_a_start_that_fails_unforeseen_keeps_the_group_and_leaves_the_routing_pe
     """Any error `start` did not foresee (here its lock path is a directory: /run broken) must
     not make it exit non-zero: Heartbeat would give the group up ("Giving up resources due to
     failure") and, with the peer dead, nobody would hold the VIP. The error is logged (Heartbeat
-    drops a resource script's stderr), the addresses go on, the routing is PENDING, the
-    re-assert is asked. Before: a traceback and exit 1."""
+    sends a resource script's stderr to its debug file, none by default), the addresses go on,
+    the routing is PENDING, the re-assert is asked. Before: a traceback and exit 1."""
     lock = tmp_path / "lock-is-a-directory"
     lock.mkdir()
     res = rig.run("start", extra={"HCLOUD_FAILOVER_LOCK": str(lock)})
