@@ -567,6 +567,53 @@ def test_real_lock_on_the_server_is_waited_for(rig: Rig) -> None:
     _assert_moved(rig)
 
 
+def test_a_takeover_with_slow_actions_spares_the_rate_limit(rig: Rig) -> None:
+    """Hetzner's actions may take seconds (the lab's take 0.2 s). The alias add was repeated every
+    0.05 s while the old holder's removal ran, and after 1 s the removal was read each time too:
+    with 3 s actions one start made ~36 requests a second (149 for 4 s), of a project's 3600 an
+    hour. The add is now repeated only for the first 0.6 s; then the removal is awaited with a
+    backoff and the add sent once more."""
+    _with_deadline(rig, 20)
+    rig.cloud.action_seconds = 3.0
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    calls = rig.calls()
+    taken = [c for c in calls if c["method"] == "POST" and c["status"] == 422]
+    assert 1 <= len(taken) <= 15, len(taken)
+    # three actions of 3 s (two one after the other, ~6.5 s), each polled ~10 times (0.05 s,
+    # then less often, up to every 0.5 s), the lookups and the read-backs: ~55 in all
+    assert len(calls) <= 65, (len(calls), Counter((c["method"], c["status"]) for c in calls))
+    assert "the removal takes longer than 0.6s; waiting for it" in res.stderr
+
+
+def test_an_ip_still_taken_after_a_slow_removal_starts_over(rig: Rig) -> None:
+    """After the slow path's wait the add is sent once; still taken (a peer holds the IP again)
+    means: start over from a fresh read, which then moves it. The peer takes the VIP back the
+    moment the removal's effect lands, before the action reports success."""
+    _with_deadline(rig, 20)
+    rig.cloud.action_seconds = 1.0
+    peer_id = rig.server(PEER)["id"]
+    retaken: list[bool] = []
+
+    def retake(snapshot: dict[str, Any]) -> None:
+        peer = next(s for s in snapshot["servers"] if s["id"] == peer_id)
+        if retaken or VIP in peer["private_net"][0]["alias_ips"]:
+            return
+        with rig.cloud._lock:  # the fake's own state: a peer holds the IP again
+            state = next(s for s in rig.cloud._state["servers"] if s["id"] == peer_id)
+            state["private_net"][0]["alias_ips"].append(VIP)
+        rig.cloud.action_seconds = 0.05
+        retaken.append(True)
+
+    rig.cloud.on_change = retake
+    res = rig.run("start")
+    assert retaken
+    assert res.returncode == 0, res.stderr
+    assert "still taken after the removal; starting over" in res.stderr
+    _assert_moved(rig)
+
+
 def test_short_outage_within_deadline_recovers(rig: Rig) -> None:
     rig.cloud.faults.configure(outage=1.5, outage_mode="close")
     res = rig.run("start")
