@@ -153,7 +153,8 @@ def cmd_fault(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {}
     if args.clear:
         body["clear"] = True
-    for key in ("latency", "fail_next", "code", "outage", "outage_mode", "fail_actions"):
+    keys = ("latency", "fail_next", "code", "outage", "outage_mode", "fail_actions")
+    for key in (*keys, "action_seconds"):
         value = getattr(args, key)
         if value is not None:
             body[key] = value
@@ -263,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         "outage ends; 503: answer 503 unavailable",
     )
     f.add_argument("--fail-actions", type=int, help="the next N actions end in status 'error'")
+    f.add_argument(
+        "--action-seconds",
+        type=float,
+        help="each action started from now on runs this long (Hetzner's take seconds; "
+        "--clear restores the server's --action-seconds)",
+    )
     f.add_argument("--clear", action="store_true", help="remove all faults (applied first)")
     f.set_defaults(func=cmd_fault)
 

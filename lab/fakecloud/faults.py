@@ -72,6 +72,7 @@ class FaultView:
     outage_remaining: float
     outage_mode: str
     fail_actions: int
+    action_seconds: float | None  # None: the cloud's own (its --action-seconds)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class Faults:
         self._outage_until = 0.0
         self._outage_mode = "close"
         self._fail_actions = 0
+        self._action_seconds: float | None = None
 
     def configure(
         self,
@@ -104,8 +106,11 @@ class Faults:
         outage: float | None = None,
         outage_mode: str | None = None,
         fail_actions: int | None = None,
+        action_seconds: float | None = None,
     ) -> None:
-        """Change the given knobs only; validation errors raise ValueError before any change."""
+        """Change the given knobs only; validation errors raise ValueError before any change.
+        `action_seconds`: how long each action started from now on runs (Hetzner's take
+        seconds; the lab's default is short)."""
         if latency is not None and not 0 <= latency <= 600:
             raise ValueError("latency must be between 0 and 600 seconds")
         if fail_next is not None and fail_next < 0:
@@ -118,6 +123,8 @@ class Faults:
             raise ValueError(f"outage_mode must be one of {OUTAGE_MODES}")
         if fail_actions is not None and fail_actions < 0:
             raise ValueError("fail_actions must be ≥ 0")
+        if action_seconds is not None and not 0 <= action_seconds <= 600:
+            raise ValueError("action_seconds must be between 0 and 600 seconds")
         with self._lock:
             if latency is not None:
                 self._latency = latency
@@ -131,6 +138,8 @@ class Faults:
                 self._outage_mode = outage_mode
             if fail_actions is not None:
                 self._fail_actions = fail_actions
+            if action_seconds is not None:
+                self._action_seconds = action_seconds
 
     def clear(self) -> None:
         with self._lock:
@@ -140,6 +149,7 @@ class Faults:
             self._outage_until = 0.0
             self._outage_mode = "close"
             self._fail_actions = 0
+            self._action_seconds = None
 
     def view(self) -> FaultView:
         with self._lock:
@@ -150,7 +160,13 @@ class Faults:
                 outage_remaining=max(0.0, self._outage_until - time.monotonic()),
                 outage_mode=self._outage_mode,
                 fail_actions=self._fail_actions,
+                action_seconds=self._action_seconds,
             )
+
+    def action_seconds(self, default: float) -> float:
+        """How long an action started now runs: the injected time, else `default`."""
+        with self._lock:
+            return default if self._action_seconds is None else self._action_seconds
 
     def in_outage(self) -> bool:
         with self._lock:

@@ -123,7 +123,8 @@ class FakeCloud:
         save_state(self.state_path, self._state)
 
     def _schedule(self, aid: int) -> None:
-        timer = threading.Timer(self.action_seconds, self._complete, args=(aid,))
+        seconds = self.faults.action_seconds(self.action_seconds)
+        timer = threading.Timer(seconds, self._complete, args=(aid,))
         timer.daemon = True
         self._timers[aid] = timer
         timer.start()

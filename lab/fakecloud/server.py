@@ -318,7 +318,16 @@ class _Handler(BaseHTTPRequestHandler):
         from lab.fakecloud.inputs import parse_body
 
         body = parse_body(raw)
-        known = {"latency", "fail_next", "code", "outage", "outage_mode", "fail_actions", "clear"}
+        known = {
+            "latency",
+            "fail_next",
+            "code",
+            "outage",
+            "outage_mode",
+            "fail_actions",
+            "action_seconds",
+            "clear",
+        }
         unknown = set(body) - known
         if unknown:
             raise invalid_field(sorted(unknown)[0], "unknown fault setting")
@@ -333,6 +342,7 @@ class _Handler(BaseHTTPRequestHandler):
                 outage=_opt_number(body, "outage"),
                 outage_mode=body.get("outage_mode"),
                 fail_actions=_opt_whole(body, "fail_actions"),
+                action_seconds=_opt_number(body, "action_seconds"),
             )
         except ValueError as exc:
             raise ApiError("invalid_input", str(exc)) from exc

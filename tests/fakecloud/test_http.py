@@ -177,6 +177,26 @@ def test_fail_actions_end_in_error(env: Env) -> None:
     assert env.call("GET", f"/floating_ips/{fip}").body["floating_ip"]["server"] is None
 
 
+def test_slow_actions_run_as_long_as_injected_until_cleared(env: Env) -> None:
+    """Hetzner's actions take seconds: `action_seconds` makes every action started from then on
+    run that long; clearing the faults restores the server's own time."""
+    fip = env.call("GET", "/floating_ips?name=k8s-api").body["floating_ips"][0]["id"]
+    lb1, lb2 = server_id(env, "k8slb01"), server_id(env, "k8slb02")
+    r = env.call("POST", "/_lab/faults", {"action_seconds": 0.8})
+    assert r.body["faults"]["action_seconds"] == 0.8
+    t0 = time.monotonic()
+    action = env.call("POST", f"/floating_ips/{fip}/actions/assign", {"server": lb1}).body["action"]
+    assert env.call("GET", f"/actions/{action['id']}").body["action"]["status"] == "running"
+    assert env.cloud.wait_idle(5)
+    assert time.monotonic() - t0 >= 0.8
+    assert env.call("DELETE", "/_lab/faults").body["faults"]["action_seconds"] is None
+    t0 = time.monotonic()
+    env.call("POST", f"/floating_ips/{fip}/actions/assign", {"server": lb2})
+    assert env.cloud.wait_idle(5)
+    assert time.monotonic() - t0 < 0.8
+    assert env.call("POST", "/_lab/faults", {"action_seconds": -1}).status == 422
+
+
 def test_call_log_and_state_never_hold_the_token(env: Env) -> None:
     net = make_net(env)
     lb = server_id(env, "k8slb01")
