@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lab import invariants, labstate, netns, probe, topology
 
@@ -152,6 +153,18 @@ def fault(**kw: object) -> None:
     with urllib.request.urlopen(req, timeout=5) as resp:
         if resp.status != 200:
             raise AssertionError(f"/_lab/faults answered {resp.status}")
+
+
+def api_calls(since: float) -> list[dict[str, Any]]:
+    """The simulated API's public calls from `since` (the epoch) on, from its call log (a ring
+    of its last 1000): method, path, status, time."""
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/calls",
+        headers={"Authorization": f"Bearer {token()}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        calls = json.load(resp)["calls"]
+    return [c for c in calls if c["time"] >= since]
 
 
 def rotate_token() -> None:
