@@ -686,7 +686,8 @@ CATALOGUE: dict[str, Fault] = {
                 "holder-links-down-slow-actions",
                 dead_holder_slow_actions(3.0, 20.0),
                 # the detection, then the old holder's alias removal and the add here, one after
-                # the other (3 s each); the floating IP's assign runs beside them
+                # the other (3 s each; the removal polled up to every 0.5 s: + 1 s); the floating
+                # IP's assign runs beside them
                 Bounds(DURING, FAILOVER_BOUND + 2 * 3.0 + 1.0, moves=1),
                 "both links of the holder down for 20 s while each API action takes 3 s",
             ),

@@ -126,10 +126,10 @@ def test_a_dead_holder_with_slow_api_actions_is_taken_over_without_burning_the_r
     pair: None,
 ) -> None:
     """Hetzner's actions take seconds; the lab's take 0.2 s. With 3 s actions the takeover waits
-    for the old holder's alias removal and then its own add (bound: deadtime + 1 + 2 × 3 s). The
-    add used to be repeated every 0.05 s for the whole removal, and after 1 s the removal read
-    each time too: ~36 requests a second of a project's 3600 an hour. Now at most
-    `ADD_TAKEN_MAX` "still taken" answers per takeover."""
+    for the old holder's alias removal and then its own add (bound: deadtime + 1 + 2 × 3 s, and
+    1 s for polling the removal). The add used to be repeated every 0.05 s for the whole
+    removal, and after 1 s the removal read each time too: ~36 requests a second of a project's
+    3600 an hour. Now at most `ADD_TAKEN_MAX` "still taken" answers per takeover."""
     res = run(campaign.CATALOGUE["holder-links-down-slow-actions"])
     check(res)
     calls = res.notes["api_calls"]
