@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import console, table
-from lab.campaign import DURING
+from lab.campaign import CATALOGUE, DURING
 from lab.invariants import longest_window, merge_windows
 
 _WINDOW = re.compile(r"([0-9.]+)s\+([0-9.]+)s")
@@ -30,8 +30,11 @@ def windows(summary: str) -> list[tuple[float, float]]:
 
 
 def remeasure(row: dict[str, Any]) -> float | None:
-    """The run's longest outage from its fault's begin, windows merged; None for other metrics."""
-    if row.get("metric") != DURING:
+    """The run's longest outage from its fault's begin, windows merged; None for other metrics,
+    and for a fault now judged by another one (packet loss: the longest time without an
+    answer, whose single answers are service, not part of one outage)."""
+    fault = CATALOGUE.get(str(row.get("name")))
+    if row.get("metric") != DURING or (fault is not None and fault.bounds.metric != DURING):
         return None
     begin = float(row["marks"].get("begin", 0.0))
     return max(

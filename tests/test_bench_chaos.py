@@ -90,3 +90,6 @@ def test_stored_results_are_remeasured_with_split_outages_merged() -> None:
     }
     assert remeasure(row) == 3.9  # from the first failure (1.1) to the answer after the last (5.0)
     assert remeasure({**row, "metric": "failed requests"}) is None
+    # stored before stop 40 as "longest outage"; the loss fault is judged without the merge now
+    assert remeasure({**row, "name": "private-loss-30pct-60s"}) is None
+    assert remeasure({**row, "name": "holder-links-down-10s"}) == 3.9

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lab import invariants
-from lab.invariants import PairState, down_after, longest
+from lab.invariants import PairState, down_after, longest, longest_silence
 from lab.probe import Attempt, ProbeResult
 
 HELD = PairState(("k8slb02",), ("k8slb02",), "k8slb02", "k8slb02")
@@ -509,3 +509,19 @@ def test_a_single_answer_inside_a_failover_does_not_end_its_outage() -> None:
     )
     fails2 = [round(1.0 + 0.1 * i, 1) for i in range(34)] + [5.0, 5.1, 5.2, 5.3, 5.4]
     assert longest(result(fails2, oks2), since=1.0) == 3.4
+
+
+def test_under_packet_loss_single_answers_are_service_not_part_of_one_outage() -> None:
+    """Stop 40: 30 % loss for 60 s, about every other request answered, none two in a row for
+    0.5 s: the merged count made one 38.9 s outage of it. The loss fault is judged by the
+    longest time without an answer (the probe's windows as they are)."""
+    from lab import campaign
+
+    fails = [round(1.0 + 0.1 * i, 1) for i in range(600) if i % 2 == 0 or i % 7 == 0]
+    oks = [0.9] + [round(1.0 + 0.1 * i, 1) for i in range(600) if not (i % 2 == 0 or i % 7 == 0)]
+    res = result(fails, oks)
+    assert longest(res, since=1.0) > 50.0  # merged: one outage
+    assert longest_silence(res, since=1.0) <= 0.3
+    fault = campaign.CATALOGUE["private-loss-30pct-60s"]
+    assert fault.bounds.metric == campaign.SILENT
+    assert campaign.measure(campaign.SILENT, {"vip": res}, {"begin": 1.0}) <= 0.3
