@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from lab.fakecloud.errors import ApiError
+from lab.fakecloud.faults import TokenBucket
 from lab.fakecloud.server import FakeCloud, Listener, Running, start
 from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
 from runbook.inventory import Inventory, load_inventory
@@ -585,6 +586,19 @@ def test_a_takeover_with_slow_actions_spares_the_rate_limit(rig: Rig) -> None:
     # then less often, up to every 0.5 s), the lookups and the read-backs: ~55 in all
     assert len(calls) <= 65, (len(calls), Counter((c["method"], c["status"]) for c in calls))
     assert "the removal takes longer than 0.6s; waiting for it" in res.stderr
+
+
+def test_a_takeover_with_the_rate_limit_spent_goes_on_as_the_bucket_refills(rig: Rig) -> None:
+    """The project's bucket nearly empty (2 requests, refilled one a second, as Hetzner's is
+    after 3600 in an hour): every call that gets 429 is retried with backoff, and the takeover
+    completes at the bucket's pace within the deadline (*guard*: ~12 s for its ~16 calls)."""
+    _with_deadline(rig, 30)
+    rig.cloud.bucket = TokenBucket(2, 1.0)
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    assert "rate_limit_exceeded" in res.stderr
+    assert "PENDING" not in res.stderr
 
 
 def test_an_ip_still_taken_after_a_slow_removal_starts_over(rig: Rig) -> None:
