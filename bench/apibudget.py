@@ -71,14 +71,10 @@ def hand_over(window: float) -> dict[str, Any]:
 def dead_holder(window: float, action_s: float | None = None) -> dict[str, Any]:
     rested()
     h = scenarios.holder()
-    if action_s is not None:
-        scenarios.fault(action_seconds=action_s)
+    slow = {} if action_s is None else {"action_seconds": action_s}
     since = time.time()
-    try:
-        with faults.links_down(h, ("ens10", "eth0")):
-            time.sleep(20.0 if action_s else 10.0)
-    finally:
-        scenarios.fault(clear=True)
+    with scenarios.api_fault(**slow), faults.links_down(h, ("ens10", "eth0")):
+        time.sleep(20.0 if action_s else 10.0)
     time.sleep(max(0.0, since + window - time.time()))
     return {"from": h, "action_s": action_s or 0.2, **count(since, since + window)}
 

@@ -322,13 +322,10 @@ def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
     """A graceful failover (drill stop) while the API misbehaves."""
 
     def run(ctx: Ctx) -> None:
-        scenarios.fault(**api_fault)
-        ctx.mark("begin")
-        try:
+        with scenarios.api_fault(**api_fault):
+            ctx.mark("begin")
             out = scenarios.drill(ctx.inv, "stop", 12)
             ctx.notes["drill"] = out.outages
-        finally:
-            scenarios.fault(clear=True)
         ctx.mark("end")
 
     return run
@@ -342,15 +339,12 @@ def dead_holder_api_hung(hung_s: float, down_s: float) -> Callable[[Ctx], None]:
     def run(ctx: Ctx) -> None:
         h = holder()
         ctx.notes["host"] = h
-        scenarios.fault(outage=hung_s, outage_mode="hang")
-        ctx.mark("begin")
-        try:
+        with scenarios.api_fault(outage=hung_s, outage_mode="hang"):
+            ctx.mark("begin")
             with faults.links_down(h, ("ens10", "eth0")):
                 sleep_until(ctx, ctx.marks["begin"] + hung_s)
                 ctx.mark("api_back")
                 sleep_until(ctx, ctx.marks["begin"] + down_s)
-        finally:
-            scenarios.fault(clear=True)
         ctx.mark("end")
 
     return run
@@ -371,14 +365,11 @@ def dead_holder_slow_actions(action_s: float, down_s: float) -> Callable[[Ctx], 
     def run(ctx: Ctx) -> None:
         h = holder()
         ctx.notes["host"] = h
-        scenarios.fault(action_seconds=action_s)
-        since = time.time()
-        ctx.mark("begin")
-        try:
+        with scenarios.api_fault(action_seconds=action_s):
+            since = time.time()
+            ctx.mark("begin")
             with faults.links_down(h, ("ens10", "eth0")):
                 sleep_until(ctx, ctx.marks["begin"] + down_s)
-        finally:
-            scenarios.fault(clear=True)
         ctx.mark("end")
         calls = scenarios.api_calls(since)
         taken = sum(1 for c in calls if c["status"] == 422)

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,28 +143,42 @@ class Outcome:
     failed_over: bool | None = None
 
 
-def fault(**kw: object) -> None:
-    """Configure the simulated API's faults (fail_next/code, outage, latency, clear)."""
+def _admin(method: str, path: str, body: object = None) -> Any:
+    """One call to the simulated API's admin listener (`/_lab/…`), its JSON answer; a status
+    other than 200 is an AssertionError."""
+    data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/faults",
-        method="POST",
-        data=json.dumps(kw).encode(),
+        f"http://127.0.0.1:{topology.API_ADMIN_PORT}{path}",
+        method=method,
+        data=data,
         headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
         if resp.status != 200:
-            raise AssertionError(f"/_lab/faults answered {resp.status}")
+            raise AssertionError(f"{path} answered {resp.status}")
+        return json.load(resp)
+
+
+def fault(**kw: object) -> None:
+    """Configure the simulated API's faults (fail_next/code, outage, latency, action_seconds,
+    clear)."""
+    _admin("POST", "/_lab/faults", kw)
+
+
+@contextmanager
+def api_fault(**kw: object) -> Iterator[None]:
+    """The simulated API's faults `kw` for the body, all cleared after it (also on an error)."""
+    fault(**kw)
+    try:
+        yield
+    finally:
+        fault(clear=True)
 
 
 def api_calls(since: float) -> list[dict[str, Any]]:
     """The simulated API's public calls from `since` (the epoch) on, from its call log (a ring
     of its last 1000): method, path, status, time."""
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/calls",
-        headers={"Authorization": f"Bearer {token()}"},
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        calls = json.load(resp)["calls"]
+    calls = _admin("GET", "/_lab/calls")["calls"]
     return [c for c in calls if c["time"] >= since]
 
 
@@ -171,15 +186,7 @@ def rotate_token() -> None:
     """A new API token, the old one revoked at once (the simulated API's admin call); the lab's
     token file, which the runbook's runs read (RBLAB_HCLOUD_TOKEN), holds the new one."""
     new = secrets.token_hex(32)
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{topology.API_ADMIN_PORT}/_lab/token",
-        method="POST",
-        data=json.dumps({"token": new}).encode(),
-        headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        if resp.status != 200:
-            raise AssertionError(f"/_lab/token answered {resp.status}")
+    _admin("POST", "/_lab/token", {"token": new})
     path = labstate.paths().token
     tmp = path.with_suffix(".new")
     tmp.write_text(new + "\n")

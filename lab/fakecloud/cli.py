@@ -153,8 +153,15 @@ def cmd_fault(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {}
     if args.clear:
         body["clear"] = True
-    keys = ("latency", "fail_next", "code", "outage", "outage_mode", "fail_actions")
-    for key in (*keys, "action_seconds"):
+    for key in (
+        "latency",
+        "fail_next",
+        "code",
+        "outage",
+        "outage_mode",
+        "fail_actions",
+        "action_seconds",
+    ):
         value = getattr(args, key)
         if value is not None:
             body[key] = value
