@@ -2250,6 +2250,61 @@ def test_the_cut_off_reassert_leaves_the_mark_a_start_reads(rig: Rig) -> None:
     assert (rig.tmp / "cut-off").exists() and _local(rig) == []
 
 
+def test_a_cut_off_mark_is_forgotten_once_the_partition_has_healed_for_a_while(
+    rig: Rig,
+) -> None:
+    """The mark of a one-way partition used to go only with the next start here (the heal's).
+    When the group settled with the peer without one, it stayed for its hour, and a real
+    failover to this node within it first asked whether the dead peer still serves (a connect
+    to the VIP: up to 1 s more outage). The re-assert on the node without the VIP forgets it
+    once the VIP answers from here again and has for HEAL_SETTLE s (the heal's start had its
+    time); a look that finds the VIP silent again (the partition goes on) starts over."""
+    mark, healed = rig.tmp / "cut-off", rig.tmp / "cut-off.healed"
+    mark.write_text(f"{time.time() - 600}\n")
+    answers = {"HCLOUD_FAILOVER_VIP_ANSWERS": "1"}
+
+    def reassert(extra: dict[str, str]) -> None:
+        res = rig.run("reassert", holds=False, extra=extra)
+        assert res.returncode == 0, res.stderr
+
+    reassert(answers)  # healed: the first look records when
+    assert mark.exists() and healed.exists()
+    reassert(answers)  # within HEAL_SETTLE: the heal's start may still come
+    assert mark.exists() and healed.exists()
+    reassert({"HCLOUD_FAILOVER_VIP_ANSWERS": "0"})  # silent again: the partition goes on
+    assert mark.exists() and not healed.exists()
+    reassert(answers)
+    healed.write_text(f"{time.time() - 61}\n")  # as if the timer's next run came a minute later
+    reassert(answers)
+    assert not mark.exists() and not healed.exists()
+    assert _writes(rig.calls()) == [] and rig.kicks == []
+    assert "forgetting the cut-off mark" in rig.log_copy.read_text()
+    # a real failover here now: no question whether the dead peer still serves
+    _stateful_ip(rig)
+    res = rig.run(
+        "start", holds=None, extra=_hb_acquires(rig, "mach_down", peer="dead", answers="0")
+    )
+    assert res.returncode == 0, res.stderr
+    assert "waiting for its return" not in res.stderr
+    _assert_moved(rig)
+
+
+def test_a_failover_within_the_cut_off_marks_hour_asks_whether_the_peer_still_serves(
+    rig: Rig,
+) -> None:
+    """The other side of the test above (the mark kept: no re-assert saw the heal): the start
+    asks whether the peer Heartbeat calls dead still serves before it moves (guard)."""
+    _stateful_ip(rig)
+    (rig.tmp / "cut-off").write_text(f"{time.time() - 600}\n")
+    res = rig.run(
+        "start", holds=None, extra=_hb_acquires(rig, "mach_down", peer="dead", answers="0")
+    )
+    assert res.returncode == 0, res.stderr
+    assert "waiting for its return" in res.stderr
+    _assert_moved(rig)
+    assert not (rig.tmp / "cut-off").exists()
+
+
 def test_a_deferred_group_waits_for_a_restarting_peer_before_handing_over(rig: Rig) -> None:
     """Lab (one-way partition 20 s): the deferral's hand-over met the peer in its partition
     restart (not active for ~6 s); the re-assert took the group here ("no longer serves"), a
