@@ -172,6 +172,13 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_busy(args: argparse.Namespace) -> int:
+    token = read_token(args.token_file)
+    body = {"server": args.server, "seconds": args.seconds}
+    print(json.dumps(_admin_call(args.url, token, "POST", "/_lab/busy", body)["action"], indent=1))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     token = read_token(args.token_file)
     print(json.dumps(_admin_call(args.url, token, "GET", f"/_lab/{args.what}"), indent=1))
@@ -279,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--clear", action="store_true", help="remove all faults (applied first)")
     f.set_defaults(func=cmd_fault)
+
+    b = sub.add_parser(
+        "busy",
+        help="lock a server with an action of the cloud's own (a backup, create_image) for a "
+        "while: every action on it answers 423 locked meanwhile",
+    )
+    b.add_argument("server", help="the server's name")
+    b.add_argument("seconds", type=float, help="how long the action runs (0 < seconds ≤ 600)")
+    b.add_argument("--url", required=True, help="admin listener base URL")
+    b.add_argument(
+        "--token-file", type=Path, required=True, help="file holding the API token (0600)"
+    )
+    b.set_defaults(func=cmd_busy)
 
     w = sub.add_parser("show", help="print the state or the call log of a running server")
     w.add_argument("what", choices=["state", "calls", "faults"], help="what to print")

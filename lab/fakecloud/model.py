@@ -122,16 +122,18 @@ class FakeCloud:
     def _persist(self) -> None:
         save_state(self.state_path, self._state)
 
-    def _schedule(self, aid: int) -> None:
-        seconds = self.faults.action_seconds(self.action_seconds)
+    def _schedule(self, aid: int, seconds: float | None = None) -> None:
+        if seconds is None:
+            seconds = self.faults.action_seconds(self.action_seconds)
         timer = threading.Timer(seconds, self._complete, args=(aid,))
         timer.daemon = True
         self._timers[aid] = timer
         timer.start()
 
     # ----- actions --------------------------------------------------------------------------
-    def _start_action(self, plan: ops.Plan) -> Response:
-        """Lock the resource, record a running action, schedule its completion."""
+    def _start_action(self, plan: ops.Plan, seconds: float | None = None) -> Response:
+        """Lock the resource, record a running action, schedule its completion (after
+        `seconds`, or the cloud's action time)."""
         self._check_unlocked(plan.lock)
         aid = allocate_id(self._state)
         action = shapes.action(aid, plan.command, plan.resources)
@@ -148,8 +150,24 @@ class FakeCloud:
         )
         self._set_locked(plan.lock, True)
         self._persist()
-        self._schedule(aid)
+        self._schedule(aid, seconds)
         return 201, {"action": copy.deepcopy(action)}
+
+    def busy(self, server_name: str, seconds: float) -> JSON:
+        """An action of the cloud's own on a server for `seconds` (Hetzner: a backup or a
+        snapshot, `create_image`, started by its schedule or from the console): it changes
+        nothing the lab routes, and it locks the server, so every action on it meanwhile
+        answers 423 `locked`, as Hetzner's do. Returns the running action."""
+        if not 0 < seconds <= 600:
+            raise ValueError("seconds must be more than 0 and at most 600")
+        with self._lock:
+            found = [s for s in self._state["servers"] if s["name"] == server_name]
+            if not found:
+                raise ApiError("not_found", f"server {server_name!r} not found")
+            rid = found[0]["id"]
+            self._check_unlocked(("server", rid))
+            plan = ops.Plan("create_image", [("server", rid)], ("server", rid), "none", {})
+            return self._start_action(plan, seconds)[1]["action"]
 
     def _check_unlocked(self, lock: tuple[str, int]) -> None:
         if any(tuple(p["lock"]) == lock for p in self._state["pending"]):
@@ -188,7 +206,7 @@ class FakeCloud:
             else:
                 ops.apply(self._state, pending["op"], pending["args"])
                 self._persist()
-        if error is None and self.on_change is not None:
+        if error is None and self.on_change is not None and pending["op"] != "none":
             with self._notify_lock:
                 try:
                     self.on_change(self.snapshot())

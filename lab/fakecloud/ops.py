@@ -348,6 +348,8 @@ def apply(state: JSON, op: str, args: dict[str, Any]) -> None:
         find(state, "networks", args["network_id"])["subnets"].append(dict(args["subnet"]))
     elif op.startswith("fw_"):
         firewalls.apply_effect(state, find(state, "firewalls", args["firewall"]), op, args)
+    elif op == "none":  # an action that changes nothing the lab models (`FakeCloud.busy`)
+        pass
     else:
         raise ValueError(f"unknown operation {op!r}")
 

@@ -297,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
                 elif method == "POST":
                     self._configure_faults(raw)
                 self._send(200, {"faults": asdict(cloud.faults.view())})
+            elif path == "/_lab/busy" and method == "POST":
+                self._send(201, {"action": self._busy(raw)})
             elif path == "/_lab/token" and method == "POST":
                 self._rotate_token(raw)
                 self._send(200, {"rotated": True})  # never echoes a token
@@ -304,6 +306,21 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError("not_found", f"no such admin endpoint: {method} {path}")
         except ApiError as err:
             self._send(err.status, err.body())
+
+    def _busy(self, raw: bytes) -> dict[str, Any]:
+        from lab.fakecloud.inputs import parse_body
+
+        body = parse_body(raw)
+        unknown = set(body) - {"server", "seconds"}
+        if unknown:
+            raise invalid_field(sorted(unknown)[0], "unknown setting")
+        server, seconds = body.get("server"), _opt_number(body, "seconds")
+        if not isinstance(server, str) or seconds is None:
+            raise invalid_field("server", "a server name and seconds are required")
+        try:
+            return self.server.cloud.busy(server, seconds)
+        except ValueError as exc:
+            raise invalid_field("seconds", str(exc)) from exc
 
     def _rotate_token(self, raw: bytes) -> None:
         from lab.fakecloud.inputs import parse_body

@@ -111,6 +111,13 @@ def test_seed_serve_fault_and_sigterm(tmp_path: Path) -> None:
         assert [c["status"] for c in calls[-2:]] == [423, 200]
         cleared = run_cli("fault", "--url", url, "--token-file", str(token_file), "--clear")
         assert json.loads(cleared.stdout)["fail_next"] == 0
+        busy = run_cli("busy", "k8slb01", "5", "--url", url, "--token-file", str(token_file))
+        assert busy.returncode == 0, busy.stderr
+        assert json.loads(busy.stdout)["command"] == "create_image"
+        status, body = get(f"{url}/v1/servers?name=k8slb01", token)
+        assert body["servers"][0]["locked"] is True  # type: ignore[index]
+        unknown = run_cli("busy", "nope", "5", "--url", url, "--token-file", str(token_file))
+        assert unknown.returncode != 0 and "not found" in unknown.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
@@ -155,7 +162,7 @@ def test_token_file_must_be_private(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_every_option_has_help() -> None:
     parser = build_parser()
     subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(subs.choices) == {"serve", "seed", "fault", "show"}
+    assert set(subs.choices) == {"serve", "seed", "fault", "busy", "show"}
     for name, sub in subs.choices.items():
         for action in sub._actions:
             if isinstance(action, argparse._HelpAction):

@@ -197,6 +197,44 @@ def test_slow_actions_run_as_long_as_injected_until_cleared(env: Env) -> None:
     assert env.call("POST", "/_lab/faults", {"action_seconds": -1}).status == 422
 
 
+def test_a_busy_server_answers_locked_until_the_clouds_own_action_ends(env: Env) -> None:
+    """A backup or snapshot on Hetzner locks the server: its actions answer 423 `locked` until
+    that action ends. `/_lab/busy` starts one (`create_image`, changes nothing the lab routes);
+    another server is not affected; bad input is refused."""
+    net = make_net(env)
+    lb1, lb2 = server_id(env, "k8slb01"), server_id(env, "k8slb02")
+    for sid, ip in ((lb1, "10.143.0.5"), (lb2, "10.143.0.6")):
+        env.call("POST", f"/servers/{sid}/actions/attach_to_network", {"network": net, "ip": ip})
+    assert env.cloud.wait_idle(5)
+
+    def lb01() -> dict[str, Any]:
+        return next(s for s in env.cloud.snapshot()["servers"] if s["id"] == lb1)
+
+    before = lb01()
+    r = env.call("POST", "/_lab/busy", {"server": "k8slb01", "seconds": 0.8})
+    assert r.status == 201 and r.body["action"]["command"] == "create_image"
+    aid = r.body["action"]["id"]
+    assert env.call("GET", f"/actions/{aid}").body["action"]["status"] == "running"
+    assert lb01()["locked"] is True
+    alias = {"network": net, "alias_ips": ["10.143.0.50"]}
+    locked = env.call("POST", f"/servers/{lb1}/actions/change_alias_ips", alias)
+    assert locked.status == 423 and locked.body["error"]["code"] == "locked"
+    assert env.call("POST", f"/servers/{lb2}/actions/change_alias_ips", alias).status == 201
+    assert env.call("POST", "/_lab/busy", {"server": "k8slb01", "seconds": 1}).status == 423
+    assert env.cloud.wait_idle(5)
+    assert env.call("GET", f"/actions/{aid}").body["action"]["status"] == "success"
+    assert lb01() == before  # nothing changed, the lock is gone
+    taken = env.call("POST", f"/servers/{lb1}/actions/change_alias_ips", alias)
+    assert taken.status == 422  # unlocked: now judged (the VIP is lb2's)
+    for bad in (
+        {"server": "nope", "seconds": 1},
+        {"server": "k8slb01", "seconds": 0},
+        {"server": "k8slb01"},
+        {"server": "k8slb01", "seconds": 1, "x": 1},
+    ):
+        assert env.call("POST", "/_lab/busy", bad).status in (404, 422), bad
+
+
 def test_call_log_and_state_never_hold_the_token(env: Env) -> None:
     net = make_net(env)
     lb = server_id(env, "k8slb01")
