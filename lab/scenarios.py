@@ -145,7 +145,7 @@ class Outcome:
 
 def _admin(method: str, path: str, body: object = None) -> Any:
     """One call to the simulated API's admin listener (`/_lab/…`), its JSON answer; a status
-    other than 200 is an AssertionError."""
+    other than 200 or 201 is an AssertionError."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
         f"http://127.0.0.1:{topology.API_ADMIN_PORT}{path}",
@@ -154,7 +154,7 @@ def _admin(method: str, path: str, body: object = None) -> Any:
         headers={"Authorization": f"Bearer {token()}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=5) as resp:
-        if resp.status != 200:
+        if resp.status not in (200, 201):
             raise AssertionError(f"{path} answered {resp.status}")
         return json.load(resp)
 
@@ -173,6 +173,12 @@ def api_fault(**kw: object) -> Iterator[None]:
         yield
     finally:
         fault(clear=True)
+
+
+def busy(server: str, seconds: float) -> None:
+    """Lock `server` for `seconds` with an action of the simulated cloud's own (a backup:
+    every action on it answers 423 locked meanwhile)."""
+    _admin("POST", "/_lab/busy", {"server": server, "seconds": seconds})
 
 
 def api_calls(since: float) -> list[dict[str, Any]]:

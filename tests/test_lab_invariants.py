@@ -525,3 +525,24 @@ def test_under_packet_loss_single_answers_are_service_not_part_of_one_outage() -
     fault = campaign.CATALOGUE["private-loss-30pct-60s"]
     assert fault.bounds.metric == campaign.SILENT
     assert campaign.measure(campaign.SILENT, {"vip": res}, {"begin": 1.0}) <= 0.3
+
+
+def test_a_fault_that_holds_up_one_address_bounds_the_other_on_its_own() -> None:
+    """A backup locking the dead holder's server holds up the VIP (its alias must leave that
+    server first) for the lock's 15 s; the floating IP has its own lock and must not wait for
+    it. The fault's bound (17.5 s) covers the VIP; `Bounds.each` bounds the floating IP's own
+    outage: the same 15 s outage on the floating IP fails I2 (the longest of both alone
+    passed it)."""
+    from lab import campaign
+
+    fault = campaign.CATALOGUE["holder-links-down-busy-15s"]
+    assert dict(fault.bounds.each) == {"fip": campaign.FAILOVER_BOUND + 1.0}
+    marks = {"begin": 1.0}
+    vip_15s = result([round(1.0 + 0.1 * i, 1) for i in range(155)], [0.9, 16.6, 16.7])
+    fip_4s = result([round(1.0 + 0.1 * i, 1) for i in range(38)], [0.9, 4.9, 5.0])
+    measured, _, each, within = campaign.judge(fault.bounds, {"vip": vip_15s, "fip": fip_4s}, marks)
+    assert measured == 15.6 and each == {"fip": 3.9} and within
+    measured, _, each, within = campaign.judge(
+        fault.bounds, {"vip": vip_15s, "fip": vip_15s}, marks
+    )
+    assert measured == 15.6 and each == {"fip": 15.6} and not within

@@ -137,6 +137,21 @@ def test_a_dead_holder_with_slow_api_actions_is_taken_over_without_burning_the_r
     assert 1 <= calls["still_taken"] <= campaign.ADD_TAKEN_MAX, calls
 
 
+def test_a_dead_holder_locked_by_a_backup_moves_the_floating_ip_at_once_and_the_vip_after(
+    pair: None,
+) -> None:
+    """Hetzner locks a server while an action of its own runs there (a backup, a snapshot):
+    every action on it answers 423 `locked`. With the dead holder locked for 15 s the VIP's
+    alias cannot leave it before the lock ends (bound 17.5 s: the lock, the retries at most 1 s
+    apart, two 0.2 s actions); the floating IP, locked on its own, must not wait for it
+    (bound deadtime + 2 s); one routing move, I1 within 2 s of the links' return."""
+    res = run(campaign.CATALOGUE["holder-links-down-busy-15s"])
+    check(res)
+    calls = res.notes["api_calls"]
+    measure("holder-links-down-busy-15s: 423 locked answers", calls["locked"])
+    assert calls["locked"] >= 2, calls  # the lock was met, not missed
+
+
 def test_short_seeded_campaign(pair: None) -> None:
     """Three faults drawn with a fixed seed from the cheap ones: each meets I1-I3."""
     pool = ["standby-hung-20s", "heartbeat-kill-restart", "api-5xx-failover", "cp-killed"]
