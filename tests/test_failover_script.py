@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -111,6 +113,7 @@ class Rig:
         kept = ("PATH", "HCLOUD_FAILOVER_ENV", "HCLOUD_FAILOVER_LOCK", "HCLOUD_FAILOVER_KICK")
         kept += ("HCLOUD_FAILOVER_PENDING", "HCLOUD_FAILOVER_DEFERRED", "HCLOUD_FAILOVER_TAKEN")
         kept += ("HCLOUD_FAILOVER_HANDED_OVER", "HCLOUD_FAILOVER_CUT_OFF", "HCLOUD_FAILOVER_PAUSED")
+        kept += ("HCLOUD_FAILOVER_API_ADDRS",)
         env = {k: v for k, v in self.env(None, None).items() if k in kept}
         return subprocess.run(
             ["unshare", "--net", "sh", "-c", shell, PYTHON, str(self.script)],
@@ -164,6 +167,7 @@ class Rig:
             "HCLOUD_FAILOVER_TAKEN": str(self.tmp / "taken"),
             "HCLOUD_FAILOVER_CUT_OFF": str(self.tmp / "cut-off"),
             "HCLOUD_FAILOVER_PAUSED": str(self.paused),
+            "HCLOUD_FAILOVER_API_ADDRS": str(self.tmp / "api-addrs"),
             # never a real connect to the lab's VIP from here: tests say what answers there
             "HCLOUD_FAILOVER_VIP_ANSWERS": "0",
             "HCLOUD_FAILOVER_PEER_REACHABLE": "1",
@@ -616,6 +620,180 @@ def test_a_takeover_from_a_holder_locked_by_a_backup_moves_each_address_when_it_
     # 0.1, 0.2, 0.4, 0.8 s apart, then 1 s; each times 0.5-1 (jitter): at most 2 a second
     assert 2 <= len(locked) <= 4 + 2 * lock_s, len(locked)
     assert "PENDING" not in res.stderr
+
+
+# the script run as Heartbeat runs it, with the API reached by a name that a stand-in resolver
+# answers (never a real DNS query from a test): each lookup of "api.test" is counted, and the
+# resolver may be slow (10 s) or fail, as one whose first nameserver is down
+_RESOLVING = """
+import os, runpy, socket, sys, time
+real = socket.getaddrinfo
+def stand_in(host, *args, **kwargs):
+    if host == "api.test":
+        with open(os.environ["T_LOOKUPS"], "a") as fh:
+            fh.write("1\\n")
+        mode = os.environ.get("T_RESOLVER", "ok")
+        if mode == "slow":
+            time.sleep(10)
+        if mode == "fail":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        host = "127.0.0.1"
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = stand_in
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _run_by_name(rig: Rig, action: str, resolver: str) -> subprocess.CompletedProcess[str]:
+    env = rig.env(True, {"T_LOOKUPS": str(rig.tmp / "lookups"), "T_RESOLVER": resolver})
+    return subprocess.run(
+        [PYTHON, "-c", _RESOLVING, str(rig.script), action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _lookups(rig: Rig) -> int:
+    f = rig.tmp / "lookups"
+    return len(f.read_text().splitlines()) if f.exists() else 0
+
+
+def test_the_api_name_is_resolved_once_per_run_and_kept_for_a_resolver_that_fails(
+    rig: Rig,
+) -> None:
+    """`urllib` resolved the API's name for every request (a takeover makes 10-30), and glibc
+    waits 5 s for a first nameserver that is down before it asks the next: each call paid it.
+    Now one lookup per run; its answer is kept, and a later run whose resolver does not answer
+    within 1 s (or fails) connects to the kept addresses (TLS still checks the name)."""
+    port = rig.running.addresses[0][1]
+    _with_env(rig, "HCLOUD_ENDPOINT", f"http://api.test:{port}/v1")
+    res = _run_by_name(rig, "start", "ok")
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    calls = len(rig.calls())
+    assert calls >= 10 and _lookups(rig) == 1, (calls, _lookups(rig))
+    assert json.loads((rig.tmp / "api-addrs").read_text()) == {f"api.test:{port}": ["127.0.0.1"]}
+    # the resolver hangs (10 s): the run goes on with the kept addresses after 1 s
+    for resolver, why in (
+        ("slow", "did not answer within 1s"),
+        ("fail", "failed ([Errno -3] Temporary failure in name resolution)"),
+    ):
+        before = len(rig.calls())
+        began = time.monotonic()
+        res = _run_by_name(rig, "reassert", resolver)
+        assert res.returncode == 0, res.stderr
+        assert time.monotonic() - began < 6.0, res.stderr
+        assert len(rig.calls()) > before, res.stderr  # it asked the API
+        assert f"the resolver {why} for api.test" in res.stderr, res.stderr
+        assert "using its addresses of an earlier run (127.0.0.1)" in res.stderr
+    _assert_moved(rig)
+    # nothing kept and the resolver fails: the API cannot be asked (retried to the deadline)
+    (rig.tmp / "api-addrs").unlink()
+    res = _run_by_name(rig, "reassert", "fail")
+    assert "Temporary failure in name resolution" in res.stderr, res.stderr
+    assert not (rig.tmp / "api-addrs").exists()
+
+
+def _tls_front(rig: Rig, name: str) -> tuple[int, Path, Callable[[], None]]:
+    """A TLS front of the simulated API (a certificate for `name`, self-signed: the CA file the
+    script is told to trust), passing each connection through to its plain port. Returns the
+    port, the CA file and a stop function."""
+    import socketserver
+    import ssl
+
+    cert, key = rig.tmp / "tls.pem", rig.tmp / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=DNS:{name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    backend = rig.running.addresses[0]
+
+    class Pass(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            with contextlib.suppress(OSError):
+                tls = ctx.wrap_socket(self.request, server_side=True)
+                with socket.create_connection(backend, timeout=10) as plain:
+
+                    def back() -> None:
+                        with contextlib.suppress(OSError):
+                            while data := plain.recv(65536):
+                                tls.sendall(data)
+                        with contextlib.suppress(OSError):
+                            tls.close()
+
+                    threading.Thread(target=back, daemon=True).start()
+                    while data := tls.recv(65536):
+                        plain.sendall(data)
+                    time.sleep(0.5)  # the answer is sent back meanwhile
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Pass)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return server.server_address[1], cert, stop
+
+
+@pytest.mark.parametrize("cert_name", ["api.test", "elsewhere.test"])
+def test_over_tls_the_name_is_checked_at_the_address_resolved_once(
+    rig: Rig, cert_name: str
+) -> None:
+    """Hetzner's API is HTTPS: the connection goes to the address resolved once per run, and
+    TLS still checks the certificate against the endpoint's name (a kept address that is no
+    longer the API's cannot receive the token): a certificate for another name is refused."""
+    port, ca, stop = _tls_front(rig, cert_name)
+    try:
+        _with_env(rig, "HCLOUD_ENDPOINT", f"https://api.test:{port}/v1")
+        _with_deadline(rig, 3)
+        env = rig.env(True, {"T_LOOKUPS": str(rig.tmp / "lookups"), "SSL_CERT_FILE": str(ca)})
+        res = subprocess.run(
+            [PYTHON, "-c", _RESOLVING, str(rig.script), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        stop()
+    assert res.returncode == 0, res.stderr
+    assert _lookups(rig) == 1, res.stderr
+    if cert_name == "api.test":
+        _assert_moved(rig)
+        assert "PENDING" not in res.stderr
+    else:
+        assert _writes(rig.calls()) == [] and rig.calls() == [], res.stderr
+        assert "Hostname mismatch" in res.stderr, res.stderr  # the name, not the CA
+        assert "PENDING" in res.stderr
 
 
 def test_a_takeover_with_the_rate_limit_spent_goes_on_as_the_bucket_refills(rig: Rig) -> None:
