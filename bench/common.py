@@ -95,8 +95,11 @@ def lab_session(lab: Lab) -> Iterator[Lab]:
     import fcntl
 
     with open("/run/rblab-use.lock", "w") as lock:
-        console.print("[dim]waiting for the lab lock (/run/rblab-use.lock)…[/dim]")
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # said only when another run holds it
+            console.print("[dim]waiting for the lab lock (/run/rblab-use.lock)…[/dim]")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield lab
         finally:
