@@ -698,6 +698,40 @@ def test_the_api_name_is_resolved_once_per_run_and_kept_for_a_resolver_that_fail
     assert not (rig.tmp / "api-addrs").exists()
 
 
+def test_the_node_without_the_vip_keeps_the_api_address_fresh_for_its_takeover(rig: Rig) -> None:
+    """The runs of the node without the VIP at rest make no API call, and /run starts empty at
+    boot: the kept addresses a failing resolver falls back to were missing on exactly the node
+    that takes over. Its re-assert (the 60 s timer) now resolves the API host, without an API
+    call; a resolver that fails then is logged before any failover needs it."""
+    port = rig.running.addresses[0][1]
+    _with_env(rig, "HCLOUD_ENDPOINT", f"http://api.test:{port}/v1")
+    env = {"T_LOOKUPS": str(rig.tmp / "lookups")}
+    before = len(rig.calls())
+    res = subprocess.run(
+        [PYTHON, "-c", _RESOLVING, str(rig.script), "reassert"],
+        env=rig.env(False, env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert len(rig.calls()) == before and _lookups(rig) == 1
+    assert json.loads((rig.tmp / "api-addrs").read_text()) == {f"api.test:{port}": ["127.0.0.1"]}
+    (rig.tmp / "api-addrs").unlink()
+    res = subprocess.run(
+        [PYTHON, "-c", _RESOLVING, str(rig.script), "reassert"],
+        env=rig.env(False, env | {"T_RESOLVER": "fail"}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "reassert: the API host api.test cannot be resolved: " in res.stderr, res.stderr
+    assert len(rig.calls()) == before
+
+
 def _tls_front(rig: Rig, name: str) -> tuple[int, Path, Callable[[], None]]:
     """A TLS front of the simulated API (a certificate for `name`, self-signed: the CA file the
     script is told to trust), passing each connection through to its plain port. Returns the
