@@ -165,7 +165,6 @@ class FakeCloud:
             if not found:
                 raise ApiError("not_found", f"server {server_name!r} not found")
             rid = found[0]["id"]
-            self._check_unlocked(("server", rid))
             plan = ops.Plan("create_image", [("server", rid)], ("server", rid), "none", {})
             return self._start_action(plan, seconds)[1]["action"]
 
