@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -359,24 +359,40 @@ def dead_holder_api_hung(hung_s: float, down_s: float) -> Callable[[Ctx], None]:
 ADD_TAKEN_MAX = 15
 
 
+def _dead_holder_counting(
+    ctx: Ctx,
+    down_s: float,
+    during: Callable[[str], contextlib.AbstractContextManager[object]],
+    status: int,
+    label: str,
+) -> int:
+    """Both links of the holder down for `down_s` while `during(holder)` holds the API's fault;
+    the API's answers since are counted in `notes["api_calls"]`: all of them, and those of
+    `status` under `label`. Returns the latter."""
+    h = holder()
+    ctx.notes["host"] = h
+    since = time.time()
+    with during(h):
+        ctx.mark("begin")
+        with faults.links_down(h, ("ens10", "eth0")):
+            sleep_until(ctx, ctx.marks["begin"] + down_s)
+    ctx.mark("end")
+    calls = scenarios.api_calls(since)
+    counted = sum(1 for c in calls if c["status"] == status)
+    ctx.notes["api_calls"] = {"answered": len(calls), label: counted}
+    return counted
+
+
 def dead_holder_slow_actions(action_s: float, down_s: float) -> Callable[[Ctx], None]:
     """Both links of the holder down for `down_s` while each API action takes `action_s`
     (Hetzner's take seconds; the lab's 0.2 s): the takeover waits for the old holder's alias
-    removal, then for its own add. The API's answers during the fault are counted
-    (`notes["api_calls"]`); more than ADD_TAKEN_MAX "still taken" answers fail the fault."""
+    removal, then for its own add. More than ADD_TAKEN_MAX "still taken" answers (422) during
+    the fault fail it."""
 
     def run(ctx: Ctx) -> None:
-        h = holder()
-        ctx.notes["host"] = h
-        with scenarios.api_fault(action_seconds=action_s):
-            since = time.time()
-            ctx.mark("begin")
-            with faults.links_down(h, ("ens10", "eth0")):
-                sleep_until(ctx, ctx.marks["begin"] + down_s)
-        ctx.mark("end")
-        calls = scenarios.api_calls(since)
-        taken = sum(1 for c in calls if c["status"] == 422)
-        ctx.notes["api_calls"] = {"answered": len(calls), "still_taken": taken}
+        taken = _dead_holder_counting(
+            ctx, down_s, lambda _h: scenarios.api_fault(action_seconds=action_s), 422, "still_taken"
+        )
         if taken > ADD_TAKEN_MAX:
             raise AssertionError(
                 f"the alias add got {taken} 'still taken' answers (at most {ADD_TAKEN_MAX})"
@@ -388,23 +404,16 @@ def dead_holder_slow_actions(action_s: float, down_s: float) -> Callable[[Ctx], 
 def dead_holder_busy(lock_s: float, down_s: float) -> Callable[[Ctx], None]:
     """Both links of the holder down for `down_s`, its server locked for the first `lock_s` by
     an action of the cloud's own (Hetzner: a backup or a snapshot; every action on the server
-    answers 423 `locked` meanwhile): the floating IP (its own lock) goes over as ever, the VIP's
-    alias only once the old holder's removal is let through."""
+    answers 423 `locked` meanwhile, counted): the floating IP (its own lock) goes over as ever,
+    the VIP's alias only once the old holder's removal is let through."""
+
+    @contextlib.contextmanager
+    def locked(h: str) -> Iterator[None]:
+        scenarios.busy(h, lock_s)  # begun before the links go down; it ends by itself
+        yield
 
     def run(ctx: Ctx) -> None:
-        h = holder()
-        ctx.notes["host"] = h
-        since = time.time()
-        scenarios.busy(h, lock_s)
-        ctx.mark("begin")
-        with faults.links_down(h, ("ens10", "eth0")):
-            sleep_until(ctx, ctx.marks["begin"] + down_s)
-        ctx.mark("end")
-        calls = scenarios.api_calls(since)
-        ctx.notes["api_calls"] = {
-            "answered": len(calls),
-            "locked": sum(1 for c in calls if c["status"] == 423),
-        }
+        _dead_holder_counting(ctx, down_s, locked, 423, "locked")
 
     return run
 
