@@ -62,7 +62,8 @@ class FakeCloud:
         if not token:
             raise ValueError("the API token must not be empty")
         self.state_path = Path(state_path)
-        self._token = token.encode()
+        self._token = token.encode()  # the newest token
+        self._tokens: dict[bytes, bool] = {self._token: True}  # every valid one: may it write
         self.action_seconds = action_seconds
         self.on_change = on_change
         self.faults = Faults()
@@ -79,15 +80,33 @@ class FakeCloud:
 
     # ----- plumbing -------------------------------------------------------------------------
     def check_token(self, presented: str) -> bool:
-        """Constant-time comparison, so the answer time does not leak the token."""
-        return hmac.compare_digest(presented.encode(), self._token)
+        """Whether `presented` is a valid token (compared in constant time with each, so the
+        answer time does not leak one)."""
+        return self._match(presented) is not None
 
-    def rotate_token(self, new: str) -> None:
-        """A new API token; the old one is revoked at once (as deleting it in the Hetzner
-        console does): every call with it gets 401 unauthorized from now on."""
+    def may_write(self, presented: str) -> bool:
+        """Whether `presented` is a valid Read & Write token (Hetzner's tokens are Read or
+        Read & Write: a Read token's writes answer 403 forbidden)."""
+        return bool(self._match(presented))
+
+    def _match(self, presented: str) -> bool | None:
+        found: bool | None = None
+        for token, writes in self._tokens.items():
+            if hmac.compare_digest(presented.encode(), token):
+                found = writes
+        return found
+
+    def rotate_token(self, new: str, *, read_only: bool = False, revoke: bool = True) -> None:
+        """A new API token (`read_only`: a Read token, as the Hetzner console also makes); with
+        `revoke` every other token is revoked at once (as deleting it in the console does):
+        every call with one gets 401 unauthorized from now on. Without, the old ones stay valid
+        (a new token made before the old one is deleted)."""
         if not new:
             raise ValueError("the API token must not be empty")
         self._token = new.encode()
+        if revoke:
+            self._tokens.clear()
+        self._tokens[self._token] = not read_only
 
     def snapshot(self) -> JSON:
         with self._lock:

@@ -160,10 +160,14 @@ class _Handler(BaseHTTPRequestHandler):
                 Call(time.time(), method, self.path, status, time.monotonic() - t0)
             )
 
+    def _presented(self) -> str:
+        """The bearer token of the request ("" without one)."""
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+
     def _authorized(self) -> bool:
-        auth = self.headers.get("Authorization") or ""
-        scheme, _, token = auth.partition(" ")
-        return scheme.lower() == "bearer" and self.server.cloud.check_token(token.strip())
+        token = self._presented()
+        return bool(token) and self.server.cloud.check_token(token)
 
     def _serve(self, method: str) -> None:
         t0 = time.monotonic()
@@ -223,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(verdict.fail_code, f"{verdict.fail_code} (injected fault)")
             if not self._authorized():
                 raise ApiError("unauthorized")
+            if method != "GET" and not cloud.may_write(self._presented()):
+                raise ApiError("forbidden")  # a Read token's write
             if not cloud.bucket.take():
                 raise ApiError("rate_limit_exceeded", "limit of requests per hour reached")
             status, body = self._route(method, path, query, raw)
@@ -327,9 +333,19 @@ class _Handler(BaseHTTPRequestHandler):
 
         body = parse_body(raw)
         token = body.get("token")
-        if set(body) != {"token"} or not isinstance(token, str) or len(token) < 32:
-            raise invalid_field("token", "a new token of at least 32 characters, nothing else")
-        self.server.cloud.rotate_token(token)
+        flags = {k: body.get(k, d) for k, d in (("read_only", False), ("revoke", True))}
+        if (
+            not set(body) <= {"token", *flags}
+            or not isinstance(token, str)
+            or len(token) < 32
+            or not all(isinstance(v, bool) for v in flags.values())
+        ):
+            raise invalid_field(
+                "token",
+                "a new token of at least 32 characters; optional booleans read_only "
+                "(a Read token) and revoke (the others; default true); nothing else",
+            )
+        self.server.cloud.rotate_token(token, **flags)
 
     def _configure_faults(self, raw: bytes) -> None:
         from lab.fakecloud.inputs import parse_body

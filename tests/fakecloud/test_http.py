@@ -334,6 +334,31 @@ def test_token_rotation_revokes_the_old_token_at_once(env: Env) -> None:
     assert env.call("GET", "/servers").status == 200  # a refused rotation changes nothing
 
 
+def test_a_read_token_reads_and_is_refused_every_write(env: Env) -> None:
+    """Hetzner's tokens are Read or Read & Write: a Read token's writes (a PUT that changes
+    nothing as well as an action) answer 403 forbidden and change nothing. Made without
+    `revoke`, the old token stays valid beside it (a new one made before the old is deleted)."""
+    old, reader = env.token, "r" * 40
+    r = env.call("POST", "/_lab/token", {"token": reader, "read_only": True, "revoke": False})
+    assert r.status == 200
+    server = env.call("GET", "/servers", token=reader).body["servers"][0]
+    put = env.call("PUT", f"/servers/{server['id']}", {"name": "renamed"}, token=reader)
+    assert put.status == 403 and put.body["error"]["code"] == "forbidden"
+    fip = env.call("GET", "/floating_ips", token=reader).body["floating_ips"][0]
+    assign = f"/floating_ips/{fip['id']}/actions/assign"
+    assert env.call("POST", assign, {"server": server["id"]}, token=reader).status == 403
+    assert (
+        env.call("GET", f"/servers/{server['id']}", token=old).body["server"]["name"]
+        == (server["name"])
+    )
+    assert env.call("PUT", f"/servers/{server['id']}", {"name": server["name"]}).status == 200
+    bad = {"token": "w" * 40, "read_only": "yes"}
+    assert env.call("POST", "/_lab/token", bad).status == 422
+    env.call("POST", "/_lab/token", {"token": "w" * 40})  # revokes both
+    assert env.call("GET", "/servers", token=old).status == 401
+    assert env.call("GET", "/servers", token=reader).status == 401
+
+
 def test_a_call_is_in_the_log_once_its_answer_has_arrived(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
