@@ -37,6 +37,18 @@ class Recorder:
     fail: str = ""
     pending: set[str] = field(default_factory=set)
     states: list[RunState] = field(default_factory=list)
+    writes: bool | None = True
+    """What the cloud's write probe answers (False: a Read token)."""
+    probed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Cloud:
+    rec: Recorder
+
+    def token_may_write(self, server: str) -> bool | None:
+        self.rec.probed.append(server)
+        return self.rec.writes
 
 
 @pytest.fixture
@@ -47,9 +59,9 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         r.connected.append(list(names))
         return {n: object() for n in names}
 
-    def from_inventory(*_: Any, **__: Any) -> object:
+    def from_inventory(*_: Any, **__: Any) -> Cloud:
         r.cloud += 1
-        return object()
+        return Cloud(r)
 
     def run_step(step: Step, ctx: StepContext) -> StepResult:
         dry = ctx.options.dry_run
@@ -133,6 +145,37 @@ def test_lb_setup_asks_the_cloud_and_network_connects_no_host(rec: Recorder) -> 
     assert [n for n, _, _ in rec.ran] == ["lb", "haproxy", "heartbeat"]
     core.network.body(ctx_for(), dry_run=True)
     assert len(rec.connected) == 1 and rec.cloud == 2
+
+
+def test_a_read_token_is_bad_input_before_any_step_of_a_task_that_writes_with_it(
+    rec: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hetzner makes Read and Read & Write tokens. A Read token fails the cloud's steps at their
+    first write, and the heartbeat step would deploy it to the failover, which cannot move the
+    addresses with it: exit 2 before any step runs. The probe is a write (one that changes
+    nothing), so a dry-run does not make it and says so; a task that neither writes through
+    the API nor deploys the token does not ask."""
+    assert scope([registry.HEARTBEAT]).token_writes and scope([registry.NETWORK]).token_writes
+    assert not scope([registry.HAPROXY, registry.INIT, registry.JOIN]).token_writes
+    rec.writes = False
+    with pytest.raises(Exit) as exc:
+        lb.heartbeat.body(ctx_for(), yes=True)  # the heartbeat step alone: no cloud step
+    assert exc.value.code == 2 and rec.ran == [] and rec.probed == ["k8slb01"]
+    out = capsys.readouterr().out
+    assert "HCLOUD_TOKEN: the API token may only read" in out and "Read & Write" in out
+    lb.setup.body(ctx_for(), dry_run=True)
+    assert rec.probed == ["k8slb01"] and [n for n, _, _ in rec.ran] == [
+        "lb",
+        "haproxy",
+        "heartbeat",
+    ]
+    assert "checked when the run applies" in capsys.readouterr().out
+    rec.ran.clear()
+    lb.haproxy.body(ctx_for(), yes=True)
+    assert rec.probed == ["k8slb01"] and [n for n, _, _ in rec.ran] == ["haproxy"]
+    rec.writes = True
+    lb.setup.body(ctx_for(), yes=True)
+    assert rec.probed == ["k8slb01", "k8slb01"] and len(rec.ran) == 4
 
 
 def test_a_host_outside_the_tasks_roles_is_bad_input(

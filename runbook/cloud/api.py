@@ -123,6 +123,26 @@ class CloudTarget:
             self.ui.command(CLOUD, what, mutating=True)
         return self.retrier.call(fn)
 
+    def token_may_write(self, server_name: str) -> bool | None:
+        """Whether the token may write. Hetzner's tokens are Read or Read & Write, and only a
+        write tells which: this one sets a server's name to the name it has (`PUT
+        /servers/{id}`), which changes nothing; a Read token's answer is 403 forbidden. None:
+        no server of that name (the step that needs it says so). Refused in dry-run, like
+        every write."""
+        srv = self.retrier.call(lambda: self.client.servers.get_by_name(server_name))
+        if srv is None:
+            return None
+        try:
+            self.write(
+                f"server {server_name}: name unchanged (may the token write?)",
+                lambda: self.client.servers.update(srv, name=srv.name),
+            )
+        except APIException as exc:
+            if exc.code == "forbidden":
+                return False
+            raise
+        return True
+
     # -- read helpers --------------------------------------------------------------------
     def server(self, name: str) -> Any:
         srv = self.retrier.call(lambda: self.client.servers.get_by_name(name))

@@ -49,6 +49,9 @@ class StepEntry:
     kubectl)."""
     renders: bool = True
     """May write files to hosts (`inv render` asks it)."""
+    token_writes: bool = False
+    """Needs an API token that may write: it writes through the API, or it deploys the token
+    the failover moves the addresses with."""
 
     def make(self) -> Step:
         return self.cls(*self.args)
@@ -56,12 +59,14 @@ class StepEntry:
 
 PREPARE = StepEntry("prepare", 1, PrepareStep)
 REBOOT = StepEntry("reboot", 1, RebootStep, renders=False)
-NETWORK = StepEntry("network", 2, NetworkStep, cloud=True, hosts=False, renders=False)
+NETWORK = StepEntry(
+    "network", 2, NetworkStep, cloud=True, hosts=False, renders=False, token_writes=True
+)
 # before anything listens (lb, heartbeat …)
-FIREWALL = StepEntry("firewall", 2, FirewallStep, cloud=True, renders=False)
-LB = StepEntry("lb", 3, LbStep, roles=("lb",), cloud=True)
+FIREWALL = StepEntry("firewall", 2, FirewallStep, cloud=True, renders=False, token_writes=True)
+LB = StepEntry("lb", 3, LbStep, roles=("lb",), cloud=True, token_writes=True)
 HAPROXY = StepEntry("haproxy", 5, HaproxyStep, roles=("lb",))
-HEARTBEAT = StepEntry("heartbeat", 4, HeartbeatStep, roles=("lb",))
+HEARTBEAT = StepEntry("heartbeat", 4, HeartbeatStep, roles=("lb",), token_writes=True)
 INIT = StepEntry("init", 6, InitStep, roles=("control-plane",))
 JOIN = StepEntry("join", 7, JoinStep, ("control-plane",), roles=("control-plane",), first_cp=True)
 JOIN_WORKERS = StepEntry("join-workers", 7, JoinStep, ("worker",), roles=("worker",), first_cp=True)
@@ -100,6 +105,7 @@ class Scope:
     cloud: bool
     hosts: bool
     first_cp: bool
+    token_writes: bool = False
 
     def also_connect(self, inv: Inventory) -> list[str]:
         """Hosts the steps talk to without being targets."""
@@ -116,6 +122,7 @@ def scope(entries: Sequence[StepEntry]) -> Scope:
         cloud=any(e.cloud for e in entries),
         hosts=any(e.hosts for e in entries),
         first_cp=any(e.first_cp for e in entries),
+        token_writes=any(e.token_writes for e in entries),
     )
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -80,6 +80,7 @@ def step_task(
             verbose=verbose,
             accept_new_host_keys=accept_new_host_keys,
             needs_cloud=needs.cloud,
+            token_writes=needs.token_writes,
             connect_hosts=needs.hosts,
             also_connect=needs.also_connect if needs.first_cp else None,
         )
@@ -232,6 +233,7 @@ def execute(
     verbose: bool = False,
     accept_new_host_keys: bool = False,
     needs_cloud: bool = False,
+    token_writes: bool = False,
     connect_hosts: bool = True,
     run: RunState | None = None,
     ui: Ui | None = None,
@@ -246,6 +248,8 @@ def execute(
     connect, then run the steps in order (plan, checkpoint, apply, verify), stop after the first
     failed step, close every target and show the recap.
 
+    `token_writes`: a step writes through the API or deploys the token: a Read token is bad
+    input, found before anything changes (not in dry-run: the probe is a write).
     `run`: the run's state with what the task hands its steps (e.g. the snapshot to restore).
     `also_connect`: hosts the steps talk to without being targets (e.g. the first control
     plane, which issues join credentials for `cluster.join --host k8snode01`). The walkthrough
@@ -284,6 +288,14 @@ def execute(
             )
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
+    if token_writes and not dry_run:
+        require_write_token(inv, ui, ctx)
+    elif token_writes:
+        ui.print(
+            "the API token's write permission is checked when the run applies (the check is "
+            "a write that changes nothing; none is made in --dry-run)",
+            style="dim",
+        )
 
     def body(results: list[StepResult]) -> int:
         facts_known = False
@@ -322,6 +334,39 @@ def execute(
         return 0
 
     return run_steps(ctx, body, done=None if done is None else lambda: done(ctx))
+
+
+def require_write_token(inv: Inventory, ui: Ui, ctx: StepContext) -> None:
+    """Exit 2, before anything changes, when the API token may only read: the cloud's steps
+    would fail at their first write, and the heartbeat step would deploy a token the failover
+    cannot move the addresses with (found at the first failover, by an outage). Hetzner's
+    console makes Read and Read & Write tokens."""
+    from ..cloud.api import CloudTarget, CloudTokenMissing
+
+    cloud = ctx.targets.get(CLOUD)
+    try:
+        probe = (
+            cast("CloudTarget", cloud)
+            if cloud is not None
+            else CloudTarget.from_inventory(inv, dry_run=False, ui=ui, stop=ctx.stop)
+        )
+    except CloudTokenMissing as exc:
+        raise fail_input(ui, [exc]) from None
+    lbs = [h.name for h in inv.hosts_with_role("lb")]
+    server = (lbs or list(inv.hosts))[0]
+    with ui.status("asking the API whether the token may write"):
+        writes = probe.token_may_write(server)
+    if writes is False:
+        raise fail_input(
+            ui,
+            [
+                f"{inv.hcloud.token_env}: the API token may only read (Hetzner answered 403 "
+                "forbidden to a write that changes nothing). The cloud's steps and the "
+                "failover need a Read & Write token: make one in the Hetzner console "
+                "(Security, API tokens) and run again. Nothing was changed."
+            ],
+            header="the API token cannot write:",
+        )
 
 
 def as_checked(res: StepResult) -> StepResult:

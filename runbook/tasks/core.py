@@ -253,6 +253,7 @@ def run_walkthrough(
         verbose=verbose,
         accept_new_host_keys=accept_new_host_keys,
         needs_cloud=needs.cloud,
+        token_writes=needs.token_writes,
         connect_hosts=needs.hosts,
         also_connect=needs.also_connect,
         ui=ui,

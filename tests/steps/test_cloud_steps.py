@@ -15,6 +15,7 @@ from runbook.cloud.api import CloudTarget
 from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, run_step
 from runbook.core.plan import CLOUD, Status
+from runbook.core.remote import DryRunViolation
 from runbook.inventory import Inventory, load_inventory
 from runbook.steps.lb import LbStep
 from runbook.steps.network import NetworkStep
@@ -152,3 +153,28 @@ def test_missing_server_is_a_clear_failure(inv: Inventory, tmp_path: Path) -> No
     assert res.results[0].status is Status.FAILED
     assert "server k8scontrol01 not found in the Hetzner project" in res.results[0].message
     assert posts(fc) == []  # nothing created when the plan is broken
+
+
+def test_the_token_probe_tells_a_read_token_and_changes_nothing(inv: Inventory, cloud) -> None:  # type: ignore[no-untyped-def]
+    """`token_may_write`: a write that sets a server's name to the name it has. True with a
+    Read & Write token, False with a Read token (403 forbidden), None for a server the project
+    does not have; refused in dry-run like every write. The server stays as it was."""
+    fc, url = cloud
+    patched = inv.model_copy(update={"hcloud": inv.hcloud.model_copy(update={"endpoint": url})})
+
+    def target(token: str, dry_run: bool = False) -> CloudTarget:
+        return CloudTarget.from_inventory(patched, dry_run=dry_run, environ={"HCLOUD_TOKEN": token})
+
+    before = fc.snapshot()["servers"]
+    writer = fc._token.decode()
+    assert target(writer).token_may_write("k8slb01") is True
+    assert target(writer).token_may_write("nosuchserver") is None
+    reader = "read-" + secrets.token_hex(16)
+    fc.rotate_token(reader, read_only=True, revoke=False)
+    assert target(reader).token_may_write("k8slb01") is False
+    assert target(writer).token_may_write("k8slb01") is True  # the old one still writes
+    with pytest.raises(DryRunViolation):
+        target(writer, dry_run=True).token_may_write("k8slb01")
+    assert fc.snapshot()["servers"] == before
+    puts = [c for c in fc.calls.dump() if c["method"] == "PUT"]
+    assert [c["status"] for c in puts] == [200, 403, 200]
