@@ -21,6 +21,7 @@ from typing import Any
 
 from lab import faults, invariants, netns, readyz, scenarios, topology
 from lab.invariants import down_after, last_failure, longest, longest_silence
+from runbook.render.lbfiles import FAILOVER_ENV_PATH
 from runbook.steps.heartbeat import END_WEDGED_HEARTBEAT
 
 DEADTIME = scenarios.DEADTIME
@@ -547,6 +548,39 @@ def token_rotated(ctx: Ctx) -> None:
     ctx.mark("end")
 
 
+def read_token(ctx: Ctx) -> None:
+    """A new API token made in the console, a Read one by mistake (the console makes Read and
+    Read & Write tokens), the old one not yet deleted; the operator's re-run with it (`inv
+    lb.setup --yes`) must exit 2 before it changes anything, saying the token may only read:
+    deployed, it would have left a failover that cannot move the addresses. The LBs keep the
+    old token (their env file unchanged), and a graceful failover afterwards moves the
+    routing with it."""
+    before = {h: _digest(h, FAILOVER_ENV_PATH) for h in LBS}
+    ctx.mark("begin")
+    old = scenarios.rotate_token(read_only=True, revoke=False)
+    try:
+        r = ctx.inv("lb.setup", "--yes", check=False)
+    finally:
+        scenarios.use_token(old)  # the operator's working token again
+    ctx.notes["lb.setup"] = {"rc": r.returncode, "recap": scenarios.recap(r.stdout)}
+    if r.returncode != 2 or "the API token may only read" not in r.stdout:
+        raise AssertionError(
+            f"lb.setup with a Read token exited {r.returncode}, not 2:\n{r.stdout[-2000:]}"
+        )
+    changed = [h for h in LBS if _digest(h, FAILOVER_ENV_PATH) != before[h]]
+    if changed:
+        raise AssertionError(f"the Read token's run changed the token's env file on {changed}")
+    out = scenarios.drill(ctx.inv, "stop")
+    ctx.notes["failover_with_the_old_token"] = out.outages
+    if not out.failed_over:
+        raise AssertionError(f"no failover with the old token: {out}")
+    ctx.mark("end")
+
+
+def _digest(host: str, path: str) -> str:
+    return netns.host_exec(host, ["sha256sum", path]).stdout.split()[0]
+
+
 # ----- the catalogue ------------------------------------------------------------------------
 AFTER_END = "outage after the fault ended"
 DURING = "longest outage"
@@ -854,6 +888,18 @@ CATALOGUE: dict[str, Fault] = {
                 Bounds(DURING, FAILOVER_BOUND, moves=1),
                 "API token rotated (old one revoked), `inv lb.setup --yes` with the new one, "
                 "then a graceful failover",
+                runbook_run=True,
+            ),
+        ),
+        (
+            "token-read-only",
+            Fault(
+                "token-read-only",
+                read_token,
+                # the refused run fails no request; the drill's graceful failover is the move
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "a Read token made beside the old one, `inv lb.setup --yes` with it: exit 2, "
+                "nothing changed; then a graceful failover with the old token",
                 runbook_run=True,
             ),
         ),

@@ -188,14 +188,22 @@ def api_calls(since: float) -> list[dict[str, Any]]:
     return [c for c in calls if c["time"] >= since]
 
 
-def rotate_token() -> None:
-    """A new API token, the old one revoked at once (the simulated API's admin call); the lab's
-    token file, which the runbook's runs read (RBLAB_HCLOUD_TOKEN), holds the new one."""
+def rotate_token(*, read_only: bool = False, revoke: bool = True) -> str:
+    """A new API token (the simulated API's admin call): `read_only` a Read token, `revoke` the
+    old ones revoked at once. The lab's token file, which the runbook's runs read
+    (RBLAB_HCLOUD_TOKEN), holds the new one; returns the one it held before."""
     new = secrets.token_hex(32)
-    _admin("POST", "/_lab/token", {"token": new})
+    old = labstate.paths().token.read_text().strip()
+    _admin("POST", "/_lab/token", {"token": new, "read_only": read_only, "revoke": revoke})
+    use_token(new)
+    return old
+
+
+def use_token(token: str) -> None:
+    """The lab's token file (what the runbook's runs read) holds `token` from now on."""
     path = labstate.paths().token
     tmp = path.with_suffix(".new")
-    tmp.write_text(new + "\n")
+    tmp.write_text(token + "\n")
     tmp.chmod(0o600)
     tmp.replace(path)
 

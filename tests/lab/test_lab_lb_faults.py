@@ -152,6 +152,16 @@ def test_a_dead_holder_locked_by_a_backup_moves_the_floating_ip_at_once_and_the_
     assert calls["locked"] >= 2, calls  # the lock was met, not missed
 
 
+def test_a_read_token_is_refused_before_it_reaches_the_failover(pair: None) -> None:
+    """Hetzner's console makes Read and Read & Write tokens. A re-run with a Read token made
+    beside the old one exits 2 before it changes anything (deployed, the failover could not
+    have moved the addresses with it: found at the first failover, by an outage); the LBs keep
+    the old token, the failover after it moves the routing, and no request fails meanwhile."""
+    res = run(campaign.CATALOGUE["token-read-only"])
+    check(res)
+    assert res.notes["lb.setup"]["rc"] == 2, res.report()
+
+
 def test_short_seeded_campaign(pair: None) -> None:
     """Three faults drawn with a fixed seed from the cheap ones: each meets I1-I3."""
     pool = ["standby-hung-20s", "heartbeat-kill-restart", "api-5xx-failover", "cp-killed"]
