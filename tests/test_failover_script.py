@@ -898,6 +898,19 @@ def test_a_takeover_goes_on_as_soon_as_a_hung_api_answers_not_after_each_calls_t
     assert writes and all(c["status"] is not None for c in writes), writes  # none sent in vain
 
 
+def test_a_read_token_keeps_the_resources_pending_and_says_why(rig: Rig) -> None:
+    """A Read token (the runbook refuses to deploy one; it may still be made Read in the
+    console later) answers 403 to every write: start keeps the resources with the routing
+    PENDING, as for an API that is down, and its log says what is wrong and what fixes it."""
+    rig.cloud.rotate_token(rig.token, read_only=True)
+    res = rig.run("start")
+    assert res.returncode == 0, res.stderr
+    assert "403 forbidden" in res.stderr and "the API token may only read" in res.stderr
+    assert "Read & Write token with `inv lb.heartbeat`" in res.stderr
+    assert rig.pending.exists() and VIP in rig.aliases(PEER)  # nothing moved
+    _assert_no_token(rig, res.stdout, res.stderr)
+
+
 @pytest.mark.parametrize("mode", ["close", "hang", "503"])
 def test_api_down_past_deadline_keeps_the_resources_pending(rig: Rig, mode: str) -> None:
     """Issue 11, cold start with the API down: a failed start made Heartbeat give the group up on
