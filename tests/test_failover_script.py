@@ -515,6 +515,26 @@ def test_reassert_on_holder_repairs_then_stays_read_only(rig: Rig) -> None:
     assert _writes(rig.calls()[before:]) == []
 
 
+def test_the_holder_alone_in_a_stalled_takeover_reasserts_as_the_owner(rig: Rig) -> None:
+    """Bench (stop 42): Heartbeat lost a message of its own in the takeover of a dead peer and
+    never ran the start; haproxy-watchdog runs it instead, and Heartbeat stays in transition
+    while the peer is dead. The re-assert then waited 10 s for the transition and followed the
+    routing as a released node (for a minute at every timer run, two API reads a second; here
+    it took the addresses off, the routing being with the peer). Once the transition has been
+    waited for (a start at work ends it), it re-asserts as the owner: no other node can hold
+    the group."""
+    extra = {
+        "HCLOUD_FAILOVER_RSC": "transition",
+        "HCLOUD_FAILOVER_PEER_STATUS": "dead",
+        "HCLOUD_FAILOVER_FOLLOW_S": "2",
+    }
+    res = rig.run("reassert", holds=True, extra=extra)
+    assert res.returncode == 0, res.stderr
+    _assert_moved(rig)
+    asked = rig.ip_log.read_text() if rig.ip_log.exists() else ""
+    assert " addr del " not in asked, asked  # the addresses were not taken off
+
+
 def test_usage_error(rig: Rig) -> None:
     res = rig.run("bogus")
     assert res.returncode == 2 and "usage" in res.stderr

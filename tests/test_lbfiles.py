@@ -11,6 +11,7 @@ every process ends with the namespace. If apt cannot provide the packages, these
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -263,6 +264,7 @@ def test_watchdog_files(inv: Inventory) -> None:
     assert f'"WATCHDOG_CUT_AFTER={cut}"' in unit and '"WATCHDOG_PORT=6443"' in unit
     wedge = 2 * inv.hcloud.failover_deadline + lbfiles.WATCHDOG_WEDGE_MARGIN_S
     assert f'"WATCHDOG_WEDGE_AFTER={wedge:g}"' in unit
+    assert f'"WATCHDOG_STRANDED_AFTER={lbfiles.WATCHDOG_STRANDED_S}"' in unit
 
 
 # ----- haproxy.cfg content --------------------------------------------------------------------
@@ -641,7 +643,10 @@ FAKES = {
     ),
     "hb_standby": 'date +%s.%N >> "$W/standby.log"; rm -f "$W/holds"',
     # the resource script: what it was asked, and whether the pause mark was there by then
-    "failover": 'echo "$* mark=$([ -e "$WATCHDOG_PAUSED_MARK" ] && echo yes)" >> "$W/failover.log"',
+    "failover": (
+        'echo "$* mark=$([ -e "$WATCHDOG_PAUSED_MARK" ] && echo yes)'
+        '${HCLOUD_FAILOVER_TRIGGER:+ trigger=$HCLOUD_FAILOVER_TRIGGER}" >> "$W/failover.log"'
+    ),
     # a connect to the peer's private address: silence while $W/cut-off exists
     "reach": 'echo "$*" >> "$W/reach.log"; [ ! -e "$W/cut-off" ]',
     "cl_status": (
@@ -691,6 +696,9 @@ class Watchdog:
             "WATCHDOG_WEDGE_HOLDER_EXTRA": "1.5",
             "WATCHDOG_PAUSED_MARK": str(tmp / "paused"),
             "WATCHDOG_HEARTBEAT_PIDFILE": str(tmp / "heartbeat.pid"),
+            "WATCHDOG_STRANDED_AFTER": "1",
+            "WATCHDOG_STRANDED_REPEAT": "2",
+            "WATCHDOG_FAILOVER_LOCK": str(tmp / "failover.lock"),
         }
         self.proc: subprocess.Popen[str] | None = None
 
@@ -1107,6 +1115,63 @@ def test_watchdog_leaves_heartbeat_alone_unless_wedged(watchdog: Watchdog, case:
     else:
         time.sleep(3.5)
     assert RESTART_HB not in watchdog.lines("systemctl.log")
+
+
+STRANDED_START = "start mark= trigger=mach_down"
+
+
+def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(watchdog: Watchdog) -> None:
+    """Bench (stop 42, `bench.failover`, 1 linkdown drill in 20; CI 54 before): Heartbeat on the
+    standby declared the dead holder dead, then lost a message of its own in the takeover's
+    chain ("NV failure (msgfromsteam)") and never ran the start: it stayed in transition, and
+    nobody served until the holder came back. Now the watchdog runs the start itself, as
+    Heartbeat's mach_down would have, STRANDED_AFTER s after it first saw that, and again every
+    STRANDED_REPEAT s while it lasts; not once the VIP is on."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "rsc").write_text("transition\n")
+    (watchdog.w / "peer").write_text("dead\n")
+    watchdog.start()
+    t0 = time.monotonic()
+    seen = watchdog.wait_for_line("failover.log", STRANDED_START, 4)
+    assert seen is not None, watchdog.lines("failover.log")
+    assert 0.9 <= seen - t0 <= 2.0
+    assert "its takeover stalled" in (watchdog.w / "stderr.log").read_text()
+    time.sleep(1.2)
+    assert watchdog.lines("failover.log") == [STRANDED_START]  # not every look
+    assert _count_soon(watchdog, 2, 2.5)  # still stranded: again after STRANDED_REPEAT
+    watchdog.flag("holds")  # the start put the VIP on
+    time.sleep(3.0)
+    assert watchdog.lines("failover.log") == [STRANDED_START] * 2
+
+
+def _count_soon(watchdog: Watchdog, count: int, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if len(watchdog.lines("failover.log")) >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("case", ["holder", "peer-active", "settled", "script-busy"])
+def test_watchdog_leaves_a_takeover_to_heartbeat_unless_it_stalled(
+    watchdog: Watchdog, case: str
+) -> None:
+    """*guard*: not on the node with the VIP, not with a peer Heartbeat sees (a hand-over at
+    work), not when Heartbeat settled (it gave the group elsewhere or holds it), not while a
+    run of the resource script holds its lock (a start at work, or one that waits for a peer
+    that may still serve)."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "rsc").write_text("none\n" if case == "settled" else "transition\n")
+    (watchdog.w / "peer").write_text("active\n" if case == "peer-active" else "dead\n")
+    if case == "holder":
+        watchdog.flag("holds")
+    with open(watchdog.w / "failover.lock", "a") as lock:
+        if case == "script-busy":
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        watchdog.start()
+        time.sleep(3.0)
+    assert not any("trigger=" in ln for ln in watchdog.lines("failover.log"))
 
 
 def test_watchdog_on_the_standby_or_at_start_ignores_an_active_peer(watchdog: Watchdog) -> None:

@@ -36,6 +36,8 @@ WATCHDOG_GRACE_S = 3  # haproxy down this long after one restart attempt → hb_
 WATCHDOG_INTERVAL_S = 1
 WATCHDOG_CUT_MARGIN_S = 3  # an active peer silent from here this long past deadtime → re-assert
 WATCHDOG_WEDGE_MARGIN_S = 60  # "transition" this long past two failover deadlines → wedged
+# the peer dead, "transition" without the VIP this long → a stalled takeover: run its start
+WATCHDOG_STRANDED_S = 2
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,7 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         cut_after=inv.load_balancer.heartbeat.deadtime + WATCHDOG_CUT_MARGIN_S,
         # longer than any start or stop may take (Heartbeat is in transition meanwhile)
         wedge_after=f"{2 * inv.hcloud.failover_deadline + WATCHDOG_WEDGE_MARGIN_S:g}",
+        stranded_after=WATCHDOG_STRANDED_S,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
         script_path=WATCHDOG_PATH,
