@@ -21,7 +21,7 @@ from typing import Any
 
 from lab import faults, invariants, netns, readyz, scenarios, topology
 from lab.invariants import down_after, last_failure, longest, longest_silence
-from runbook.render.lbfiles import FAILOVER_ENV_PATH
+from runbook.render.lbfiles import FAILOVER_ENV_PATH, WATCHDOG_STRANDED_S
 from runbook.steps.heartbeat import END_WEDGED_HEARTBEAT
 
 DEADTIME = scenarios.DEADTIME
@@ -331,6 +331,39 @@ def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
             out = scenarios.drill(ctx.inv, "stop", 12)
             ctx.notes["drill"] = out.outages
         ctx.mark("end")
+
+    return run
+
+
+HB_FIFO = "/var/lib/heartbeat/fifo"
+
+
+def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
+    """The standby's Heartbeat loses a message of its own in the takeover of a dead holder, as
+    in a linkdown drill of a bench (stop 42) and, by its outcome, CI 54: "NV failure
+    (msgfromsteam)", no start, nobody serving until the holder came back. Its scripts send
+    those messages through Heartbeat's FIFO (`>>>`, name=value lines, `<<<`); the lab writes a
+    lone `>>>` there, so its reader is inside an unfinished message when the takeover's comes
+    and drops it. The home node is the standby (its takeover of its own group goes through
+    such a message before the start); then both of the holder's links go down for `down_s`.
+    `notes`: whether the standby's Heartbeat logged the lost message (`lost`), whether its
+    watchdog ran the start (`watchdog_started`)."""
+
+    def run(ctx: Ctx) -> None:
+        hold_on(LBS[1])
+        h, standby = LBS[1], LBS[0]
+        ctx.notes["host"] = h
+        since = time.time()
+        netns.host_exec(standby, ["sh", "-c", f"printf '>>>\\n' >> {HB_FIFO}"], timeout=10)
+        ctx.mark("begin")
+        with faults.links_down(h, ("ens10", "eth0")):
+            sleep_until(ctx, ctx.marks["begin"] + down_s)
+        ctx.mark("end")
+        log = invariants.heartbeat_log(standby, 400, since)
+        ctx.notes["lost"] = any("NV failure" in line for line in log)
+        ctx.notes["watchdog_started"] = any("its takeover stalled" in line for line in log)
+        if not ctx.notes["lost"]:
+            raise AssertionError(f"the takeover's message was not lost on {standby}: no fault")
 
     return run
 
@@ -877,6 +910,18 @@ CATALOGUE: dict[str, Fault] = {
                 Bounds(FAILED, 0, moves=0),
                 "`heartbeat -r` on the holder with a newer ha.cf (a real config change's reload)",
                 runbook_run=True,
+            ),
+        ),
+        (
+            "takeover-message-lost",
+            Fault(
+                "takeover-message-lost",
+                takeover_message_lost(20.0),
+                # detection, the watchdog's STRANDED_AFTER from its first look at it (one look a
+                # second), the start's moves, the probe
+                Bounds(DURING, FAILOVER_BOUND + WATCHDOG_STRANDED_S + 2.5, moves=1),
+                "the standby's Heartbeat loses its takeover's message (\"NV failure\") as the "
+                "holder's links go down for 20 s: the watchdog runs the start",
             ),
         ),
         (

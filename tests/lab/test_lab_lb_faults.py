@@ -152,6 +152,16 @@ def test_a_dead_holder_locked_by_a_backup_moves_the_floating_ip_at_once_and_the_
     assert calls["locked"] >= 2, calls  # the lock was met, not missed
 
 
+def test_a_takeover_whose_message_heartbeat_lost_is_made_by_the_watchdog(pair: None) -> None:
+    """Bench (stop 42) and, by its outcome, CI 54: the standby's Heartbeat declared the dead
+    holder dead and lost a message of its own in the takeover ("NV failure"): no start, nobody
+    served for the whole 10 s cut. The lab loses that message on purpose; the watchdog sees the
+    stalled takeover and runs the start, within the fault's bound, one routing move."""
+    res = run(campaign.CATALOGUE["takeover-message-lost"])
+    check(res)
+    assert res.notes["lost"] and res.notes["watchdog_started"], res.report()
+
+
 def test_a_read_token_is_refused_before_it_reaches_the_failover(pair: None) -> None:
     """Hetzner's console makes Read and Read & Write tokens. A re-run with a Read token made
     beside the old one exits 2 before it changes anything (deployed, the failover could not
