@@ -335,30 +335,58 @@ def api_failover(**api_fault: Any) -> Callable[[Ctx], None]:
     return run
 
 
+MACH_DOWN = "/usr/share/heartbeat/mach_down"
 HB_FIFO = "/var/lib/heartbeat/fifo"
+# Heartbeat's scripts send their messages through its FIFO (`ha_clustermsg`: `>>>`, name=value
+# lines, `<<<`, written by a `cat` that may write them in pieces), and so does the child that
+# acquires a node's own group at a takeover, at the same moment as mach_down. The bench's miss:
+# the reader found mach_down's `>>>` followed by the child's message ("NV failure
+# (msgfromsteam): [>>>]") and dropped it: no ip-request-resp, no start. The lab makes that
+# happen on demand: this stand-in for mach_down (once, then the real one is back) stops the
+# reader, writes the first piece of mach_down's message, runs the real script with its own
+# message sent nowhere (HA_FIFO, which Heartbeat's shellfuncs honour), lets the child write
+# its message, and lets the reader go on
+LOSE_TAKEOVER_MESSAGE = f"""#!/bin/sh
+# lab fault (campaign: takeover-message-lost): the takeover's messages to Heartbeat are lost
+mv -f {MACH_DOWN}.lab-real {MACH_DOWN}
+reader=$(pgrep -f '^heartbeat: FIFO reader')
+[ -z "$reader" ] || kill -STOP $reader
+printf '>>>\\n' >> {HB_FIFO}
+HA_FIFO=/dev/null {MACH_DOWN} "$@"
+sleep 1
+[ -z "$reader" ] || kill -CONT $reader
+"""
 
 
 def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
     """The standby's Heartbeat loses a message of its own in the takeover of a dead holder, as
     in a linkdown drill of a bench (stop 42) and, by its outcome, CI 54: "NV failure
-    (msgfromsteam)", no start, nobody serving until the holder came back. Its scripts send
-    those messages through Heartbeat's FIFO (`>>>`, name=value lines, `<<<`); the lab writes a
-    lone `>>>` there, so its reader is inside an unfinished message when the takeover's comes
-    and drops it. The home node is the standby (its takeover of its own group goes through
-    such a message before the start); then both of the holder's links go down for `down_s`.
-    `notes`: whether the standby's Heartbeat logged the lost message (`lost`), whether its
-    watchdog ran the start (`watchdog_started`)."""
+    (msgfromsteam)" right after `mach_down`, no start, nobody serving until the holder came
+    back. The home node is made the standby (it acquires its own group through that message;
+    on the other node mach_down starts the group itself), the message is lost
+    (`LOSE_TAKEOVER_MESSAGE`), and both of the holder's links go down for `down_s`. `notes`:
+    whether Heartbeat logged the lost message (`lost`), whether the watchdog ran the start
+    (`watchdog_started`)."""
 
     def run(ctx: Ctx) -> None:
         hold_on(LBS[1])
         h, standby = LBS[1], LBS[0]
         ctx.notes["host"] = h
         since = time.time()
-        netns.host_exec(standby, ["sh", "-c", f"printf '>>>\\n' >> {HB_FIFO}"], timeout=10)
-        ctx.mark("begin")
-        with faults.links_down(h, ("ens10", "eth0")):
-            sleep_until(ctx, ctx.marks["begin"] + down_s)
-        ctx.mark("end")
+        netns.host_exec(
+            standby,
+            ["sh", "-c", f"cp -p {MACH_DOWN} {MACH_DOWN}.lab-real && cat > {MACH_DOWN}"],
+            input=LOSE_TAKEOVER_MESSAGE,
+            timeout=10,
+        )
+        try:
+            ctx.mark("begin")
+            with faults.links_down(h, ("ens10", "eth0")):
+                sleep_until(ctx, ctx.marks["begin"] + down_s)
+            ctx.mark("end")
+        finally:  # not taken: the real script back
+            real = f"{MACH_DOWN}.lab-real"
+            netns.host_exec(standby, ["sh", "-c", f"[ ! -e {real} ] || mv -f {real} {MACH_DOWN}"])
         log = invariants.heartbeat_log(standby, 400, since)
         ctx.notes["lost"] = any("NV failure" in line for line in log)
         ctx.notes["watchdog_started"] = any("its takeover stalled" in line for line in log)
@@ -920,7 +948,7 @@ CATALOGUE: dict[str, Fault] = {
                 # detection, the watchdog's STRANDED_AFTER from its first look at it (one look a
                 # second), the start's moves, the probe
                 Bounds(DURING, FAILOVER_BOUND + WATCHDOG_STRANDED_S + 2.5, moves=1),
-                "the standby's Heartbeat loses its takeover's message (\"NV failure\") as the "
+                "the standby's Heartbeat loses its takeover's message (mach_down's) as the "
                 "holder's links go down for 20 s: the watchdog runs the start",
             ),
         ),
