@@ -1120,6 +1120,31 @@ def test_watchdog_leaves_heartbeat_alone_unless_wedged(watchdog: Watchdog, case:
 STRANDED_START = "start mark= trigger=mach_down"
 
 
+@contextlib.contextmanager
+def _running_heartbeat(watchdog: Watchdog) -> Iterator[subprocess.Popen[bytes]]:
+    """A live process named heartbeat in the watchdog's PID file (ended with the block)."""
+    proc, _ = _wedged_heartbeat(watchdog.w, "heartbeat")
+    (watchdog.w / "heartbeat.pid").write_text(f"{proc.pid:10d}\n")
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=5)
+
+
+def _peer_dies_in_a_stalled_takeover(watchdog: Watchdog) -> float:
+    """The watchdog on the standby sees the peer active, then dead with Heartbeat here in
+    transition (its takeover stalled); the time the peer died."""
+    watchdog.flag("haproxy-up")
+    (watchdog.w / "rsc").write_text("none\n")
+    watchdog.start()
+    assert watchdog.wait_for_line("cl_status.log", "nodestatus k8slb02", 3) is not None
+    time.sleep(0.5)
+    (watchdog.w / "rsc").write_text("transition\n")
+    (watchdog.w / "peer").write_text("dead\n")
+    return time.monotonic()
+
+
 def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(watchdog: Watchdog) -> None:
     """Bench (stop 42, `bench.failover`, 1 linkdown drill in 20; CI 54 before): Heartbeat on the
     standby declared the dead holder dead, then lost a message of its own in the takeover's
@@ -1127,21 +1152,18 @@ def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(watchdog: Wa
     nobody served until the holder came back. Now the watchdog runs the start itself, as
     Heartbeat's mach_down would have, STRANDED_AFTER s after it first saw that, and again every
     STRANDED_REPEAT s while it lasts; not once the VIP is on."""
-    watchdog.flag("haproxy-up")
-    (watchdog.w / "rsc").write_text("transition\n")
-    (watchdog.w / "peer").write_text("dead\n")
-    watchdog.start()
-    t0 = time.monotonic()
-    seen = watchdog.wait_for_line("failover.log", STRANDED_START, 4)
-    assert seen is not None, watchdog.lines("failover.log")
-    assert 0.9 <= seen - t0 <= 2.0
-    assert "its takeover stalled" in (watchdog.w / "stderr.log").read_text()
-    time.sleep(1.2)
-    assert watchdog.lines("failover.log") == [STRANDED_START]  # not every look
-    assert _count_soon(watchdog, 2, 2.5)  # still stranded: again after STRANDED_REPEAT
-    watchdog.flag("holds")  # the start put the VIP on
-    time.sleep(3.0)
-    assert watchdog.lines("failover.log") == [STRANDED_START] * 2
+    with _running_heartbeat(watchdog):
+        died = _peer_dies_in_a_stalled_takeover(watchdog)
+        seen = watchdog.wait_for_line("failover.log", STRANDED_START, 4)
+        assert seen is not None, watchdog.lines("failover.log")
+        assert 0.9 <= seen - died <= 2.5
+        assert "its takeover stalled" in (watchdog.w / "stderr.log").read_text()
+        time.sleep(1.2)
+        assert watchdog.lines("failover.log") == [STRANDED_START]  # not every look
+        assert _count_soon(watchdog, 2, 2.5)  # still stranded: again after STRANDED_REPEAT
+        watchdog.flag("holds")  # the start put the VIP on
+        time.sleep(3.0)
+        assert watchdog.lines("failover.log") == [STRANDED_START] * 2
 
 
 def _count_soon(watchdog: Watchdog, count: int, timeout: float) -> bool:
@@ -1153,24 +1175,41 @@ def _count_soon(watchdog: Watchdog, count: int, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.parametrize("case", ["holder", "peer-active", "settled", "script-busy"])
+@pytest.mark.parametrize(
+    "case", ["holder", "peer-active", "settled", "script-busy", "never-alive", "restarted"]
+)
 def test_watchdog_leaves_a_takeover_to_heartbeat_unless_it_stalled(
     watchdog: Watchdog, case: str
 ) -> None:
     """*guard*: not on the node with the VIP, not with a peer Heartbeat sees (a hand-over at
     work), not when Heartbeat settled (it gave the group elsewhere or holds it), not while a
     run of the resource script holds its lock (a start at work, or one that waits for a peer
-    that may still serve)."""
-    watchdog.flag("haproxy-up")
-    (watchdog.w / "rsc").write_text("none\n" if case == "settled" else "transition\n")
-    (watchdog.w / "peer").write_text("active\n" if case == "peer-active" else "dead\n")
-    if case == "holder":
-        watchdog.flag("holds")
-    with open(watchdog.w / "failover.lock", "a") as lock:
-        if case == "script-busy":
+    that may still serve), and not for a peer this Heartbeat never saw alive: both LBs
+    booting, or Heartbeat here restarted and the peer not heard yet."""
+    with _running_heartbeat(watchdog), open(watchdog.w / "failover.lock", "a") as lock:
+        if case == "never-alive":
+            watchdog.flag("haproxy-up")
+            (watchdog.w / "rsc").write_text("transition\n")
+            (watchdog.w / "peer").write_text("dead\n")
+            watchdog.start()
+        else:
+            _peer_dies_in_a_stalled_takeover(watchdog)
+        if case == "settled":
+            (watchdog.w / "rsc").write_text("none\n")
+        elif case == "peer-active":
+            (watchdog.w / "peer").write_text("active\n")
+        elif case == "holder":
+            watchdog.flag("holds")
+        elif case == "script-busy":
             fcntl.flock(lock, fcntl.LOCK_EX)
-        watchdog.start()
-        time.sleep(3.0)
+        elif case == "restarted":
+            (watchdog.w / "second").mkdir()
+            again, _ = _wedged_heartbeat(watchdog.w / "second", "heartbeat")  # a new Heartbeat
+            (watchdog.w / "heartbeat.pid").write_text(f"{again.pid:10d}\n")
+        time.sleep(3.5)
+        if case == "restarted":
+            os.killpg(again.pid, 9)
+            again.wait(timeout=5)
     assert not any("trigger=" in ln for ln in watchdog.lines("failover.log"))
 
 
