@@ -147,6 +147,7 @@ def test_lb_setup_asks_the_cloud_and_network_connects_no_host(rec: Recorder) -> 
     assert len(rec.connected) == 1 and rec.cloud == 2
 
 
+@pytest.mark.bad_input
 def test_a_read_token_is_bad_input_before_any_step_of_a_task_that_writes_with_it(
     rec: Recorder, capsys: pytest.CaptureFixture[str]
 ) -> None:
