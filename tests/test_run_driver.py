@@ -17,6 +17,7 @@ from invoke.config import Config
 from invoke.context import Context
 from invoke.exceptions import Exit
 
+from runbook.cloud.api import CloudUnavailable
 from runbook.core.engine import RunState, Step, StepContext
 from runbook.core.plan import Change, Status, StepResult, TargetResult
 from runbook.core.resources import Resource
@@ -37,8 +38,8 @@ class Recorder:
     fail: str = ""
     pending: set[str] = field(default_factory=set)
     states: list[RunState] = field(default_factory=list)
-    writes: bool | None = True
-    """What the cloud's write probe answers (False: a Read token)."""
+    writes: bool | Exception | None = True
+    """What the cloud's write probe answers (False: a Read token; an exception: raised)."""
     probed: list[str] = field(default_factory=list)
 
 
@@ -48,6 +49,8 @@ class Cloud:
 
     def token_may_write(self, server: str) -> bool | None:
         self.rec.probed.append(server)
+        if isinstance(self.rec.writes, Exception):
+            raise self.rec.writes
         return self.rec.writes
 
 
@@ -177,6 +180,11 @@ def test_a_read_token_is_bad_input_before_any_step_of_a_task_that_writes_with_it
     rec.writes = True
     lb.setup.body(ctx_for(), yes=True)
     assert rec.probed == ["k8slb01", "k8slb01"] and len(rec.ran) == 4
+    # the API down (or another error): the steps' own calls meet it; no traceback here
+    rec.writes = CloudUnavailable("the Hetzner API did not answer within hcloud.retry_deadline")
+    lb.setup.body(ctx_for(), yes=True)
+    assert len(rec.probed) == 3 and len(rec.ran) == 7
+    assert "could not ask the API whether the token may write" in capsys.readouterr().out
 
 
 def test_a_host_outside_the_tasks_roles_is_bad_input(

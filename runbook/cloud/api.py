@@ -128,11 +128,11 @@ class CloudTarget:
         write tells which: this one sets a server's name to the name it has (`PUT
         /servers/{id}`), which changes nothing; a Read token's answer is 403 forbidden. None:
         no server of that name (the step that needs it says so). Refused in dry-run, like
-        every write."""
-        srv = self.retrier.call(lambda: self.client.servers.get_by_name(server_name))
-        if srv is None:
-            return None
+        every write. Any other failure (the API down, another error) is CloudUnavailable."""
         try:
+            srv = self.retrier.call(lambda: self.client.servers.get_by_name(server_name))
+            if srv is None:
+                return None
             self.write(
                 f"server {server_name}: name unchanged (may the token write?)",
                 lambda: self.client.servers.update(srv, name=srv.name),
@@ -140,7 +140,9 @@ class CloudTarget:
         except APIException as exc:
             if exc.code == "forbidden":
                 return False
-            raise
+            raise CloudUnavailable(f"{exc.code}: {exc.message}") from exc
+        except requests.RequestException as exc:
+            raise CloudUnavailable(str(exc)) from exc
         return True
 
     # -- read helpers --------------------------------------------------------------------

@@ -288,9 +288,7 @@ def execute(
             )
         except CloudTokenMissing as exc:
             raise fail_input(ui, [exc]) from None
-    if token_writes and not dry_run:
-        require_write_token(inv, ui, ctx)
-    elif token_writes:
+    if token_writes and dry_run:
         ui.print(
             "the API token's write permission is checked when the run applies (the check is "
             "a write that changes nothing; none is made in --dry-run)",
@@ -298,6 +296,8 @@ def execute(
         )
 
     def body(results: list[StepResult]) -> int:
+        if token_writes and not dry_run:  # inside the run: interrupts, targets closed
+            require_write_token(inv, ui, ctx)
         facts_known = False
         for i, step in enumerate(steps):
             needs_nic = step.name in LB_FACT_STEPS
@@ -341,7 +341,7 @@ def require_write_token(inv: Inventory, ui: Ui, ctx: StepContext) -> None:
     would fail at their first write, and the heartbeat step would deploy a token the failover
     cannot move the addresses with (found at the first failover, by an outage). Hetzner's
     console makes Read and Read & Write tokens."""
-    from ..cloud.api import CloudTarget, CloudTokenMissing
+    from ..cloud.api import CloudTarget, CloudTokenMissing, CloudUnavailable
 
     cloud = ctx.targets.get(CLOUD)
     try:
@@ -354,8 +354,13 @@ def require_write_token(inv: Inventory, ui: Ui, ctx: StepContext) -> None:
         raise fail_input(ui, [exc]) from None
     lbs = [h.name for h in inv.hosts_with_role("lb")]
     server = (lbs or list(inv.hosts))[0]
-    with ui.status("asking the API whether the token may write"):
-        writes = probe.token_may_write(server)
+    try:
+        with ui.status("asking the API whether the token may write"):
+            writes = probe.token_may_write(server)
+    except CloudUnavailable as exc:
+        # the API down or refusing otherwise: the steps' own calls meet it and say so
+        ui.warn(f"could not ask the API whether the token may write ({exc}); going on")
+        return
     if writes is False:
         raise fail_input(
             ui,

@@ -11,7 +11,7 @@ import pytest
 
 from lab.fakecloud.server import FakeCloud, Listener, start
 from lab.fakecloud.state import SeedFloatingIP, SeedServer, seed
-from runbook.cloud.api import CloudTarget
+from runbook.cloud.api import CloudTarget, CloudUnavailable
 from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, run_step
 from runbook.core.plan import CLOUD, Status
@@ -178,3 +178,6 @@ def test_the_token_probe_tells_a_read_token_and_changes_nothing(inv: Inventory, 
     assert fc.snapshot()["servers"] == before
     puts = [c for c in fc.calls.dump() if c["method"] == "PUT"]
     assert [c["status"] for c in puts] == [200, 403, 200]
+    fc.rotate_token("n" * 40)  # both revoked: 401 is not a Read token, it cannot be told
+    with pytest.raises(CloudUnavailable, match="unauthorized"):
+        target(writer).token_may_write("k8slb01")
