@@ -23,7 +23,9 @@ def test_the_hogs_run_in_their_own_sessions_and_end_with_the_block() -> None:
     with cpu_hogs(2) as pids:
         assert len(pids) == 2
         for pid in pids:
-            assert _state(pid) in ("R", "S")
+            # alive: a hog that has just exec'd may be in "D" reading the interpreter from disk
+            # (CI on 44995d8); not a zombie, not stopped, not gone
+            assert _state(pid) not in (None, "Z", "X", "T", "t")
             assert os.getsid(pid) == pid  # a session of its own: its own autogroup
     assert [_state(pid) for pid in pids] == [None, None]  # killed and reaped
 

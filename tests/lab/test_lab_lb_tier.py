@@ -6,6 +6,7 @@ Measurements are appended to <lab state>/measurements.json (the README quotes th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -283,28 +284,53 @@ def test_token_never_leaks(lb_tier: dict[str, float]) -> None:
     assert tok not in cmdlines
 
 
+def _argv_holding(secrets: set[bytes]) -> list[str]:
+    """The /proc/<pid>/cmdline files that hold one of `secrets`. A process that ends while
+    /proc is read is skipped, not an error (CI 68: a `ProcessLookupError` from the glob ended
+    the sampler thread, and with it the check, silently)."""
+    hits: list[str] = []
+    with os.scandir("/proc") as entries:
+        pids = [e.name for e in entries if e.name.isdigit()]
+    for pid in pids:
+        try:
+            argv = Path("/proc", pid, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(secret in argv for secret in secrets):
+            hits.append(f"/proc/{pid}/cmdline")
+    return hits
+
+
 @pytest.fixture(autouse=True)
 def _sample_argv_during_tests() -> Iterator[None]:
-    """Sample every process's argv while each test runs (failovers included): no token."""
+    """Sample every process's argv while each test runs (failovers included): no token, the
+    current one nor any the test rotated away from. The sampler failing is the test failing."""
     stop = threading.Event()
     found: list[str] = []
+    died: list[BaseException] = []
+    samples = [0]
+    secrets: set[bytes] = set()
 
     def sample() -> None:
-        tok = token() if labstate.paths().token.exists() else ""
-        while tok and not stop.wait(0.05):
-            for p in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    if tok.encode() in p.read_bytes():
-                        found.append(str(p))
-                except OSError:
-                    pass
+        try:
+            while not stop.wait(0.05):
+                if labstate.paths().token.exists():
+                    secrets.add(token().encode())
+                secrets.discard(b"")
+                if secrets:
+                    found.extend(_argv_holding(secrets))
+                    samples[0] += 1
+        except BaseException as exc:  # reported by the fixture after the test
+            died.append(exc)
 
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     yield
     stop.set()
     t.join()
-    assert not found, f"token in argv of {found}"
+    assert not died, f"the argv sampler died: {died[0]!r}"
+    assert not found, f"token in argv of {sorted(set(found))}"
+    assert not secrets or samples[0] > 0, "the argv sampler never sampled"
 
 
 def test_no_scenario_left_the_pair_broken(lb_tier: dict[str, float]) -> None:
