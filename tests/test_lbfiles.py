@@ -1132,11 +1132,12 @@ def _running_heartbeat(watchdog: Watchdog) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(timeout=5)
 
 
-def _peer_dies_in_a_stalled_takeover(watchdog: Watchdog) -> float:
-    """The watchdog on the standby sees the peer active, then dead with Heartbeat here in
-    transition (its takeover stalled); the time the peer died."""
+def _peer_dies_in_a_stalled_takeover(watchdog: Watchdog, seen: str = "active") -> float:
+    """The watchdog on the standby sees the peer `seen` (active; up: alive, not yet active),
+    then dead with Heartbeat here in transition (its takeover stalled); the time it died."""
     watchdog.flag("haproxy-up")
     (watchdog.w / "rsc").write_text("none\n")
+    (watchdog.w / "peer").write_text(f"{seen}\n")
     watchdog.start()
     assert watchdog.wait_for_line("cl_status.log", "nodestatus k8slb02", 3) is not None
     time.sleep(0.5)
@@ -1145,15 +1146,19 @@ def _peer_dies_in_a_stalled_takeover(watchdog: Watchdog) -> float:
     return time.monotonic()
 
 
-def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(watchdog: Watchdog) -> None:
+@pytest.mark.parametrize("seen", ["active", "up"])
+def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(
+    watchdog: Watchdog, seen: str
+) -> None:
     """Bench (stop 42, `bench.failover`, 1 linkdown drill in 20; CI 54 before): Heartbeat on the
     standby declared the dead holder dead, then lost a message of its own in the takeover's
     chain ("NV failure (msgfromsteam)") and never ran the start: it stayed in transition, and
     nobody served until the holder came back. Now the watchdog runs the start itself, as
     Heartbeat's mach_down would have, STRANDED_AFTER s after it first saw that, and again every
-    STRANDED_REPEAT s while it lasts; not once the VIP is on."""
+    STRANDED_REPEAT s while it lasts; not once the VIP is on. A peer seen only "up" (alive,
+    its Heartbeat not yet active) counts as seen alive."""
     with _running_heartbeat(watchdog):
-        died = _peer_dies_in_a_stalled_takeover(watchdog)
+        died = _peer_dies_in_a_stalled_takeover(watchdog, seen)
         seen = watchdog.wait_for_line("failover.log", STRANDED_START, 4)
         assert seen is not None, watchdog.lines("failover.log")
         assert 0.9 <= seen - died <= 2.5
