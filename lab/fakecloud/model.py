@@ -79,17 +79,10 @@ class FakeCloud:
             self._schedule(p["action"])
 
     # ----- plumbing -------------------------------------------------------------------------
-    def check_token(self, presented: str) -> bool:
-        """Whether `presented` is a valid token (compared in constant time with each, so the
-        answer time does not leak one)."""
-        return self._match(presented) is not None
-
-    def may_write(self, presented: str) -> bool:
-        """Whether `presented` is a valid Read & Write token (Hetzner's tokens are Read or
-        Read & Write: a Read token's writes answer 403 forbidden)."""
-        return bool(self._match(presented))
-
-    def _match(self, presented: str) -> bool | None:
+    def token_access(self, presented: str) -> bool | None:
+        """What `presented` may do: None, not a valid token (401); False, a Read token (its
+        writes answer 403 forbidden, as Hetzner's do); True, a Read & Write token. Compared in
+        constant time with each token, so the answer time does not leak one."""
         found: bool | None = None
         for token, writes in self._tokens.items():
             if hmac.compare_digest(presented.encode(), token):

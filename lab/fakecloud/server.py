@@ -165,9 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         return token.strip() if scheme.lower() == "bearer" else ""
 
-    def _authorized(self) -> bool:
+    def _access(self) -> bool | None:
+        """The request's token: None, missing or not valid; False, Read; True, Read & Write."""
         token = self._presented()
-        return bool(token) and self.server.cloud.check_token(token)
+        return self.server.cloud.token_access(token) if token else None
 
     def _serve(self, method: str) -> None:
         t0 = time.monotonic()
@@ -225,9 +226,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if verdict.fail_code is not None:
                 raise ApiError(verdict.fail_code, f"{verdict.fail_code} (injected fault)")
-            if not self._authorized():
+            access = self._access()
+            if access is None:
                 raise ApiError("unauthorized")
-            if method != "GET" and not cloud.may_write(self._presented()):
+            if method != "GET" and not access:
                 raise ApiError("forbidden")  # a Read token's write
             if not cloud.bucket.take():
                 raise ApiError("rate_limit_exceeded", "limit of requests per hour reached")
@@ -288,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ----- admin ----------------------------------------------------------------------------
     def _admin(self, method: str, path: str, raw: bytes) -> None:
         cloud = self.server.cloud
-        if not self._authorized():
+        if self._access() is None:
             err = ApiError("unauthorized")
             self._send(err.status, err.body())
             return
