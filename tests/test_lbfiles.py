@@ -700,7 +700,7 @@ class Watchdog:
             "WATCHDOG_STRANDED_REPEAT": "2",
             "WATCHDOG_FAILOVER_LOCK": str(tmp / "failover.lock"),
         }
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def flag(self, name: str, on: bool = True) -> None:
         path = self.w / name
@@ -1146,9 +1146,9 @@ def _peer_dies_in_a_stalled_takeover(watchdog: Watchdog, seen: str = "active") -
     return time.monotonic()
 
 
-@pytest.mark.parametrize("seen", ["active", "up"])
+@pytest.mark.parametrize("peer_was", ["active", "up"])
 def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(
-    watchdog: Watchdog, seen: str
+    watchdog: Watchdog, peer_was: str
 ) -> None:
     """Bench (stop 42, `bench.failover`, 1 linkdown drill in 20; CI 54 before): Heartbeat on the
     standby declared the dead holder dead, then lost a message of its own in the takeover's
@@ -1158,7 +1158,7 @@ def test_watchdog_runs_the_start_of_a_takeover_heartbeat_stalled_in(
     STRANDED_REPEAT s while it lasts; not once the VIP is on. A peer seen only "up" (alive,
     its Heartbeat not yet active) counts as seen alive."""
     with _running_heartbeat(watchdog):
-        died = _peer_dies_in_a_stalled_takeover(watchdog, seen)
+        died = _peer_dies_in_a_stalled_takeover(watchdog, peer_was)
         seen = watchdog.wait_for_line("failover.log", STRANDED_START, 4)
         assert seen is not None, watchdog.lines("failover.log")
         assert 0.9 <= seen - died <= 2.5
