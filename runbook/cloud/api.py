@@ -169,7 +169,8 @@ CLOUD_IS_A_TARGET: type[Target] = CloudTarget
 
 
 class CloudUnavailable(RuntimeError):
-    """The API did not answer (or stayed locked) until the retry deadline."""
+    """The API did not answer (or stayed locked) until the retry deadline; from the write-token
+    probe also any other failure than the 403 it asks about."""
 
 
 def retry_reason(exc: BaseException) -> str | None:
