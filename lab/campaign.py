@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lab import faults, invariants, netns, readyz, scenarios, topology
+from lab import blindclock, faults, invariants, netns, readyz, scenarios, topology
 from lab.invariants import down_after, last_failure, longest, longest_silence
 from runbook.render.lbfiles import FAILOVER_ENV_PATH, WATCHDOG_STRANDED_S
 from runbook.steps.heartbeat import END_WEDGED_HEARTBEAT
@@ -178,6 +178,26 @@ def hung(host_of: Callable[[], str], seconds: float) -> Callable[[Ctx], None]:
         ctx.mark("begin")
         with faults.frozen(h):
             time.sleep(seconds)
+        ctx.mark("end")
+
+    return run
+
+
+def hung_blind(seconds: float) -> Callable[[Ctx], None]:
+    """The holder paused for `seconds` the way a hypervisor stops and continues a kvm-clock
+    guest: no clock of it shows the gap afterwards (`blindclock`), so neither its Heartbeat nor
+    the watchdog's pause detector sees the pause; what is left to notice it is the peer's view
+    and the cloud's routing. The first time, the holder's clocks are made blind (a restart of
+    its Heartbeat: a hand-over to the peer) and the group handed back, before the fault."""
+
+    def run(ctx: Ctx) -> None:
+        h = holder()
+        ctx.notes["host"] = h
+        if blindclock.enable(h):
+            hold_on(h)
+            invariants.quiet()
+        ctx.mark("begin")
+        ctx.notes["paused_s"] = round(blindclock.pause(h, seconds), 2)
         ctx.mark("end")
 
     return run
@@ -679,6 +699,21 @@ CATALOGUE: dict[str, Fault] = {
             )
             for s in (5, 20, 60)
         ),
+        *(
+            (
+                f"holder-hung-blind-{s}s",
+                Fault(
+                    f"holder-hung-blind-{s}s",
+                    hung_blind(s),
+                    Bounds(
+                        AFTER_END, 2.0, moves=1, failover=HUNG_FAILOVER_BOUND if s > 10 else None
+                    ),
+                    f"the VIP holder paused {s} s as a hypervisor pauses a kvm-clock guest: "
+                    "every process stopped, no clock of it shows the gap after the resume",
+                ),
+            )
+            for s in (5, 20)
+        ),
         (
             "standby-hung-20s",
             Fault(
@@ -1118,6 +1153,7 @@ def cleanup(installed: list[str]) -> None:
         try:
             faults.clear_nft(h)
             faults.thaw(h)
+            blindclock.disable(h)
         except (RuntimeError, subprocess.SubprocessError):
             pass
     with contextlib.suppress(OSError):

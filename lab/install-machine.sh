@@ -13,10 +13,12 @@
 # - python3-yaml, openssl: the Kubernetes stand-ins (lab/standins) run with the hosts' python3.
 # - nftables: the `nft` tool; the internet namespace rbl-inet enforces the simulated Hetzner Cloud
 #   Firewalls with it (lab/sdn.py). Only used inside lab namespaces, never in the root namespace.
+# - gcc, libc6-dev: the blind clock (lab/blindclock.c), the stand-in for a hypervisor pause a
+#   kvm-clock guest cannot see.
 # haproxy and heartbeat are NOT installed here: hosts install them from the lab repo.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-machine.sh: must run as root" >&2; exit 2; }
-PKGS=(openssh-server netcat-openbsd dpkg-dev iproute2 util-linux python3 python3-yaml openssl nftables)
+PKGS=(openssh-server netcat-openbsd dpkg-dev iproute2 util-linux python3 python3-yaml openssl nftables gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
