@@ -653,6 +653,15 @@ FAKES = {
         'echo "$*" >> "$W/cl_status.log"; [ -e "$W/slow" ] && sleep "$(cat "$W/slow")"; '
         'case "$1" in rscstatus) cat "$W/rsc" 2>/dev/null || echo all ;; *) cat "$W/peer" ;; esac'
     ),
+    # the reference clock (clock-watch): its arguments, then one report per $W/behind written
+    # ("<seconds> <source>"), while its parent lives
+    "clock": (
+        'echo "$*" > "$W/clock.args"\n'
+        'while kill -0 "$2" 2>/dev/null; do\n'
+        '  [ -e "$W/behind" ] && cat "$W/behind" && rm -f "$W/behind"\n'
+        "  sleep 0.05\n"
+        "done"
+    ),
 }
 
 
@@ -699,6 +708,8 @@ class Watchdog:
             "WATCHDOG_STRANDED_AFTER": "1",
             "WATCHDOG_STRANDED_REPEAT": "2",
             "WATCHDOG_FAILOVER_LOCK": str(tmp / "failover.lock"),
+            "WATCHDOG_CLOCK_CMD": str(bindir / "clock"),
+            "WATCHDOG_CLOCK_SOURCES": "10.143.0.11:6443 10.143.0.12:6443",
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -874,6 +885,46 @@ def test_watchdog_runs_the_reassert_itself_when_the_holder_was_paused(watchdog: 
     assert not any("hcloud-reassert" in c for c in watchdog.lines("systemctl.log"))
     # the mark the resource script reads: the time of the resume, written before the run
     assert abs(time.time() - float((watchdog.w / "paused").read_text())) < 2.0
+
+
+def test_watchdog_runs_the_reassert_when_the_reference_clock_says_the_holder_was_paused(
+    watchdog: Watchdog,
+) -> None:
+    """Lab, the blind-clock pause (a kvm-clock guest stopped and continued by the hypervisor:
+    no clock of it shows the gap): the uptime detector saw nothing, and the resumed holder's
+    stale addresses stayed 0.7-3.8 s, until the peer's Heartbeat restarted. A report of the
+    reference clock (this node's wall clock fell behind the control planes') is answered as a
+    pause: the mark, then the re-assert, once per report; on a node without the VIP, nothing."""
+    watchdog.flag("haproxy-up")
+    watchdog.start()
+    time.sleep(1.0)
+    args = (watchdog.w / "clock.args").read_text().split()
+    assert watchdog.proc is not None
+    assert args[args.index("--parent") + 1] == str(watchdog.proc.pid)
+    assert args[-2:] == ["10.143.0.11:6443", "10.143.0.12:6443"]
+    (watchdog.w / "behind").write_text("5.0 10.143.0.11\n")  # not the holder: nothing
+    time.sleep(1.0)
+    assert not (watchdog.w / "behind").exists()
+    assert watchdog.lines("failover.log") == []
+    watchdog.flag("holds")
+    (watchdog.w / "behind").write_text("20.1 10.143.0.12\n")
+    assert watchdog.wait_for_line("failover.log", "reassert mark=yes", 3) is not None
+    time.sleep(0.5)
+    assert watchdog.lines("failover.log") == ["reassert mark=yes"]
+    assert "clock fell 20.1s behind 10.143.0.12's" in (watchdog.w / "stderr.log").read_text()
+    assert abs(time.time() - float((watchdog.w / "paused").read_text())) < 2.0
+
+
+def test_watchdog_without_control_planes_runs_no_reference_clock(tmp_path: Path) -> None:
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=1, interval=0.2)
+    dog.env["WATCHDOG_CLOCK_SOURCES"] = ""
+    dog.start()
+    try:
+        time.sleep(1.0)
+        assert not (dog.w / "clock.args").exists()
+        assert dog.proc is not None and dog.proc.poll() is None
+    finally:
+        dog.stop()
 
 
 def test_watchdog_does_not_count_its_own_answer_to_a_pause_as_another(tmp_path: Path) -> None:

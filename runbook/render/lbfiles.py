@@ -24,6 +24,7 @@ FAILOVER_ENV_PATH = "/etc/hcloud-failover.env"
 REASSERT_SERVICE_PATH = "/etc/systemd/system/hcloud-reassert.service"
 REASSERT_TIMER_PATH = "/etc/systemd/system/hcloud-reassert.timer"
 WATCHDOG_PATH = "/usr/local/sbin/haproxy-watchdog"
+WATCHDOG_CLOCK_PATH = "/usr/local/sbin/haproxy-watchdog-clock"
 WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 LOGROTATE_PATH = "/etc/logrotate.d/heartbeat"  # the heartbeat package's rule, replaced
@@ -234,11 +235,16 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         stranded_after=WATCHDOG_STRANDED_S,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
+        # the reference clock for a pause this node's clocks do not show: any answer of the
+        # control planes' API carries their time
+        clock_sources=[f"{h.private_ip}:{API_PORT}" for h in inv.hosts_with_role("control-plane")],
+        clock_path=WATCHDOG_CLOCK_PATH,
         script_path=WATCHDOG_PATH,
         logfile=inv.load_balancer.heartbeat.logfile,
     )
     return [
         RenderedFile(WATCHDOG_PATH, source("haproxy-watchdog"), mode=0o755),
+        RenderedFile(WATCHDOG_CLOCK_PATH, source("clock-watch"), mode=0o755),
         RenderedFile(WATCHDOG_SERVICE_PATH, unit),
     ]
 

@@ -1,0 +1,177 @@
+"""The watchdog's reference clock (`files/clock-watch`), run as the watchdog runs it, against
+local HTTPS servers whose `Date` header the test moves: it reports when this node's clock fell
+behind theirs (as after a hypervisor pause no clock of the node showed), and nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "files" / "clock-watch"
+
+
+class DateServer:
+    """HTTPS on 127.0.0.1 answering every request with `Date` = now + `ahead` (or `bad`)."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.ahead = 0.0
+        self.bad = False
+        self.requests = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                if server.bad:
+                    return "not a date"
+                return formatdate(time.time() + server.ahead, usegmt=True)
+
+            def do_HEAD(self) -> None:
+                server.requests += 1
+                self.send_response(403)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def source(self) -> str:
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+    subprocess.run(
+        ["openssl", "req", "-x509", *ec, "-subj", "/CN=cp", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture()
+def servers(tls: tuple[Path, Path]) -> Iterator[list[DateServer]]:
+    made = [DateServer(*tls), DateServer(*tls)]
+    yield made
+    for s in made:
+        s.close()
+
+
+class Watch:
+    """clock-watch as the watchdog starts it; its report lines read in a thread."""
+
+    def __init__(self, sources: list[str], parent: int, quiet: float = 30.0) -> None:
+        argv = [sys.executable, str(SCRIPT), "--parent", str(parent), "--every", "0.1"]
+        argv += ["--jump", "2", "--quiet", f"{quiet:g}", *sources]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+
+    def wait_lines(self, n: int, timeout: float) -> list[str]:
+        end = time.monotonic() + timeout
+        while len(self.lines) < n and time.monotonic() < end:
+            time.sleep(0.05)
+        return list(self.lines)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        self.proc.wait(5)
+
+
+def test_a_clock_that_fell_behind_the_reference_is_reported_once(
+    servers: list[DateServer],
+) -> None:
+    ref = servers[0]
+    watch = Watch([ref.source], parent=1, quiet=1.5)
+    try:
+        assert watch.wait_lines(1, 1.5) == []  # in step: nothing
+        assert ref.requests >= 5  # it does look
+        ref.ahead = 20.0  # this node was paused 20 s and its clocks did not show it
+        lines = watch.wait_lines(1, 2.0)
+        assert len(lines) == 1, lines
+        behind, host = lines[0].split()
+        assert 19.0 <= float(behind) <= 21.0 and host == "127.0.0.1"
+        time.sleep(0.6)
+        assert watch.lines == lines  # the new difference is the new normal
+        ref.ahead = 30.0  # another pause inside the quiet time: not reported
+        time.sleep(0.6)
+        assert watch.lines == lines
+        lines = watch.wait_lines(2, 2.5)  # at its end: reported, both pauses in one
+        assert len(lines) == 2 and 9.0 <= float(lines[1].split()[0]) <= 11.0, lines
+    finally:
+        watch.stop()
+
+
+def test_a_clock_stepped_forward_small_steps_and_bad_dates_are_not_pauses(
+    servers: list[DateServer],
+) -> None:
+    """NTP stepping this node's clock forward (the reference falls behind), the Date's whole
+    seconds, a source that sends no date: none of them is this node falling behind."""
+    ref = servers[0]
+    watch = Watch([ref.source], parent=1, quiet=0.1)
+    try:
+        time.sleep(0.5)
+        ref.ahead = -10.0
+        time.sleep(0.5)
+        ref.ahead = -8.8  # 1.2 s "behind" again: under the 2 s that count
+        time.sleep(0.5)
+        ref.bad = True
+        time.sleep(0.5)
+        assert watch.lines == []
+        assert watch.proc.poll() is None
+    finally:
+        watch.stop()
+
+
+def test_the_next_source_answers_when_the_first_does_not(servers: list[DateServer]) -> None:
+    first, second = servers
+    gone = first.source
+    first.close()
+    watch = Watch([gone, second.source], parent=1)
+    try:
+        time.sleep(0.8)
+        second.ahead = 5.0
+        lines = watch.wait_lines(1, 2.0)
+        assert len(lines) == 1 and 4.0 <= float(lines[0].split()[0]) <= 6.0, lines
+    finally:
+        watch.stop()
+
+
+def test_it_ends_with_the_watchdog(servers: list[DateServer]) -> None:
+    parent = subprocess.Popen(["sleep", "0.5"])
+    watch = Watch([servers[0].source], parent=parent.pid)
+    try:
+        parent.wait(5)
+        assert watch.proc.wait(3) == 0
+    finally:
+        watch.stop()
