@@ -18,8 +18,8 @@ instead:
 - `pause` stops the host like `faults.freeze`, raises the offset by the time it was stopped
   while nothing of it runs, then continues it.
 
-Heartbeat is restarted by `enable` (a running process keeps its unshifted clocks), so the fault
-that uses this makes the host the holder again afterwards. The blindness stays for the host's
+Heartbeat and the watchdog are restarted by `enable` (a running process keeps its unshifted
+clocks), so the fault that uses this makes the host the holder again afterwards. The blindness stays for the host's
 boot: taking the bind mount away while the offset is not zero would show the watchdog a pause
 of that size. A reboot ends it (a fresh /run: no offset file, offset 0); `disable` removes the
 preload, for the campaign's cleanup.
@@ -92,8 +92,8 @@ def enabled(host: str) -> bool:
 
 def enable(host: str) -> bool:
     """Make every clock of `host` blind to a `pause`: the library and the preload, the offset
-    file (0), the ticker and its bind mount over /proc/uptime, then a restart of Heartbeat so it
-    runs shifted. Returns False when it already was (nothing restarted)."""
+    file (0), the ticker and its bind mount over /proc/uptime, then a restart of Heartbeat and
+    the watchdog so they run shifted. Returns False when it already was (nothing restarted)."""
     if enabled(host):
         return False
     lib = build()
@@ -116,7 +116,9 @@ def enable(host: str) -> bool:
         ],
         timeout=30,
     )
-    netns.host_exec(host, ["systemctl", "restart", "heartbeat"], timeout=120)
+    # the long-running processes whose clocks decide: Heartbeat, the watchdog and its
+    # reference clock (a running process keeps its unshifted clocks)
+    netns.host_exec(host, ["systemctl", "restart", "heartbeat", "haproxy-watchdog"], timeout=120)
     return True
 
 
