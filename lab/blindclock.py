@@ -19,10 +19,10 @@ instead:
   while nothing of it runs, then continues it.
 
 Heartbeat and the watchdog are restarted by `enable` (a running process keeps its unshifted
-clocks), so the fault that uses this makes the host the holder again afterwards. The blindness stays for the host's
-boot: taking the bind mount away while the offset is not zero would show the watchdog a pause
-of that size. A reboot ends it (a fresh /run: no offset file, offset 0); `disable` removes the
-preload, for the campaign's cleanup.
+clocks), so the fault that uses this makes the host the holder again afterwards. The blindness
+stays for the host's boot: taking the bind mount away while the offset is not zero would show
+the watchdog a pause of that size. A reboot ends it (a fresh /run: no offset file, offset 0);
+`disable` removes the preload, for the campaign's cleanup.
 """
 
 from __future__ import annotations
