@@ -35,7 +35,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab import faults, labstate, netns
+from lab import faults, labstate, netns, scenarios
 
 SOURCE = Path(__file__).with_name("blindclock.c")
 LIBRARY = "/usr/local/lib/rblab-blindclock.so"  # in the host
@@ -161,3 +161,17 @@ def disable(host: str) -> None:
     with contextlib.suppress(RuntimeError):
         _in_host(host, PRELOAD).unlink(missing_ok=True)
         _in_host(host, LIBRARY).unlink(missing_ok=True)
+
+
+def restore(host: str) -> None:
+    """The host's clocks real again, for what runs after a test: no preload, then a reboot (a
+    fresh /run: no offset file, no ticker, no bind mount). The pair takes the group from the
+    host first when it holds it (a planned hand-over, `hb_standby`)."""
+    disable(host)
+    if host in scenarios.holders():
+        netns.host_exec(host, ["/usr/share/heartbeat/hb_standby"], check=False, timeout=60)
+        scenarios.wait_for(
+            f"{host} gave the VIP up", lambda: host not in scenarios.holders(), 30, 0.5
+        )
+    boots = faults.power_cycle(host)
+    faults.wait_booted(host, boots)

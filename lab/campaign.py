@@ -199,8 +199,26 @@ def hung_blind(seconds: float) -> Callable[[Ctx], None]:
         ctx.mark("begin")
         ctx.notes["paused_s"] = round(blindclock.pause(h, seconds), 2)
         ctx.mark("end")
+        # the watchdog's answer (its reference clock, not its own clocks); the log's stamps are
+        # the host's shifted wall clock, so the last lines are read, not a time window
+        ctx.notes["reference_clock"] = _logged(h, REFERENCE_CLOCK_SAW, 3.0)
 
     return run
+
+
+# the watchdog's line when its reference clock saw a pause of its node
+REFERENCE_CLOCK_SAW = "a pause its own clocks did not show"
+
+
+def _logged(host: str, text: str, within: float) -> bool:
+    """`text` in the last lines of `host`'s Heartbeat log, polled for `within` s."""
+    until = time.monotonic() + within
+    while True:
+        if any(text in line for line in invariants.heartbeat_log(host, 60)):
+            return True
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.25)
 
 
 def power_cycle_holder(ctx: Ctx) -> None:
