@@ -915,6 +915,26 @@ def test_watchdog_runs_the_reassert_when_the_reference_clock_says_the_holder_was
     assert abs(time.time() - float((watchdog.w / "paused").read_text())) < 2.0
 
 
+def test_watchdog_starts_a_reference_clock_that_ended_again(tmp_path: Path) -> None:
+    """A reference clock that ends while the watchdog runs (it could not start, a bug) is said
+    in the log and started again, not silently gone until the watchdog restarts."""
+    dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=1, interval=0.2)
+    starts = tmp_path / "clock-starts"
+    clock = tmp_path / "bin" / "clock"
+    clock.write_text(f'#!/bin/sh\necho started >> "{starts}"\nexit 1\n')
+    dog.env["WATCHDOG_CLOCK_RETRY"] = "0.3"
+    dog.start()
+    try:
+        end = time.monotonic() + 5
+        while time.monotonic() < end and len(dog.lines("clock-starts")) < 3:
+            time.sleep(0.1)
+        assert len(dog.lines("clock-starts")) >= 3
+        assert "the reference clock" in (tmp_path / "stderr.log").read_text()
+        assert dog.proc is not None and dog.proc.poll() is None
+    finally:
+        dog.stop()
+
+
 def test_watchdog_without_control_planes_runs_no_reference_clock(tmp_path: Path) -> None:
     dog = Watchdog(tmp_path, load_inventory(INVENTORIES[0]), grace=1, interval=0.2)
     dog.env["WATCHDOG_CLOCK_SOURCES"] = ""
