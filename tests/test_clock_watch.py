@@ -5,71 +5,23 @@ behind theirs (as after a hypervisor pause no clock of the node showed), and not
 from __future__ import annotations
 
 import contextlib
-import http.server
-import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from email.utils import formatdate
 from pathlib import Path
 
 import pytest
 
+from bench.clockcost import DateServer, self_signed
+
 SCRIPT = Path(__file__).resolve().parent.parent / "files" / "clock-watch"
-
-
-class DateServer:
-    """HTTPS on 127.0.0.1 answering every request with `Date` = now + `ahead` (or `bad`)."""
-
-    def __init__(self, cert: Path, key: Path) -> None:
-        self.ahead = 0.0
-        self.bad = False
-        self.requests = 0
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def date_time_string(self, timestamp: float | None = None) -> str:
-                if server.bad:
-                    return "not a date"
-                return formatdate(time.time() + server.ahead, usegmt=True)
-
-            def do_HEAD(self) -> None:
-                server.requests += 1
-                self.send_response(403)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def source(self) -> str:
-        return f"127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
-    subprocess.run(
-        ["openssl", "req", "-x509", *ec, "-subj", "/CN=cp", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture()
