@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import paramiko
@@ -90,6 +91,57 @@ def test_proxy_eof_is_the_end_of_the_connection_not_a_spin() -> None:
         assert proxy.recv(100) == b""
     finally:
         proxy.close()
+
+
+def test_closing_the_proxy_under_a_recv_never_lets_it_read_another_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI 75: at the end of `inv patch --dry-run` the recap's lazy import of a module failed
+    with a SyntaxError from the module's 17th byte on. paramiko's transport thread was in the
+    proxy's recv, past its select, when the run closed the connection: the pipe's descriptor
+    number went to the module file the importer opened next, and the recv read 16 bytes of it
+    (an SSH packet's first block). Here the recv is held right after its select said ready,
+    `close` runs in another thread, and the test opens files (the lowest free numbers first);
+    then the recv goes on. No file may lose a byte, and the recv reads nothing after close."""
+    import select as select_module
+    import threading
+
+    import runbook.core.sshconn as sshconn
+
+    proxy = SessionProxyCommand("sleep 30")
+    in_select, go_on = threading.Event(), threading.Event()
+    real_select = select_module.select
+
+    def held_select(r: list, w: list, x: list, timeout: float | None = None) -> tuple:
+        in_select.set()
+        go_on.wait(10)
+        return (r, [], [])  # "ready": the recv's next step is its read
+
+    monkeypatch.setattr(sshconn.select, "select", held_select)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(proxy.recv(16)), daemon=True)
+    reader.start()
+    assert in_select.wait(5)
+    closer = threading.Thread(target=proxy.close, daemon=True)
+    closer.start()
+    time.sleep(0.5)  # close has run as far as it will before the recv goes on
+    content = b"0123456789abcdefghijklmnopqrstuvwxyz\n"
+    files = []
+    for i in range(4):
+        (tmp_path / f"f{i}").write_bytes(content)
+        files.append(open(tmp_path / f"f{i}", "rb"))  # noqa: SIM115 - closed below
+    go_on.set()
+    reader.join(10)
+    monkeypatch.setattr(sshconn.select, "select", real_select)
+    closer.join(10)
+    try:
+        assert [f.read() for f in files] == [content] * 4
+        assert got == [b""]
+    finally:
+        for f in files:
+            f.close()
+    assert proxy.process.returncode is not None and proxy.process.stdout is not None
+    assert proxy.process.stdout.closed  # closed once the recv had left
 
 
 def test_auth_uses_the_key_file_or_the_agent_when_the_named_key_is_missing(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import os
 import select
 import shlex
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -32,6 +33,10 @@ def library_logging(*, verbose: bool) -> None:
         log.addHandler(handler)
 
 
+# the longest a recv waits in one select before it looks whether the connection was closed
+RECV_SLICE_S = 0.2
+
+
 class SessionProxyCommand(ProxyCommand):
     """paramiko's ProxyCommand, its child in a session of its own: the terminal's Ctrl-C (sent to
     the whole foreground process group) must not cut the connection under a running command;
@@ -48,6 +53,13 @@ class SessionProxyCommand(ProxyCommand):
             start_new_session=True,
         )
         self.timeout = None
+        # recv reads the pipe by its descriptor number in paramiko's transport thread; the
+        # pipes are closed only while no recv runs (`_reading`), and a recv after `close`
+        # starts reads nothing. Closed under a running recv, the number went to the next file
+        # the process opened, and the recv read the first 16 bytes of it (CI 75: the lazy
+        # import of a module at the recap failed with a SyntaxError from its 17th byte on)
+        self._reading = threading.Lock()
+        self._closing = False
 
     def recv(self, size: int) -> bytes:
         """paramiko's loop, but the proxy's end of output is the connection's end: paramiko's own
@@ -55,30 +67,37 @@ class SessionProxyCommand(ProxyCommand):
         waiting forever). An empty result tells paramiko the connection is gone."""
         buffer = b""
         assert self.process.stdout is not None  # Popen(stdout=PIPE)
-        fd = self.process.stdout.fileno()
-        try:
-            start = time.monotonic()
-            while len(buffer) < size:
-                wait = None
-                if self.timeout is not None:
-                    wait = self.timeout - (time.monotonic() - start)
-                    if wait <= 0:
-                        raise TimeoutError
-                ready, _, _ = select.select([fd], [], [], wait)
-                if ready:
-                    chunk = os.read(fd, size - len(buffer))
-                    if not chunk:
-                        return buffer
-                    buffer += chunk
-            return buffer
-        except TimeoutError:
-            if buffer:
+        with self._reading:
+            if self._closing:
                 return buffer
-            raise
-        except OSError as exc:
-            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), str(exc)) from exc
+            fd = self.process.stdout.fileno()
+            try:
+                start = time.monotonic()
+                while len(buffer) < size:
+                    wait = RECV_SLICE_S
+                    if self.timeout is not None:
+                        left = self.timeout - (time.monotonic() - start)
+                        if left <= 0:
+                            raise TimeoutError
+                        wait = min(wait, left)
+                    ready, _, _ = select.select([fd], [], [], wait)
+                    if self._closing:  # closed meanwhile: the pipe is about to go
+                        return buffer
+                    if ready:
+                        chunk = os.read(fd, size - len(buffer))
+                        if not chunk:
+                            return buffer
+                        buffer += chunk
+                return buffer
+            except TimeoutError:
+                if buffer:
+                    return buffer
+                raise
+            except OSError as exc:
+                raise paramiko.ProxyCommandFailure(" ".join(self.cmd), str(exc)) from exc
 
     def close(self) -> None:
+        self._closing = True
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -86,9 +105,16 @@ class SessionProxyCommand(ProxyCommand):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for f in (self.process.stdin, self.process.stdout, self.process.stderr):
-            if f is not None:
-                f.close()
+        # a running recv ends within one slice of its select; should it not, the pipes are
+        # left to the garbage collector rather than closed under it
+        if not self._reading.acquire(timeout=5 * RECV_SLICE_S):
+            return
+        try:
+            for f in (self.process.stdin, self.process.stdout, self.process.stderr):
+                if f is not None:
+                    f.close()
+        finally:
+            self._reading.release()
 
 
 class SessionConnection(Connection):
