@@ -70,6 +70,13 @@ static void *next(const char *name)
 	return dlsym(RTLD_NEXT, name);
 }
 
+/* `real`, in a wrapper: the definition of `fn` it hides (libc's), looked up on first use */
+#define REAL(fn, lookup)                 \
+	static __typeof__(fn) *real;     \
+	if (!real)                       \
+		real = (lookup)
+#define NEXT(fn) REAL(fn, next(#fn))
+
 static int shifted(clockid_t clk)
 {
 	switch (clk) {
@@ -110,11 +117,16 @@ static const struct timespec *real_deadline(const struct timespec *at, struct ti
 	return buf;
 }
 
+/* the same for a deadline on clock `clk`: unchanged unless that clock is shifted */
+static const struct timespec *clock_deadline(clockid_t clk, const struct timespec *at,
+					     struct timespec *buf)
+{
+	return shifted(clk) ? real_deadline(at, buf) : at;
+}
+
 int clock_gettime(clockid_t clk, struct timespec *ts)
 {
-	static int (*real)(clockid_t, struct timespec *);
-	if (!real)
-		real = next("clock_gettime");
+	NEXT(clock_gettime);
 	int r = real(clk, ts);
 	if (r == 0 && shifted(clk)) {
 		int64_t off = offset();
@@ -148,12 +160,10 @@ time_t time(time_t *out)
 
 clock_t times(struct tms *buf)
 {
-	static clock_t (*real)(struct tms *);
 	static long hz;
-	if (!real) {
-		real = next("times");
+	NEXT(times);
+	if (!hz)
 		hz = sysconf(_SC_CLK_TCK);
-	}
 	clock_t r = real(buf);
 	int64_t off = offset();
 	if (r != (clock_t)-1 && off)
@@ -163,29 +173,23 @@ clock_t times(struct tms *buf)
 
 int clock_nanosleep(clockid_t clk, int flags, const struct timespec *req, struct timespec *rem)
 {
-	static int (*real)(clockid_t, int, const struct timespec *, struct timespec *);
-	if (!real)
-		real = next("clock_nanosleep");
+	NEXT(clock_nanosleep);
 	struct timespec buf;
-	if ((flags & TIMER_ABSTIME) && shifted(clk))
-		req = real_deadline(req, &buf);
+	if (flags & TIMER_ABSTIME)
+		req = clock_deadline(clk, req, &buf);
 	return real(clk, flags, req, rem);
 }
 
 int sem_clockwait(sem_t *sem, clockid_t clk, const struct timespec *at)
 {
-	static int (*real)(sem_t *, clockid_t, const struct timespec *);
-	if (!real)
-		real = next("sem_clockwait");
+	NEXT(sem_clockwait);
 	struct timespec buf;
-	return real(sem, clk, shifted(clk) ? real_deadline(at, &buf) : at);
+	return real(sem, clk, clock_deadline(clk, at, &buf));
 }
 
 int sem_timedwait(sem_t *restrict sem, const struct timespec *restrict at)
 {
-	static int (*real)(sem_t *, const struct timespec *);
-	if (!real)
-		real = next("sem_timedwait");
+	NEXT(sem_timedwait);
 	struct timespec buf;
 	return real(sem, real_deadline(at, &buf));
 }
@@ -194,9 +198,7 @@ int sem_timedwait(sem_t *restrict sem, const struct timespec *restrict at)
 int pthread_cond_timedwait(pthread_cond_t *restrict c, pthread_mutex_t *restrict m,
 			   const struct timespec *restrict at)
 {
-	static int (*real)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
-	if (!real)
-		real = dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2");
+	REAL(pthread_cond_timedwait, dlvsym(RTLD_NEXT, "pthread_cond_timedwait", "GLIBC_2.3.2"));
 	struct timespec buf;
 	return real(c, m, real_deadline(at, &buf));
 }
@@ -204,18 +206,14 @@ int pthread_cond_timedwait(pthread_cond_t *restrict c, pthread_mutex_t *restrict
 int pthread_cond_clockwait(pthread_cond_t *restrict c, pthread_mutex_t *restrict m,
 			   clockid_t clk, const struct timespec *restrict at)
 {
-	static int (*real)(pthread_cond_t *, pthread_mutex_t *, clockid_t, const struct timespec *);
-	if (!real)
-		real = next("pthread_cond_clockwait");
+	NEXT(pthread_cond_clockwait);
 	struct timespec buf;
-	return real(c, m, clk, shifted(clk) ? real_deadline(at, &buf) : at);
+	return real(c, m, clk, clock_deadline(clk, at, &buf));
 }
 
 int pthread_mutex_timedlock(pthread_mutex_t *restrict m, const struct timespec *restrict at)
 {
-	static int (*real)(pthread_mutex_t *, const struct timespec *);
-	if (!real)
-		real = next("pthread_mutex_timedlock");
+	NEXT(pthread_mutex_timedlock);
 	struct timespec buf;
 	return real(m, real_deadline(at, &buf));
 }
@@ -223,23 +221,20 @@ int pthread_mutex_timedlock(pthread_mutex_t *restrict m, const struct timespec *
 int pthread_mutex_clocklock(pthread_mutex_t *restrict m, clockid_t clk,
 			    const struct timespec *restrict at)
 {
-	static int (*real)(pthread_mutex_t *, clockid_t, const struct timespec *);
-	if (!real)
-		real = next("pthread_mutex_clocklock");
+	NEXT(pthread_mutex_clocklock);
 	struct timespec buf;
-	return real(m, clk, shifted(clk) ? real_deadline(at, &buf) : at);
+	return real(m, clk, clock_deadline(clk, at, &buf));
 }
 
 int timerfd_settime(int fd, int flags, const struct itimerspec *new, struct itimerspec *old)
 {
-	static int (*real)(int, int, const struct itimerspec *, struct itimerspec *);
-	if (!real)
-		real = next("timerfd_settime");
+	NEXT(timerfd_settime);
 	struct itimerspec buf;
-	if ((flags & TFD_TIMER_ABSTIME) && new && offset()) {
+	struct timespec at;
+	/* an it_value of 0 disarms the timer: no deadline to shift */
+	if ((flags & TFD_TIMER_ABSTIME) && new && (new->it_value.tv_sec || new->it_value.tv_nsec)) {
 		buf = *new;
-		if (buf.it_value.tv_sec || buf.it_value.tv_nsec)
-			add_ns(&buf.it_value, offset());
+		buf.it_value = *real_deadline(&new->it_value, &at);
 		new = &buf;
 	}
 	return real(fd, flags, new, old);

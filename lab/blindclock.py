@@ -122,16 +122,14 @@ def enable(host: str) -> bool:
     return True
 
 
-def _add_offset(host: str, seconds: float) -> int:
-    path = _in_host(host, OFFSET)
-    fd = os.open(path, os.O_RDWR)
+def _add_offset(host: str, seconds: float) -> None:
+    fd = os.open(_in_host(host, OFFSET), os.O_RDWR)
     try:
         (now,) = struct.unpack("q", os.pread(fd, 8, 0))
-        now += int(seconds * 1e9)
-        os.pwrite(fd, struct.pack("q", now), 0)  # in place: the processes map this page
+        # in place: the host's processes map this page
+        os.pwrite(fd, struct.pack("q", now + int(seconds * 1e9)), 0)
     finally:
         os.close(fd)
-    return now
 
 
 def pause(host: str, seconds: float) -> float:

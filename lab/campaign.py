@@ -694,6 +694,13 @@ FAILOVER_BOUND = DEADTIME + 1
 # that did not happen fails it (not the thin margin the README reports)
 HUNG_FAILOVER_BOUND = FAILOVER_BOUND + 2
 
+
+def hung_bounds(seconds: float) -> Bounds:
+    """A hung holder that resumes (seen or not): I1 within 2 s of the resume, the failover the
+    one move, and a hang longer than the failover bound must see the standby take over."""
+    return Bounds(AFTER_END, 2.0, moves=1, failover=HUNG_FAILOVER_BOUND if seconds > 10 else None)
+
+
 CATALOGUE: dict[str, Fault] = {
     f: v
     for f, v in (
@@ -708,10 +715,7 @@ CATALOGUE: dict[str, Fault] = {
                     # group Heartbeat's partition recovery hands it is deferred to the peer that
                     # serves. Measured: I1 0.61-1.21 s, 1 move, 0.0 s after the resume (was 22.9
                     # s and 4 moves once I1 was measured for good, 30-55 s outage at first)
-                    # A hang longer than the failover bound must see the standby take over
-                    Bounds(
-                        AFTER_END, 2.0, moves=1, failover=HUNG_FAILOVER_BOUND if s > 10 else None
-                    ),
+                    hung_bounds(s),
                     f"every process of the VIP holder SIGSTOPped for {s} s, then SIGCONT",
                 ),
             )
@@ -723,9 +727,7 @@ CATALOGUE: dict[str, Fault] = {
                 Fault(
                     f"holder-hung-blind-{s}s",
                     hung_blind(s),
-                    Bounds(
-                        AFTER_END, 2.0, moves=1, failover=HUNG_FAILOVER_BOUND if s > 10 else None
-                    ),
+                    hung_bounds(s),
                     f"the VIP holder paused {s} s as a hypervisor pauses a kvm-clock guest: "
                     "every process stopped, no clock of it shows the gap after the resume",
                 ),
