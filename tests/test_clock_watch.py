@@ -5,6 +5,7 @@ behind theirs (as after a hypervisor pause no clock of the node showed), and not
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import threading
@@ -125,5 +126,58 @@ def test_it_ends_with_the_watchdog(servers: list[DateServer]) -> None:
     try:
         parent.wait(5)
         assert watch.proc.wait(3) == 0
+    finally:
+        watch.stop()
+
+
+@pytest.fixture()
+def silent() -> Iterator[str]:
+    """A source that takes the connection and never answers (a hung control plane): each ask
+    of it costs clock-watch its whole timeout."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def test_a_silent_source_is_not_asked_first_again(silent: str, servers: list[DateServer]) -> None:
+    """Asked in a fixed order, a silent first source made every look wait its 0.5 s timeout
+    first: a pause was seen up to 0.5 s later, and the answering source was asked ~5 times in
+    3 s instead of ~20 (one look every 0.1 s)."""
+    second = servers[1]
+    watch = Watch([silent, second.source], parent=1)
+    try:
+        time.sleep(3.0)
+        assert second.requests >= 12, second.requests
+        second.ahead = 5.0
+        began = time.monotonic()
+        lines = watch.wait_lines(1, 2.0)
+        assert len(lines) == 1 and 4.0 <= float(lines[0].split()[0]) <= 6.0, lines
+        assert time.monotonic() - began < 0.5
+    finally:
+        watch.stop()
+
+
+def test_a_source_whose_clock_differs_from_the_last_ones_is_not_a_pause(
+    servers: list[DateServer],
+) -> None:
+    """Each source is compared with its own last answer: when the first control plane stops
+    answering and the next one's clock is 3 s ahead of it, this node did not fall behind."""
+    first, second = servers
+    second.ahead = 3.0
+    watch = Watch([first.source, second.source], parent=1)
+    try:
+        deadline = time.monotonic() + 5.0
+        while first.requests < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.close()
+        deadline = time.monotonic() + 5.0
+        asked = second.requests
+        while second.requests < asked + 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second.requests >= asked + 5, "the second source was not asked"
+        assert watch.lines == []
+        assert watch.proc.poll() is None
     finally:
         watch.stop()
