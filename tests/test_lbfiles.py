@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
+from runbook.core.resources import PythonBytecode
 from runbook.inventory import Inventory, load_inventory
 from runbook.render import lbfiles
 
@@ -201,10 +203,101 @@ def test_haresources_fields(inv: Inventory) -> None:
 
 def test_resource_script_installed_executable(inv: Inventory) -> None:
     files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[1], authkey=AUTHKEY)}
-    script = files[lbfiles.FAILOVER_SCRIPT_PATH]
-    assert script.mode == 0o755 and script.content.startswith("#!/usr/bin/python3 -IS\n")
-    assert script.content == (REPO / "files" / "hcloud-failover").read_text()
-    compile(script.content, "hcloud-failover", "exec")
+    launcher = files[lbfiles.FAILOVER_SCRIPT_PATH]
+    assert launcher.mode == 0o755 and launcher.content.startswith("#!/usr/bin/python3 -IS\n")
+    assert launcher.content == (REPO / "files" / "hcloud-failover-launcher").read_text()
+    assert lbfiles.FAILOVER_LIB_DIR in launcher.content
+    module = files[lbfiles.FAILOVER_MODULE_PATH]
+    assert module.mode == 0o644 and module.path.startswith(lbfiles.FAILOVER_LIB_DIR + "/")
+    assert module.content == (REPO / "files" / "hcloud-failover").read_text()
+    compile(module.content, "hcloud_failover", "exec")
+    paths = list(files)  # the module before the launcher that imports it
+    assert paths.index(lbfiles.FAILOVER_MODULE_PATH) < paths.index(lbfiles.FAILOVER_SCRIPT_PATH)
+
+
+def _installed_launcher(tmp_path: Path, inv: Inventory) -> tuple[Path, Path]:
+    """The launcher and the module as the heartbeat step installs them, under tmp_path."""
+    files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[0], authkey=AUTHKEY)}
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    module = lib / "hcloud_failover.py"
+    module.write_text(files[lbfiles.FAILOVER_MODULE_PATH].content)
+    launcher = tmp_path / "hcloud-failover"
+    launcher.write_text(files[lbfiles.FAILOVER_SCRIPT_PATH].content)
+    launcher.chmod(0o755)
+    return launcher, module
+
+
+def _launch(launcher: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(launcher), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_launcher_runs_the_script_as_heartbeat_calls_it(tmp_path: Path, inv: Inventory) -> None:
+    """Heartbeat's contract through the launcher is the script's own (`status` of a node that is
+    not configured: `stopped`, 6; a usage error: 2), and Python keeps a compiled copy."""
+    launcher, module = _installed_launcher(tmp_path, inv)
+    env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
+    env["HCLOUD_FAILOVER_ENV"] = str(tmp_path / "missing.env")
+    script = REPO / "files" / "hcloud-failover"
+    direct = subprocess.run(
+        ["/usr/bin/python3", "-IS", str(script), "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    launched = _launch(launcher, env, "status")
+    assert (launched.returncode, launched.stdout) == (direct.returncode, direct.stdout)
+    assert (launched.returncode, launched.stdout) == (6, "stopped\n")
+    wrong = _launch(launcher, env, "bogus")
+    assert wrong.returncode == 2 and "usage: hcloud-failover" in wrong.stderr
+    assert list((module.parent / "__pycache__").glob("hcloud_failover.*.pyc"))
+
+
+def _sh(command: str) -> str:
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_checked_hash_copy_never_runs_a_stale_module(tmp_path: Path, inv: Inventory) -> None:
+    """The heartbeat step compiles the module checked against its source's hash
+    (`PythonBytecode`, its probe and its command run here as on a host). A source replaced in
+    the same second with the same size, which a copy checked by mtime cannot tell apart, runs
+    new, and Python writes the copy again the same way."""
+    launcher, module = _installed_launcher(tmp_path, inv)
+    env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
+    pyc = PythonBytecode(str(module))
+    assert _sh(pyc.probe()).strip() == "missing"
+    ran: list[str] = []
+    pyc.apply(mock.Mock(run=ran.append))
+    _sh(ran[0])
+    assert _sh(pyc.probe()).strip() == "ok"
+    before = module.stat()
+    usage = 'USAGE = "usage: hcloud-failover start|stop|status|reassert"'
+    text = module.read_text()
+    assert usage in text
+    module.write_text(text.replace(usage, usage.replace("usage:", "USAGE:")))
+    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert module.stat().st_size == before.st_size
+    assert _sh(pyc.probe()).strip() == "stale"
+    out = _launch(launcher, env, "bogus")
+    assert out.returncode == 2 and "USAGE: hcloud-failover" in out.stderr
+    assert _sh(pyc.probe()).strip() == "ok"
+
+
+def test_the_compiled_copy_is_planned_when_the_module_changes_in_the_run() -> None:
+    """The plan shows the compile when the module's file changes (its probe still sees the
+    old source then), and apply's own check compiles it; verify (nothing touched) is clean."""
+    pyc = PythonBytecode("/usr/local/lib/m/m.py", watch="file:/usr/local/lib/m/m.py")
+    ok = mock.Mock(stdout="ok\n")
+    host = mock.Mock(touched={"file:/usr/local/lib/m/m.py"})
+    change = pyc.check(host, ok)
+    assert change is not None and change.action == "compile"
+    assert pyc.check(mock.Mock(touched=set()), ok) is None
+    for state in ("stale", "missing"):
+        found = pyc.check(mock.Mock(touched=set()), mock.Mock(stdout=state + "\n"))
+        assert found is not None and state in found.summary
 
 
 def test_heartbeat_files_refuse_non_lb(inv: Inventory) -> None:

@@ -35,6 +35,7 @@ from ..core.remote import NO_ANSWER, Fact, Host, HostUnreachable
 from ..core.resources import (
     SECRET_MARKER,
     File,
+    PythonBytecode,
     Resource,
     RestoredFile,
     Service,
@@ -46,6 +47,7 @@ from ..core.waiting import now, wait_until
 from ..render.lbfiles import (
     AUTHKEYS_PATH,
     FAILOVER_ENV_PATH,
+    FAILOVER_MODULE_PATH,
     FAILOVER_SCRIPT_PATH,
     HA_CF_PATH,
     HARESOURCES_PATH,
@@ -308,6 +310,7 @@ class HeartbeatStep(Step):
         peers = [n for n in (h.name for h in inv.hosts_with_role("lb")) if n != target]
         return [
             *hb,
+            PythonBytecode(FAILOVER_MODULE_PATH, watch=f"file:{FAILOVER_MODULE_PATH}"),
             *fo,
             *wd,
             *rotation,

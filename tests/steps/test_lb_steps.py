@@ -14,7 +14,7 @@ from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, plan_target
 from runbook.core.plan import Change
 from runbook.core.remote import CommandTimeout, Fact, Host, Result
-from runbook.core.resources import File, Resource, Service
+from runbook.core.resources import File, PythonBytecode, Resource, Service
 from runbook.inventory import Inventory, load_inventory
 from runbook.status.lbstatus import node_status
 from runbook.steps._select import holds_vip
@@ -54,6 +54,8 @@ def converged_fact(res: Resource) -> Fact:
         return Fact(f"{meta}\n{base64.b64encode(res.content.encode()).decode()}", 0)
     if isinstance(res, Service):
         return Fact("enabled\n|\nactive", 0)
+    if isinstance(res, PythonBytecode):
+        return Fact("ok\n", 0)
     return Fact("", 0)
 
 
