@@ -256,6 +256,22 @@ def test_the_launcher_runs_the_script_as_heartbeat_calls_it(tmp_path: Path, inv:
     assert list((module.parent / "__pycache__").glob("hcloud_failover.*.pyc"))
 
 
+def test_the_launcher_without_its_module_says_so_and_stop_still_succeeds(
+    tmp_path: Path, inv: Inventory
+) -> None:
+    """A module that is missing (or does not load) is named on stderr; `stop` exits 0 all the
+    same (Heartbeat reboots a node whose stops fail), everything else fails."""
+    launcher, module = _installed_launcher(tmp_path, inv)
+    module.unlink()
+    env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
+    stop = _launch(launcher, env, "stop")
+    assert stop.returncode == 0 and "cannot load" in stop.stderr, stop.stderr
+    for action in ("start", "status"):
+        done = _launch(launcher, env, action)
+        assert done.returncode == 1 and str(module) in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def _sh(command: str) -> str:
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
 
