@@ -15,7 +15,6 @@ Target (ours): the launcher's `status` at most 75 % of the script's (median). No
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -125,7 +124,6 @@ def main() -> int:
             "python": PYTHON,
             "ratio": round(ratio, 2),
             "times": data,
-            "pid": os.getpid(),
         },
     )
     return 0 if ok else 1
