@@ -31,33 +31,35 @@ TARGET = 0.75
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
+def install_launcher(directory: Path) -> tuple[Path, Path]:
+    """The launcher (executable) and the module it imports (`lib/`, not compiled yet) under
+    `directory`, as the heartbeat step installs them; its HCLOUD_FAILOVER_LIB is `lib/`."""
+    lib = directory / "lib"
+    lib.mkdir()
+    module = lib / "hcloud_failover.py"
+    module.write_text(lbfiles.failover_script())
+    launcher = directory / "hcloud-failover"
+    launcher.write_text(lbfiles.failover_launcher())
+    launcher.chmod(0o755)
+    return launcher, module
+
+
 def _install(tmp: Path) -> tuple[Path, Path, dict[str, str]]:
     """The script as a file, and the launcher with its module compiled as the step does it."""
     inv = load_inventory(REPO / "hosts.yaml")
     name = inv.hosts_with_role("lb")[1].name
-    script = tmp / "hcloud-failover"
+    script = tmp / "script" / "hcloud-failover"
+    script.parent.mkdir()
     script.write_text(lbfiles.failover_script())
-    lib = tmp / "lib"
-    lib.mkdir()
-    module = lib / "hcloud_failover.py"
-    module.write_text(lbfiles.failover_script())
-    launcher = tmp / "launcher"
-    launcher.write_text(lbfiles.failover_launcher())
-    ran: list[str] = []
-
-    class Recorder:
-        def run(self, command: str) -> None:
-            ran.append(command)
-
-    PythonBytecode(str(module)).apply(Recorder())  # type: ignore[arg-type]
-    subprocess.run(["sh", "-c", ran[0]], check=True)
+    launcher, module = install_launcher(tmp)
+    subprocess.run(["sh", "-c", PythonBytecode(str(module)).compile_command()], check=True)
     env_file = tmp / "hcloud-failover.env"
     env_file.touch(mode=0o600)
     env_file.write_text(lbfiles.failover_env(inv, name, token="bench-not-a-token"))
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "HCLOUD_FAILOVER_ENV": str(env_file),
-        "HCLOUD_FAILOVER_LIB": str(lib),
+        "HCLOUD_FAILOVER_LIB": str(module.parent),
         "HCLOUD_FAILOVER_LOCK": str(tmp / "lock"),
     }
     return script, launcher, env

@@ -26,6 +26,7 @@ from unittest import mock
 
 import pytest
 
+from bench.scriptstart import install_launcher
 from runbook.core.resources import PythonBytecode
 from runbook.inventory import Inventory, load_inventory
 from runbook.render import lbfiles
@@ -215,29 +216,16 @@ def test_resource_script_installed_executable(inv: Inventory) -> None:
     assert paths.index(lbfiles.FAILOVER_MODULE_PATH) < paths.index(lbfiles.FAILOVER_SCRIPT_PATH)
 
 
-def _installed_launcher(tmp_path: Path, inv: Inventory) -> tuple[Path, Path]:
-    """The launcher and the module as the heartbeat step installs them, under tmp_path."""
-    files = {f.path: f for f in lbfiles.heartbeat_files(inv, _lbs(inv)[0], authkey=AUTHKEY)}
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    module = lib / "hcloud_failover.py"
-    module.write_text(files[lbfiles.FAILOVER_MODULE_PATH].content)
-    launcher = tmp_path / "hcloud-failover"
-    launcher.write_text(files[lbfiles.FAILOVER_SCRIPT_PATH].content)
-    launcher.chmod(0o755)
-    return launcher, module
-
-
 def _launch(launcher: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(launcher), *args], env=env, capture_output=True, text=True, timeout=30
     )
 
 
-def test_the_launcher_runs_the_script_as_heartbeat_calls_it(tmp_path: Path, inv: Inventory) -> None:
+def test_the_launcher_runs_the_script_as_heartbeat_calls_it(tmp_path: Path) -> None:
     """Heartbeat's contract through the launcher is the script's own (`status` of a node that is
     not configured: `stopped`, 6; a usage error: 2), and Python keeps a compiled copy."""
-    launcher, module = _installed_launcher(tmp_path, inv)
+    launcher, module = install_launcher(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
     env["HCLOUD_FAILOVER_ENV"] = str(tmp_path / "missing.env")
     script = REPO / "files" / "hcloud-failover"
@@ -256,12 +244,10 @@ def test_the_launcher_runs_the_script_as_heartbeat_calls_it(tmp_path: Path, inv:
     assert list((module.parent / "__pycache__").glob("hcloud_failover.*.pyc"))
 
 
-def test_the_launcher_without_its_module_says_so_and_stop_still_succeeds(
-    tmp_path: Path, inv: Inventory
-) -> None:
+def test_the_launcher_without_its_module_says_so_and_stop_still_succeeds(tmp_path: Path) -> None:
     """A module that is missing (or does not load) is named on stderr; `stop` exits 0 all the
     same (Heartbeat reboots a node whose stops fail), everything else fails."""
-    launcher, module = _installed_launcher(tmp_path, inv)
+    launcher, module = install_launcher(tmp_path)
     module.unlink()
     env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
     stop = _launch(launcher, env, "stop")
@@ -276,18 +262,16 @@ def _sh(command: str) -> str:
     return subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
 
 
-def test_a_checked_hash_copy_never_runs_a_stale_module(tmp_path: Path, inv: Inventory) -> None:
+def test_a_checked_hash_copy_never_runs_a_stale_module(tmp_path: Path) -> None:
     """The heartbeat step compiles the module checked against its source's hash
     (`PythonBytecode`, its probe and its command run here as on a host). A source replaced in
     the same second with the same size, which a copy checked by mtime cannot tell apart, runs
     new, and Python writes the copy again the same way."""
-    launcher, module = _installed_launcher(tmp_path, inv)
+    launcher, module = install_launcher(tmp_path)
     env = {"PATH": "/usr/bin:/bin", "HCLOUD_FAILOVER_LIB": str(module.parent)}
     pyc = PythonBytecode(str(module))
     assert _sh(pyc.probe()).strip() == "missing"
-    ran: list[str] = []
-    pyc.apply(mock.Mock(run=ran.append))
-    _sh(ran[0])
+    _sh(pyc.compile_command())
     assert _sh(pyc.probe()).strip() == "ok"
     before = module.stat()
     usage = 'USAGE = "usage: hcloud-failover start|stop|status|reassert"'

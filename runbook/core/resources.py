@@ -641,8 +641,12 @@ class PythonBytecode(Resource[Host]):
             return None
         return Change(self.key, "compile", f"checked-hash .pyc ({state})")
 
+    def compile_command(self) -> str:
+        """The shell command that writes the checked-hash copy (what `apply` runs)."""
+        return f"python3 -IS -c {_q(_PYC_WRITE)} {_q(self.path)}"
+
     def apply(self, host: Host) -> None:
-        host.run(f"python3 -IS -c {_q(_PYC_WRITE)} {_q(self.path)}")
+        host.run(self.compile_command())
 
 
 @dataclass
