@@ -133,10 +133,13 @@ def last(unit: dict[str, dict[str, list[str]]], section: str, key: str, default:
     return vals[-1] if vals else default
 
 
+SYSTEMCTL = "/usr/bin/systemctl"
+
+
 def systemctl(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            ["/usr/bin/systemctl", *args],
+            [SYSTEMCTL, *args],
             text=True,
             capture_output=True,
             timeout=timeout,
@@ -170,6 +173,11 @@ class Timer:
 class Units:
     timers: dict[str, Timer] = field(default_factory=dict)
     restart_after: dict[str, float] = field(default_factory=dict)
+    # the timers' jobs at work (timer name → the systemctl running it): PID 1 never waits for
+    # one. It did: hostinit reaps in the same loop, and a re-assert's follow (up to 60 s) left a
+    # killed Heartbeat a zombie for as long, so the watchdog's restart of a wedged one waited 5 s
+    # for the old PID to go and the peer took over meanwhile (systemd reaps at once)
+    jobs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @staticmethod
     def enabled(suffix: str, wants: tuple[str, ...] = WANTS) -> list[str]:
@@ -229,6 +237,14 @@ class Units:
         if set(self.timers) != set(self.enabled(".timer", ("timers.target.wants",))):
             self.arm_timers(now)  # enabled/disabled at run time
         for t in self.timers.values():
+            job = self.jobs.get(t.name)
+            if job is not None:
+                # (a job reaped by `reap` reads as ended: poll() takes ECHILD for an exit)
+                if job.poll() is None:
+                    continue
+                del self.jobs[t.name]
+                self._schedule_next(t, time.time())
+                continue
             if now < t.next_due:
                 continue
             # the replacement keeps a finished oneshot "active" and will not start it again: restart
@@ -236,14 +252,23 @@ class Units:
             oneshot = last(read_unit(t.service), "Service", "Type", "simple") == "oneshot"
             verb = "restart" if oneshot else "start"
             log(f"timer {t.name}: {verb} {t.service}")
-            systemctl(verb, t.service, timeout=300)
-            done = time.time()
-            nxt = []
-            if t.on_active is not None:
-                nxt.append(done + t.on_active)
-            if t.calendar:
-                nxt.append((done // t.calendar + 1) * t.calendar)
-            t.next_due = min(nxt) if nxt else float("inf")
+            self.jobs[t.name] = subprocess.Popen(
+                [SYSTEMCTL, verb, t.service],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                close_fds=True,
+            )
+
+    @staticmethod
+    def _schedule_next(t: Timer, done: float) -> None:
+        """The timer's next run once its job has ended at `done`."""
+        nxt = []
+        if t.on_active is not None:
+            nxt.append(done + t.on_active)
+        if t.calendar:
+            nxt.append((done // t.calendar + 1) * t.calendar)
+        t.next_due = min(nxt) if nxt else float("inf")
 
     @staticmethod
     def main_pid_alive(unit: str) -> bool | None:

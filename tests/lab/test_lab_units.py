@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,40 @@ def test_a_failovers_moves_reroute_only_the_traffic_routes(fake_lab: FakeIp) -> 
     fake_lab.spawns.clear()
     sdn.apply_state(detached, full=True)
     assert {"rbl-k8slb01", "rbl-k8slb02"} <= set(fake_lab.spawns)
+
+
+def test_the_lab_init_never_waits_for_a_timers_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lab's PID 1 runs the timers and reaps orphans in one loop. It waited for each timer's
+    job: a re-assert's follow (up to 60 s) left a killed Heartbeat a zombie that long, and the
+    watchdog's restart of a wedged Heartbeat waited 5 s for the old PID to go while the peer
+    took over (systemd's PID 1 reaps at once). Now a job runs beside the loop; the timer's next
+    run counts from the job's end, and no second job starts while one runs."""
+    (tmp_path / "x.timer").write_text("[Timer]\nOnUnitActiveSec=5\n")
+    (tmp_path / "x.service").write_text("[Service]\nType=oneshot\n")
+    release = tmp_path / "release"
+    fake = tmp_path / "systemctl"
+    fake.write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
+        f"while [ ! -e {release} ]; do sleep 0.05; done\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(hostunits, "UNIT_DIRS", (tmp_path,))
+    monkeypatch.setattr(hostunits, "SYSTEMCTL", str(fake))
+    monkeypatch.setattr(hostunits.Units, "enabled", staticmethod(lambda *a, **k: ["x.timer"]))
+    units = hostunits.Units()
+    units.arm_timers(0.0)
+    units.timers["x.timer"].next_due = 0.0
+    units.run_due_timers(1.0)  # due: its job starts, and the call returns while it runs
+    job = units.jobs["x.timer"]
+    assert job.poll() is None
+    units.run_due_timers(2.0)  # still at work: not started again
+    assert units.jobs["x.timer"] is job
+    release.touch()
+    job.wait(timeout=10)
+    before = time.time()
+    units.run_due_timers(3.0)  # ended: the next run 5 s after the end
+    assert "x.timer" not in units.jobs
+    assert units.timers["x.timer"].next_due >= before + 5
+    assert (tmp_path / "calls").read_text().splitlines() == ["restart x.service"]
