@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,44 @@ def pytest_runtest_makereport(
     if report.when == "call" and report.failed and _pair_is_up():
         report.sections.append(("the LB pair when the test failed", _pair_report(call.start)))
     return report
+
+
+_REPAIRS_SHOWN: set[int] = set()  # id() of each repair written (the list is cleared per module)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A lab test's failure, and a repair of a pair that did not come to rest (`REPAIRS`: the
+    test that reports it runs at the module's end), are written to the terminal the moment they
+    happen, not only in the summary at the end: a CI run cut short (a machine's session ended
+    under it, CI 82) kept its dots and lost every failure's text."""
+    from lab import scenarios
+
+    texts = []
+    if report.failed:
+        sections = "\n".join(f"--- {title}\n{body}" for title, body in report.sections)
+        texts.append(f"FAILED {report.nodeid} ({report.when}):\n{report.longreprtext}\n{sections}")
+    for repair in scenarios.REPAIRS:
+        if id(repair) not in _REPAIRS_SHOWN:
+            _REPAIRS_SHOWN.add(id(repair))
+            texts.append(f"REPAIRED before the next fault (after {report.nodeid}):\n{repair}")
+    reporter = _terminal()
+    if not texts or reporter is None:
+        return
+    for text in texts:
+        reporter.write_line("")
+        reporter.write_line(text)
+    reporter.flush()
+
+
+_CONFIG: list[pytest.Config] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG.append(config)
+
+
+def _terminal() -> Any:
+    return _CONFIG[0].pluginmanager.get_plugin("terminalreporter") if _CONFIG else None
 
 
 def _pair_is_up() -> bool:
