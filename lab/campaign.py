@@ -434,6 +434,40 @@ def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
     return run
 
 
+# mach_down's one message to Heartbeat (nice_failback: "rsc_hold=foreign info=mach_down", the
+# takeover of a dead peer's group is complete) sent nowhere; the rest of the takeover is real
+LOSE_TAKEOVER_COMPLETION = f"""#!/bin/sh
+# lab fault (campaign: takeover-completion-lost): mach_down's message to Heartbeat is lost
+mv -f {MACH_DOWN}.lab-real {MACH_DOWN}
+HA_FIFO=/dev/null exec {MACH_DOWN} "$@"
+"""
+
+
+def takeover_completion_lost(ctx: Ctx) -> None:
+    """CI 79: Heartbeat's FIFO race cut mach_down's message on the home node as it took over
+    from a holder whose Heartbeat was killed ("NV failure (msgfromsteam): [>>>]"); its own
+    group's request got through, so the start ran and the routing moved, but Heartbeat never
+    heard that the takeover was complete: it stayed in "transition", holding and serving, also
+    after the old holder's Heartbeat came back, until the watchdog's wedge repair 150 s later.
+    The lab loses that message on purpose (`LOSE_TAKEOVER_COMPLETION`, once), with the home node
+    as the standby, and kills the holder's Heartbeat as `heartbeat_kill_restart` does."""
+    hold_on(LBS[1])
+    home = LBS[0]
+    netns.host_exec(
+        home,
+        ["sh", "-c", f"cp -p {MACH_DOWN} {MACH_DOWN}.lab-real && cat > {MACH_DOWN}"],
+        input=LOSE_TAKEOVER_COMPLETION,
+        timeout=10,
+    )
+    ctx.notes["since"] = time.time()
+    try:
+        heartbeat_kill_restart(ctx)
+    finally:  # not taken: the real script back
+        real = f"{MACH_DOWN}.lab-real"
+        netns.host_exec(home, ["sh", "-c", f"[ ! -e {real} ] || mv -f {real} {MACH_DOWN}"])
+    ctx.notes["home"] = home
+
+
 def dead_holder_api_hung(hung_s: float, down_s: float) -> Callable[[Ctx], None]:
     """Both links of the holder go down while every API call hangs (accepted, never answered,
     the call waits for its own timeout) for `hung_s`: the standby's takeover waits for the API.
@@ -783,6 +817,16 @@ CATALOGUE: dict[str, Fault] = {
                 heartbeat_kill_restart,
                 Bounds(DURING, FAILOVER_BOUND, moves=1),
                 "Heartbeat SIGKILLed on the holder, restarted after deadtime + 3 s",
+            ),
+        ),
+        (
+            "takeover-completion-lost",
+            Fault(
+                "takeover-completion-lost",
+                takeover_completion_lost,
+                Bounds(DURING, FAILOVER_BOUND, moves=1),
+                "the home node's takeover of a holder whose Heartbeat was SIGKILLed loses "
+                "mach_down's message: its Heartbeat stays in transition while it serves",
             ),
         ),
         *(

@@ -493,6 +493,34 @@ def test_status_with_the_api_down_keeps_the_local_view(rig: Rig, mode: str) -> N
     assert rig.pending.exists() and rig.kicks == [""]
 
 
+def test_routed_says_where_the_api_routes_and_changes_nothing(rig: Rig) -> None:
+    """`routed`, the watchdog's check before it restarts a Heartbeat wedged on the node that
+    serves (CI 79: a new holder left in "transition" by Heartbeat's FIFO race): one word and an
+    exit code from the API alone, whatever the local addresses; no write, no mark, no kick."""
+
+    def routed(holds: bool) -> tuple[str, int]:
+        res = rig.run("routed", holds=holds)
+        return res.stdout.strip(), res.returncode
+
+    assert routed(True) == ("elsewhere", 3)  # the rig's cloud routes nothing here yet
+    assert rig.run("start").returncode == 0
+    before = len(rig.calls())
+    assert routed(True) == ("here", 0)
+    assert routed(False) == ("here", 0)  # the local view is not its business
+    _act(  # the floating IP alone on the peer is not "here"
+        rig.cloud,
+        "floating_ips",
+        rig.cloud.snapshot()["floating_ips"][0]["id"],
+        "assign",
+        {"server": rig.server(PEER)["id"]},
+    )
+    assert routed(True) == ("elsewhere", 3)
+    assert _writes(rig.calls()[before:]) == []
+    rig.cloud.faults.configure(outage=60, outage_mode="503")
+    assert routed(True) == ("unknown", 1)
+    assert not rig.pending.exists() and not rig.deferred.exists() and rig.kicks == []
+
+
 def test_status_without_override_asks_ip(rig: Rig) -> None:
     """The real check: the VIP is not on any interface of this (test) machine."""
     res = rig.run("status", holds=None)

@@ -162,6 +162,25 @@ def test_a_takeover_whose_message_heartbeat_lost_is_made_by_the_watchdog(pair: N
     assert res.notes["lost"] and res.notes["watchdog_started"], res.report()
 
 
+def test_a_takeover_whose_completion_was_lost_is_repaired_within_the_rest_window(
+    pair: None,
+) -> None:
+    """CI 79: Heartbeat's FIFO race cut the home node's mach_down message as it took over from a
+    holder whose Heartbeat was killed: the start ran and the routing moved, but its Heartbeat
+    stayed in "transition" while it served, after the old holder's Heartbeat came back too, and
+    the watchdog repaired it only after 150 s (the harness gives a pair 90 s to come to rest).
+    The lab loses that message on purpose; the watchdog on the node that serves (the script
+    idle, the peer active, the API routing there) restarts its Heartbeat after initdead + 20 s:
+    one move (the takeover), and the pair at rest well within the window."""
+    res = run(campaign.CATALOGUE["takeover-completion-lost"])
+    check(res)
+    log = invariants.heartbeat_log(res.notes["home"], 3000, res.notes["since"])
+    repaired = [ln for ln in log if "holder with no run of the resource script" in ln]
+    assert repaired, "\n".join(log[-60:])  # the wedge happened, and this repair ended it
+    rest = re.fullmatch(r"at rest after ([0-9.]+) s", str(res.notes.get("rest", "")))
+    assert rest and float(rest.group(1)) <= 60.0, res.report()
+
+
 def test_a_read_token_is_refused_before_it_reaches_the_failover(pair: None) -> None:
     """Hetzner's console makes Read and Read & Write tokens. A re-run with a Read token made
     beside the old one exits 2 before it changes anything (deployed, the failover could not
