@@ -357,8 +357,8 @@ def test_watchdog_files(inv: Inventory) -> None:
     assert f'"WATCHDOG_CUT_AFTER={cut}"' in unit and '"WATCHDOG_PORT=6443"' in unit
     wedge = 2 * inv.hcloud.failover_deadline + lbfiles.WATCHDOG_WEDGE_MARGIN_S
     assert f'"WATCHDOG_WEDGE_AFTER={wedge:g}"' in unit
-    serving = inv.load_balancer.heartbeat.effective_initdead + 20
-    assert f'"WATCHDOG_WEDGE_SERVING_AFTER={serving}"' in unit and serving < wedge
+    idle = inv.load_balancer.heartbeat.effective_initdead + 20
+    assert f'"WATCHDOG_WEDGE_IDLE_AFTER={idle}"' in unit and idle < wedge
     assert f'"WATCHDOG_STRANDED_AFTER={lbfiles.WATCHDOG_STRANDED_S}"' in unit
 
 
@@ -741,7 +741,7 @@ FAKES = {
     "failover": (
         'echo "$* mark=$([ -e "$WATCHDOG_PAUSED_MARK" ] && echo yes)'
         '${HCLOUD_FAILOVER_TRIGGER:+ trigger=$HCLOUD_FAILOVER_TRIGGER}" >> "$W/failover.log"\n'
-        # `routed`: where the API routes ($W/routed: here, elsewhere; unknown without it)
+        # `routed`: where the API routes ($W/routed: here, elsewhere, split; unknown without it)
         '[ "$1" = routed ] && { cat "$W/routed" 2>/dev/null || echo unknown; }; true'
     ),
     # a connect to the peer's private address: silence while $W/cut-off exists
@@ -800,7 +800,7 @@ class Watchdog:
             "WATCHDOG_REACH_CMD": str(bindir / "reach"),
             "WATCHDOG_WEDGE_AFTER": "1.5",
             "WATCHDOG_WEDGE_HOLDER_EXTRA": "1.5",
-            "WATCHDOG_WEDGE_SERVING_AFTER": "1",
+            "WATCHDOG_WEDGE_IDLE_AFTER": "1",
             "WATCHDOG_PAUSED_MARK": str(tmp / "paused"),
             "WATCHDOG_HEARTBEAT_PIDFILE": str(tmp / "heartbeat.pid"),
             "WATCHDOG_STRANDED_AFTER": "1",
@@ -1207,35 +1207,38 @@ ROUTED = "routed mark="
 
 
 @pytest.mark.parametrize(
-    ("case", "restart_after"),
+    ("case", "holds", "restart_after"),
     [
-        ("serving", 1.0),  # the quick repair: WEDGE_SERVING_AFTER
-        ("routed-elsewhere", 3.0),  # the API routes elsewhere: WEDGE_AFTER + HOLDER_EXTRA
-        ("api-unknown", 3.0),  # the API cannot tell: the same
-        ("script-busy", 3.0),  # a run of the resource script holds its lock: the same
-        ("peer-up", None),  # the peer not active: neither repair
+        ("here", True, 1.0),  # the quick repair: WEDGE_IDLE_AFTER
+        ("elsewhere", True, 3.0),  # the API routes elsewhere: WEDGE_AFTER + HOLDER_EXTRA
+        ("unknown", True, 3.0),  # the API cannot tell: the same
+        ("busy", True, 3.0),  # a run of the resource script holds its lock: the same
+        ("peer-up", True, None),  # the peer not active: neither repair
+        ("elsewhere", False, 1.0),  # without the VIP, the peer serves: the quick repair
+        ("split", False, 1.5),  # one address here: WEDGE_AFTER
+        ("here", False, 1.5),  # routed here without the VIP (a start to come): WEDGE_AFTER
     ],
 )
-def test_watchdog_repairs_a_wedge_on_the_node_that_serves_sooner(
-    watchdog: Watchdog, case: str, restart_after: float | None
+def test_watchdog_repairs_a_wedge_with_nothing_at_work_sooner(
+    watchdog: Watchdog, case: str, holds: bool, restart_after: float | None
 ) -> None:
     """CI 79: Heartbeat's FIFO race ("NV failure (msgfromsteam)") left the new holder in
     "transition" after the old holder's Heartbeat came back; it held and served, but the
-    watchdog repaired it only after WEDGE_AFTER + WEDGE_HOLDER_EXTRA (150 s), and the lab's
-    harness gives a pair 90 s to come to rest. On the VIP holder with no run of the resource
-    script at work, the peer active and the API routing both addresses here, nothing can be
-    in progress: the repair comes after WEDGE_SERVING_AFTER. It asks the API (`routed`) then
-    and every CUT_REPEAT s while it lasts, not at every look; otherwise the old rule."""
+    watchdog repaired it only after WEDGE_AFTER + WEDGE_HOLDER_EXTRA (150 s; 120 s without the
+    VIP), and the lab's harness gives a pair 90 s to come to rest. With no run of the resource
+    script at work here, the peer active and the API routing what this node has (both
+    addresses here on the VIP holder, neither here on the other node), nothing can be in
+    progress: the repair comes after WEDGE_IDLE_AFTER. It asks the API (`routed`) then and
+    every CUT_REPEAT s while it lasts, not at every look; otherwise the old rule."""
     watchdog.flag("haproxy-up")
-    watchdog.flag("holds")
+    watchdog.flag("holds", holds)
     (watchdog.w / "rsc").write_text("transition\n")
-    routed = {"serving": "here", "script-busy": "here", "routed-elsewhere": "elsewhere"}
-    if case in routed:
-        (watchdog.w / "routed").write_text(routed[case] + "\n")
+    if case in ("here", "elsewhere", "split", "busy"):
+        (watchdog.w / "routed").write_text(("here" if case == "busy" else case) + "\n")
     if case == "peer-up":
         (watchdog.w / "peer").write_text("up\n")
     with open(watchdog.w / "failover.lock", "a") as lock:
-        if case == "script-busy":
+        if case == "busy":
             fcntl.flock(lock, fcntl.LOCK_EX)
         t0 = time.monotonic()
         watchdog.start()
@@ -1247,15 +1250,16 @@ def test_watchdog_repairs_a_wedge_on_the_node_that_serves_sooner(
     assert seen is not None, stderr
     assert restart_after <= seen - t0 <= restart_after + 1.0, (seen - t0, stderr)
     asked = [ln for ln in watchdog.lines("failover.log") if ln.startswith(ROUTED)]
-    quick = [ln for ln in stderr if "on the VIP holder with no run of the resource script" in ln]
-    if case == "serving":
-        assert len(asked) == 1 and len(quick) == 1, (asked, stderr)
-    elif case == "script-busy":
+    quick = [ln for ln in stderr if "with no run of the resource script" in ln]
+    role = "on the VIP holder" if holds else "without the VIP"
+    if restart_after == 1.0:
+        assert len(asked) == 1 and len(quick) == 1 and role in quick[0], (asked, stderr)
+    elif case == "busy":
         assert asked == [] and quick == [], (asked, stderr)  # never asked while busy
-    else:  # asked at 1 s and again CUT_REPEAT (1.5 s) later, each time logged, no restart
-        assert len(asked) == 2 and quick == [], (asked, stderr)
-        word = routed.get(case, "unknown")
-        assert sum(f"but the API routes {word}: not restarting" in ln for ln in stderr) == 2
+    else:  # asked at 1 s (and CUT_REPEAT, 1.5 s, later), each time logged, no restart
+        assert len(asked) == (2 if holds else 1) and quick == [], (asked, stderr)
+        told = [ln for ln in stderr if f"{role}, but the API routes {case} (not " in ln]
+        assert len(told) == len(asked), stderr
     assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
 
 

@@ -39,9 +39,10 @@ WATCHDOG_GRACE_S = 3  # haproxy down this long after one restart attempt → hb_
 WATCHDOG_INTERVAL_S = 1
 WATCHDOG_CUT_MARGIN_S = 3  # an active peer silent from here this long past deadtime → re-assert
 WATCHDOG_WEDGE_MARGIN_S = 60  # "transition" this long past two failover deadlines → wedged
-# on the VIP holder with the script idle, the peer active and the cloud routing here: wedged this
-# long past initdead (a Heartbeat that starts up has had its peer's answer by then)
-WATCHDOG_WEDGE_SERVING_MARGIN_S = 20
+# "transition" with the script idle, the peer active and the cloud routing as the node has the
+# VIP (both addresses here on the holder, neither on the other): wedged this long past initdead
+# (a Heartbeat that starts up has had its peer's answer by then)
+WATCHDOG_WEDGE_IDLE_MARGIN_S = 20
 # the peer dead, "transition" without the VIP this long → a stalled takeover: run its start
 WATCHDOG_STRANDED_S = 2
 
@@ -246,8 +247,8 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         cut_after=inv.load_balancer.heartbeat.deadtime + WATCHDOG_CUT_MARGIN_S,
         # longer than any start or stop may take (Heartbeat is in transition meanwhile)
         wedge_after=f"{2 * inv.hcloud.failover_deadline + WATCHDOG_WEDGE_MARGIN_S:g}",
-        wedge_serving_after=inv.load_balancer.heartbeat.effective_initdead
-        + WATCHDOG_WEDGE_SERVING_MARGIN_S,
+        wedge_idle_after=inv.load_balancer.heartbeat.effective_initdead
+        + WATCHDOG_WEDGE_IDLE_MARGIN_S,
         stranded_after=WATCHDOG_STRANDED_S,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,

@@ -225,8 +225,7 @@ def test_the_lab_init_never_waits_for_a_timers_job(
     release = tmp_path / "release"
     fake = tmp_path / "systemctl"
     fake.write_text(
-        f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
-        f"while [ ! -e {release} ]; do sleep 0.05; done\n"
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\nwhile [ ! -e {release} ]; do sleep 0.05; done\n'
     )
     fake.chmod(0o755)
     monkeypatch.setattr(hostunits, "UNIT_DIRS", (tmp_path,))
