@@ -357,8 +357,9 @@ def test_watchdog_files(inv: Inventory) -> None:
     assert f'"WATCHDOG_CUT_AFTER={cut}"' in unit and '"WATCHDOG_PORT=6443"' in unit
     wedge = 2 * inv.hcloud.failover_deadline + lbfiles.WATCHDOG_WEDGE_MARGIN_S
     assert f'"WATCHDOG_WEDGE_AFTER={wedge:g}"' in unit
-    idle = inv.load_balancer.heartbeat.effective_initdead + 20
-    assert f'"WATCHDOG_WEDGE_IDLE_AFTER={idle}"' in unit and idle < wedge
+    hb = inv.load_balancer.heartbeat
+    idle = max(hb.effective_initdead, inv.hcloud.failover_deadline) + 20
+    assert f'"WATCHDOG_WEDGE_IDLE_AFTER={idle:g}"' in unit and idle < wedge
     assert f'"WATCHDOG_STRANDED_AFTER={lbfiles.WATCHDOG_STRANDED_S}"' in unit
 
 

@@ -41,7 +41,7 @@ WATCHDOG_CUT_MARGIN_S = 3  # an active peer silent from here this long past dead
 WATCHDOG_WEDGE_MARGIN_S = 60  # "transition" this long past two failover deadlines → wedged
 # "transition" with the script idle, the peer active and the cloud routing as the node has the
 # VIP (both addresses here on the holder, neither on the other): wedged this long past initdead
-# (a Heartbeat that starts up has had its peer's answer by then)
+# and the failover deadline (`wedge_idle_after`)
 WATCHDOG_WEDGE_IDLE_MARGIN_S = 20
 # the peer dead, "transition" without the VIP this long → a stalled takeover: run its start
 WATCHDOG_STRANDED_S = 2
@@ -231,6 +231,15 @@ def failover_files(inv: Inventory, host_name: str, *, token: str) -> list[Render
     ]
 
 
+def wedge_idle_after(inv: Inventory) -> float:
+    """Seconds in "transition" with nothing at work before the watchdog restarts Heartbeat: past
+    `initdead` (a Heartbeat that starts up has had its peer's answer by then) and past the
+    failover deadline (the longest a start may run on either node; the taker of a hand-over may
+    hold the giver in transition meanwhile), plus a margin."""
+    hb = inv.load_balancer.heartbeat
+    return max(hb.effective_initdead, inv.hcloud.failover_deadline) + WATCHDOG_WEDGE_IDLE_MARGIN_S
+
+
 def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
     """The HAProxy watchdog loop and its unit (enable ``haproxy-watchdog.service``)."""
     _lb(inv, host_name)
@@ -247,8 +256,9 @@ def watchdog_files(inv: Inventory, host_name: str) -> list[RenderedFile]:
         cut_after=inv.load_balancer.heartbeat.deadtime + WATCHDOG_CUT_MARGIN_S,
         # longer than any start or stop may take (Heartbeat is in transition meanwhile)
         wedge_after=f"{2 * inv.hcloud.failover_deadline + WATCHDOG_WEDGE_MARGIN_S:g}",
-        wedge_idle_after=inv.load_balancer.heartbeat.effective_initdead
-        + WATCHDOG_WEDGE_IDLE_MARGIN_S,
+        # longer than a Heartbeat's start-up and than a start on the peer may take (a hand-over's
+        # taker may hold the giver in transition while it moves the routing)
+        wedge_idle_after=f"{wedge_idle_after(inv):g}",
         stranded_after=WATCHDOG_STRANDED_S,
         grace=WATCHDOG_GRACE_S,
         interval=WATCHDOG_INTERVAL_S,
