@@ -106,12 +106,12 @@ def group_word(inv: Inventory, node: LbNode) -> str:
 def heartbeat_warnings(inv: Inventory, nodes: list[LbNode]) -> list[str]:
     """What an operator should look at in Heartbeat's view, beyond the addresses: a node in
     transition (normal for a few seconds during a hand-over; the watchdog restarts a Heartbeat
-    that stays there: after 30 s when nothing is at work, else after 120 s), and the group held
+    that stays there: after 50 s when nothing is at work, else after 120 s), and the group held
     by a node that does not hold the VIP, or by both (a deferred hand-over to the node that
     serves, or a split brain)."""
     out = [
         f"{n.name}: Heartbeat's resource status is 'transition' (a hand-over under way; if it "
-        "stays, Heartbeat is wedged: the watchdog restarts it, after initdead + 20 s when "
+        "stays, Heartbeat is wedged: the watchdog restarts it, after 50 s (by default) when "
         "nothing is at work, else after 120 s)"
         for n in nodes
         if n.reachable and n.rscstatus == "transition"
