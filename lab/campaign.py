@@ -396,6 +396,23 @@ sleep 1
 """
 
 
+@contextlib.contextmanager
+def mach_down_replaced(host: str, standin: str) -> Iterator[None]:
+    """`mach_down` on `host` replaced by `standin` (a script that puts the real one back when it
+    runs, so it acts once); the real one back at the end if the stand-in never ran."""
+    netns.host_exec(
+        host,
+        ["sh", "-c", f"cp -p {MACH_DOWN} {MACH_DOWN}.lab-real && cat > {MACH_DOWN}"],
+        input=standin,
+        timeout=10,
+    )
+    try:
+        yield
+    finally:  # not taken: the real script back
+        real = f"{MACH_DOWN}.lab-real"
+        netns.host_exec(host, ["sh", "-c", f"[ ! -e {real} ] || mv -f {real} {MACH_DOWN}"])
+
+
 def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
     """The standby's Heartbeat loses a message of its own in the takeover of a dead holder, as
     in a linkdown drill of a bench (stop 42) and, by its outcome, CI 54: "NV failure
@@ -411,20 +428,11 @@ def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
         h, standby = LBS[1], LBS[0]
         ctx.notes["host"] = h
         since = time.time()
-        netns.host_exec(
-            standby,
-            ["sh", "-c", f"cp -p {MACH_DOWN} {MACH_DOWN}.lab-real && cat > {MACH_DOWN}"],
-            input=LOSE_TAKEOVER_MESSAGE,
-            timeout=10,
-        )
-        try:
+        with mach_down_replaced(standby, LOSE_TAKEOVER_MESSAGE):
             ctx.mark("begin")
             with faults.links_down(h, ("ens10", "eth0")):
                 sleep_until(ctx, ctx.marks["begin"] + down_s)
             ctx.mark("end")
-        finally:  # not taken: the real script back
-            real = f"{MACH_DOWN}.lab-real"
-            netns.host_exec(standby, ["sh", "-c", f"[ ! -e {real} ] || mv -f {real} {MACH_DOWN}"])
         log = invariants.heartbeat_log(standby, 400, since)
         ctx.notes["lost"] = any("NV failure" in line for line in log)
         ctx.notes["watchdog_started"] = any("its takeover stalled" in line for line in log)
@@ -453,18 +461,9 @@ def takeover_completion_lost(ctx: Ctx) -> None:
     as the standby, and kills the holder's Heartbeat as `heartbeat_kill_restart` does."""
     hold_on(LBS[1])
     home = LBS[0]
-    netns.host_exec(
-        home,
-        ["sh", "-c", f"cp -p {MACH_DOWN} {MACH_DOWN}.lab-real && cat > {MACH_DOWN}"],
-        input=LOSE_TAKEOVER_COMPLETION,
-        timeout=10,
-    )
-    ctx.notes["since"] = time.time()
-    try:
+    with mach_down_replaced(home, LOSE_TAKEOVER_COMPLETION):
+        ctx.notes["since"] = time.time()
         heartbeat_kill_restart(ctx)
-    finally:  # not taken: the real script back
-        real = f"{MACH_DOWN}.lab-real"
-        netns.host_exec(home, ["sh", "-c", f"[ ! -e {real} ] || mv -f {real} {MACH_DOWN}"])
     ctx.notes["home"] = home
 
 
