@@ -94,7 +94,8 @@ def pytest_runtest_makereport(
     return report
 
 
-_REPAIRS_SHOWN: set[int] = set()  # id() of each repair written (the list is cleared per module)
+# each repair written (kept, so none is mistaken for a new one: `REPAIRS` is cleared per module)
+_REPAIRS_SHOWN: list[object] = []
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -109,8 +110,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         sections = "\n".join(f"--- {title}\n{body}" for title, body in report.sections)
         texts.append(f"FAILED {report.nodeid} ({report.when}):\n{report.longreprtext}\n{sections}")
     for repair in scenarios.REPAIRS:
-        if id(repair) not in _REPAIRS_SHOWN:
-            _REPAIRS_SHOWN.add(id(repair))
+        if not any(repair is shown for shown in _REPAIRS_SHOWN):
+            _REPAIRS_SHOWN.append(repair)
             texts.append(f"REPAIRED before the next fault (after {report.nodeid}):\n{repair}")
     reporter = _terminal()
     if not texts or reporter is None:
