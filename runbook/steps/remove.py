@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ..core.engine import Step, StepContext, StepFailed
 from ..core.plan import Change, TargetPlan
 from ..core.remote import Fact, Host
-from ..core.resources import Resource
+from ..core.resources import Packages, Resource
 from ..core.waiting import wait_until
 from ..render.k8sfiles import KUBELET_CONF
 from ..tools import etcdcli
@@ -30,6 +30,8 @@ from ._k8s import KUBECTL, parse_nodes
 
 def etcd_members(host: Host) -> dict[str, str]:
     """name -> member ID, from `etcdctl member list -w json`."""
+    if host.query(etcdcli.HAS_ETCDCTL, ok_codes=None).exited != 0:
+        raise NoEtcdctl(host.name)
     out = host.query(etcdcli.etcdctl("member", "list", "-w", "json")).stdout
     return {m["name"]: str(m["ID"]) for m in json.loads(out.strip().splitlines()[-1])["members"]}
 
@@ -47,6 +49,17 @@ def started_members(ctx: StepContext, door_host: Host, names: Sequence[str]) -> 
         if door_host.query(cmd, ok_codes=None, timeout=30).exited == 0:
             up.append(n)
     return up
+
+
+class NoEtcdctl(StepFailed):
+    """The control plane that runs etcdctl has no etcdctl (`etcd-client` not installed)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name}: etcdctl is not installed (`{etcdcli.PACKAGE}`; the remove-tools step "
+            "installs it before the removal)"
+        )
+        self.name = name
 
 
 @dataclass
@@ -75,7 +88,7 @@ class Removed(Resource[Host]):
         todo = []
         if self.name in nodes and not nodes[self.name].unschedulable:
             todo.append("drain")
-        if self.control_plane and self.name in etcd_members(d):
+        if self.control_plane and (self._unknown_members(d) or self.name in etcd_members(d)):
             todo.append("etcd-member")
         if configured:
             todo.append("reset")
@@ -83,12 +96,21 @@ class Removed(Resource[Host]):
             todo.append("delete-node")
         return todo
 
+    def _unknown_members(self, d: Host) -> bool:
+        """A dry run before etcdctl is on the door (the remove-tools step would install it
+        first): the membership and the quorum are read in the real run."""
+        if not self.ctx.options.dry_run:
+            return False
+        return d.query(etcdcli.HAS_ETCDCTL, ok_codes=None).exited != 0
+
     def check(self, host: Host, fact: Fact | None) -> Change | None:
         todo = self._left(fact)
         if not todo:
             return None
-        if "etcd-member" in todo:
-            d = self.ctx.targets[door(self.ctx, self.name)]
+        d = self.ctx.targets[door(self.ctx, self.name)]
+        if "etcd-member" in todo and self._unknown_members(d):
+            todo = [t if t != "etcd-member" else "etcd-member?" for t in todo]
+        elif "etcd-member" in todo:
             rest = [n for n in etcd_members(d) if n != self.name]
             up = started_members(self.ctx, d, rest)
             if not rest:
@@ -103,6 +125,8 @@ class Removed(Resource[Host]):
             "drain": "cordon + drain (--ignore-daemonsets)"
             + (", out of HAProxy's rotation" if self.control_plane else ""),
             "etcd-member": "etcdctl member remove",
+            "etcd-member?": "etcdctl member remove if a member (read, and the quorum checked, "
+            f"once {etcdcli.PACKAGE} is installed)",
             "reset": "kubeadm reset -f",
             "delete-node": "kubectl delete node",
         }
@@ -148,6 +172,26 @@ def _wait_down(ctx: StepContext, name: str) -> None:
         ui=ctx.ui,
         what=f"HAProxy on {', '.join(lbs)} to see {name} down",
     )
+
+
+class RemoveToolsStep(Step):
+    """`etcd-client` on the control plane that runs etcdctl for a control plane's removal (the
+    door): a kubeadm host has no etcdctl, and only the backup and restore steps installed it, so
+    a removal on a cluster never backed up failed with "etcdctl: command not found"."""
+
+    name = "remove-tools"
+    title = "etcdctl on the control plane that removes the etcd member"
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    def target_names(self, ctx: StepContext) -> list[str]:
+        if ctx.inventory.hosts[self.host].role != "control-plane":
+            return []
+        return [door(ctx, self.host)]
+
+    def resources(self, ctx: StepContext, target: str) -> list[Resource]:
+        return [Packages([etcdcli.PACKAGE])]
 
 
 class RemoveStep(Step):

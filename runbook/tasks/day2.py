@@ -197,7 +197,7 @@ def remove(
 ) -> None:
     """Remove one node: out of HAProxy's rotation (control planes), drain, etcd member removed
     (never breaking quorum), kubeadm reset, kubectl delete node. `cluster.join --host` re-joins."""
-    from ..steps.remove import RemoveStep
+    from ..steps.remove import RemoveStep, RemoveToolsStep
 
     ui = common.new_ui(yes=yes, verbose=verbose)
     inv = common.load(c, ui)
@@ -210,7 +210,7 @@ def remove(
     if cps == [name]:
         raise common.fail_input(ui, [f"--host {name}: the last control plane cannot be removed"])
     connect = list(dict.fromkeys([name, *cps, *(h.name for h in inv.hosts_with_role("lb"))]))
-    common.execute(c, [RemoveStep(name)], task="cluster.remove", host=[name],
+    common.execute(c, [RemoveToolsStep(name), RemoveStep(name)], task="cluster.remove", host=[name],
                    roles=["control-plane", "worker"], dry_run=dry_run, yes=yes, verbose=verbose,
                    accept_new_host_keys=accept_new_host_keys, ui=ui,
                    also_connect=lambda _inv: connect)  # fmt: skip

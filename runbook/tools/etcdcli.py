@@ -20,6 +20,7 @@ ETCD_PKI = "/etc/kubernetes/pki/etcd"
 DATA_DIR = "/var/lib/etcd"  # kubeadm's default etcd.local.dataDir (the runbook never changes it)
 MANIFESTS = "/etc/kubernetes/manifests"
 PACKAGE = "etcd-client"
+HAS_ETCDCTL = "command -v etcdctl >/dev/null 2>&1"
 WORK_DIR = "/var/lib/runbook-etcd"  # root 0700: snapshots on their way to or from the operator
 
 

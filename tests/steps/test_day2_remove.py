@@ -13,10 +13,11 @@ import pytest
 from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, StepFailed
 from runbook.core.remote import Fact, Host, Result
+from runbook.core.resources import Packages
 from runbook.inventory import load_inventory
 from runbook.render.k8sfiles import ADMIN_CONF
 from runbook.steps._k8s import KUBECTL
-from runbook.steps.remove import Removed
+from runbook.steps.remove import Removed, RemoveToolsStep
 from runbook.tools import etcdcli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,10 +30,15 @@ class Door(Host):
     def __init__(self, name: str, nodes: dict[str, bool], members: list[str], up: set[str]):
         super().__init__(name, dry_run=True)
         self.nodes, self.members, self.up = nodes, members, up
+        self.etcdctl = True  # etcd-client installed
 
     def _exec(self, cmd: str, *, stdin: str | None, timeout: float | None) -> Result:
         if cmd == f"test -f {ADMIN_CONF}":
             return Result("", "", 0)
+        if cmd == etcdcli.HAS_ETCDCTL:
+            return Result("", "", 0 if self.etcdctl else 1)
+        if "etcdctl" in cmd and not self.etcdctl:
+            return Result("", "bash: line 1: etcdctl: command not found", 127)
         if cmd == f"{KUBECTL} get nodes -o json":
             items = [
                 {"metadata": {"name": n}, "spec": {"unschedulable": c}, "status": {}}
@@ -49,11 +55,11 @@ class Door(Host):
         raise AssertionError(f"unscripted: {cmd}")
 
 
-def context(door: Door) -> StepContext:
+def context(door: Door, dry_run: bool = True) -> StepContext:
     inv = load_inventory(ROOT / "hosts.yaml")
     masker = Masker()
     ui = Ui(make_console(masker, file=io.StringIO(), width=120), masker, assume_yes=True)
-    ctx = StepContext(inventory=inv, ui=ui, options=RunOptions(dry_run=True))
+    ctx = StepContext(inventory=inv, ui=ui, options=RunOptions(dry_run=dry_run))
     ctx.targets[door.name] = door
     return ctx
 
@@ -96,3 +102,38 @@ def test_a_worker_has_no_etcd_step() -> None:
     door = Door("k8scontrol01", {"k8node01": False}, list(IPS), set(IPS))
     change = Removed(context(door), "k8node01").check(Host("k8node01"), Fact("1", 0))
     assert change is not None and "etcd" not in change.summary and "HAProxy" not in change.summary
+
+
+def test_the_removal_of_a_control_plane_installs_etcdctl_where_it_runs_it_first() -> None:
+    """CI (stop 46): on a cluster never backed up, `cluster.remove` of a control plane failed
+    with "etcdctl: command not found" on the control plane that runs etcdctl (only the backup
+    and restore steps installed etcd-client). The task's first step installs it there."""
+    cps = list(IPS)
+    door = Door("k8scontrol01", dict.fromkeys(cps, False), cps, set(cps))
+    ctx = context(door)
+    tools = RemoveToolsStep("k8scontrol03")
+    assert tools.target_names(ctx) == ["k8scontrol01"]
+    (pkgs,) = tools.resources(ctx, "k8scontrol01")
+    assert isinstance(pkgs, Packages) and list(pkgs.names) == [etcdcli.PACKAGE]
+    # a worker has no etcd member: nothing to install
+    assert RemoveToolsStep("k8node01").target_names(ctx) == []
+
+
+def test_a_dry_run_before_etcdctl_is_installed_plans_the_member_removal_unread() -> None:
+    cps = list(IPS)
+    door = Door("k8scontrol01", dict.fromkeys(cps, False), cps, set(cps))
+    door.etcdctl = False
+    change = Removed(context(door), "k8scontrol03").check(Host("k8scontrol03"), Fact("3", 0))
+    assert change is not None
+    assert "etcdctl member remove if a member" in change.summary
+    assert f"once {etcdcli.PACKAGE} is installed" in change.summary
+
+
+def test_a_real_run_without_etcdctl_says_so_not_command_not_found() -> None:
+    cps = list(IPS)
+    door = Door("k8scontrol01", dict.fromkeys(cps, False), cps, set(cps))
+    door.etcdctl = False
+    with pytest.raises(StepFailed, match=r"k8scontrol01: etcdctl is not installed \(`etcd-client`"):
+        Removed(context(door, dry_run=False), "k8scontrol03").check(
+            Host("k8scontrol03"), Fact("3", 0)
+        )
