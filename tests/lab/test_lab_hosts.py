@@ -287,3 +287,55 @@ def test_start_runs_a_finished_oneshot_again(lab_up: dict[str, float]) -> None:
             "/run/rblab-once.service.status",
         ],
     )
+
+
+PIDFILE_UNIT = """[Service]
+ExecStart=/bin/sh -c "echo $$ > /run/rblab-pid.pid; exec sleep 3599"
+PIDFile=/run/rblab-pid.pid
+"""
+
+
+def test_start_of_a_unit_whose_main_process_lives_without_its_pid_file_starts_no_second(
+    lab_up: dict[str, float],
+) -> None:
+    """systemd tracks the process it started; the lab's systemctl replacement judged a unit with
+    PIDFile= by the file alone, and a start while the file was gone (Heartbeat's own restart
+    unlinks it before its exec) started a second daemon beside the first (official CI, stop
+    46: two Heartbeats on k8slb02). A start while the main process lives is a no-op; once it
+    is gone, a start starts one."""
+    host = "k8scontrol03"
+    netns.host_exec(
+        host, ["sh", "-c", "cat >/etc/systemd/system/rblab-pid.service"], input=PIDFILE_UNIT
+    )
+
+    def sleepers() -> list[str]:
+        r = netns.host_exec(host, ["pgrep", "-f", "^sleep 3599$"], check=False)
+        return r.stdout.split()  # this unit's daemons (nothing else sleeps 3599 s)
+
+    try:
+        netns.host_exec(host, ["systemctl", "start", "rblab-pid.service"], timeout=60)
+        wait_for("the service runs", lambda: len(sleepers()) == 1, timeout=10, step=0.2)
+        first = sleepers()
+        netns.host_exec(host, ["rm", "-f", "/run/rblab-pid.pid"])
+        netns.host_exec(host, ["systemctl", "start", "rblab-pid.service"], timeout=60)
+        time.sleep(1)
+        assert sleepers() == first
+        netns.host_exec(host, ["kill", "-9", first[0]])
+        wait_for("the first one gone", lambda: sleepers() == [], timeout=10, step=0.2)
+        netns.host_exec(host, ["systemctl", "start", "rblab-pid.service"], timeout=60)
+        wait_for("a new one", lambda: len(sleepers()) == 1, timeout=10, step=0.2)
+    finally:
+        netns.host_exec(host, ["systemctl", "stop", "rblab-pid.service"], check=False, timeout=60)
+        for pid in sleepers():  # a second one, if the start made it
+            netns.host_exec(host, ["kill", "-9", pid], check=False)
+        netns.host_exec(
+            host,
+            [
+                "rm",
+                "-f",
+                "/etc/systemd/system/rblab-pid.service",
+                "/run/rblab-pid.pid",
+                "/run/rblab-pid.service.status",
+            ],
+            check=False,
+        )
