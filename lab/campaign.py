@@ -22,6 +22,7 @@ from typing import Any
 from lab import blindclock, faults, invariants, netns, readyz, scenarios, topology
 from lab.invariants import down_after, last_failure, longest, longest_silence
 from runbook.render.lbfiles import FAILOVER_ENV_PATH, WATCHDOG_STRANDED_S
+from runbook.status.lbstatus import HEARTBEAT_MASTERS
 from runbook.steps.heartbeat import END_WEDGED_HEARTBEAT
 
 DEADTIME = scenarios.DEADTIME
@@ -297,6 +298,53 @@ def wedge_repair(on_holder: bool) -> Callable[[Ctx], None]:
         ctx.mark("end")
 
     return run
+
+
+# a second Heartbeat beside the running one: the PID file moved aside for the start (as a start
+# finds it when it races a Heartbeat's own restart, which unlinks the file before its exec)
+START_SECOND_HEARTBEAT = (
+    f"mv {HB_PID} {HB_PID}.lab && setsid -f {HEARTBEAT_BIN} -f </dev/null >/dev/null 2>&1; "
+    # until the second one runs as a master (its title comes after its PID file)
+    f'n=200; until [ "$({HEARTBEAT_MASTERS} | wc -l)" -ge 2 ] || [ $n -eq 0 ]; do '
+    "sleep 0.05; n=$((n - 1)); done; "
+    f"rm -f {HB_PID}.lab; {HEARTBEAT_MASTERS} | wc -l"
+)
+
+
+def heartbeat_doubled(on_holder: bool) -> Callable[[Ctx], None]:
+    """Official CI (stop 46): a second Heartbeat ran on k8slb02 beside the first (generations X
+    and X+1). Each dropped the other's messages as replays, the older one its own too ("No local
+    heartbeat. Forcing restart.", for 21 minutes), the pair never came to rest, and `inv
+    lb.setup` could not repair it. The lab starts a second Heartbeat on the holder or the
+    standby (the PID file moved aside, as a start finds it when it races a Heartbeat's own
+    restart); the watchdog must end both and start one, moving nothing. `notes`: how many
+    masters ran (`masters`), whether the watchdog said so (`seen`)."""
+
+    def run(ctx: Ctx) -> None:
+        h = holder() if on_holder else scenarios.other(holder())
+        ctx.notes["host"] = h
+        since = time.time()
+        ctx.mark("begin")
+        r = netns.host_exec(h, ["sh", "-c", START_SECOND_HEARTBEAT], check=False, timeout=30)
+        ctx.notes["masters"] = r.stdout.strip()
+        scenarios.wait_for(
+            f"one Heartbeat on {h} again",
+            lambda: _masters(h) == 1 and _hb_running(h),
+            30,
+            0.5,
+        )
+        ctx.mark("end")
+        log = invariants.heartbeat_log(h, 400, since)
+        ctx.notes["seen"] = any("Heartbeats have run here" in line for line in log)
+        if ctx.notes["masters"] != "2":
+            raise AssertionError(f"no second Heartbeat on {h}: {r.stdout} {r.stderr}")
+
+    return run
+
+
+def _masters(h: str) -> int:
+    r = netns.host_exec(h, ["sh", "-c", HEARTBEAT_MASTERS], check=False, timeout=10)
+    return len(r.stdout.split())
 
 
 def dead_haproxy(ctx: Ctx) -> None:
@@ -836,6 +884,18 @@ CATALOGUE: dict[str, Fault] = {
                     wedge_repair(on_holder=role == "holder"),
                     Bounds(FAILED, 0, moves=0),
                     f"the wedge repair on the {role}: Heartbeat's processes SIGKILLed, restarted",
+                ),
+            )
+            for role in ("standby", "holder")
+        ),
+        *(
+            (
+                f"heartbeat-doubled-{role}",
+                Fault(
+                    f"heartbeat-doubled-{role}",
+                    heartbeat_doubled(on_holder=role == "holder"),
+                    Bounds(FAILED, 0, moves=0),
+                    f"a second Heartbeat started on the {role} beside the running one",
                 ),
             )
             for role in ("standby", "holder")

@@ -7,8 +7,13 @@ fake clock: no test sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,7 @@ from runbook.steps.heartbeat import (
     END_WEDGED_HEARTBEAT,
     HB_STANDBY,
     HB_TAKEOVER,
+    HEARTBEAT_MASTERS,
     HeartbeatStep,
     age_command,
 )
@@ -39,6 +45,8 @@ class Pair:
         self.started_at = -1e6  # both Heartbeats long up (fake clock time of their start)
         self.deferred: set[str] = set()  # owners whose start left the routing with the peer
         self.busy: set[str] = set()  # nodes whose Heartbeat says "transition"
+        # Heartbeat master PIDs per node (one each; two: the pair cannot settle)
+        self.masters = {"k8slb01": ["182"], "k8slb02": ["190"]}
 
 
 class FakeLb(Host):
@@ -50,7 +58,11 @@ class FakeLb(Host):
         p = self.pair
         peer = next(n for n in ("k8slb01", "k8slb02") if n != self.name)
         out = ""
-        if cmd == "cl_status rscstatus":
+        if cmd == HEARTBEAT_MASTERS:
+            out = "".join(f"{m}\n" for m in p.masters[self.name])
+        elif len(p.masters[self.name]) > 1 and cmd.startswith("cl_status"):
+            out = ""  # the older one declared itself dead: no answer that counts
+        elif cmd == "cl_status rscstatus":
             out = (
                 "transition" if self.name in p.busy else "all" if self.name in p.owners else "none"
             )
@@ -78,6 +90,7 @@ class FakeLb(Host):
         elif cmd == f"{END_WEDGED_HEARTBEAT}; systemctl restart heartbeat":
             p.commands.append((self.name, "restart-wedged"))  # its processes ended first
             p.busy.discard(self.name)  # it joins again as the standby
+            p.masters[self.name] = ["4242"]  # every one ended, one started
         elif cmd == "systemctl restart heartbeat":
             p.commands.append((self.name, "restart"))
             p.busy.discard(self.name)  # it joins again as the standby
@@ -283,6 +296,32 @@ def test_the_age_command_reads_heartbeats_right_aligned_pid_file(tmp_path: Path)
     assert missing.stdout.strip() == ""
 
 
+def _fake_heartbeat(tmp_path: Path, name: str, tag: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A process group like a wedged Heartbeat's: a leader named `name` that ignores SIGTERM,
+    with a child in its group; (leader, child PID)."""
+    if not (tmp_path / name).exists():
+        shutil.copy("/bin/sh", tmp_path / name)
+    child_file = tmp_path / f"{name}{tag}.child"
+    proc = subprocess.Popen(
+        [str(tmp_path / name), "-c", f"trap '' TERM; sleep 60 & echo $! > {child_file}; wait"],
+        start_new_session=True,
+    )
+    end = time.monotonic() + 5
+    while not child_file.exists() or not child_file.read_text().strip():
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    return proc, int(child_file.read_text())
+
+
+def _ended(proc: subprocess.Popen[bytes], child: int) -> bool:
+    if proc.poll() is None:
+        return False
+    try:
+        return Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.parametrize("shell", ["sh", "bash"])
 def test_a_wedged_heartbeats_processes_are_ended_before_its_restart(
     tmp_path: Path, shell: str
@@ -290,50 +329,59 @@ def test_a_wedged_heartbeats_processes_are_ended_before_its_restart(
     """Bench with CPU hogs (stop 33): a wedged Heartbeat delayed its shutdown for good, and the
     step's (and the watchdog's) `systemctl restart heartbeat` hung in its stop. The command
     ends the PID file's process group first: a leader named heartbeat that ignores SIGTERM and
-    its child; a PID file naming another process ends nothing."""
-    import shutil
-    import subprocess
-    import time
-
-    procs = []
+    its child; a PID file naming another process ends nothing. Official CI (stop 46): a second
+    Heartbeat master the PID file did not name survived the restart; every master's group ends
+    too (the masters are listed by `HEARTBEAT_MASTERS`, replaced here by a file: the real one
+    would list the lab's Heartbeats on this machine)."""
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        for name in ("heartbeat", "other"):
-            shutil.copy("/bin/sh", tmp_path / name)
-            child_file = tmp_path / f"{name}.child"
-            proc = subprocess.Popen(
-                [
-                    str(tmp_path / name),
-                    "-c",
-                    f"trap '' TERM; sleep 60 & echo $! > {child_file}; wait",
-                ],
-                start_new_session=True,
-            )
-            procs.append(proc)
-            end = time.monotonic() + 5
-            while not child_file.exists() or not child_file.read_text().strip():
-                assert time.monotonic() < end
-                time.sleep(0.05)
-            pid_file = tmp_path / f"{name}.pid"
-            pid_file.write_text(f"{proc.pid:>10}\n")  # as Heartbeat writes it: "%10d"
-            command = END_WEDGED_HEARTBEAT.replace("/var/run/heartbeat.pid", str(pid_file))
-            assert command != END_WEDGED_HEARTBEAT
-            subprocess.run([shell, "-c", command], check=True, timeout=10)
-            child = int(child_file.read_text())
-            if name == "heartbeat":
-                assert proc.wait(timeout=2) == -9
-                end = time.monotonic() + 2
-                while Path(f"/proc/{child}").exists() and time.monotonic() < end:
-                    state = Path(f"/proc/{child}/stat").read_text().split(") ")[1][0]
-                    if state == "Z":
-                        break
-                    time.sleep(0.05)
-                else:
-                    assert not Path(f"/proc/{child}").exists(), "the child lives on"
-            else:
-                time.sleep(0.3)
-                assert proc.poll() is None and Path(f"/proc/{child}").exists()
+        wedged, wedged_child = _fake_heartbeat(tmp_path, "heartbeat", "1")
+        stray, stray_child = _fake_heartbeat(tmp_path, "heartbeat", "2")
+        other, other_child = _fake_heartbeat(tmp_path, "other", "3")
+        procs += [wedged, stray, other]
+        for proc in procs:
+            threading.Thread(target=proc.wait, daemon=True).start()  # reaped, as by systemd
+        pid_file = tmp_path / "heartbeat.pid"
+        masters = tmp_path / "masters"
+        command = END_WEDGED_HEARTBEAT.replace("/var/run/heartbeat.pid", str(pid_file))
+        command = command.replace(HEARTBEAT_MASTERS, f"cat {masters}")
+        assert HEARTBEAT_MASTERS in END_WEDGED_HEARTBEAT and "pgrep" not in command
+
+        # a PID file naming another process, no master listed: nothing ends
+        pid_file.write_text(f"{other.pid:>10}\n")  # as Heartbeat writes it: "%10d"
+        subprocess.run([shell, "-c", command], check=True, timeout=10)
+        time.sleep(0.3)
+        assert not any(_ended(p, c) for p, c in ((wedged, wedged_child), (other, other_child)))
+
+        # the PID file's Heartbeat and a master it does not name: both groups end
+        pid_file.write_text(f"{wedged.pid:>10}\n")
+        masters.write_text(f"{wedged.pid}\n{stray.pid}\n")
+        subprocess.run([shell, "-c", command], check=True, timeout=10)
+        end = time.monotonic() + 2
+        pairs = ((wedged, wedged_child), (stray, stray_child))
+        while not all(_ended(p, c) for p, c in pairs) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert wedged.returncode == -9 and stray.returncode == -9
+        assert all(_ended(p, c) for p, c in pairs), "a child lives on"
+        assert not _ended(other, other_child)
     finally:
         for proc in procs:
-            if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
             proc.wait(timeout=5)
+
+
+def test_more_than_one_heartbeat_on_a_node_is_ended_and_one_started(
+    fake_clock: FakeClock,
+) -> None:
+    """Official CI (stop 46): two Heartbeats ran on k8slb02 (generations X and X+1); the pair
+    never settled and `inv lb.setup`, the harness's repair, failed ("resource owners: k8slb01;
+    peers seen active: False"). The settle check ends them all there and starts one; the pair
+    then settles."""
+    pair = Pair({"k8slb01"}, {"k8slb01"}, routed="k8slb01")
+    pair.masters["k8slb02"] = ["117", "2533"]
+    ctx, out = make(pair)
+    HeartbeatStep().verify_all(ctx, ["k8slb01", "k8slb02"])
+    assert pair.commands.count(("k8slb02", "restart-wedged")) == 1
+    assert ("k8slb01", "restart-wedged") not in pair.commands
+    assert "k8slb02: 2 Heartbeats run there (PIDs 117 2533)" in " ".join(out.getvalue().split())

@@ -745,6 +745,17 @@ FAKES = {
         # `routed`: where the API routes ($W/routed: here, elsewhere, split; unknown without it)
         '[ "$1" = routed ] && { cat "$W/routed" 2>/dev/null || echo unknown; }; true'
     ),
+    # `ps -eo pid=,sid=,args=`: Heartbeat's master processes ($W/masters: one PID per line;
+    # none without it), session leaders, and a child one forked (the master's title, not a
+    # session leader: not a master)
+    "ps": (
+        'echo "$*" >> "$W/ps.log"\n'
+        'for m in $(cat "$W/masters" 2>/dev/null); do\n'
+        '  echo "$m $m heartbeat: master control process"\n'
+        '  echo "$((m + 100000)) $m heartbeat: master control process"\n'
+        "done\n"
+        'echo "1 1 /sbin/init"'
+    ),
     # a connect to the peer's private address: silence while $W/cut-off exists
     "reach": 'echo "$*" >> "$W/reach.log"; [ ! -e "$W/cut-off" ]',
     "cl_status": (
@@ -788,6 +799,8 @@ class Watchdog:
             "WATCHDOG_INTERVAL": f"{interval:g}",
             "WATCHDOG_IP_CMD": str(bindir / "ip"),
             "WATCHDOG_SYSTEMCTL_CMD": str(bindir / "systemctl"),
+            "WATCHDOG_PS_CMD": str(bindir / "ps"),
+            "WATCHDOG_STRAYS_AFTER": "1",
             "WATCHDOG_HB_STANDBY_CMD": str(bindir / "hb_standby"),
             "WATCHDOG_CL_STATUS_CMD": str(bindir / "cl_status"),
             "WATCHDOG_FAILOVER_CMD": str(bindir / "failover"),
@@ -1264,11 +1277,13 @@ def test_watchdog_repairs_a_wedge_with_nothing_at_work_sooner(
     assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
 
 
-def _wedged_heartbeat(w: Path, name: str) -> tuple[subprocess.Popen[bytes], int]:
+def _wedged_heartbeat(w: Path, name: str, tag: str = "") -> tuple[subprocess.Popen[bytes], int]:
     """A process group like a wedged Heartbeat's: a leader named `name` that ignores SIGTERM
-    (`heartbeat -k` only delays the shutdown) with a child in its group; (leader, child PID)."""
-    shutil.copy("/bin/sh", w / name)
-    child_pid = w / f"{name}.child"
+    (`heartbeat -k` only delays the shutdown) with a child in its group; (leader, child PID).
+    `tag` tells two of them apart."""
+    if not (w / name).exists():
+        shutil.copy("/bin/sh", w / name)
+    child_pid = w / f"{name}{tag}.child"
     proc = subprocess.Popen(
         [str(w / name), "-c", f"trap '' TERM; sleep 60 & echo $! > {child_pid}; wait"],
         start_new_session=True,
@@ -1308,7 +1323,7 @@ def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
         (watchdog.w / "heartbeat.pid").write_text(f"{proc.pid:>10}\n")  # Heartbeat's "%10d"
         watchdog.start()
         assert watchdog.wait_for_line("systemctl.log", RESTART_HB, 6) is not None
-        ended = f"ended the wedged Heartbeat's processes (process group {proc.pid}, SIGKILL)"
+        ended = f"ended Heartbeat's processes (process group {proc.pid}, SIGKILL)"
         logged = ended in watchdog.lines("stderr.log")
         if pidfile == "heartbeat":
             assert logged, watchdog.lines("stderr.log")
@@ -1325,6 +1340,56 @@ def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
         proc.wait(timeout=5)
+
+
+@pytest.mark.parametrize("case", ["two-masters", "one-master", "wedged-beside-a-stray"])
+def test_watchdog_ends_every_heartbeat_when_more_than_one_runs(
+    watchdog: Watchdog, case: str
+) -> None:
+    """Official CI (stop 46): a second Heartbeat ran on k8slb02 beside the one its PID file
+    named (generations X and X+1). The peer dropped the older one's messages as replays, that
+    one dropped its own ("No local heartbeat. Forcing restart.", for 21 minutes), the pair never
+    came to rest, and neither the watchdog (it saw no "transition") nor `inv lb.setup` repaired
+    it; the wedge repair itself ended only the PID file's process group, so a master the file
+    did not name survived every restart. More than one master for STRAYS_AFTER s: every one's
+    group ends, then one restart; a wedge repair ends a stray too. One master: nothing."""
+    watchdog.flag("haproxy-up")
+    first, first_child = _wedged_heartbeat(watchdog.w, "heartbeat")
+    second, second_child = _wedged_heartbeat(watchdog.w, "heartbeat", "2")
+    for proc in (first, second):
+        threading.Thread(target=proc.wait, daemon=True).start()
+    try:
+        (watchdog.w / "heartbeat.pid").write_text(f"{second.pid:>10}\n")
+        masters = [first.pid, second.pid] if case != "one-master" else [second.pid]
+        (watchdog.w / "masters").write_text("".join(f"{m}\n" for m in masters))
+        if case == "wedged-beside-a-stray":
+            (watchdog.w / "rsc").write_text("transition\n")
+            watchdog.env["WATCHDOG_STRAYS_AFTER"] = "30"  # only the wedge repair acts
+        watchdog.start()
+        if case == "one-master":
+            time.sleep(2.5)
+            assert RESTART_HB not in watchdog.lines("systemctl.log")
+            assert first.poll() is None and second.poll() is None
+            return
+        assert watchdog.wait_for_line("systemctl.log", RESTART_HB, 6) is not None
+        assert first.wait(timeout=2) == -9 and second.wait(timeout=2) == -9
+        end = time.monotonic() + 2
+        while not (_gone(first_child) and _gone(second_child)) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert _gone(first_child) and _gone(second_child)
+        text = (watchdog.w / "stderr.log").read_text()
+        for pid in (first.pid, second.pid):
+            assert f"ended Heartbeat's processes (process group {pid}, SIGKILL)" in text
+        if case == "two-masters":
+            assert "2 Heartbeats have run here for 1s" in text, text
+        else:
+            assert "Heartbeats have run here" not in text, text
+        assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
+    finally:
+        for proc in (first, second):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 9)
+            proc.wait(timeout=5)
 
 
 @pytest.mark.parametrize("case", ["peer-dead", "short-transition"])

@@ -23,15 +23,18 @@ def inv() -> Inventory:
 class Lb(Host):
     """Answers lb.status's probe batch: Heartbeat running with `rsc`, the VIP if `holds`."""
 
-    def __init__(self, name: str, inv: Inventory, rsc: str | None, holds: bool) -> None:
+    def __init__(
+        self, name: str, inv: Inventory, rsc: str | None, holds: bool, masters: int = 1
+    ) -> None:
         super().__init__(name)
-        self.inv, self.rsc, self.holds = inv, rsc, holds
+        self.inv, self.rsc, self.holds, self.masters = inv, rsc, holds, masters
         self.probes: list[str | None] = []
 
     def gather(self, probes: Sequence[str | None]) -> list[Fact | None]:
         self.probes = list(probes)
         lb = self.inv.load_balancer
         hb = "active\n" if self.rsc is None else f"active\nhb-running\nrsc={self.rsc}\n"
+        hb += f"masters={self.masters}\n"
         priv = f"2: ens10    inet {lb.vip}/32 scope global ens10\n" if self.holds else ""
         return [Fact(a, 0) for a in (hb, priv, "", "active", "")]
 
@@ -83,3 +86,15 @@ def test_a_transition_and_a_group_without_the_vip_are_warned_about(inv: Inventor
     ]
     both = lbstatus.heartbeat_warnings(inv, nodes(("all", True), ("foreign", False)))
     assert both[0] == "Heartbeat gives the group to 2 LBs (k8slb01, k8slb02)"
+
+
+def test_more_than_one_heartbeat_on_a_node_is_warned_about(inv: Inventory) -> None:
+    """Official CI (stop 46): two Heartbeats on k8slb02, each dropping the other's messages as
+    replays; `lb.status` said only that k8slb02 did not see its peer. The probe counts the
+    masters (`HEARTBEAT_MASTERS`) and more than one is a warning."""
+    host = Lb("k8slb02", inv, "none", False, masters=2)
+    node = lbstatus.node_status(inv, host)
+    assert host.probes[0] is not None and lbstatus.HEARTBEAT_MASTERS in host.probes[0]
+    one = lbstatus.node_status(inv, Lb("k8slb01", inv, "all", True))
+    (warning,) = lbstatus.heartbeat_warnings(inv, [one, node])
+    assert warning.startswith("k8slb02: 2 Heartbeats run there; each drops the other's messages")

@@ -31,6 +31,7 @@ class LbNode:
     backends: tuple[tuple[str, str], ...] = ()
     error: str = ""
     rscstatus: str = "?"  # Heartbeat's resource status here (`cl_status rscstatus`)
+    masters: int = 1  # Heartbeat master processes here (`HEARTBEAT_MASTERS`; one is the rule)
 
 
 def addr_probe(interface: str) -> str:
@@ -39,6 +40,14 @@ def addr_probe(interface: str) -> str:
 
 
 RSCSTATUS = "cl_status rscstatus"
+# Every Heartbeat master process on the node, one PID per line: its process title, and a session
+# leader (systemd starts each service in a session of its own, and so does Heartbeat's own
+# restart). The children the master forks for its resource work carry the same title until
+# they exec, some for as long as a takeover runs, but stay in the master's session.
+HEARTBEAT_MASTERS = (
+    "ps -eo pid=,sid=,args= | "
+    'awk \'$1 == $2 && $3 == "heartbeat:" && $4 == "master" && $5 == "control" {print $1}\''
+)
 
 
 def owns_group(inv: Inventory, name: str, rscstatus: str) -> bool:
@@ -64,7 +73,7 @@ def _probes(inv: Inventory) -> list[str]:
     lb = inv.load_balancer
     return [
         "systemctl is-active heartbeat; cl_status hbstatus >/dev/null 2>&1 && echo hb-running"
-        f' && echo "rsc=$({RSCSTATUS} 2>/dev/null)"',
+        f' && echo "rsc=$({RSCSTATUS} 2>/dev/null)"; echo "masters=$({HEARTBEAT_MASTERS} | wc -l)"',
         addr_probe(lb.interface),
         addr_probe(lb.public_interface),
         "systemctl is-active haproxy",
@@ -82,6 +91,7 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
     backends = parse_stat(stat)
     hb_state = "running" if "hb-running" in hb else (hb.split() or ["?"])[0]
     rsc = next((ln[4:].strip() for ln in hb.splitlines() if ln.startswith("rsc=")), "") or "?"
+    counted = next((ln[8:].strip() for ln in hb.splitlines() if ln.startswith("masters=")), "")
     return LbNode(
         host.name,
         True,
@@ -91,6 +101,7 @@ def node_status(inv: Inventory, host: Host) -> LbNode:
         (hap.split() or ["?"])[0],
         tuple(backends),
         rscstatus=rsc,
+        masters=int(counted) if counted.isdigit() else 1,
     )
 
 
@@ -106,10 +117,18 @@ def group_word(inv: Inventory, node: LbNode) -> str:
 def heartbeat_warnings(inv: Inventory, nodes: list[LbNode]) -> list[str]:
     """What an operator should look at in Heartbeat's view, beyond the addresses: a node in
     transition (normal for a few seconds during a hand-over; the watchdog restarts a Heartbeat
-    that stays there: after 50 s when nothing is at work, else after 120 s), and the group held
+    that stays there: after 50 s when nothing is at work, else after 120 s), more than one
+    Heartbeat on a node, and the group held
     by a node that does not hold the VIP, or by both (a deferred hand-over to the node that
     serves, or a split brain)."""
     out = [
+        f"{n.name}: {n.masters} Heartbeats run there; each drops the other's messages as replays "
+        "and the pair cannot settle (the watchdog ends them all and starts one within 3 s; "
+        "`inv lb.heartbeat` does the same)"
+        for n in nodes
+        if n.reachable and n.masters > 1
+    ]
+    out += [
         f"{n.name}: Heartbeat's resource status is 'transition' (a hand-over under way; if it "
         "stays, Heartbeat is wedged: the watchdog restarts it, after 50 s (by default) when "
         "nothing is at work, else after 120 s)"

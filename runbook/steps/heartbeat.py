@@ -63,7 +63,7 @@ from ..render.lbfiles import (
     package_logrotate_rule,
     watchdog_files,
 )
-from ..status.lbstatus import RSCSTATUS, owns_group
+from ..status.lbstatus import HEARTBEAT_MASTERS, RSCSTATUS, owns_group
 from ._select import holds_vip, hosts_with
 
 HEARTBEAT_BIN = "/usr/libexec/heartbeat/heartbeat"
@@ -141,16 +141,21 @@ def _vip_holders(ctx: StepContext) -> list[str]:
 
 # A wedged Heartbeat (resource status "transition" for good) delays its shutdown "until current
 # resource activity finishes", which never comes: `systemctl restart` hung in its stop (lab,
-# bench with CPU hogs). SIGKILL to the process group of the PID file's process first (the
+# bench with CPU hogs). SIGKILL first to the process group of the PID file's process (the
 # service's session; its reader/writer children share the group), only when that process is
-# named heartbeat; its PID file is written "%10d" (`read` drops the padding)
+# named heartbeat, and of every other Heartbeat master: one the PID file does not name (a start
+# that raced a Heartbeat whose PID file was gone) survives a restart and runs beside the new one,
+# each dropping the other's messages as replays (official CI, stop 46). Its PID file is written
+# "%10d" (`read` drops the padding)
 END_WEDGED_HEARTBEAT = (
     f"{{ read -r pid < {HEARTBEAT_PID_PATH}; }} 2>/dev/null; "
-    'if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = heartbeat ]; then '
-    'kill -9 "-$pid" 2>/dev/null || kill -9 "$pid" 2>/dev/null; '
-    # until the old master is gone: a Heartbeat started while its PID exists exits ("already
+    '[ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = heartbeat ] || pid=""; '
+    f"pids=\"$pid $({HEARTBEAT_MASTERS} 2>/dev/null | tr '\\n' ' ')\"; "
+    'for p in $pids; do kill -9 "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null; done; '
+    # until the old masters are gone: a Heartbeat started while its PID exists exits ("already
     # running"; CI left the pair without Heartbeat on that node)
-    'n=50; while [ -e /proc/"$pid" ] && [ "$n" -gt 0 ]; do sleep 0.1; n=$((n - 1)); done; fi'
+    'n=50; for p in $pids; do while [ -e /proc/"$p" ] && [ "$n" -gt 0 ]; do '
+    "sleep 0.1; n=$((n - 1)); done; done"
 )
 
 
@@ -380,10 +385,21 @@ class HeartbeatStep(Step):
         nobody = _Lasting(hb.deadtime + 2)
         both = _Lasting(hb.deadtime + 2)
         wedge = _Lasting(wedged_after)
+        # more than one Heartbeat on a node (a self-restart's exec and fork overlap a moment)
+        doubled = _Lasting(hb.deadtime)
         problem = ""
 
         def settled() -> bool:
             nonlocal problem
+            masters = {n: self._masters(ctx, n) for n in lbs}
+            twice = [n for n in lbs if len(masters[n]) > 1]
+            if doubled.first_time_lasted(bool(twice), now()):
+                self._end_doubled(ctx, {n: masters[n] for n in twice})
+            if twice:
+                problem = "more than one Heartbeat on " + ", ".join(
+                    f"{n} (PIDs {' '.join(masters[n])})" for n in twice
+                )
+                return False
             status = {n: self._rscstatus(ctx, n) for n in lbs}
             owners = [n for n in lbs if owns_group(ctx.inventory, n, status[n])]
             busy = [n for n in lbs if status[n] == "transition"]
@@ -443,6 +459,34 @@ class HeartbeatStep(Step):
             return host.query(RSCSTATUS, ok_codes=None).stdout.strip()
         except NO_ANSWER:  # a wedged Heartbeat may not answer at all
             return ""
+
+    @staticmethod
+    def _masters(ctx: StepContext, name: str) -> list[str]:
+        """PIDs of the Heartbeat master processes on this node (one is the rule)."""
+        host = ctx.targets.get(name)
+        if host is None:
+            return []
+        try:
+            return host.query(HEARTBEAT_MASTERS, ok_codes=None).stdout.split()
+        except NO_ANSWER:
+            return []
+
+    @staticmethod
+    def _end_doubled(ctx: StepContext, masters: dict[str, list[str]]) -> None:
+        """More than one Heartbeat runs on a node: each drops the other's messages as replays
+        (the older one its own too: "No local heartbeat. Forcing restart.", for good), and the
+        pair never settles. End every one of them there and start one."""
+        for name, pids in masters.items():
+            ctx.ui.warn(
+                f"{name}: {len(pids)} Heartbeats run there (PIDs {' '.join(pids)}), each "
+                "dropping the other's messages as replays: ending them all and starting one"
+            )
+            try:
+                ctx.targets[name].run(
+                    END_WEDGED_HEARTBEAT + "; systemctl restart heartbeat", timeout=180
+                )
+            except Exception as exc:  # the settle loop reports what is left
+                ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
 
     @staticmethod
     def _restart_wedged(ctx: StepContext, names: Sequence[str], lasted: float) -> None:

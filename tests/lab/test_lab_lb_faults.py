@@ -124,6 +124,18 @@ def test_the_wedge_repair_on_a_holder_that_is_not_the_home_node_leaves_the_group
     assert str(res.notes.get("rest", "")).startswith("at rest after"), res.report()
 
 
+@pytest.mark.parametrize("role", ["standby", "holder"])
+def test_a_second_heartbeat_on_a_node_is_ended_and_nothing_moves(pair: None, role: str) -> None:
+    """Official CI (stop 46): a second Heartbeat ran on k8slb02 beside the first; each dropped
+    the other's messages as replays, the pair never came to rest for 21 minutes, and neither
+    the watchdog nor `inv lb.setup` repaired it (13 later tests failed, 27 errored). The
+    watchdog now ends every Heartbeat there after STRAYS_AFTER (3 s) and starts one: no failed
+    request, no routing move, on the standby and on the holder."""
+    res = run(campaign.CATALOGUE[f"heartbeat-doubled-{role}"])
+    check(res)
+    assert res.notes["seen"], res.report()
+
+
 def test_a_dead_holder_with_slow_api_actions_is_taken_over_without_burning_the_rate_limit(
     pair: None,
 ) -> None:
