@@ -123,8 +123,8 @@ def heartbeat_warnings(inv: Inventory, nodes: list[LbNode]) -> list[str]:
     serves, or a split brain)."""
     out = [
         f"{n.name}: {n.masters} Heartbeats run there; each drops the other's messages as replays "
-        "and the pair cannot settle (the watchdog ends them all and starts one within 3 s; "
-        "`inv lb.heartbeat` does the same)"
+        "and the pair cannot settle (the watchdog ends them all and starts one within about a "
+        "second; `inv lb.heartbeat` does the same)"
         for n in nodes
         if n.reachable and n.masters > 1
     ]
