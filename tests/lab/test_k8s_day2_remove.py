@@ -80,11 +80,17 @@ def test_remove_and_rejoin_a_control_plane_api_kept_serving(cluster: dict[str, f
     finally:
         probe.stop()
     print(probe.summary())
-    assert recap(r.stdout)["changed"] == 1, r.stdout
-    assert members() == {"k8scontrol01", "k8scontrol02"}
-    assert "k8scontrol03" not in node_names("k8scontrol02")
-    assert probe.failed_ratio <= 0.01, probe.summary()
-    r = cli("cluster.join", "--host", "k8scontrol03", "--yes")
+    try:
+        # two steps changed: remove-tools (etcd-client on k8scontrol01) and the removal
+        assert recap(r.stdout)["changed"] == 2, r.stdout
+        assert "remove-tools" in r.stdout and "etcd-client" in r.stdout, r.stdout
+        assert members() == {"k8scontrol01", "k8scontrol02"}
+        assert "k8scontrol03" not in node_names("k8scontrol02")
+        assert probe.failed_ratio <= 0.01, probe.summary()
+    finally:
+        # back in any case: the next test needs three members (CI 85: an assertion here left
+        # two, and the quorum test then removed a second control plane, rightly)
+        r = cli("cluster.join", "--host", "k8scontrol03", "--yes", check=False)
     assert recap(r.stdout)["failed"] == 0, r.stdout
     assert members() == {"k8scontrol01", "k8scontrol02", "k8scontrol03"}
     wait_for("every node Ready after the re-join", all_ready, timeout=90, step=1)
