@@ -477,16 +477,12 @@ class HeartbeatStep(Step):
         (the older one its own too: "No local heartbeat. Forcing restart.", for good), and the
         pair never settles. End every one of them there and start one."""
         for name, pids in masters.items():
-            ctx.ui.warn(
-                f"{name}: {len(pids)} Heartbeats run there (PIDs {' '.join(pids)}), each "
-                "dropping the other's messages as replays: ending them all and starting one"
+            HeartbeatStep._end_and_restart(
+                ctx,
+                name,
+                f"{len(pids)} Heartbeats run there (PIDs {' '.join(pids)}), each dropping the "
+                "other's messages as replays: ending them all and starting one",
             )
-            try:
-                ctx.targets[name].run(
-                    END_WEDGED_HEARTBEAT + "; systemctl restart heartbeat", timeout=180
-                )
-            except Exception as exc:  # the settle loop reports what is left
-                ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
 
     @staticmethod
     def _restart_wedged(ctx: StepContext, names: Sequence[str], lasted: float) -> None:
@@ -495,16 +491,24 @@ class HeartbeatStep(Step):
         restart moves nothing; the restarted Heartbeat joins as the standby. A wedged Heartbeat
         delays its own stop for good, so its processes are ended first (END_WEDGED_HEARTBEAT)."""
         for name in names:
-            ctx.ui.warn(
-                f"{name}: Heartbeat has been in transition for {lasted:g} s while the peer "
-                "serves (a lost hand-over message): restarting it there"
+            HeartbeatStep._end_and_restart(
+                ctx,
+                name,
+                f"Heartbeat has been in transition for {lasted:g} s while the peer serves (a "
+                "lost hand-over message): restarting it there",
             )
-            try:
-                ctx.targets[name].run(
-                    END_WEDGED_HEARTBEAT + "; systemctl restart heartbeat", timeout=180
-                )
-            except Exception as exc:  # the settle loop reports what is left
-                ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
+
+    @staticmethod
+    def _end_and_restart(ctx: StepContext, name: str, why: str) -> None:
+        """Say `why`, end every Heartbeat on `name` (END_WEDGED_HEARTBEAT) and restart it; a
+        failure is said too (the settle loop reports what is left)."""
+        ctx.ui.warn(f"{name}: {why}")
+        try:
+            ctx.targets[name].run(
+                END_WEDGED_HEARTBEAT + "; systemctl restart heartbeat", timeout=180
+            )
+        except Exception as exc:
+            ctx.ui.warn(f"{name}: restarting Heartbeat failed: {exc}")
 
     @staticmethod
     def _take_over(ctx: StepContext, lbs: Sequence[str]) -> None:
