@@ -88,7 +88,9 @@ class Removed(Resource[Host]):
         todo = []
         if self.name in nodes and not nodes[self.name].unschedulable:
             todo.append("drain")
-        if self.control_plane and (self._unknown_members(d) or self.name in etcd_members(d)):
+        if self.control_plane and self._unknown_members(d):
+            todo.append("etcd-member?")
+        elif self.control_plane and self.name in etcd_members(d):
             todo.append("etcd-member")
         if configured:
             todo.append("reset")
@@ -107,10 +109,8 @@ class Removed(Resource[Host]):
         todo = self._left(fact)
         if not todo:
             return None
-        d = self.ctx.targets[door(self.ctx, self.name)]
-        if "etcd-member" in todo and self._unknown_members(d):
-            todo = [t if t != "etcd-member" else "etcd-member?" for t in todo]
-        elif "etcd-member" in todo:
+        if "etcd-member" in todo:
+            d = self.ctx.targets[door(self.ctx, self.name)]
             rest = [n for n in etcd_members(d) if n != self.name]
             up = started_members(self.ctx, d, rest)
             if not rest:
