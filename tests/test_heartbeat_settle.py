@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ from runbook.steps.heartbeat import (
     age_command,
 )
 from tests.conftest import FakeClock
+from tests.fakeproc import gone, wedged_heartbeat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -296,30 +296,8 @@ def test_the_age_command_reads_heartbeats_right_aligned_pid_file(tmp_path: Path)
     assert missing.stdout.strip() == ""
 
 
-def _fake_heartbeat(tmp_path: Path, name: str, tag: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A process group like a wedged Heartbeat's: a leader named `name` that ignores SIGTERM,
-    with a child in its group; (leader, child PID)."""
-    if not (tmp_path / name).exists():
-        shutil.copy("/bin/sh", tmp_path / name)
-    child_file = tmp_path / f"{name}{tag}.child"
-    proc = subprocess.Popen(
-        [str(tmp_path / name), "-c", f"trap '' TERM; sleep 60 & echo $! > {child_file}; wait"],
-        start_new_session=True,
-    )
-    end = time.monotonic() + 5
-    while not child_file.exists() or not child_file.read_text().strip():
-        assert time.monotonic() < end
-        time.sleep(0.05)
-    return proc, int(child_file.read_text())
-
-
 def _ended(proc: subprocess.Popen[bytes], child: int) -> bool:
-    if proc.poll() is None:
-        return False
-    try:
-        return Path(f"/proc/{child}/stat").read_text().split(") ")[1][0] == "Z"
-    except FileNotFoundError:
-        return True
+    return proc.poll() is not None and gone(child)
 
 
 @pytest.mark.parametrize("shell", ["sh", "bash"])
@@ -335,9 +313,9 @@ def test_a_wedged_heartbeats_processes_are_ended_before_its_restart(
     would list the lab's Heartbeats on this machine)."""
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        wedged, wedged_child = _fake_heartbeat(tmp_path, "heartbeat", "1")
-        stray, stray_child = _fake_heartbeat(tmp_path, "heartbeat", "2")
-        other, other_child = _fake_heartbeat(tmp_path, "other", "3")
+        wedged, wedged_child = wedged_heartbeat(tmp_path, "heartbeat", "1")
+        stray, stray_child = wedged_heartbeat(tmp_path, "heartbeat", "2")
+        other, other_child = wedged_heartbeat(tmp_path, "other", "3")
         procs += [wedged, stray, other]
         for proc in procs:
             threading.Thread(target=proc.wait, daemon=True).start()  # reaped, as by systemd

@@ -30,6 +30,7 @@ from bench.scriptstart import install_launcher
 from runbook.core.resources import PythonBytecode
 from runbook.inventory import Inventory, load_inventory
 from runbook.render import lbfiles
+from tests.fakeproc import gone, wedged_heartbeat
 
 REPO = Path(__file__).resolve().parent.parent
 INVENTORIES = [p for p in (REPO / "hosts.yaml", REPO / "lab" / "hosts.yaml") if p.exists()]
@@ -1198,7 +1199,7 @@ RESTART_HB = "--no-block restart heartbeat"
 
 
 @pytest.mark.parametrize("holder", [False, True], ids=["without-vip", "vip-holder"])
-def test_watchdog_restarts_a_wedged_heartbeat(watchdog: Watchdog, holder: bool) -> None:
+def test_watchdog_restarts_awedged_heartbeat(watchdog: Watchdog, holder: bool) -> None:
     """Chaos runs: at a partition heal Heartbeat lost a takeover message of its own ("msg2string:
     Message with zero fields"), and after a hung standby resumed the holder's partition restart
     was "delayed until current resource activity finishes" for good: the node's Heartbeat stayed
@@ -1282,31 +1283,6 @@ def test_watchdog_repairs_a_wedge_with_nothing_at_work_sooner(
     assert watchdog.lines("systemctl.log").count(RESTART_HB) == 1
 
 
-def _wedged_heartbeat(w: Path, name: str, tag: str = "") -> tuple[subprocess.Popen[bytes], int]:
-    """A process group like a wedged Heartbeat's: a leader named `name` that ignores SIGTERM
-    (`heartbeat -k` only delays the shutdown) with a child in its group; (leader, child PID).
-    `tag` tells two of them apart."""
-    if not (w / name).exists():
-        shutil.copy("/bin/sh", w / name)
-    child_pid = w / f"{name}{tag}.child"
-    proc = subprocess.Popen(
-        [str(w / name), "-c", f"trap '' TERM; sleep 60 & echo $! > {child_pid}; wait"],
-        start_new_session=True,
-    )
-    end = time.monotonic() + 5
-    while not child_pid.exists() or not child_pid.read_text().strip():
-        assert time.monotonic() < end, "the fake Heartbeat did not start"
-        time.sleep(0.05)
-    return proc, int(child_pid.read_text())
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX"
-    except (FileNotFoundError, IndexError):
-        return True
-
-
 @pytest.mark.parametrize("pidfile", ["heartbeat", "stale"])
 def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
     watchdog: Watchdog, pidfile: str
@@ -1320,7 +1296,7 @@ def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
     watchdog.flag("haproxy-up")
     (watchdog.w / "rsc").write_text("transition\n")
     name = "heartbeat" if pidfile == "heartbeat" else "other"
-    proc, child = _wedged_heartbeat(watchdog.w, name)
+    proc, child = wedged_heartbeat(watchdog.w, name)
     # reaped at once when it dies, as systemd reaps a service's main process (the watchdog waits
     # until the old PID is gone before the restart)
     threading.Thread(target=proc.wait, daemon=True).start()
@@ -1334,13 +1310,13 @@ def test_watchdog_ends_a_wedged_heartbeat_that_does_not_stop_then_restarts_it(
             assert logged, watchdog.lines("stderr.log")
             assert proc.wait(timeout=2) == -9
             end = time.monotonic() + 2
-            while not _gone(child) and time.monotonic() < end:
+            while not gone(child) and time.monotonic() < end:
                 time.sleep(0.05)
-            assert _gone(child)  # the whole group, not only the leader
+            assert gone(child)  # the whole group, not only the leader
         else:
             assert not logged
             time.sleep(0.5)
-            assert proc.poll() is None and not _gone(child)
+            assert proc.poll() is None and not gone(child)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
@@ -1359,8 +1335,8 @@ def test_watchdog_ends_every_heartbeat_when_more_than_one_runs(
     did not name survived every restart. More than one master for STRAYS_AFTER s: every one's
     group ends, then one restart; a wedge repair ends a stray too. One master: nothing."""
     watchdog.flag("haproxy-up")
-    first, first_child = _wedged_heartbeat(watchdog.w, "heartbeat")
-    second, second_child = _wedged_heartbeat(watchdog.w, "heartbeat", "2")
+    first, first_child = wedged_heartbeat(watchdog.w, "heartbeat")
+    second, second_child = wedged_heartbeat(watchdog.w, "heartbeat", "2")
     for proc in (first, second):
         threading.Thread(target=proc.wait, daemon=True).start()
     try:
@@ -1384,9 +1360,9 @@ def test_watchdog_ends_every_heartbeat_when_more_than_one_runs(
         took = restarted - t0
         assert first.wait(timeout=2) == -9 and second.wait(timeout=2) == -9
         end = time.monotonic() + 2
-        while not (_gone(first_child) and _gone(second_child)) and time.monotonic() < end:
+        while not (gone(first_child) and gone(second_child)) and time.monotonic() < end:
             time.sleep(0.05)
-        assert _gone(first_child) and _gone(second_child)
+        assert gone(first_child) and gone(second_child)
         text = (watchdog.w / "stderr.log").read_text()
         for pid in (first.pid, second.pid):
             assert f"ended Heartbeat's processes (process group {pid}, SIGKILL)" in text
@@ -1430,7 +1406,7 @@ STRANDED_START = "start mark= trigger=mach_down"
 @contextlib.contextmanager
 def _running_heartbeat(watchdog: Watchdog) -> Iterator[subprocess.Popen[bytes]]:
     """A live process named heartbeat in the watchdog's PID file (ended with the block)."""
-    proc, _ = _wedged_heartbeat(watchdog.w, "heartbeat")
+    proc, _ = wedged_heartbeat(watchdog.w, "heartbeat")
     (watchdog.w / "heartbeat.pid").write_text(f"{proc.pid:10d}\n")
     try:
         yield proc
@@ -1516,7 +1492,7 @@ def test_watchdog_leaves_a_takeover_to_heartbeat_unless_it_stalled(
             fcntl.flock(lock, fcntl.LOCK_EX)
         elif case == "restarted":
             (watchdog.w / "second").mkdir()
-            again, _ = _wedged_heartbeat(watchdog.w / "second", "heartbeat")  # a new Heartbeat
+            again, _ = wedged_heartbeat(watchdog.w / "second", "heartbeat")  # a new Heartbeat
             (watchdog.w / "heartbeat.pid").write_text(f"{again.pid:10d}\n")
         time.sleep(3.5)
         if case == "restarted":
