@@ -9,6 +9,7 @@ plans show that they change, never their content.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -30,6 +31,8 @@ WATCHDOG_CLOCK_PATH = "/usr/local/sbin/haproxy-watchdog-clock"
 WATCHDOG_SERVICE_PATH = "/etc/systemd/system/haproxy-watchdog.service"
 HAPROXY_CFG_PATH = "/etc/haproxy/haproxy.cfg"
 LOGROTATE_PATH = "/etc/logrotate.d/heartbeat"  # the heartbeat package's rule, replaced
+# resource-agents' shell library, sourced by Heartbeat's scripts (mach_down, req_resource, ...)
+SHELLFUNCS_PATH = "/etc/ha.d/shellfuncs"
 MANAGED_MARK = "managed by the runbook"  # in the first line of each file the runbook writes
 # for resources.File(validate=...): checked on the new content before it replaces the old one
 HAPROXY_VALIDATE = "haproxy -c -q -f %s"
@@ -185,6 +188,25 @@ def package_logrotate_rule() -> RenderedFile:
     conffile unchanged again. A rule the runbook did not write (its first line lacks
     :data:`MANAGED_MARK`) is left alone."""
     return RenderedFile(LOGROTATE_PATH, source("logrotate-heartbeat-package"))
+
+
+def clustermsg_override() -> str:
+    """One line for the end of :data:`SHELLFUNCS_PATH`: ``ha_clustermsg`` (how Heartbeat's shell
+    scripts send it a message through its FIFO) defined again, writing each message with one
+    ``write(2)``. The package's version pipes ``>>>``, the body and ``<<<`` through a ``cat`` that
+    passes on whatever it has read, so a message can reach the FIFO in pieces; another writer's
+    message between two pieces (a takeover's ``mach_down`` beside the child acquiring the group)
+    makes Heartbeat's reader drop both ("NV failure (msgfromsteam)") and the takeover stalls.
+    ``dd iflag=fullblock`` collects the whole message (far below ``PIPE_BUF``, 4096 bytes, which
+    a FIFO writes atomically) before its one write. A later definition wins in ``sh``: the
+    package's lines stay as they are."""
+    lines = [ln for ln in source("ha-clustermsg.sh").splitlines() if not ln.startswith("#")]
+    if len(lines) != 1:
+        raise ValueError("files/ha-clustermsg.sh must hold one line besides its comments")
+    return lines[0]
+
+
+CLUSTERMSG_MATCH = r"^ha_clustermsg\(\) .*" + re.escape(MANAGED_MARK)  # the override's line
 
 
 # ----- failover settings, re-assert timer, HAProxy watchdog ---------------------------------

@@ -9,7 +9,9 @@ change needs it:
   stir the pair does not need);
 - new ha.cf or authkeys content is what Heartbeat re-reads on reload (`heartbeat -r`, it keeps
   its resources): reload;
-- the resource script and its env file are read on every call: no action;
+- the resource script, its env file and the message function Heartbeat's shell scripts take
+  from /etc/ha.d/shellfuncs (`ha_clustermsg`, made to write each message at once) are read on
+  every call: no action;
 - only new haresources content needs a restart; on the VIP holder that restart comes after a
   checkpoint and a planned hand-over (`hb_standby`, then wait until the peer holds the VIP).
 Nodes are changed one at a time, the standby first and the holder last. On a fresh pair (nobody
@@ -35,6 +37,7 @@ from ..core.remote import NO_ANSWER, Fact, Host, HostUnreachable
 from ..core.resources import (
     SECRET_MARKER,
     File,
+    LineInFile,
     PythonBytecode,
     Resource,
     RestoredFile,
@@ -46,6 +49,7 @@ from ..core.resources import (
 from ..core.waiting import now, wait_until
 from ..render.lbfiles import (
     AUTHKEYS_PATH,
+    CLUSTERMSG_MATCH,
     FAILOVER_ENV_PATH,
     FAILOVER_MODULE_PATH,
     FAILOVER_SCRIPT_PATH,
@@ -55,8 +59,10 @@ from ..render.lbfiles import (
     MANAGED_MARK,
     REASSERT_SERVICE_PATH,
     REASSERT_TIMER_PATH,
+    SHELLFUNCS_PATH,
     WATCHDOG_SERVICE_PATH,
     RenderedFile,
+    clustermsg_override,
     failover_files,
     heartbeat_files,
     logrotate_files,
@@ -315,6 +321,8 @@ class HeartbeatStep(Step):
         peers = [n for n in (h.name for h in inv.hosts_with_role("lb")) if n != target]
         return [
             *hb,
+            # read by each script Heartbeat runs: no restart, no reload
+            LineInFile(SHELLFUNCS_PATH, clustermsg_override(), CLUSTERMSG_MATCH),
             PythonBytecode(FAILOVER_MODULE_PATH, watch=f"file:{FAILOVER_MODULE_PATH}"),
             *fo,
             *wd,

@@ -14,8 +14,9 @@ from runbook.core.console import Masker, Ui, make_console
 from runbook.core.engine import RunOptions, StepContext, plan_target
 from runbook.core.plan import Change
 from runbook.core.remote import CommandTimeout, Fact, Host, Result
-from runbook.core.resources import File, PythonBytecode, Resource, Service
+from runbook.core.resources import File, LineInFile, PythonBytecode, Resource, Service
 from runbook.inventory import Inventory, load_inventory
+from runbook.render import lbfiles
 from runbook.status.lbstatus import node_status
 from runbook.steps._select import holds_vip
 from runbook.steps.haproxy import HaproxyStep
@@ -52,6 +53,9 @@ def converged_fact(res: Resource) -> Fact:
     if isinstance(res, File):
         meta = f"{res.mode:o} {res.owner} {res.group}"
         return Fact(f"{meta}\n{base64.b64encode(res.content.encode()).decode()}", 0)
+    if isinstance(res, LineInFile):  # the package's file with the line at its end
+        text = f"# the package's lines\n{res.line}\n"
+        return Fact(f"644 root root\n{base64.b64encode(text.encode()).decode()}", 0)
     if isinstance(res, Service):
         return Fact("enabled\n|\nactive", 0)
     if isinstance(res, PythonBytecode):
@@ -258,6 +262,20 @@ def test_heartbeat_script_change_needs_no_heartbeat_action(inv: Inventory, monke
     script = "file:/etc/ha.d/resource.d/hcloud-failover"
     changes = _drifted(inv, {script: _file_fact("755", b"#!/bin/sh\n")})
     assert set(changes) == {script}
+
+
+def test_heartbeat_adds_its_message_function_to_shellfuncs_and_leaves_heartbeat_alone(  # type: ignore[no-untyped-def]
+    inv: Inventory, monkeypatch
+) -> None:
+    """The package's shellfuncs without the step's line: the line is appended (after the
+    package's own definition, which it overrides); the scripts read it on each run, so
+    Heartbeat is neither restarted nor reloaded."""
+    monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
+    key = f"line:{lbfiles.SHELLFUNCS_PATH}:{lbfiles.CLUSTERMSG_MATCH}"
+    package = b'ha_clustermsg() {\n\t(echo ">>>"; cat -; echo "<<<")\t| cat - >> $HA_FIFO\n}\n'
+    changes = _drifted(inv, {key: _file_fact("644", package)})
+    assert set(changes) == {key} and changes[key].action == "add"
+    assert f"+{lbfiles.clustermsg_override()}" in changes[key].diff.splitlines()
 
 
 def test_heartbeat_haresources_change_restarts(inv: Inventory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
