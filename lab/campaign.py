@@ -21,7 +21,7 @@ from typing import Any
 
 from lab import blindclock, faults, invariants, netns, readyz, scenarios, topology
 from lab.invariants import down_after, last_failure, longest, longest_silence
-from runbook.render.lbfiles import FAILOVER_ENV_PATH, WATCHDOG_STRANDED_S
+from runbook.render.lbfiles import FAILOVER_ENV_PATH, WATCHDOG_INTERVAL_S, WATCHDOG_STRANDED_S
 from runbook.status.lbstatus import HEARTBEAT_MASTERS
 from runbook.steps.heartbeat import END_WEDGED_HEARTBEAT
 
@@ -469,7 +469,9 @@ def takeover_message_lost(down_s: float) -> Callable[[Ctx], None]:
     on the other node mach_down starts the group itself), the message is lost
     (`LOSE_TAKEOVER_MESSAGE`), and both of the holder's links go down for `down_s`. `notes`:
     whether Heartbeat logged the lost message (`lost`), whether the watchdog ran the start
-    (`watchdog_started`)."""
+    (`watchdog_started`). The step's `ha_clustermsg` closed the race that lost it on its own
+    (stop 48); the stand-in writes its piece into the FIFO itself, so the fault still stands for
+    a message lost any other way."""
 
     def run(ctx: Ctx) -> None:
         hold_on(LBS[1])
@@ -1103,9 +1105,13 @@ CATALOGUE: dict[str, Fault] = {
             Fault(
                 "takeover-message-lost",
                 takeover_message_lost(20.0),
-                # detection, the watchdog's STRANDED_AFTER from its first look at it (one look a
-                # second), the start's moves, the probe
-                Bounds(DURING, FAILOVER_BOUND + WATCHDOG_STRANDED_S + 2.5, moves=1),
+                # detection, the watchdog's first look at it (one look a second), its
+                # STRANDED_AFTER from that look, the start's moves, the probe, a loaded machine
+                Bounds(
+                    DURING,
+                    FAILOVER_BOUND + WATCHDOG_INTERVAL_S + WATCHDOG_STRANDED_S + 2.5,
+                    moves=1,
+                ),
                 "the standby's Heartbeat loses its takeover's message (mach_down's) as the "
                 "holder's links go down for 20 s: the watchdog runs the start",
             ),

@@ -46,8 +46,10 @@ WATCHDOG_WEDGE_MARGIN_S = 60  # "transition" this long past two failover deadlin
 # VIP (both addresses here on the holder, neither on the other): wedged this long past initdead
 # and the failover deadline (`wedge_idle_after`)
 WATCHDOG_WEDGE_IDLE_MARGIN_S = 20
-# the peer dead, "transition" without the VIP this long → a stalled takeover: run its start
-WATCHDOG_STRANDED_S = 2
+# the peer dead, "transition" without the VIP this long → a stalled takeover: run its start (a
+# normal takeover's script holds its lock or has the VIP on well within it; a start that comes
+# anyway waits for that run's lock and finds the work done)
+WATCHDOG_STRANDED_S = 1
 
 
 @dataclass(frozen=True)
