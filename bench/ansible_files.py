@@ -92,6 +92,12 @@ def playbook_vars(inv: Inventory, out: Path) -> dict[str, Any]:
         "heartbeat_settle_s": lb.heartbeat.effective_initdead + lb.heartbeat.deadtime,
         # the rotation rule exists only with Heartbeat's own log file (lbfiles.logrotate_files)
         "heartbeat_log_rotated": bool(lb.heartbeat.logfile),
+        # the heartbeat step's one line in resource-agents' shellfuncs
+        "shellfuncs": {
+            "path": lbfiles.SHELLFUNCS_PATH,
+            "regexp": lbfiles.CLUSTERMSG_MATCH,
+            "line": lbfiles.clustermsg_override(),
+        },
         "floating_ip": {
             "name": lb.floating_ip.name,
             "address": str(lb.floating_ip.address),

@@ -10,6 +10,7 @@ bench itself runs the playbook for real against the lab (a stronger check than
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,9 @@ def test_render_writes_the_runbooks_files_and_keeps_secrets_out_of_vars(
     data = yaml.safe_load((out / "vars.yml").read_text())
     assert data["rendered_dir"] == str(out / "files")
     assert data["lb_primary"] == inv.load_balancer.primary
+    # the heartbeat step's line in shellfuncs, through YAML unchanged (quotes, `$`, braces)
+    line = data["shellfuncs"]["line"]
+    assert line == lbfiles.clustermsg_override() and re.search(data["shellfuncs"]["regexp"], line)
 
 
 def test_etc_hosts_lines_are_the_prepare_steps() -> None:
