@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 from bench.common import save, table, verdict
-from runbook.core.resources import LineInFile
-from runbook.render import lbfiles
+from runbook.steps.heartbeat import clustermsg_line
 
 OCF_SOURCE = "\n. /usr/lib/ocf/"  # the package's shellfuncs sources its OCF library from here
 A_BODY = "t=resource\nrsc_hold=foreign\ninfo=mach_down\n"  # mach_down's message
@@ -60,10 +59,7 @@ def shellfuncs(root: Path, out: Path, *, ours: bool) -> Path:
         (root / "etc/ha.d/shellfuncs").read_text().replace(OCF_SOURCE, f"\n. {root}/usr/lib/ocf/")
     )
     if ours:
-        line = LineInFile(
-            lbfiles.SHELLFUNCS_PATH, lbfiles.clustermsg_override(), lbfiles.CLUSTERMSG_MATCH
-        )
-        text = line.edited(text)
+        text = clustermsg_line().edited(text)
     out.write_text(text)
     return out
 

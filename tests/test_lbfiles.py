@@ -14,9 +14,9 @@ import contextlib
 import fcntl
 import os
 import re
-import select
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,9 +28,11 @@ from unittest import mock
 import pytest
 
 from bench.scriptstart import install_launcher
-from runbook.core.resources import LineInFile, PythonBytecode
+from runbook.core.resources import PythonBytecode
 from runbook.inventory import Inventory, load_inventory
 from runbook.render import lbfiles
+from runbook.steps.heartbeat import clustermsg_line
+from tests import fifowrites
 from tests.fakeproc import gone, wedged_heartbeat
 
 REPO = Path(__file__).resolve().parent.parent
@@ -702,38 +704,24 @@ def _shellfuncs(root: Path, tmp: Path, *, override: bool) -> Path:
     assert "\n. /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs\n" in text
     text = text.replace("\n. /usr/lib/ocf/", f"\n. {root}/usr/lib/ocf/")
     if override:
-        text = LineInFile(
-            lbfiles.SHELLFUNCS_PATH, lbfiles.clustermsg_override(), lbfiles.CLUSTERMSG_MATCH
-        ).edited(text)
+        text = clustermsg_line().edited(text)
     path = tmp / ("shellfuncs.ours" if override else "shellfuncs.package")
     path.write_text(text)
     return path
 
 
-def _writes_of_one_message(shellfuncs: Path, root: Path, tmp: Path) -> list[bytes]:
-    """One message sent with `ha_clustermsg` of `shellfuncs` into a FIFO, its body coming in
-    two pieces 0.3 s apart (a writer the scheduler held up between two lines), and what each
-    read of the FIFO returned: a read that returns while the writer still runs ends a write."""
-    fifo = tmp / "fifo"
-    os.mkfifo(fifo)
-    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-    chunks: list[bytes] = []
-    try:
-        proc = subprocess.Popen(
-            ["sh", "-c", f". {shellfuncs}; (echo t=a; sleep 0.3; echo b=c) | ha_clustermsg"],
-            env={**os.environ, "HA_FIFO": str(fifo), "OCF_ROOT": f"{root}/usr/lib/ocf"},
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            done = proc.poll() is not None
-            if select.select([fd], [], [], 0.05)[0] and (data := os.read(fd, 65536)):
-                chunks.append(data)
-            elif done:
-                break
-        assert proc.wait(timeout=5) == 0
-    finally:
-        os.close(fd)
-    return chunks
+def _writes_of_one_message(shellfuncs: Path, root: Path) -> list[bytes]:
+    """`tests.fifowrites.PROGRAM` with `shellfuncs` (its OCF library from `root`)."""
+    env = {**os.environ, "SHELLFUNCS": str(shellfuncs), "OCF_ROOT": f"{root}/usr/lib/ocf"}
+    res = subprocess.run(
+        [sys.executable, "-c", fifowrites.PROGRAM],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return fifowrites.reads(res.stdout + res.stderr)
 
 
 def test_heartbeat_scripts_write_each_message_to_its_fifo_in_one_piece(
@@ -745,19 +733,14 @@ def test_heartbeat_scripts_write_each_message_to_its_fifo_in_one_piece(
     ("NV failure (msgfromsteam): [>>>]"), and a takeover stalled that way (CI, stops 42, 45,
     48). With the step's line, one write: a FIFO keeps such a write whole."""
     package = _shellfuncs(agents_root, tmp_path, override=False)
-    (tmp_path / "p").mkdir()
-    pieces = _writes_of_one_message(package, agents_root, tmp_path / "p")
-    assert b"".join(pieces) == b">>>\nt=a\nb=c\n<<<\n"
+    pieces = _writes_of_one_message(package, agents_root)
+    assert b"".join(pieces) == fifowrites.MESSAGE
     assert len(pieces) > 1  # the package's function: the race's cause
     ours = _shellfuncs(agents_root, tmp_path, override=True)
-    (tmp_path / "o").mkdir()
-    assert _writes_of_one_message(ours, agents_root, tmp_path / "o") == [b">>>\nt=a\nb=c\n<<<\n"]
+    assert _writes_of_one_message(ours, agents_root) == [fifowrites.MESSAGE]
     # the edit is idempotent and leaves the package's lines as they were
     text = ours.read_text()
-    line = LineInFile(
-        lbfiles.SHELLFUNCS_PATH, lbfiles.clustermsg_override(), lbfiles.CLUSTERMSG_MATCH
-    )
-    assert line.edited(text) == text
+    assert clustermsg_line().edited(text) == text
     assert text.startswith(package.read_text())
 
 

@@ -92,6 +92,12 @@ def _restored(rf: RenderedFile) -> RestoredFile:
     )
 
 
+def clustermsg_line() -> LineInFile:
+    """resource-agents' `ha_clustermsg` defined again at the end of its shellfuncs, writing each
+    message to Heartbeat's FIFO at once (:func:`~runbook.render.lbfiles.clustermsg_override`)."""
+    return LineInFile(SHELLFUNCS_PATH, clustermsg_override(), CLUSTERMSG_MATCH)
+
+
 def content_key(path: str) -> str:
     """What a `ContentFile` marks in `host.touched` when its content (not only its mode) changes."""
     return f"content:{path}"
@@ -322,7 +328,7 @@ class HeartbeatStep(Step):
         return [
             *hb,
             # read by each script Heartbeat runs: no restart, no reload
-            LineInFile(SHELLFUNCS_PATH, clustermsg_override(), CLUSTERMSG_MATCH),
+            clustermsg_line(),
             PythonBytecode(FAILOVER_MODULE_PATH, watch=f"file:{FAILOVER_MODULE_PATH}"),
             *fo,
             *wd,

@@ -18,6 +18,7 @@ import pytest
 from lab import labstate, netns, probe, scenarios, topology
 from runbook.inventory import load_inventory
 from runbook.render import lbfiles
+from tests import fifowrites
 
 from .helpers import measure, recap
 
@@ -124,26 +125,6 @@ def test_heartbeat_runs_with_the_inventorys_timings(lb_tier: dict[str, float]) -
         assert got == want, lb
 
 
-# a FIFO, a message sent into it with the host's own ha_clustermsg (its body in two pieces 0.3 s
-# apart), and each read's bytes: one line of Python's repr per read
-ONE_MESSAGE_READS = r"""
-import os, select, subprocess, tempfile, time
-fifo = os.path.join(tempfile.mkdtemp(), "fifo")
-os.mkfifo(fifo)
-fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-send = ". /etc/ha.d/shellfuncs; (echo t=a; sleep 0.3; echo b=c) | ha_clustermsg"
-proc = subprocess.Popen(["sh", "-c", send], env={**os.environ, "HA_FIFO": fifo})
-deadline = time.monotonic() + 10
-while time.monotonic() < deadline:
-    done = proc.poll() is not None
-    if select.select([fd], [], [], 0.05)[0] and (data := os.read(fd, 65536)):
-        print(repr(data))
-    elif done:
-        break
-print("rc", proc.wait(timeout=5))
-"""
-
-
 def test_heartbeats_scripts_send_each_message_in_one_write(lb_tier: dict[str, float]) -> None:
     """On each LB, `ha_clustermsg` as Heartbeat's scripts get it from the installed
     /etc/ha.d/shellfuncs (the package's file with the step's line) writes a message whose body
@@ -151,8 +132,8 @@ def test_heartbeats_scripts_send_each_message_in_one_write(lb_tier: dict[str, fl
     Heartbeat drop both ("NV failure (msgfromsteam)", a stalled takeover; official CI of
     stop 47)."""
     for lb in scenarios.LBS:
-        out = netns.host_exec(lb, ["python3", "-c", ONE_MESSAGE_READS]).stdout
-        assert out.splitlines() == ["b'>>>\\nt=a\\nb=c\\n<<<\\n'", "rc 0"], (lb, out)
+        out = netns.host_exec(lb, ["python3", "-c", fifowrites.PROGRAM]).stdout
+        assert fifowrites.reads(out) == [fifowrites.MESSAGE], (lb, out)
 
 
 def test_the_watchdog_runs_with_a_raised_cpu_share(lb_tier: dict[str, float]) -> None:

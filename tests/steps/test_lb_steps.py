@@ -20,7 +20,7 @@ from runbook.render import lbfiles
 from runbook.status.lbstatus import node_status
 from runbook.steps._select import holds_vip
 from runbook.steps.haproxy import HaproxyStep
-from runbook.steps.heartbeat import HeartbeatRun, HeartbeatStep
+from runbook.steps.heartbeat import HeartbeatRun, HeartbeatStep, clustermsg_line
 from runbook.steps.prepare import PrepareStep, hosts_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,7 +271,7 @@ def test_heartbeat_adds_its_message_function_to_shellfuncs_and_leaves_heartbeat_
     package's own definition, which it overrides); the scripts read it on each run, so
     Heartbeat is neither restarted nor reloaded."""
     monkeypatch.setenv("HCLOUD_TOKEN", TOKEN)
-    key = f"line:{lbfiles.SHELLFUNCS_PATH}:{lbfiles.CLUSTERMSG_MATCH}"
+    key = clustermsg_line().key
     package = b'ha_clustermsg() {\n\t(echo ">>>"; cat -; echo "<<<")\t| cat - >> $HA_FIFO\n}\n'
     changes = _drifted(inv, {key: _file_fact("644", package)})
     assert set(changes) == {key} and changes[key].action == "add"
