@@ -13,8 +13,9 @@ from __future__ import annotations
 import ast
 
 PROGRAM = r"""
-import os, select, subprocess, tempfile, time
-fifo = os.path.join(tempfile.mkdtemp(), "fifo")
+import os, select, shutil, subprocess, tempfile, time
+tmp = tempfile.mkdtemp()
+fifo = os.path.join(tmp, "fifo")
 os.mkfifo(fifo)
 fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
 lib = os.environ.get("SHELLFUNCS", "/etc/ha.d/shellfuncs")
@@ -29,6 +30,8 @@ while time.monotonic() < deadline:
     elif done:
         break
 print("rc", proc.wait(timeout=5))
+os.close(fd)
+shutil.rmtree(tmp)
 """
 MESSAGE = b">>>\nt=a\nb=c\n<<<\n"
 
