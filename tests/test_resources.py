@@ -233,6 +233,8 @@ def test_line_in_file_appends_after_a_last_line_without_newline(
     conf.write_text("vm.swappiness = 10")  # no newline at the end
     first, second = converge(host, LineInFile(str(conf), "net.ipv4.ip_forward = 1", r"^net"))
     assert first is not None and first.action == "add" and second is None
+    # an append is shown by its line alone: the summary holds all of it, a diff only context
+    assert first.summary == f"{conf}: net.ipv4.ip_forward = 1" and first.diff == ""
     assert conf.read_text() == "vm.swappiness = 10\nnet.ipv4.ip_forward = 1\n"
 
 

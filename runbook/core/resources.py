@@ -274,7 +274,8 @@ class LineInFile(Resource[Host]):
     Present: the first matching line is replaced by `line` and further matches are dropped; with
     no match, `line` is appended. Absent: every matching line is dropped. The edit is made in
     Python on the file's content and written with the host's atomic write (mode and owner kept;
-    a new file is root 0644); the plan shows it as a unified diff. `match` is searched in each
+    a new file is root 0644); the plan shows a replacement or removal as a unified diff, an
+    append by its line alone (the summary holds it whole). `match` is searched in each
     line (Python `re`; POSIX classes such as `[[:space:]]` are accepted). With `fields`, a
     matching line that has the same whitespace-separated fields counts as the wanted one (files
     such as /etc/hosts, where the spacing means nothing).
@@ -331,6 +332,8 @@ class LineInFile(Resource[Host]):
                 return None
             action = "remove"
             summary = f"{self.path}: {len(matching)} line(s) matching {self.match}"
+        if action == "add":  # appended: the summary holds the whole line, a diff adds only context
+            return Change(self.key, action, summary)
         return Change(
             self.key,
             action,

@@ -9,7 +9,6 @@ plans show that they change, never their content.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
@@ -208,7 +207,8 @@ def clustermsg_override() -> str:
     return lines[0]
 
 
-CLUSTERMSG_MATCH = r"^ha_clustermsg\(\) .*" + re.escape(MANAGED_MARK)  # the override's line
+# the override's line (MANAGED_MARK has no `re` specials)
+CLUSTERMSG_MATCH = rf"^ha_clustermsg\(\) .*{MANAGED_MARK}"
 
 
 # ----- failover settings, re-assert timer, HAProxy watchdog ---------------------------------
