@@ -112,7 +112,12 @@ def race(sf: Path, root: Path, runs: int, tmp: Path, seed: int) -> dict[str, int
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=400, help="messages each writer sends")
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=400,
+        help="messages the shell writer sends (the one-write writer sends while it runs)",
+    )
     ap.add_argument("--seed", type=int, default=1, help="the one-write writer's pauses")
     ap.add_argument("--cpu-hogs", type=int, default=0, help="busy loops beside (a busy machine)")
     args = ap.parse_args()
