@@ -27,6 +27,7 @@ from unittest import mock
 
 import pytest
 
+from bench import fiforace
 from bench.scriptstart import install_launcher
 from runbook.core.resources import PythonBytecode
 from runbook.inventory import Inventory, load_inventory
@@ -699,15 +700,11 @@ def agents_root() -> Path:
 
 def _shellfuncs(root: Path, tmp: Path, *, override: bool) -> Path:
     """The package's shellfuncs, its OCF library taken from `root`; with `override`, edited as
-    the heartbeat step edits it on an LB (its LineInFile)."""
+    the heartbeat step edits it on an LB (its LineInFile): the bench's copy of it."""
     text = (root / "etc" / "ha.d" / "shellfuncs").read_text()
     assert "\n. /usr/lib/ocf/lib/heartbeat/ocf-shellfuncs\n" in text
-    text = text.replace("\n. /usr/lib/ocf/", f"\n. {root}/usr/lib/ocf/")
-    if override:
-        text = clustermsg_line().edited(text)
-    path = tmp / ("shellfuncs.ours" if override else "shellfuncs.package")
-    path.write_text(text)
-    return path
+    out = tmp / ("shellfuncs.ours" if override else "shellfuncs.package")
+    return fiforace.shellfuncs(root, out, ours=override)
 
 
 def _writes_of_one_message(shellfuncs: Path, root: Path) -> list[bytes]:
